@@ -1,0 +1,168 @@
+//! Running memtrace and the scenario programs as real processes.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// A binary of this workspace: `$MEMTRACE_<NAME>_BIN` if set, else next to
+/// the running test (`target/<profile>/`). `cargo xtask test` builds them
+/// first.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let var = format!("MEMTRACE_{}_BIN", name.to_uppercase().replace('-', "_"));
+    if let Some(p) = std::env::var_os(&var) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/debug/deps/test-xxx → target/debug/name
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run `cargo build -p {}` (or `cargo xtask test`), or set {var}",
+        path.display(),
+        if name == "memtrace" {
+            "memtrace"
+        } else {
+            "memtrace-tests"
+        }
+    );
+    path
+}
+
+/// A command whose child first moves itself into a cgroup, so everything
+/// it allocates is charged there from its first page.
+pub fn in_cgroup(program: &Path, procs_file: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    let procs = procs_file.to_path_buf();
+    // SAFETY: the closure only writes a file (async-signal-safe enough for
+    // a test helper: no locks are held across fork in this process).
+    unsafe {
+        cmd.pre_exec(move || std::fs::write(&procs, b"0\n"));
+    }
+    cmd
+}
+
+/// `memtrace events --json` running in the background.
+pub struct EventsRun {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    collected: Vec<Value>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl EventsRun {
+    /// Starts memtrace with `args` after `events --json`, and waits for it
+    /// to say it is tracing.
+    pub fn start(memtrace: &Path, args: &[&str]) -> Result<Self> {
+        let mut child = Command::new(memtrace)
+            .arg("events")
+            .arg("--json")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", memtrace.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let err_text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let sink = err_text.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("tracing (") {
+                    let _ = ready_tx.send(());
+                }
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        });
+        let mut run = Self {
+            child,
+            lines,
+            collected: Vec::new(),
+            stderr: err_text,
+        };
+        match ready_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(()) => Ok(run),
+            Err(_) => {
+                let _ = run.child.kill();
+                bail!(
+                    "memtrace did not start tracing within 60 s; stderr:\n{}",
+                    run.stderr_text()
+                )
+            }
+        }
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Collects events until `pred` holds for one of them, or the timeout.
+    pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        if let Some(v) = self.collected.iter().find(|v| pred(v)) {
+            return Some(v.clone());
+        }
+        let end = Instant::now() + timeout;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                        let hit = pred(&v);
+                        self.collected.push(v.clone());
+                        if hit {
+                            return Some(v);
+                        }
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        None
+    }
+
+    /// Stops memtrace with SIGINT and returns every event it printed.
+    pub fn stop(mut self) -> Result<Vec<Value>> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait()?;
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                self.collected.push(v);
+            }
+        }
+        if !status.success() {
+            bail!(
+                "memtrace exited with {status}; stderr:\n{}",
+                self.stderr_text()
+            );
+        }
+        Ok(std::mem::take(&mut self.collected))
+    }
+}
+
+impl Drop for EventsRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,315 @@
+//! The ABI shared by memtrace's eBPF programs and its user side.
+//!
+//! Everything that crosses the kernel/user boundary is defined here, once:
+//! the records the programs write into the `EVENTS` ring buffer, the
+//! `KERNEL_CONFIG` global that user space fills in before loading (struct
+//! offsets read from the running kernel's BTF, because Rust eBPF has no
+//! CO-RE), and the keys and values of the maps both sides touch.
+//!
+//! Every record starts with a `u32` kind, so the decoder can dispatch on the
+//! first four bytes and check the length before it reads the rest.
+//! All structs are `#[repr(C)]` with explicit padding so their layout is the
+//! same on the bpf target and on the host.
+#![no_std]
+
+/// Length of `task_struct.comm`.
+pub const COMM_LEN: usize = 16;
+
+/// How far the programs walk up the memory cgroup hierarchy. Real
+/// hierarchies are far shallower; the bound keeps the verifier happy.
+pub const MAX_CGROUP_DEPTH: u32 = 16;
+
+/// Record kinds: the first `u32` of every ring-buffer record.
+pub mod kind {
+    /// A task entered the memory.high throttle function with pages over high.
+    pub const THROTTLE_START: u32 = 1;
+    /// That task left the throttle function: one complete throttle episode.
+    pub const THROTTLE_END: u32 = 2;
+    /// A memcg reclaim pass (`mm_vmscan_memcg_reclaim_begin`/`_end`).
+    pub const RECLAIM: u32 = 3;
+    /// A global direct reclaim pass (`mm_vmscan_direct_reclaim_begin`/`_end`).
+    pub const DIRECT_RECLAIM: u32 = 4;
+    /// The OOM killer chose a victim (`oom/mark_victim`).
+    pub const OOM_KILL: u32 = 5;
+    /// The in-kernel brake signalled a throttled task.
+    pub const BRAKE: u32 = 6;
+    /// One past the largest kind; sizes the lost-event counters.
+    pub const COUNT: u32 = 7;
+}
+
+/// The task a record is about.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskId {
+    /// Thread id (the kernel's `pid`).
+    pub pid: u32,
+    /// Process id (the kernel's `tgid`).
+    pub tgid: u32,
+    /// `task_struct.comm`, NUL padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A task entered the throttle function with pages charged over high.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThrottleStartEvent {
+    pub kind: u32,
+    /// `current->memcg_nr_pages_over_high` at entry (0 if unreadable).
+    pub nr_pages: u32,
+    /// Monotonic time of entry (`bpf_ktime_get_ns`).
+    pub ts_ns: u64,
+    pub task: TaskId,
+    /// Kernfs id of the task's memory cgroup: the one being charged.
+    pub memcg_id: u64,
+    /// Kernfs id of the ancestor-or-self memory cgroup furthest over its
+    /// memory.high (0 if none was found over high).
+    pub over_high_id: u64,
+    /// That cgroup's usage and memory.high, in pages.
+    pub over_high_usage: u64,
+    pub over_high_limit: u64,
+}
+
+/// A complete throttle episode.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThrottleEndEvent {
+    pub kind: u32,
+    pub nr_pages: u32,
+    /// Monotonic time of exit.
+    pub ts_ns: u64,
+    pub task: TaskId,
+    pub memcg_id: u64,
+    pub over_high_id: u64,
+    /// Monotonic time of entry.
+    pub start_ns: u64,
+    /// Time spent in memcg reclaim nested in this episode; the rest of the
+    /// episode is the penalty sleep.
+    pub reclaim_ns: u64,
+    /// Pages reclaimed by that nested reclaim.
+    pub reclaimed_pages: u64,
+}
+
+/// Flags of [`ReclaimEvent`].
+pub mod reclaim_flags {
+    /// The reclaim ran inside a throttle episode of the same task.
+    pub const IN_THROTTLE: u32 = 1;
+    /// `memcg_id` is the cgroup the kernel reclaimed from (tracepoint
+    /// argument); otherwise it is the charging task's memory cgroup.
+    pub const MEMCG_EXACT: u32 = 2;
+}
+
+/// One reclaim pass, memcg or global direct (see `kind`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReclaimEvent {
+    pub kind: u32,
+    pub flags: u32,
+    /// Monotonic time the pass ended.
+    pub ts_ns: u64,
+    pub task: TaskId,
+    pub memcg_id: u64,
+    pub start_ns: u64,
+    pub nr_reclaimed: u64,
+}
+
+/// Flags of [`OomKillEvent`].
+pub mod oom_flags {
+    /// The victim's task_struct was readable: its memcg and RSS are valid.
+    pub const VICTIM_TASK: u32 = 1;
+    /// `oom_memcg_id` names the memory cgroup that ran out.
+    pub const OOM_MEMCG: u32 = 2;
+    /// RSS fields are valid.
+    pub const RSS: u32 = 4;
+}
+
+/// The OOM killer marked a victim.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OomKillEvent {
+    pub kind: u32,
+    pub flags: u32,
+    pub ts_ns: u64,
+    /// The task whose allocation invoked the OOM killer.
+    pub invoker: TaskId,
+    pub victim: TaskId,
+    /// The victim's memory cgroup.
+    pub victim_memcg_id: u64,
+    /// The memory cgroup that ran out (memcg OOM), 0 for a global OOM or
+    /// when the kernel does not expose it.
+    pub oom_memcg_id: u64,
+    /// Victim RSS by type, in pages.
+    pub anon_rss_pages: u64,
+    pub file_rss_pages: u64,
+    pub shmem_rss_pages: u64,
+}
+
+/// The in-kernel brake sent a signal to a throttled task.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BrakeEvent {
+    pub kind: u32,
+    pub signal: u32,
+    pub ts_ns: u64,
+    pub task: TaskId,
+    /// The cgroup whose brake rule fired.
+    pub rule_memcg_id: u64,
+    /// Throttled time the kernel counted in the rule's window.
+    pub throttled_ns: u64,
+    pub limit_ns: u64,
+    /// How long the agent's heartbeat had been silent.
+    pub heartbeat_age_ns: u64,
+    /// Return value of `bpf_send_signal`.
+    pub result: i64,
+}
+
+/// Bits of [`KernelConfig::flags`]: which parts of the config are valid.
+pub mod config_flags {
+    /// The cgroup walk offsets (task → css → cgroup → kernfs id) are valid.
+    pub const CGROUP_WALK: u32 = 1;
+    /// `task_nr_pages_over_high` is valid: entries with nothing over high
+    /// are filtered in the kernel.
+    pub const NR_PAGES_OVER_HIGH: u32 = 2;
+    /// `memcg_usage`/`memcg_high` are valid: the over-high ancestor is found.
+    pub const MEMCG_COUNTERS: u32 = 4;
+    /// The `mark_victim` raw tracepoint's first argument is the victim's
+    /// `task_struct *` (otherwise it is the victim's pid).
+    pub const VICTIM_IS_TASK: u32 = 8;
+    /// The task_struct field offsets (pid, tgid, comm) are valid.
+    pub const TASK_FIELDS: u32 = 16;
+    /// The mm RSS counter offsets are valid.
+    pub const MM_RSS: u32 = 32;
+}
+
+/// Sentinel for "this raw tracepoint has no such argument".
+pub const NO_ARG: u32 = u32::MAX;
+
+/// What user space tells the programs about the running kernel, set as the
+/// `KERNEL_CONFIG` global before the object is loaded. Offsets are in bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelConfig {
+    pub flags: u32,
+    /// `enum cgroup_subsys_id` value of the memory controller.
+    pub memory_cgrp_id: u32,
+    /// `task_struct.cgroups`.
+    pub task_cgroups: u32,
+    /// `css_set.subsys`.
+    pub css_set_subsys: u32,
+    /// `cgroup_subsys_state.cgroup`.
+    pub css_cgroup: u32,
+    /// `cgroup_subsys_state.parent`.
+    pub css_parent: u32,
+    /// `cgroup.kn`.
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id`.
+    pub kn_id: u32,
+    /// `mem_cgroup.css`.
+    pub memcg_css: u32,
+    /// `mem_cgroup.memory.usage`.
+    pub memcg_usage: u32,
+    /// `mem_cgroup.memory.high`.
+    pub memcg_high: u32,
+    /// `task_struct.memcg_nr_pages_over_high`.
+    pub task_nr_pages_over_high: u32,
+    /// `task_struct.pid`, `.tgid`, `.comm`, `.mm`.
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_comm: u32,
+    pub task_mm: u32,
+    /// `mm_struct.rss_stat`, the stride between its counters, and the
+    /// offset of the counter value inside one entry.
+    pub mm_rss_stat: u32,
+    pub mm_rss_stride: u32,
+    pub mm_rss_value: u32,
+    /// Indexes of MM_FILEPAGES, MM_ANONPAGES, MM_SHMEMPAGES.
+    pub rss_file_idx: u32,
+    pub rss_anon_idx: u32,
+    pub rss_shmem_idx: u32,
+    /// Raw tracepoint argument positions, or [`NO_ARG`].
+    pub memcg_reclaim_begin_memcg_arg: u32,
+    pub memcg_reclaim_end_memcg_arg: u32,
+    pub memcg_reclaim_end_nr_arg: u32,
+    pub direct_reclaim_end_nr_arg: u32,
+    /// Classic tracepoint field offsets (fallback path), from tracefs.
+    pub tp_reclaim_end_nr_off: u32,
+    pub tp_victim_pid_off: u32,
+    /// `__data_loc char[] comm` of `oom/mark_victim`, or [`NO_ARG`].
+    pub tp_victim_comm_off: u32,
+    /// `anon_rss`/`file_rss`/`shmem_rss` of `oom/mark_victim` (kB), or
+    /// [`NO_ARG`].
+    pub tp_victim_anon_off: u32,
+    pub tp_victim_file_off: u32,
+    pub tp_victim_shmem_off: u32,
+    /// log2 of the page size, to turn the tracepoint's kB into pages.
+    pub page_shift: u32,
+    pub _pad: u32,
+}
+
+/// Per-task state kept between entry and exit of the throttle function.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThrottleState {
+    pub start_ns: u64,
+    pub memcg_id: u64,
+    pub over_high_id: u64,
+    pub reclaim_ns: u64,
+    pub reclaimed_pages: u64,
+    /// Memory cgroup id of the brake rule this episode counts toward, 0 if
+    /// none.
+    pub brake_rule_id: u64,
+    pub nr_pages: u32,
+    pub _pad: u32,
+}
+
+/// Per-task state kept between begin and end of a reclaim pass.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReclaimState {
+    pub start_ns: u64,
+    /// Exact memcg id from the begin tracepoint, 0 if the kernel's
+    /// tracepoint does not carry it.
+    pub memcg_id: u64,
+}
+
+/// A kernel brake rule, keyed by the memory cgroup id it guards. The agent
+/// writes one per budget with a brake; the programs enforce it only while
+/// the agent's heartbeat is stale.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BrakeRule {
+    /// Throttled time allowed per window while the agent is silent.
+    pub limit_ns: u64,
+    pub window_ns: u64,
+    /// The heartbeat is stale when older than this.
+    pub stale_ns: u64,
+    /// The process the agent chose as victim under the budget's policy
+    /// (avoid and protect rules applied). The brake signals only this
+    /// process, and only when it is the task being throttled: the kernel
+    /// can signal no other task from here.
+    pub victim_tgid: u32,
+    pub signal: u32,
+}
+
+/// Kernel-side accounting of one brake rule.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BrakeState {
+    pub window_start_ns: u64,
+    pub throttled_ns: u64,
+    /// Last time the brake signalled, to avoid a signal storm.
+    pub fired_ns: u64,
+}
+
+/// Index of the heartbeat slot in the `HEARTBEAT` array.
+pub const HEARTBEAT_SLOT: u32 = 0;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are `#[repr(C)]` plain data with explicit padding
+    // and no pointers; any bit pattern is a valid value.
+    unsafe impl aya::Pod for super::KernelConfig {}
+    unsafe impl aya::Pod for super::ThrottleState {}
+    unsafe impl aya::Pod for super::ReclaimState {}
+    unsafe impl aya::Pod for super::BrakeRule {}
+    unsafe impl aya::Pod for super::BrakeState {}
+}

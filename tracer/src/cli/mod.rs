@@ -1,0 +1,114 @@
+//! Subcommands and what they share: argument types, logging, exit codes.
+
+mod check;
+mod events;
+
+use clap::{Parser, Subcommand};
+
+use memtrace::probes::LoadError;
+
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_UNSUPPORTED: u8 = 3;
+
+/// A usage error found after parsing (a bad glob, a bad config value).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "memtrace",
+    version,
+    about = "See and stop memory.high livelocks: eBPF tracing of cgroup v2 throttling",
+    long_about = "memtrace watches the kernel's memory.high throttle, memcg and direct \
+reclaim, and OOM kills with eBPF, per memory cgroup and task.\n\n\
+A cgroup whose usage sits between memory.high and memory.max with nothing \
+reclaimable is throttled on every return to user space, yet never reaches \
+memory.max, so the OOM killer never fires: a livelock that PSI-polling guards \
+(systemd-oomd, oomd) and free-RAM guards (earlyoom) do not see. memtrace \
+measures that throttling directly.\n\n\
+Start with `memtrace check` to see what this kernel allows.",
+    after_help = "Exit codes: 0 ok, 1 failure, 2 bad usage, 3 missing privileges or kernel support.\n\
+Environment: MEMTRACE_DENY_ATTACH=fentry,kprobe,raw_tracepoint,tracepoint skips attach \
+mechanisms (to test fallbacks); RUST_LOG sets log detail."
+)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// What this kernel allows: BTF, cgroup layout, PSI, each probe and how
+    /// it attached or why not, and what is degraded as a result.
+    #[command(
+        long_about = "Reports the kernel version, BTF, where the memory controller \
+lives (cgroup v1, v2 or hybrid), PSI, and for each probe the attach mechanism that \
+worked or why each one failed; then what memtrace cannot see as a result.\n\n\
+Loading probes needs root (or CAP_BPF + CAP_PERFMON).\n\n\
+Exit status: 0 when every probe attached, 3 when something is missing \
+(privileges or kernel support); the report says what."
+    )]
+    Check(check::CheckArgs),
+    /// Print live events, one per line: throttle episodes, reclaim, OOM kills.
+    #[command(long_about = "Prints live events as they happen, one per line.\n\n\
+Types: throttle (a complete memory.high throttle episode), throttle_start, reclaim \
+(memcg reclaim pass), direct_reclaim (global), oom_kill, brake (kernel brake fired), \
+lost (records the kernel could not deliver).\n\n\
+Examples:\n  \
+memtrace events\n  \
+memtrace events --cgroup '/system.slice/*.service' --json --duration 30s\n  \
+memtrace events --types throttle,oom_kill")]
+    Events(events::EventsArgs),
+}
+
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .format_target(false)
+        .init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Check(a) => check::run(a),
+        Command::Events(a) => events::run(a),
+    }
+}
+
+/// Maps an error to the documented exit code.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(l) = cause.downcast_ref::<LoadError>() {
+            return match l {
+                LoadError::Privileges(_) | LoadError::Unsupported(_) => EXIT_UNSUPPORTED,
+                LoadError::Usage(_) => EXIT_USAGE,
+                LoadError::Load(_) => EXIT_FAILURE,
+            };
+        }
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return EXIT_USAGE;
+        }
+    }
+    EXIT_FAILURE
+}
+
+/// Parses a duration flag: `30s`, `5m`, `1.5`.
+pub fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    memtrace::clock::parse_duration(s)
+}
+
+/// A tokio runtime for one command.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}

@@ -1,0 +1,133 @@
+//! The event stream: ring buffer → decode → typed events, asynchronously.
+//!
+//! [`EventSource`] owns the `EVENTS` ring buffer and the `LOST` counters.
+//! It waits for the ring buffer's fd to become readable (tokio `AsyncFd`),
+//! drains and decodes every record, and once a second turns new
+//! reservation failures into [`Event::Lost`] events, so lost data is
+//! always reported, never silently dropped.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use tokio::io::unix::AsyncFd;
+
+use crate::clock::mono_now_ns;
+use crate::decode::decode;
+use crate::event::{Event, Lost, LostKind};
+use crate::probes::{LoadError, Tracer, error_chain};
+
+/// How often the lost-event counters are read.
+pub const LOST_POLL: Duration = Duration::from_secs(1);
+
+pub struct EventSource {
+    ring: AsyncFd<RingBuf<MapData>>,
+    lost: PerCpuArray<MapData, u64>,
+    lost_seen: [u64; tracer_ebpf::kind::COUNT as usize],
+    pending: VecDeque<Event>,
+    lost_tick: tokio::time::Interval,
+    /// Records that did not decode (a kernel/user ABI mismatch).
+    pub decode_errors: u64,
+    /// Records decoded so far.
+    pub records: u64,
+}
+
+impl EventSource {
+    /// Takes the ring buffer and lost counters out of a loaded tracer.
+    /// Must be called inside a tokio runtime.
+    pub fn new(tracer: &mut Tracer) -> Result<Self, LoadError> {
+        let ebpf = tracer.ebpf_mut();
+        let ring = ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| LoadError::Load("EVENTS map missing".into()))?;
+        let ring = RingBuf::try_from(ring).map_err(|e| LoadError::Load(error_chain(&e)))?;
+        let lost = ebpf
+            .take_map("LOST")
+            .ok_or_else(|| LoadError::Load("LOST map missing".into()))?;
+        let lost = PerCpuArray::try_from(lost).map_err(|e| LoadError::Load(error_chain(&e)))?;
+        // SAFETY: the RingBuf owns its map fd, which stays open for as long
+        // as the AsyncFd that owns the RingBuf.
+        let ring =
+            unsafe { AsyncFd::register(ring) }.map_err(|e| LoadError::Load(e.to_string()))?;
+        let mut lost_tick = tokio::time::interval(LOST_POLL);
+        lost_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ok(Self {
+            ring,
+            lost,
+            lost_seen: [0; tracer_ebpf::kind::COUNT as usize],
+            pending: VecDeque::with_capacity(4096),
+            lost_tick,
+            decode_errors: 0,
+            records: 0,
+        })
+    }
+
+    /// The next event, waiting for one.
+    pub async fn next(&mut self) -> Event {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return e;
+            }
+            tokio::select! {
+                guard = self.ring.readable_mut() => {
+                    match guard {
+                        Ok(mut guard) => {
+                            guard.clear_ready();
+                            self.drain();
+                        }
+                        Err(e) => {
+                            log::error!("event ring buffer poll failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                _ = self.lost_tick.tick() => self.poll_lost(),
+            }
+        }
+    }
+
+    /// Moves every record in the ring buffer into the pending queue.
+    pub fn drain(&mut self) {
+        let ring = self.ring.get_mut();
+        while let Some(item) = ring.next() {
+            match decode(&item) {
+                Ok(e) => {
+                    self.records += 1;
+                    self.pending.push_back(e);
+                }
+                Err(e) => {
+                    self.decode_errors += 1;
+                    if self.decode_errors <= 10 {
+                        log::warn!("undecodable record ({} bytes): {e}", item.len());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the per-CPU lost counters and queues a [`Event::Lost`] for
+    /// every kind that grew.
+    pub fn poll_lost(&mut self) {
+        let now = mono_now_ns();
+        for k in 0..tracer_ebpf::kind::COUNT {
+            let Ok(per_cpu) = self.lost.get(&k, 0) else {
+                continue;
+            };
+            let total: u64 = per_cpu.iter().sum();
+            let seen = &mut self.lost_seen[k as usize];
+            if total > *seen {
+                self.pending.push_back(Event::Lost(Lost {
+                    ts_ns: now,
+                    kind: LostKind::from_raw(k),
+                    count: total - *seen,
+                }));
+                *seen = total;
+            }
+        }
+    }
+
+    /// Total records lost so far, over all kinds.
+    pub fn lost_total(&self) -> u64 {
+        self.lost_seen.iter().sum()
+    }
+}

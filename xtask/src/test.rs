@@ -1,0 +1,93 @@
+//! `cargo xtask test`: the whole suite, in the order CI runs it. Each step
+//! is named when it starts and when it fails, with its duration.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use crate::{cmd, setup};
+
+#[derive(Args, Debug, Default)]
+pub struct TestArgs {
+    /// Skip the lint step (rustfmt, clippy).
+    #[arg(long)]
+    pub no_lint: bool,
+}
+
+struct Suite {
+    start: Instant,
+    done: Vec<(String, f64)>,
+}
+
+impl Suite {
+    fn step(&mut self, name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        eprintln!("\n==> {name}");
+        let start = Instant::now();
+        f().with_context(|| format!("test step `{name}` failed"))?;
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!("<== {name}: ok ({secs:.0} s)");
+        self.done.push((name.to_string(), secs));
+        Ok(())
+    }
+}
+
+pub fn run(args: &TestArgs) -> Result<()> {
+    if !cmd::is_root() {
+        bail!(
+            "the suite loads eBPF programs, creates cgroups and boots VMs: run it as root \
+             (sudo -E cargo xtask test)"
+        );
+    }
+    let mut suite = Suite {
+        start: Instant::now(),
+        done: Vec::new(),
+    };
+    suite.step("setup", setup::run)?;
+    if !args.no_lint {
+        suite.step("lint", lint)?;
+    }
+    suite.step("build", || {
+        cmd::cargo(&["build", "-p", "memtrace", "-p", "memtrace-tests", "--bins"])
+    })?;
+    suite.step("unit and host integration tests", || {
+        cmd::cargo(&["test", "--features", "memtrace-tests/root-tests"])
+    })?;
+    eprintln!(
+        "\nall tests passed in {:.0} s:",
+        suite.start.elapsed().as_secs_f64()
+    );
+    for (name, secs) in &suite.done {
+        eprintln!("  {name:<40} {secs:>6.0} s");
+    }
+    Ok(())
+}
+
+pub fn lint() -> Result<()> {
+    cmd::cargo(&["fmt", "--all", "--", "--check"])
+        .context("code is not formatted: run `cargo fmt --all`")?;
+    cmd::cargo(&[
+        "clippy",
+        "--all-targets",
+        "--features",
+        "memtrace-tests/root-tests",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    // The eBPF crate builds only for the bpf target, with nightly.
+    cmd::run(
+        Command::new("rustup")
+            .args(["run", "nightly", "cargo", "clippy", "-p", "tracer-ebpf"])
+            .args([
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--release",
+            ])
+            .args(["--", "-D", "warnings"])
+            .current_dir(cmd::workspace_root()),
+    )
+}
