@@ -2,4 +2,5 @@
 //! processes placed in them, and the memtrace binary run as a user would.
 
 pub mod cgroup;
+pub mod guest;
 pub mod run;

@@ -63,7 +63,13 @@ impl EventsRun {
     /// Starts memtrace with `args` after `events --json`, and waits for it
     /// to say it is tracing.
     pub fn start(memtrace: &Path, args: &[&str]) -> Result<Self> {
+        Self::start_with_env(memtrace, args, &[])
+    }
+
+    /// Like [`Self::start`], with extra environment variables.
+    pub fn start_with_env(memtrace: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let mut child = Command::new(memtrace)
+            .envs(env.iter().copied())
             .arg("events")
             .arg("--json")
             .args(args)

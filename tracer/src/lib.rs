@@ -25,6 +25,7 @@ pub mod decode;
 pub mod event;
 pub mod filter;
 pub mod kernel;
+pub mod model;
 pub mod output;
 pub mod probes;
 pub mod registry;

@@ -271,6 +271,9 @@ impl Tracer {
             },
         };
 
+        #[cfg(feature = "fault-injection")]
+        let resolved = inject_fault(resolved);
+
         let mut ebpf = EbpfLoader::new()
             .override_global("KERNEL_CONFIG", &resolved.config, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
@@ -330,6 +333,22 @@ impl Tracer {
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }
+}
+
+/// Test builds only: `MEMTRACE_FAULT=wrong-cgroup` reads the cgroup of the
+/// wrong controller (cpuset's instead of memory's), the kind of bug a bad
+/// BTF offset causes. The VM harness must catch it.
+#[cfg(feature = "fault-injection")]
+fn inject_fault(mut r: Resolved) -> Resolved {
+    match std::env::var("MEMTRACE_FAULT").as_deref() {
+        Ok("wrong-cgroup") => {
+            log::warn!("fault injection: reading the cpuset controller's cgroup");
+            r.config.memory_cgrp_id = 0;
+        }
+        Ok(other) => log::warn!("fault injection: unknown fault `{other}` ignored"),
+        Err(_) => {}
+    }
+    r
 }
 
 /// Before 5.11 BPF memory is charged to RLIMIT_MEMLOCK.

@@ -4,10 +4,12 @@
 //! - `run -- ARGS`: setup, build memtrace (release) and run it with ARGS.
 //! - `test`: the whole suite, as CI runs it.
 //! - `lint`: rustfmt and clippy, including the eBPF crate.
+//! - `vmtest`: the scenarios in qemu VMs on Debian's 6.1, 6.12, 7.2 kernels.
 
 mod cmd;
 mod setup;
 mod test;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +34,8 @@ enum Task {
     Test(test::TestArgs),
     /// rustfmt --check and clippy -D warnings, host crates and eBPF crate.
     Lint,
+    /// Boot Debian kernels in qemu and run the scenarios inside (root).
+    Vmtest(vm::VmtestArgs),
 }
 
 fn main() {
@@ -41,6 +45,7 @@ fn main() {
         Task::Run { args } => run_memtrace(&args),
         Task::Test(a) => test::run(&a),
         Task::Lint => test::lint(),
+        Task::Vmtest(a) => vm::run(&a),
     };
     if let Err(e) = result {
         eprintln!("\nxtask: FAILED: {e:#}");

@@ -7,13 +7,17 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::{cmd, setup};
+use crate::vm::VmtestArgs;
+use crate::{cmd, setup, vm};
 
 #[derive(Args, Debug, Default)]
 pub struct TestArgs {
     /// Skip the lint step (rustfmt, clippy).
     #[arg(long)]
     pub no_lint: bool,
+    /// Skip the VM steps (they need qemu and take minutes).
+    #[arg(long)]
+    pub no_vm: bool,
 }
 
 struct Suite {
@@ -54,6 +58,31 @@ pub fn run(args: &TestArgs) -> Result<()> {
     suite.step("unit and host integration tests", || {
         cmd::cargo(&["test", "--features", "memtrace-tests/root-tests"])
     })?;
+    if !args.no_vm {
+        suite.step("VM matrix: every scenario on 6.1, 6.12, 7.2", || {
+            vm::run(&VmtestArgs {
+                kernel: "all".into(),
+                scenarios: Vec::new(),
+                keep: false,
+                jobs: 3,
+                fault: None,
+                expect_failure: None,
+            })
+        })?;
+        suite.step(
+            "VM harness self-check: a probe reading the wrong cgroup must fail",
+            || {
+                vm::run(&VmtestArgs {
+                    kernel: "6.12".into(),
+                    scenarios: vec!["livelock".into()],
+                    keep: false,
+                    jobs: 1,
+                    fault: Some("wrong-cgroup".into()),
+                    expect_failure: Some("attributed to another cgroup".into()),
+                })
+            },
+        )?;
+    }
     eprintln!(
         "\nall tests passed in {:.0} s:",
         suite.start.elapsed().as_secs_f64()

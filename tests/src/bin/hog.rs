@@ -4,10 +4,13 @@
 //! a real workload does, which is what keeps a task over memory.high
 //! throttled on every return to user space.
 //!
-//! hog --mb 100 [--step-mb 4] [--hold 8] [--churn-kb 256] [--ready FILE]
+//! hog --mb 100 [--step-mb 4] [--hold 8] [--churn-kb 256] [--until SECS] [--ready FILE]
 //!
 //! Writes "allocated N MiB" to stdout when done allocating, and creates
-//! `--ready FILE` at that moment if asked.
+//! `--ready FILE` at that moment if asked. `--until` bounds the hog's whole
+//! life: throttling slows allocation differently on every kernel, and a
+//! scenario needs a hog that plateaus for a known time, not one that takes
+//! minutes to get there.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +20,7 @@ fn main() {
     let mut hold = 0f64;
     let mut churn_kb = 0usize;
     let mut ready: Option<String> = None;
+    let mut until_secs: Option<f64> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || {
@@ -29,13 +33,17 @@ fn main() {
             "--hold" => hold = num(&val()),
             "--churn-kb" => churn_kb = num(&val()),
             "--ready" => ready = Some(val()),
+            "--until" => until_secs = Some(num(&val())),
             other => usage(&format!("unknown argument {other}")),
         }
     }
     let page = 4096;
+    let born = Instant::now();
+    let end_of_life = until_secs.map(|s| born + Duration::from_secs_f64(s));
+    let expired = || end_of_life.is_some_and(|t| Instant::now() >= t);
     let mut held: Vec<Region> = Vec::new();
     let mut done = 0;
-    while done < mb {
+    while done < mb && !expired() {
         let n = step_mb.min(mb - done);
         held.push(Region::touch(n << 20, page));
         done += n;
@@ -44,7 +52,10 @@ fn main() {
     if let Some(path) = ready {
         let _ = std::fs::write(path, format!("{}\n", std::process::id()));
     }
-    let until = Instant::now() + Duration::from_secs_f64(hold);
+    let mut until = Instant::now() + Duration::from_secs_f64(hold);
+    if let Some(t) = end_of_life {
+        until = t;
+    }
     while Instant::now() < until {
         if churn_kb > 0 {
             drop(Region::touch(churn_kb << 10, page));

@@ -17,6 +17,7 @@ use memtrace::stream::EventSource;
 use super::{UsageError, duration_arg, runtime};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum EventType {
     Throttle,
     ThrottleStart,

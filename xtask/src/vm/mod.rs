@@ -1,0 +1,278 @@
+//! `cargo xtask vmtest`: memtrace against real memory.high throttling, in
+//! qemu VMs booting Debian's 6.1, 6.12 and 7.2 kernels.
+//!
+//! One boot per kernel runs every requested scenario in turn; the guest
+//! (`tests/src/bin/vm-guest.rs`) reports one JSON line per scenario on its
+//! second serial port, and this module turns those into a pass/fail table.
+
+mod initramfs;
+mod kernels;
+mod qemu;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde_json::Value;
+
+use crate::cmd;
+
+#[derive(Args, Debug, Clone)]
+pub struct VmtestArgs {
+    /// Kernel series: 6.1, 6.12, 7.2, or all (comma-separated list allowed).
+    #[arg(long, default_value = "all")]
+    pub kernel: String,
+    /// Scenario to run (repeatable); default: all of them.
+    #[arg(long = "scenario", value_name = "NAME")]
+    pub scenarios: Vec<String>,
+    /// Keep the initramfs staging tree for inspection.
+    #[arg(long)]
+    pub keep: bool,
+    /// VMs to boot at once.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Build memtrace with a deliberate fault (harness self-test), e.g.
+    /// `wrong-cgroup`.
+    #[arg(long, value_name = "FAULT")]
+    pub fault: Option<String>,
+    /// Succeed only if some scenario fails with a message containing TEXT
+    /// (with --fault: proves the harness catches the fault).
+    #[arg(long, value_name = "TEXT")]
+    pub expect_failure: Option<String>,
+}
+
+/// A boot must reach the scenario runner within this, and the runner must
+/// report progress at least this often (a scenario takes under a minute).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+const PROGRESS_TIMEOUT: Duration = Duration::from_secs(240);
+
+pub fn run(args: &VmtestArgs) -> Result<()> {
+    kernels::check_tools()?;
+    let wanted: Vec<kernels::Series> = if args.kernel == "all" {
+        kernels::SERIES.to_vec()
+    } else {
+        args.kernel
+            .split(',')
+            .map(kernels::series)
+            .collect::<Result<_>>()?
+    };
+
+    let (target_dir, features) = match &args.fault {
+        Some(_) => (
+            cmd::workspace_root().join("target/fault"),
+            vec!["--features", "memtrace/fault-injection"],
+        ),
+        None => (cmd::workspace_root().join("target"), vec![]),
+    };
+    let target_arg = target_dir.display().to_string();
+    let mut build = vec![
+        "build",
+        "--release",
+        "-p",
+        "memtrace",
+        "-p",
+        "memtrace-tests",
+        "--bins",
+        "--target-dir",
+        &target_arg,
+    ];
+    build.extend(features);
+    cmd::cargo(&build).context("building the guest binaries")?;
+    let release = target_dir.join("release");
+    let binaries: Vec<PathBuf> = ["memtrace", "vm-guest", "hog", "latency-server"]
+        .iter()
+        .map(|b| release.join(b))
+        .collect();
+
+    let kernels = kernels::fetch(&wanted)?;
+    let vmtest = cmd::workspace_root().join("target/vmtest");
+    let image = vmtest.join(if args.fault.is_some() {
+        "initramfs-fault.cpio"
+    } else {
+        "initramfs.cpio"
+    });
+    let size = initramfs::build(&binaries, &image)?;
+    eprintln!(
+        "vmtest: initramfs {} ({:.1} MiB)",
+        image.display(),
+        size as f64 / (1 << 20) as f64
+    );
+    if !args.keep {
+        let _ = std::fs::remove_dir_all(image.with_extension("d"));
+    }
+
+    let mut append = "console=ttyS0 panic=-1 psi=1 quiet".to_string();
+    if !args.scenarios.is_empty() {
+        append.push_str(&format!(" memtrace.scenarios={}", args.scenarios.join(",")));
+    }
+    if let Some(f) = &args.fault {
+        append.push_str(&format!(" memtrace.fault={f}"));
+    }
+
+    let outcomes = boot_all(&kernels, &image, &append, args.jobs.max(1), &vmtest)?;
+    let failures = report(&outcomes);
+    if let Some(text) = &args.expect_failure {
+        if !failures.iter().any(|f| f.contains(text.as_str())) {
+            bail!(
+                "expected a failure mentioning `{text}` from the deliberately broken build; got {}",
+                if failures.is_empty() {
+                    "none".to_string()
+                } else {
+                    failures.join("\n  ")
+                }
+            );
+        }
+        eprintln!("vmtest: the broken build failed as expected (`{text}`)");
+        return Ok(());
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{} VM test failure(s):\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+struct Outcome {
+    kernel: kernels::Kernel,
+    boot: Result<qemu::Boot>,
+}
+
+fn boot_all(
+    kernels: &[kernels::Kernel],
+    image: &std::path::Path,
+    append: &str,
+    jobs: usize,
+    vmtest: &std::path::Path,
+) -> Result<Vec<Outcome>> {
+    let mut outcomes = Vec::new();
+    for chunk in kernels.chunks(jobs) {
+        let handles: Vec<_> = chunk
+            .iter()
+            .cloned()
+            .map(|k| {
+                let image = image.to_path_buf();
+                let append = append.to_string();
+                let run_dir = vmtest.join("runs").join(k.label);
+                std::thread::spawn(move || {
+                    let boot = qemu::boot(&qemu::BootSpec {
+                        label: k.label,
+                        vmlinuz: &k.vmlinuz,
+                        initramfs: &image,
+                        append,
+                        boot_timeout: BOOT_TIMEOUT,
+                        progress_timeout: PROGRESS_TIMEOUT,
+                        run_dir,
+                    });
+                    Outcome { kernel: k, boot }
+                })
+            })
+            .collect();
+        for h in handles {
+            outcomes.push(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a VM thread panicked"))?,
+            );
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Prints the table and returns one line per failure, naming kernel and
+/// scenario.
+fn report(outcomes: &[Outcome]) -> Vec<String> {
+    let mut failures = Vec::new();
+    eprintln!("\nvmtest results");
+    for o in outcomes {
+        let label = o.kernel.label;
+        let boot = match &o.boot {
+            Ok(b) => b,
+            Err(e) => {
+                failures.push(format!("kernel {label}: the VM did not run: {e:#}"));
+                continue;
+            }
+        };
+        let hello = boot.results.iter().find(|r| r.get("hello").is_some());
+        let Some(hello) = hello else {
+            failures.push(format!(
+                "kernel {label}: the guest never reported (boot {}); console:\n{}",
+                if boot.timed_out { "timed out" } else { "ended" },
+                boot.console_tail(30)
+            ));
+            continue;
+        };
+        eprintln!(
+            "  kernel {label} ({}, {:.0} s)",
+            hello["hello"].as_str().unwrap_or("?"),
+            boot.elapsed.as_secs_f64()
+        );
+        let expected: Vec<String> = hello["scenarios"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in &expected {
+            let result = boot
+                .results
+                .iter()
+                .find(|r| r["scenario"] == name.as_str() && r.get("status").is_some());
+            match result {
+                Some(r) => {
+                    let status = r["status"].as_str().unwrap_or("?");
+                    eprintln!(
+                        "    {name:<14} {:<5} {:>5.0} s  {}",
+                        status.to_uppercase(),
+                        r["seconds"].as_f64().unwrap_or(0.0),
+                        metrics_line(&r["metrics"])
+                    );
+                    if status == "skip" {
+                        eprintln!("      skipped: {}", r["skipped"].as_str().unwrap_or(""));
+                    }
+                    if status == "fail" {
+                        for f in r["failures"].as_array().into_iter().flatten() {
+                            let f = f.as_str().unwrap_or("");
+                            eprintln!("      - {f}");
+                            failures.push(format!("kernel {label}, scenario {name}: {f}"));
+                        }
+                    }
+                }
+                None => {
+                    let why = if boot.timed_out {
+                        format!(
+                            "the VM timed out during {}",
+                            boot.last_scenario().unwrap_or_default()
+                        )
+                    } else {
+                        "the guest stopped before reporting it".into()
+                    };
+                    eprintln!("    {name:<14} MISSING ({why})");
+                    failures.push(format!(
+                        "kernel {label}, scenario {name}: no result: {why}; console:\n{}",
+                        boot.console_tail(20)
+                    ));
+                }
+            }
+        }
+        if !boot.results.iter().any(|r| r.get("done").is_some()) && !boot.timed_out {
+            failures.push(format!("kernel {label}: the guest did not finish its run"));
+        }
+    }
+    failures
+}
+
+fn metrics_line(m: &Value) -> String {
+    m.as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().map_or(v.to_string(), str::to_string)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
