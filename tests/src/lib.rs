@@ -3,4 +3,5 @@
 
 pub mod cgroup;
 pub mod guest;
+pub mod http_sink;
 pub mod run;

@@ -172,3 +172,95 @@ impl Drop for EventsRun {
         let _ = self.child.wait();
     }
 }
+
+/// `memtrace agent` running in the background, its log collected.
+pub struct AgentRun {
+    pub child: Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl AgentRun {
+    /// Starts the agent and waits until it says it is ready.
+    pub fn start(memtrace: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        let mut child = Command::new(memtrace)
+            .arg("agent")
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {} agent", memtrace.display()))?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("agent: {line}");
+                if let Ok(mut l) = sink.lock() {
+                    l.push(line);
+                }
+            }
+        });
+        let mut run = Self { child, log };
+        if !run.wait_log(Duration::from_secs(60), "memtrace agent ready") {
+            let status = run.child.try_wait()?;
+            bail!(
+                "the agent did not get ready (status {status:?}); log:\n{}",
+                run.log_text()
+            );
+        }
+        Ok(run)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// Waits for a log line containing `needle`.
+    pub fn wait_log(&mut self, timeout: Duration, needle: &str) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            if self
+                .log
+                .lock()
+                .is_ok_and(|l| l.iter().any(|x| x.contains(needle)))
+            {
+                return true;
+            }
+            if Instant::now() > end || self.child.try_wait().ok().flatten().is_some() {
+                return self
+                    .log
+                    .lock()
+                    .is_ok_and(|l| l.iter().any(|x| x.contains(needle)));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Stops the agent (SIGTERM) and returns its log.
+    pub fn stop(mut self) -> String {
+        self.signal(libc::SIGCONT);
+        self.signal(libc::SIGTERM);
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if self.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        self.log_text()
+    }
+}
+
+impl Drop for AgentRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -17,16 +17,32 @@
 //!   best mechanism the kernel allows; reports [`probes::Capabilities`].
 //! - [`stream`] and [`decode`]: ring buffer records → typed [`event::Event`]s.
 //! - [`registry`]: memory cgroup id ↔ path.
+//! - [`model`]: per-cgroup throttling, reclaim and OOM state over time.
+//! - [`policy`], [`victim`], [`kill`], [`brake`]: budgets and what is done
+//!   when one is exceeded.
+//! - [`alert`], [`metrics`], [`host`]: telling people and Prometheus.
+//! - [`agent`]: the daemon loop that ties them together.
 //! - [`output`]: events as text lines or JSON.
 
+pub mod agent;
+pub mod alert;
+pub mod brake;
 pub mod btf;
+pub mod cgroupfs;
 pub mod clock;
+pub mod config;
 pub mod decode;
 pub mod event;
 pub mod filter;
+pub mod host;
 pub mod kernel;
+pub mod kill;
+pub mod metrics;
 pub mod model;
 pub mod output;
+pub mod policy;
 pub mod probes;
+pub mod procs;
 pub mod registry;
 pub mod stream;
+pub mod victim;

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::EXIT_USAGE);
         }
     };
-    cli::init_logging(args.verbose);
+    cli::init_logging(args.verbose, matches!(args.command, cli::Command::Agent(_)));
     match cli::run(args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

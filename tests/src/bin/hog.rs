@@ -34,6 +34,8 @@ fn main() {
             "--churn-kb" => churn_kb = num(&val()),
             "--ready" => ready = Some(val()),
             "--until" => until_secs = Some(num(&val())),
+            // A marker for avoid/prefer rules, which match the cmdline.
+            "--tag" => drop(val()),
             other => usage(&format!("unknown argument {other}")),
         }
     }

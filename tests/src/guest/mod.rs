@@ -6,6 +6,7 @@
 //! collects every failed check rather than stopping at the first, so a
 //! failure report says everything that was wrong.
 
+pub mod agent;
 pub mod scenarios;
 pub mod workload;
 

@@ -43,6 +43,12 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("quiet", quiet),
     ("many", many),
     ("fallback", fallback),
+    ("agent-kill", super::agent::agent_kill),
+    ("agent-dry-run", super::agent::agent_dry_run),
+    ("agent-avoid", super::agent::agent_avoid),
+    ("agent-brake", super::agent::agent_brake),
+    ("agent-bad-config", super::agent::agent_bad_config),
+    ("agent-estimate", super::agent::agent_estimate),
 ];
 
 /// memtrace's union of throttle episodes and the cgroup's PSI `some` total
@@ -51,9 +57,9 @@ pub const ALL: &[(&str, Scenario)] = &[
 pub const PSI_TOLERANCE: f64 = 0.03;
 pub const PSI_SLACK_MS: f64 = 100.0;
 
-const MIB: u64 = 1 << 20;
+pub const MIB: u64 = 1 << 20;
 
-fn v2_cgroup(path: &str) -> Result<TestCgroup> {
+pub fn v2_cgroup(path: &str) -> Result<TestCgroup> {
     let cg = TestCgroup::create(path)?;
     if cg.version() != memtrace::kernel::CgroupVersion::V2 {
         bail!("the VM scenarios need the memory controller on cgroup v2");
@@ -61,7 +67,7 @@ fn v2_cgroup(path: &str) -> Result<TestCgroup> {
     Ok(cg)
 }
 
-fn limits(cg: &TestCgroup, high: u64, max: u64) -> Result<()> {
+pub fn limits(cg: &TestCgroup, high: u64, max: u64) -> Result<()> {
     cg.write("memory.high", &high.to_string())?;
     cg.write("memory.max", &max.to_string())?;
     // No swap: the incident's setting, and nothing for reclaim to do.
@@ -77,7 +83,7 @@ fn start_events() -> Result<EventsRun> {
 }
 
 /// Waits for a child with a timeout; kills it when the time is up.
-fn wait_child(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus> {
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus> {
     let end = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait()? {

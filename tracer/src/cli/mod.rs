@@ -1,5 +1,6 @@
 //! Subcommands and what they share: argument types, logging, exit codes.
 
+mod agent;
 mod check;
 mod events;
 
@@ -64,12 +65,29 @@ memtrace events\n  \
 memtrace events --cgroup '/system.slice/*.service' --json --duration 30s\n  \
 memtrace events --types throttle,oom_kill")]
     Events(events::EventsArgs),
+    /// The daemon: throttle budgets, kill policy, alerts, Prometheus metrics.
+    #[command(
+        long_about = "Watches every memory cgroup's throttling and acts the instant a \
+budget is exceeded: alert, or kill the largest (or most throttled) process of the cgroup, or \
+the whole cgroup. Sends alerts (webhook, Discord, Slack, exec) on warnings, breaches, kills, \
+kernel OOM kills and the host's leading edge (swap, MemAvailable, PSI), serves Prometheus \
+metrics on 127.0.0.1:9478, and can arm an in-kernel brake that acts even if the agent is frozen.\n\n\
+Configuration: /etc/memtrace/agent.toml (see docs/configuration.md); SIGHUP reloads it, and an \
+invalid new file keeps the running one.\n\n\
+Examples:\n  \
+memtrace agent --check-config --config agent.toml\n  \
+memtrace agent --dry-run\n  \
+memtrace agent --config /etc/memtrace/agent.toml"
+    )]
+    Agent(agent::AgentArgs),
 }
 
-pub fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
+/// Logging to stderr; the daemon tells what it does (info), the commands
+/// only what goes wrong (warn), unless asked for more.
+pub fn init_logging(verbose: u8, daemon: bool) {
+    let default = match (verbose, daemon) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
         _ => "debug",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
@@ -81,6 +99,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Check(a) => check::run(a),
         Command::Events(a) => events::run(a),
+        Command::Agent(a) => agent::run(a),
     }
 }
 

@@ -1,7 +1,420 @@
 //! The per-cgroup model: what the events mean over time, per memory cgroup
-//! and task. Consumers (policy, recorder, metrics, ui) read it; it knows
-//! nothing of eBPF or of how events arrived.
+//! and task. The fourth stage of the pipeline; its consumers (policy,
+//! recorder, metrics, `top`) read it. It knows nothing of eBPF or of how
+//! events arrived, so a recording replayed through it gives the same
+//! numbers as the live system did.
+//!
+//! Throttled time is kept per cgroup *subtree*, as memory.pressure is: an
+//! episode of a task in `/a/b` counts for `/a/b`, `/a` and `/`. Reclaim and
+//! OOM kills count for the cgroup the kernel named only.
 
 pub mod intervals;
+pub mod throttle;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use hdrhistogram::Histogram;
 
 pub use intervals::IntervalUnion;
+pub use throttle::ThrottleTracker;
+
+use crate::cgroupfs::CgroupMemory;
+use crate::event::{Comm, Event, Reclaim};
+use crate::registry::{CgroupRegistry, ancestors};
+
+/// Upper bounds (seconds) of the reclaim latency buckets in metrics.
+pub const RECLAIM_BUCKETS: [f64; 14] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Latency and volume of reclaim passes.
+#[derive(Clone, Debug)]
+pub struct ReclaimStats {
+    pub count: u64,
+    pub pages: u64,
+    pub total_ns: u64,
+    /// Microseconds, for percentiles.
+    pub hist: Histogram<u64>,
+    /// Cumulative counts per [`RECLAIM_BUCKETS`] bound (Prometheus style,
+    /// without +Inf, which is `count`).
+    pub buckets: [u64; RECLAIM_BUCKETS.len()],
+}
+
+impl Default for ReclaimStats {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            pages: 0,
+            total_ns: 0,
+            hist: Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),
+            buckets: [0; RECLAIM_BUCKETS.len()],
+        }
+    }
+}
+
+impl ReclaimStats {
+    pub fn record(&mut self, duration_ns: u64, pages: u64) {
+        self.count += 1;
+        self.pages += pages;
+        self.total_ns += duration_ns;
+        let _ = self
+            .hist
+            .record((duration_ns / 1_000).clamp(1, 3_600_000_000));
+        let secs = duration_ns as f64 / 1e9;
+        for (slot, bound) in self.buckets.iter_mut().zip(RECLAIM_BUCKETS) {
+            if secs <= bound {
+                *slot += 1;
+            }
+        }
+    }
+
+    /// A latency percentile in ns (0 when nothing was recorded).
+    pub fn percentile_ns(&self, p: f64) -> u64 {
+        if self.count == 0 {
+            0
+        } else {
+            self.hist.value_at_quantile(p / 100.0) * 1_000
+        }
+    }
+}
+
+/// One process's throttling, in one cgroup.
+#[derive(Clone, Debug, Default)]
+pub struct TaskStats {
+    pub tgid: u32,
+    pub comm: Comm,
+    pub episodes: u64,
+    /// Union of its threads' episodes, all time.
+    pub throttled_ns: u64,
+    recent: IntervalUnion,
+    /// Threads inside the throttle function now.
+    pub in_throttle: u32,
+    pub last_seen_ns: u64,
+}
+
+impl TaskStats {
+    /// Throttled time in `[now - window, now]` (completed episodes).
+    pub fn throttled_in(&self, now: u64, window: u64) -> u64 {
+        self.recent.covered(now.saturating_sub(window), now)
+    }
+}
+
+/// Everything known about one memory cgroup.
+#[derive(Clone, Debug)]
+pub struct CgroupState {
+    pub id: u64,
+    pub path: Arc<str>,
+    /// Throttling of the subtree.
+    pub throttle: ThrottleTracker,
+    /// Processes throttled in the subtree, by tgid.
+    pub tasks: HashMap<u32, TaskStats>,
+    /// Reclaim the kernel attributed to this cgroup itself.
+    pub reclaim: ReclaimStats,
+    /// OOM victims whose memory cgroup this is.
+    pub oom_kills: u64,
+    /// The latest reading of its memory files.
+    pub memory: Option<CgroupMemory>,
+    pub last_activity_ns: u64,
+}
+
+impl CgroupState {
+    fn new(id: u64, path: Arc<str>) -> Self {
+        Self {
+            id,
+            path,
+            throttle: ThrottleTracker::default(),
+            tasks: HashMap::new(),
+            reclaim: ReclaimStats::default(),
+            oom_kills: 0,
+            memory: None,
+            last_activity_ns: 0,
+        }
+    }
+}
+
+/// The model of every memory cgroup memtrace has seen activity in.
+#[derive(Debug)]
+pub struct Model {
+    pub cgroups: HashMap<u64, CgroupState>,
+    /// Parent id of each known cgroup id (0 for the root).
+    parents: HashMap<u64, u64>,
+    /// Events of this process are ignored: the agent never counts itself.
+    self_tgid: u32,
+    /// History kept for windows and charts.
+    pub horizon_ns: u64,
+    pub events: u64,
+    pub lost: BTreeMap<&'static str, u64>,
+    pub direct_reclaim: ReclaimStats,
+    pub brakes: u64,
+}
+
+impl Model {
+    pub fn new(self_tgid: u32, horizon_ns: u64) -> Self {
+        Self {
+            cgroups: HashMap::new(),
+            parents: HashMap::new(),
+            self_tgid,
+            horizon_ns,
+            events: 0,
+            lost: BTreeMap::new(),
+            direct_reclaim: ReclaimStats::default(),
+            brakes: 0,
+        }
+    }
+
+    /// The cgroup and its ancestors, nearest first; unknown ids give just
+    /// themselves.
+    pub fn ancestry(&mut self, id: u64, reg: &mut CgroupRegistry) -> Vec<u64> {
+        let mut out = vec![id];
+        let mut cur = id;
+        for _ in 0..64 {
+            let parent = match self.parents.get(&cur) {
+                Some(&p) => p,
+                None => {
+                    let Some(path) = reg.path(cur) else { break };
+                    let mut chain = ancestors(&path).skip(1);
+                    let p = chain.next().and_then(|pp| reg.id(pp)).unwrap_or(0);
+                    self.parents.insert(cur, p);
+                    p
+                }
+            };
+            if parent == 0 {
+                break;
+            }
+            out.push(parent);
+            cur = parent;
+        }
+        out
+    }
+
+    /// The state of a cgroup, created on first use.
+    pub fn state(&mut self, id: u64, reg: &mut CgroupRegistry) -> &mut CgroupState {
+        self.cgroups.entry(id).or_insert_with(|| {
+            let path = reg
+                .path(id)
+                .unwrap_or_else(|| Arc::from(format!("#{id}").as_str()));
+            CgroupState::new(id, path)
+        })
+    }
+
+    /// Applies one event. Returns the cgroups whose throttling changed
+    /// (the event's cgroup and its ancestors), for the policy to check.
+    pub fn apply(&mut self, e: &Event, reg: &mut CgroupRegistry) -> Vec<u64> {
+        self.events += 1;
+        if e.task().is_some_and(|t| t.tgid == self.self_tgid) {
+            return Vec::new();
+        }
+        let now = e.ts_ns();
+        match e {
+            Event::ThrottleStart(s) if s.memcg_id != 0 => {
+                let chain = self.ancestry(s.memcg_id, reg);
+                for &id in &chain {
+                    let st = self.state(id, reg);
+                    st.throttle.begin(s.task.pid, s.ts_ns);
+                    st.last_activity_ns = now;
+                    let t = st.tasks.entry(s.task.tgid).or_default();
+                    t.tgid = s.task.tgid;
+                    t.comm = s.task.comm;
+                    t.in_throttle += 1;
+                    t.last_seen_ns = now;
+                }
+                chain
+            }
+            Event::Throttle(t) if t.memcg_id != 0 => {
+                let chain = self.ancestry(t.memcg_id, reg);
+                for &id in &chain {
+                    let st = self.state(id, reg);
+                    st.throttle.end(t.task.pid, t.start_ns, t.ts_ns);
+                    st.last_activity_ns = now;
+                    let task = st.tasks.entry(t.task.tgid).or_default();
+                    task.tgid = t.task.tgid;
+                    task.comm = t.task.comm;
+                    task.episodes += 1;
+                    let before = task.recent.total();
+                    task.recent.add(t.start_ns, t.ts_ns);
+                    task.throttled_ns += task.recent.total().saturating_sub(before);
+                    task.in_throttle = task.in_throttle.saturating_sub(1);
+                    task.last_seen_ns = now;
+                }
+                chain
+            }
+            Event::Reclaim(r) => {
+                self.reclaim(r, reg);
+                Vec::new()
+            }
+            Event::DirectReclaim(r) => {
+                self.direct_reclaim.record(r.duration_ns(), r.nr_reclaimed);
+                Vec::new()
+            }
+            Event::OomKill(o) => {
+                if o.victim_memcg_id != 0 {
+                    let st = self.state(o.victim_memcg_id, reg);
+                    st.oom_kills += 1;
+                    st.last_activity_ns = now;
+                }
+                Vec::new()
+            }
+            Event::Brake(_) => {
+                self.brakes += 1;
+                Vec::new()
+            }
+            Event::Lost(l) => {
+                *self.lost.entry(l.kind.as_str()).or_default() += l.count;
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn reclaim(&mut self, r: &Reclaim, reg: &mut CgroupRegistry) {
+        if r.memcg_id == 0 {
+            return;
+        }
+        let st = self.state(r.memcg_id, reg);
+        st.reclaim.record(r.duration_ns(), r.nr_reclaimed);
+        st.last_activity_ns = r.ts_ns;
+    }
+
+    /// Forgets history older than the horizon, and processes gone quiet.
+    pub fn gc(&mut self, now: u64) {
+        let from = now.saturating_sub(self.horizon_ns);
+        for st in self.cgroups.values_mut() {
+            st.throttle.forget_before(from, now);
+            st.tasks
+                .retain(|_, t| t.in_throttle > 0 || t.last_seen_ns >= from);
+            for t in st.tasks.values_mut() {
+                t.recent.forget_before(from);
+            }
+        }
+    }
+
+    /// Processes of a cgroup's subtree by throttled time in the window,
+    /// most first.
+    pub fn most_throttled(&self, id: u64, now: u64, window: u64) -> Vec<(u32, u64)> {
+        let Some(st) = self.cgroups.get(&id) else {
+            return Vec::new();
+        };
+        let mut v: Vec<(u32, u64)> = st
+            .tasks
+            .values()
+            .map(|t| (t.tgid, t.throttled_in(now, window)))
+            .filter(|&(_, ns)| ns > 0)
+            .collect();
+        v.sort_by_key(|&(_, ns)| std::cmp::Reverse(ns));
+        v
+    }
+}
+
+/// Recent samples of a value, one per tick, for charts.
+#[derive(Clone, Debug, Default)]
+pub struct Series {
+    pub points: VecDeque<f32>,
+    pub cap: usize,
+}
+
+impl Series {
+    pub fn with_capacity(cap: usize) -> Self {
+        Self {
+            points: VecDeque::with_capacity(cap),
+            cap,
+        }
+    }
+
+    pub fn push(&mut self, v: f32) {
+        if self.points.len() == self.cap {
+            self.points.pop_front();
+        }
+        self.points.push_back(v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Task, Throttle, ThrottleStart};
+    use std::os::unix::fs::MetadataExt;
+
+    const S: u64 = 1_000_000_000;
+
+    fn tree() -> (std::path::PathBuf, CgroupRegistry, u64, u64) {
+        let dir = std::env::temp_dir().join(format!("memtrace-model-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("a/b")).unwrap();
+        let reg = CgroupRegistry::for_root(&dir);
+        let a = std::fs::metadata(dir.join("a")).unwrap().ino();
+        let b = std::fs::metadata(dir.join("a/b")).unwrap().ino();
+        (dir, reg, a, b)
+    }
+
+    fn task(tgid: u32) -> Task {
+        Task {
+            pid: tgid,
+            tgid,
+            comm: Comm::new("hog"),
+        }
+    }
+
+    #[test]
+    fn episodes_count_for_the_subtree_and_the_agent_is_ignored() {
+        let (dir, mut reg, a, b) = tree();
+        let mut m = Model::new(999, 60 * S);
+        let start = Event::ThrottleStart(ThrottleStart {
+            ts_ns: S,
+            task: task(10),
+            memcg_id: b,
+            over_high_id: a,
+            over_high_usage_pages: 0,
+            over_high_limit_pages: 0,
+            nr_pages: 32,
+        });
+        let touched = m.apply(&start, &mut reg);
+        assert_eq!(touched[..2], [b, a]);
+        assert_eq!(m.cgroups[&a].throttle.throttled_in(2 * S, 10 * S), S);
+        let end = Event::Throttle(Throttle {
+            ts_ns: 3 * S,
+            start_ns: S,
+            task: task(10),
+            memcg_id: b,
+            over_high_id: a,
+            reclaim_ns: 0,
+            reclaimed_pages: 0,
+            nr_pages: 32,
+        });
+        m.apply(&end, &mut reg);
+        for id in [a, b] {
+            let st = &m.cgroups[&id];
+            assert_eq!(st.throttle.total_ns, 2 * S);
+            assert_eq!(st.tasks[&10].throttled_ns, 2 * S);
+        }
+        assert_eq!(&*m.cgroups[&b].path, "/a/b");
+        assert_eq!(m.most_throttled(a, 3 * S, 10 * S), vec![(10, 2 * S)]);
+        // The agent's own episode changes nothing.
+        let mine = Event::Throttle(Throttle {
+            task: task(999),
+            ..match end {
+                Event::Throttle(t) => t,
+                _ => unreachable!(),
+            }
+        });
+        assert!(m.apply(&mine, &mut reg).is_empty());
+        m.gc(200 * S);
+        assert!(m.cgroups[&a].tasks.is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn reclaim_percentiles_and_buckets() {
+        let mut r = ReclaimStats::default();
+        for us in [100u64, 200, 300, 400, 10_000] {
+            r.record(us * 1_000, 32);
+        }
+        assert_eq!(r.count, 5);
+        assert_eq!(r.pages, 160);
+        let p50 = r.percentile_ns(50.0);
+        assert!((290_000..=310_000).contains(&p50), "{p50}");
+        assert!(r.percentile_ns(99.0) >= 9_900_000);
+        // <= 0.25 ms: 100, 200 µs.
+        assert_eq!(r.buckets[1], 2);
+        assert_eq!(r.buckets[RECLAIM_BUCKETS.len() - 1], 5);
+    }
+}

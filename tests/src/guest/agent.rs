@@ -1,0 +1,631 @@
+//! The agent scenarios: budgets, kills, alerts and the kernel brake against
+//! real memory.high throttling. See docs/testing.md.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use super::Checks;
+use super::scenarios::{Ctx, MIB, limits, v2_cgroup, wait_child};
+use super::workload::{LatencyClient, latencies, percentile, spawn_in, stop};
+use crate::cgroup::TestCgroup;
+use crate::http_sink::HttpSink;
+use crate::run::{AgentRun, EventsRun, workspace_bin};
+
+/// Kill overshoot allowed from the budget crossing to the signal. The agent
+/// arms a timer for the crossing (1 ms resolution) and the victim's pidfd
+/// is open already; the rest is scheduling on a 2-vCPU emulated guest.
+pub const MAX_BREACH_TO_SIGNAL_MS: f64 = 100.0;
+
+/// A livelock cgroup (64 MiB high, 128 MiB max, no swap) with a server in
+/// it and a client outside.
+struct Stage {
+    cg: TestCgroup,
+    server: Child,
+    client: Option<LatencyClient>,
+}
+
+impl Stage {
+    fn new(name: &str) -> Result<Self> {
+        let cg = v2_cgroup(name)?;
+        limits(&cg, 64 * MIB, 128 * MIB)?;
+        let sock = format!("/tmp{name}.sock");
+        let server = spawn_in(&cg, "latency-server", &[&sock], Some(0))?;
+        if !super::wait_until(Duration::from_secs(10), || Path::new(&sock).exists()) {
+            bail!("latency-server did not start");
+        }
+        let client = LatencyClient::start(Path::new(&sock), Duration::from_millis(100));
+        Ok(Self {
+            cg,
+            server,
+            client: Some(client),
+        })
+    }
+
+    fn hog(&self, args: &[&str]) -> Result<Child> {
+        spawn_in(&self.cg, "hog", args, Some(0))
+    }
+
+    fn now_ms(&self) -> f64 {
+        self.client.as_ref().map_or(0.0, |c| c.now_ms())
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            c.finish();
+        }
+        stop(&mut self.server);
+    }
+}
+
+fn write_config(name: &str, text: &str) -> Result<String> {
+    let path = format!("/tmp/{name}.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn agent(config: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<AgentRun> {
+    let mut args = vec![
+        "--config",
+        config,
+        "--status-file",
+        "/tmp/agent-status.json",
+    ];
+    args.extend_from_slice(extra);
+    AgentRun::start(&workspace_bin("memtrace"), &args, env)
+}
+
+fn kill_log(path: &str) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The state letter of a process (`T`: stopped).
+fn agent_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+fn killed_by_sigkill(status: &std::process::ExitStatus) -> bool {
+    status.signal() == Some(libc::SIGKILL)
+}
+
+/// The incident with the agent: kill-largest ends it within the budget plus
+/// a small overshoot; the server survives and recovers; one process dies.
+pub fn agent_kill(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
+    let _ = std::fs::remove_file("/tmp/kills.jsonl");
+    let config = write_config(
+        "agent-kill",
+        r#"
+[agent]
+kill_log = "/tmp/kills.jsonl"
+[[budget]]
+name = "livelock"
+cgroup = "/agentkill"
+window = "5s"
+max_throttled = "30%"
+action = "kill-largest"
+"#,
+    )?;
+    let mut agent = agent(&config, &[], &[])?;
+    let mut stage = Stage::new("/agentkill")?;
+    std::thread::sleep(Duration::from_secs(2));
+    let start = Instant::now();
+    let hog_from = stage.now_ms();
+    let mut hog = stage.hog(&[
+        "--mb",
+        "100",
+        "--step-mb",
+        "4",
+        "--churn-kb",
+        "256",
+        "--until",
+        "60",
+    ])?;
+    let hog_pid = u64::from(hog.id());
+    let status = wait_child(&mut hog, Duration::from_secs(60))?;
+    let died_after = start.elapsed();
+    let kill_ms = stage.now_ms();
+    std::thread::sleep(Duration::from_secs(4));
+    let server_alive = stage.server.try_wait()?.is_none();
+    let samples = stage
+        .client
+        .take()
+        .map(LatencyClient::finish)
+        .unwrap_or_default();
+    agent.wait_log(Duration::from_secs(10), "exited");
+    let log = agent.stop();
+    let kills = kill_log("/tmp/kills.jsonl");
+
+    c.metric(
+        "hog_died_after_s",
+        (died_after.as_secs_f64() * 10.0).round() / 10.0,
+    );
+    c.check(
+        killed_by_sigkill(&status),
+        format!("the hog was not killed: {status}"),
+    );
+    c.check(
+        server_alive,
+        "the server in the same cgroup did not survive",
+    );
+    c.check(
+        kills.len() == 1,
+        format!(
+            "{} kills logged, expected exactly one: {kills:?}",
+            kills.len()
+        ),
+    );
+    if let Some(k) = kills.first() {
+        c.check(
+            k["pid"] == hog_pid,
+            format!("killed pid {} is not the hog {hog_pid}", k["pid"]),
+        );
+        c.check(
+            k["cgroup"] == "/agentkill",
+            format!("kill cgroup {}", k["cgroup"]),
+        );
+        c.check(k["dry_run"] == false, "a real kill was logged as a dry run");
+        let b2s = k["breach_to_signal_ns"].as_f64().unwrap_or(f64::MAX) / 1e6;
+        let s2e = k["signal_to_exit_ns"].as_f64().map(|v| v / 1e6);
+        let used = k["throttled_ns"].as_f64().unwrap_or(0.0) / 1e6;
+        let budget = k["budget_ns"].as_f64().unwrap_or(0.0) / 1e6;
+        c.metric("breach_to_signal_ms", (b2s * 10.0).round() / 10.0);
+        c.metric(
+            "signal_to_exit_ms",
+            s2e.map_or(Value::Null, |v| ((v * 10.0).round() / 10.0).into()),
+        );
+        c.metric("throttled_at_breach_ms", used.round());
+        c.metric("budget_ms", budget.round());
+        c.check(
+            b2s <= MAX_BREACH_TO_SIGNAL_MS,
+            format!("breach to signal took {b2s:.1} ms (allowed {MAX_BREACH_TO_SIGNAL_MS} ms)"),
+        );
+        c.check(
+            used >= budget,
+            format!("killed at {used:.0} ms throttled, before the {budget:.0} ms budget"),
+        );
+        c.check(
+            used <= budget + MAX_BREACH_TO_SIGNAL_MS,
+            format!(
+                "acted at {used:.0} ms throttled: {:.0} ms past the budget",
+                used - budget
+            ),
+        );
+        c.check(
+            s2e.is_some_and(|v| v < 2000.0),
+            format!("signal to exit: {s2e:?} ms"),
+        );
+    }
+    let baseline = latencies(&samples, 0.0, hog_from);
+    let after = latencies(&samples, kill_ms + 1000.0, f64::MAX);
+    let (base_p50, after_p50) = (percentile(&baseline, 50.0), percentile(&after, 50.0));
+    c.metric("latency_baseline_p50_ms", (base_p50 * 10.0).round() / 10.0);
+    c.metric(
+        "latency_after_kill_p50_ms",
+        (after_p50 * 10.0).round() / 10.0,
+    );
+    c.check(
+        after.len() >= 10,
+        format!("only {} requests answered after the kill", after.len()),
+    );
+    c.check(
+        after_p50 <= (base_p50 * 3.0).max(base_p50 + 20.0),
+        format!("latency did not recover: p50 {after_p50:.1} ms after the kill vs {base_p50:.1} ms before"),
+    );
+    c.check(
+        log.contains("KILL hog["),
+        "the agent's log has no KILL line",
+    );
+    Ok(())
+}
+
+/// Dry run: nobody is killed; the webhook receiver on loopback gets the
+/// breach alert with cgroup, pid and numbers, and a "would kill".
+pub fn agent_dry_run(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
+    let _ = std::fs::remove_file("/tmp/dry.jsonl");
+    let sink = HttpSink::start()?;
+    let config = write_config(
+        "agent-dry",
+        &format!(
+            r#"
+[agent]
+kill_log = "/tmp/dry.jsonl"
+[[budget]]
+cgroup = "/agentdry"
+window = "5s"
+max_throttled = "30%"
+action = "kill-largest"
+[[alert]]
+kind = "webhook"
+url = "{}"
+token_env = "HOOK_TOKEN"
+"#,
+            sink.url("/hook")
+        ),
+    )?;
+    let agent = agent(&config, &["--dry-run"], &[("HOOK_TOKEN", "s3cret")])?;
+    let stage = Stage::new("/agentdry")?;
+    let mut hog = stage.hog(&[
+        "--mb",
+        "100",
+        "--step-mb",
+        "4",
+        "--churn-kb",
+        "256",
+        "--until",
+        "15",
+    ])?;
+    let hog_pid = u64::from(hog.id());
+    let breach = sink.wait_for(Duration::from_secs(40), |r| r.body["event"] == "breach");
+    let would = sink.wait_for(Duration::from_secs(10), |r| r.body["event"] == "kill");
+    let status = wait_child(&mut hog, Duration::from_secs(60))?;
+    drop(stage);
+    agent.stop();
+    let kills = kill_log("/tmp/dry.jsonl");
+
+    c.check(
+        status.success(),
+        format!("a dry run must kill nothing, the hog ended with {status}"),
+    );
+    let Some(b) = breach else {
+        c.check(
+            false,
+            format!("no breach alert reached the webhook; got {:?}", sink.all()),
+        );
+        return Ok(());
+    };
+    let d = &b.body["details"];
+    c.metric("alert_throttled_ms", d["throttled_ms"].clone());
+    c.check(b.path == "/hook", format!("posted to {}", b.path));
+    c.check(
+        b.body["cgroup"] == "/agentdry",
+        format!("alert cgroup {}", b.body["cgroup"]),
+    );
+    c.check(
+        d["pid"] == hog_pid || d["victim_pid"] == hog_pid,
+        format!(
+            "alert names pid {} / victim {}, not the hog {hog_pid}",
+            d["pid"], d["victim_pid"]
+        ),
+    );
+    c.check(
+        d["throttled_ms"].as_u64().unwrap_or(0) >= d["budget_ms"].as_u64().unwrap_or(u64::MAX),
+        format!(
+            "alert numbers: throttled {} ms, budget {} ms",
+            d["throttled_ms"], d["budget_ms"]
+        ),
+    );
+    c.check(
+        d["window_ms"] == 5000,
+        format!("window_ms {}", d["window_ms"]),
+    );
+    c.check(
+        b.headers
+            .iter()
+            .any(|(k, v)| k == "authorization" && v == "Bearer s3cret"),
+        "the webhook token from the environment was not sent",
+    );
+    match would {
+        Some(w) => c.check(
+            w.body["details"]["dry_run"] == true,
+            "the kill alert is not marked dry run",
+        ),
+        None => c.check(false, "no would-kill alert"),
+    }
+    c.check(
+        kills.len() == 1 && kills[0]["dry_run"] == true && kills[0]["pid"] == hog_pid,
+        format!("kill log should hold one dry-run line for the hog: {kills:?}"),
+    );
+    Ok(())
+}
+
+/// A hog matching an avoid rule is spared; the next largest dies.
+pub fn agent_avoid(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
+    let _ = std::fs::remove_file("/tmp/avoid.jsonl");
+    let config = write_config(
+        "agent-avoid",
+        r#"
+[agent]
+kill_log = "/tmp/avoid.jsonl"
+[[budget]]
+cgroup = "/agentavoid"
+window = "5s"
+max_throttled = "30%"
+action = "kill-largest"
+avoid = ["--tag keep-me"]
+"#,
+    )?;
+    let agent = agent(&config, &[], &[])?;
+    let stage = Stage::new("/agentavoid")?;
+    // Together over memory.high (64 MiB), each alone under it: sparing the
+    // big one and killing the small one ends the throttling.
+    let mut big = stage.hog(&[
+        "--mb",
+        "48",
+        "--step-mb",
+        "4",
+        "--churn-kb",
+        "256",
+        "--until",
+        "30",
+        "--tag",
+        "keep-me",
+    ])?;
+    let mut small = stage.hog(&[
+        "--mb",
+        "32",
+        "--step-mb",
+        "4",
+        "--churn-kb",
+        "256",
+        "--until",
+        "30",
+    ])?;
+    let (big_pid, small_pid) = (u64::from(big.id()), u64::from(small.id()));
+    let small_status = wait_child(&mut small, Duration::from_secs(60))?;
+    let big_alive = big.try_wait()?.is_none();
+    std::thread::sleep(Duration::from_secs(2));
+    stop(&mut big);
+    drop(stage);
+    agent.stop();
+    let kills = kill_log("/tmp/avoid.jsonl");
+
+    c.check(
+        killed_by_sigkill(&small_status),
+        format!("the smaller hog was not killed: {small_status}"),
+    );
+    c.check(
+        big_alive,
+        "the larger hog matching the avoid rule was killed",
+    );
+    c.check(
+        kills.len() == 1,
+        format!("{} kills, expected one: {kills:?}", kills.len()),
+    );
+    if let Some(k) = kills.first() {
+        c.check(
+            k["pid"] == small_pid,
+            format!("killed {} (big {big_pid}, small {small_pid})", k["pid"]),
+        );
+    }
+    Ok(())
+}
+
+/// The kernel brake: the agent is stopped with SIGSTOP and the in-kernel
+/// rule ends the livelock by itself.
+pub fn agent_brake(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
+    let sink = HttpSink::start()?;
+    let config = write_config(
+        "agent-brake",
+        &format!(
+            r#"
+[[budget]]
+cgroup = "/agentbrake"
+window = "10s"
+max_throttled = "95%"
+action = "alert"
+brake = {{ limit = "3s", window = "10s", stale = "2s" }}
+[[alert]]
+kind = "webhook"
+url = "{}"
+on = ["brake"]
+"#,
+            sink.url("/brake")
+        ),
+    )?;
+    // A separate memtrace shows when the hog is throttled; the brake's own
+    // report comes from the agent, whose programs fired it.
+    let mut events = EventsRun::start(&workspace_bin("memtrace"), &["--types", "throttle"])?;
+    let agent = agent(&config, &[], &[])?;
+    let stage = Stage::new("/agentbrake")?;
+    let mut hog = stage.hog(&[
+        "--mb",
+        "100",
+        "--step-mb",
+        "4",
+        "--churn-kb",
+        "256",
+        "--until",
+        "90",
+    ])?;
+    let hog_pid = u64::from(hog.id());
+    // Let the agent see the hog throttled and install the rule (its 1 s
+    // tick), then freeze it.
+    if events
+        .wait_for(Duration::from_secs(30), |e| {
+            e["type"] == "throttle" && e["tgid"] == hog_pid
+        })
+        .is_none()
+    {
+        bail!("the hog was never throttled");
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    agent.signal(libc::SIGSTOP);
+    let stopped_at = Instant::now();
+    let status = wait_child(&mut hog, Duration::from_secs(60))?;
+    let died_after = stopped_at.elapsed();
+    let still_stopped = agent_state(agent.child.id()) == Some('T');
+    agent.signal(libc::SIGCONT);
+    let report = sink.wait_for(Duration::from_secs(15), |r| r.body["event"] == "brake");
+    drop(stage);
+    let log = agent.stop();
+    let _ = events.stop();
+
+    c.metric(
+        "hog_died_after_stop_s",
+        (died_after.as_secs_f64() * 10.0).round() / 10.0,
+    );
+    c.check(
+        killed_by_sigkill(&status),
+        format!("the brake did not kill the hog: {status}"),
+    );
+    c.check(still_stopped, "the agent was not stopped when the hog died");
+    match report {
+        Some(r) => {
+            let d = &r.body["details"];
+            c.check(
+                d["pid"] == hog_pid,
+                format!("the brake signalled {}, not the hog {hog_pid}", d["pid"]),
+            );
+            let silent = d["agent_silent_ms"].as_u64().unwrap_or(0);
+            c.metric("agent_silent_ms", silent);
+            c.metric("throttled_ms", d["throttled_ms"].clone());
+            c.check(
+                silent >= 2_000,
+                format!("the brake fired with a fresh heartbeat ({silent} ms)"),
+            );
+            c.check(
+                r.body["cgroup"] == "/agentbrake",
+                format!("brake rule cgroup {}", r.body["cgroup"]),
+            );
+        }
+        None => c.check(
+            false,
+            format!("the agent did not report the brake after it resumed; log:\n{log}"),
+        ),
+    }
+    Ok(())
+}
+
+/// A bad configuration: a clear error naming file and line, a non-zero
+/// exit, nothing killed. And a bad file on SIGHUP keeps the running one.
+pub fn agent_bad_config(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
+    let bad = write_config(
+        "agent-bad",
+        "[[budget]]\ncgroup = \"/agentbad\"\nmax_throttled = \"130%\"\naction = \"kill-largest\"\n",
+    )?;
+    let stage = Stage::new("/agentbad")?;
+    let mut hog = stage.hog(&[
+        "--mb",
+        "100",
+        "--step-mb",
+        "4",
+        "--churn-kb",
+        "256",
+        "--until",
+        "12",
+    ])?;
+    let out = std::process::Command::new(workspace_bin("memtrace"))
+        .args(["agent", "--config", &bad])
+        .output()
+        .context("running memtrace agent")?;
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    c.metric("exit_code", out.status.code().unwrap_or(-1));
+    c.check(
+        out.status.code() == Some(2),
+        format!("bad config exited {:?}", out.status.code()),
+    );
+    c.check(
+        err.contains(&format!("{bad}:3:")),
+        format!("the error does not name {bad}:3: {err}"),
+    );
+    c.check(
+        err.contains("130%"),
+        format!("the error does not give the reason: {err}"),
+    );
+
+    // A valid config, then garbage and SIGHUP: the old config keeps acting.
+    let good_text = "[agent]\nkill_log = \"/tmp/hup.jsonl\"\n[[budget]]\ncgroup = \"/agentbad\"\nwindow = \"5s\"\nmax_throttled = \"30%\"\naction = \"kill-largest\"\n";
+    let _ = std::fs::remove_file("/tmp/hup.jsonl");
+    let good = write_config("agent-hup", good_text)?;
+    let status = wait_child(&mut hog, Duration::from_secs(60))?;
+    c.check(
+        status.success(),
+        format!("the hog died while no agent ran: {status}"),
+    );
+    let mut agent = agent(&good, &[], &[])?;
+    std::fs::write(&good, "[[budget]\ngarbage")?;
+    agent.signal(libc::SIGHUP);
+    let kept = agent.wait_log(Duration::from_secs(10), "NOT reloaded");
+    c.check(kept, "an invalid file on SIGHUP was not reported");
+    let mut hog = stage.hog(&[
+        "--mb",
+        "100",
+        "--step-mb",
+        "4",
+        "--churn-kb",
+        "256",
+        "--until",
+        "60",
+    ])?;
+    let status = wait_child(&mut hog, Duration::from_secs(60))?;
+    drop(stage);
+    let log = agent.stop();
+    c.check(
+        killed_by_sigkill(&status),
+        format!(
+            "after a rejected reload the running config should still kill: {status}; log:\n{log}"
+        ),
+    );
+    c.check(
+        kill_log("/tmp/hup.jsonl").len() == 1,
+        "one kill under the kept configuration",
+    );
+    Ok(())
+}
+
+/// Without the throttle probe the agent falls back to memory.pressure and
+/// memory.events, and says its numbers are estimates.
+pub fn agent_estimate(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
+    let sink = HttpSink::start()?;
+    let config = write_config(
+        "agent-estimate",
+        &format!(
+            "[[budget]]\ncgroup = \"/agentest\"\nwindow = \"5s\"\nmax_throttled = \"30%\"\naction = \"alert\"\n[[alert]]\nkind = \"webhook\"\nurl = \"{}\"\non = [\"breach\"]\n",
+            sink.url("/est")
+        ),
+    )?;
+    let agent = agent(&config, &[], &[("MEMTRACE_DENY_ATTACH", "fentry,kprobe")])?;
+    let stage = Stage::new("/agentest")?;
+    let mut hog = stage.hog(&[
+        "--mb",
+        "100",
+        "--step-mb",
+        "4",
+        "--churn-kb",
+        "256",
+        "--until",
+        "20",
+    ])?;
+    let breach = sink.wait_for(Duration::from_secs(40), |r| r.body["event"] == "breach");
+    stop(&mut hog);
+    drop(stage);
+    let log = agent.stop();
+    c.check(
+        log.contains("ESTIMATES"),
+        "the agent did not say it works from estimates",
+    );
+    match breach {
+        Some(b) => {
+            c.check(
+                b.body["estimate"] == true,
+                "the breach alert is not marked as an estimate",
+            );
+            c.check(
+                b.body["cgroup"] == "/agentest",
+                format!("cgroup {}", b.body["cgroup"]),
+            );
+            c.metric(
+                "estimated_throttled_ms",
+                b.body["details"]["throttled_ms"].clone(),
+            );
+        }
+        None => c.check(false, "no breach alert from estimates"),
+    }
+    Ok(())
+}

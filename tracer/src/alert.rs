@@ -1,0 +1,397 @@
+//! Alerts: telling people, while the box can still speak.
+//!
+//! Each sink (webhook, Discord, Slack, exec) has its own thread and bounded
+//! queue, so a slow endpoint never stalls the agent's loop or another sink.
+//! Alerts with the same event and cgroup closer than the sink's
+//! `min_interval` are folded: the next one sent says how many were held
+//! back. Secrets (URLs, tokens) come from the config file or the
+//! environment, never from argv, and are never logged.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+use crate::config::{AlertConfig, AlertEvent, AlertKind};
+
+/// One alert, ready for any sink.
+#[derive(Clone, Debug)]
+pub struct Alert {
+    pub event: AlertEvent,
+    /// The cgroup it is about, if any.
+    pub cgroup: Option<String>,
+    /// What alerts fold on with the event: the cgroup, or a topic such as
+    /// `host:swap`.
+    pub key: String,
+    /// One line for people.
+    pub summary: String,
+    /// Numbers and names for machines.
+    pub details: Map<String, Value>,
+    pub host: String,
+    /// RFC 3339 wall-clock time of what happened.
+    pub time: String,
+    /// The numbers are estimates (no throttle probe on this kernel).
+    pub estimate: bool,
+}
+
+impl Alert {
+    pub fn severity(&self) -> &'static str {
+        match self.event {
+            AlertEvent::Warning | AlertEvent::Host => "warning",
+            _ => "critical",
+        }
+    }
+
+    /// The generic webhook body.
+    pub fn json(&self, suppressed: u64) -> Value {
+        json!({
+            "source": "memtrace",
+            "event": self.event.as_str(),
+            "severity": self.severity(),
+            "host": self.host,
+            "time": self.time,
+            "cgroup": self.cgroup,
+            "summary": self.summary,
+            "estimate": self.estimate,
+            "details": self.details,
+            "suppressed": suppressed,
+        })
+    }
+
+    /// The text chat sinks show.
+    pub fn text(&self, suppressed: u64) -> String {
+        let mut s = format!(
+            "memtrace [{}] {}: {}",
+            self.event.as_str(),
+            self.host,
+            self.summary
+        );
+        if self.estimate {
+            s.push_str(" (estimate: no throttle probe on this kernel)");
+        }
+        if suppressed > 0 {
+            s.push_str(&format!(" (+{suppressed} similar held back)"));
+        }
+        s
+    }
+}
+
+/// Delivery counters of one sink, for metrics.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    pub sent: AtomicU64,
+    pub failed: AtomicU64,
+    pub suppressed: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+struct Sink {
+    label: String,
+    config: AlertConfig,
+    tx: SyncSender<Alert>,
+    stats: Arc<SinkStats>,
+}
+
+/// All sinks of a configuration.
+pub struct Alerter {
+    sinks: Vec<Sink>,
+}
+
+impl Alerter {
+    /// Starts one worker thread per sink. Secrets named by `*_env` are
+    /// read here, once.
+    pub fn start(configs: &[AlertConfig]) -> Self {
+        let sinks = configs
+            .iter()
+            .map(|c| {
+                let (tx, rx) = sync_channel::<Alert>(256);
+                let stats = Arc::new(SinkStats::default());
+                let worker = Worker::new(c.clone(), stats.clone());
+                let label = c.label();
+                let thread_label = label.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("alert-{thread_label}"))
+                    .spawn(move || worker.run(rx));
+                if let Err(e) = spawned {
+                    log::error!("alert sink {thread_label}: cannot start its thread: {e}");
+                }
+                Sink {
+                    label,
+                    config: c.clone(),
+                    tx,
+                    stats,
+                }
+            })
+            .collect();
+        Self { sinks }
+    }
+
+    /// Queues an alert for every sink that wants its event. Never blocks.
+    pub fn send(&self, alert: &Alert) {
+        for s in self.sinks.iter().filter(|s| s.config.wants(alert.event)) {
+            match s.tx.try_send(alert.clone()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    s.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    log::warn!("alert sink {}: queue full, alert dropped", s.label);
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    s.stats.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// `(label, stats)` of each sink.
+    pub fn stats(&self) -> Vec<(String, Arc<SinkStats>)> {
+        self.sinks
+            .iter()
+            .map(|s| (s.label.clone(), s.stats.clone()))
+            .collect()
+    }
+}
+
+/// Folds alerts of the same kind and cgroup.
+#[derive(Default)]
+pub struct RateLimiter {
+    last: HashMap<(AlertEvent, String), (Instant, u64)>,
+}
+
+impl RateLimiter {
+    /// Whether to send now; if not, the alert is counted as held back. When
+    /// it returns `Some(n)`, `n` alerts were held back since the last one.
+    pub fn admit(&mut self, a: &Alert, min_interval: Duration, now: Instant) -> Option<u64> {
+        let key = (a.event, a.key.clone());
+        match self.last.get_mut(&key) {
+            Some((at, held)) if now.duration_since(*at) < min_interval => {
+                *held += 1;
+                None
+            }
+            Some((at, held)) => {
+                let n = *held;
+                *at = now;
+                *held = 0;
+                Some(n)
+            }
+            None => {
+                self.last.insert(key, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+struct Worker {
+    config: AlertConfig,
+    stats: Arc<SinkStats>,
+    url: Option<String>,
+    token: Option<String>,
+    http: ureq::Agent,
+    limiter: RateLimiter,
+}
+
+impl Worker {
+    fn new(config: AlertConfig, stats: Arc<SinkStats>) -> Self {
+        let env = |name: &Option<String>| name.as_ref().and_then(|n| std::env::var(n).ok());
+        let url = config.url.clone().or_else(|| env(&config.url_env));
+        if url.is_none() && config.kind != AlertKind::Exec {
+            log::error!(
+                "alert sink {}: environment variable {} is not set: it will not send",
+                config.label(),
+                config.url_env.as_deref().unwrap_or("?")
+            );
+        }
+        let token = config.token.clone().or_else(|| env(&config.token_env));
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(config.timeout.0))
+            .http_status_as_error(true)
+            .build()
+            .into();
+        Self {
+            config,
+            stats,
+            url,
+            token,
+            http,
+            limiter: RateLimiter::default(),
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Alert>) {
+        while let Ok(alert) = rx.recv() {
+            let Some(held) = self
+                .limiter
+                .admit(&alert, self.config.min_interval.0, Instant::now())
+            else {
+                self.stats.suppressed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            match self.deliver(&alert, held) {
+                Ok(()) => {
+                    self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    log::warn!(
+                        "alert sink {}: {} alert not delivered: {e}",
+                        self.config.label(),
+                        alert.event.as_str()
+                    );
+                }
+            }
+        }
+    }
+
+    fn deliver(&self, a: &Alert, held: u64) -> Result<(), String> {
+        match self.config.kind {
+            AlertKind::Exec => self.exec(a, held),
+            kind => {
+                let url = self.url.as_deref().ok_or("no URL")?;
+                let body = match kind {
+                    AlertKind::Discord => json!({ "content": truncate(&a.text(held), 1900) }),
+                    AlertKind::Slack => json!({ "text": a.text(held) }),
+                    _ => a.json(held),
+                };
+                let mut req = self
+                    .http
+                    .post(url)
+                    .header("Content-Type", "application/json");
+                if let Some(t) = &self.token {
+                    req = req.header("Authorization", &format!("Bearer {t}"));
+                }
+                req.send(body.to_string()).map(drop).map_err(|e| {
+                    // ureq errors can echo the URL, which is a secret for
+                    // Discord and Slack: name the host only.
+                    let host = url.split('/').nth(2).unwrap_or("?");
+                    format!("POST to {host}: {}", redact(&e.to_string(), url))
+                })
+            }
+        }
+    }
+
+    fn exec(&self, a: &Alert, held: u64) -> Result<(), String> {
+        let argv = self.config.command.as_deref().unwrap_or_default();
+        let (program, args) = argv.split_first().ok_or("empty command")?;
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .env("MEMTRACE_EVENT", a.event.as_str())
+            .env("MEMTRACE_SEVERITY", a.severity())
+            .env("MEMTRACE_SUMMARY", &a.summary)
+            .env("MEMTRACE_HOST", &a.host)
+            .env("MEMTRACE_TIME", &a.time)
+            .env("MEMTRACE_CGROUP", a.cgroup.as_deref().unwrap_or(""))
+            .env("MEMTRACE_ESTIMATE", if a.estimate { "1" } else { "0" })
+            .env("MEMTRACE_SUPPRESSED", held.to_string())
+            .env("MEMTRACE_JSON", a.json(held).to_string());
+        for (k, v) in &a.details {
+            let key = format!("MEMTRACE_{}", k.to_uppercase());
+            let val = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            cmd.env(key, val);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        let deadline = Instant::now() + self.config.timeout.0;
+        loop {
+            match child.try_wait() {
+                Ok(Some(s)) if s.success() => return Ok(()),
+                Ok(Some(s)) => return Err(format!("{program} exited with {s}")),
+                Ok(None) if Instant::now() > deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "{program} ran longer than {:?}, killed",
+                        self.config.timeout.0
+                    ));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn redact(text: &str, secret: &str) -> String {
+    text.replace(secret, "<url>")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(event: AlertEvent, cgroup: &str) -> Alert {
+        let mut details = Map::new();
+        details.insert("pid".into(), json!(42));
+        Alert {
+            event,
+            cgroup: Some(cgroup.into()),
+            key: cgroup.into(),
+            summary: format!("{cgroup} throttled 6.0s of 10s"),
+            details,
+            host: "box".into(),
+            time: "2026-11-22T00:00:00Z".into(),
+            estimate: false,
+        }
+    }
+
+    #[test]
+    fn json_and_text_bodies() {
+        let a = alert(AlertEvent::Breach, "/work");
+        let v = a.json(3);
+        assert_eq!(v["event"], "breach");
+        assert_eq!(v["severity"], "critical");
+        assert_eq!(v["cgroup"], "/work");
+        assert_eq!(v["details"]["pid"], 42);
+        assert_eq!(v["suppressed"], 3);
+        let t = a.text(2);
+        assert!(
+            t.starts_with("memtrace [breach] box: /work throttled"),
+            "{t}"
+        );
+        assert!(t.ends_with("(+2 similar held back)"), "{t}");
+        assert_eq!(alert(AlertEvent::Warning, "/x").severity(), "warning");
+    }
+
+    #[test]
+    fn rate_limit_folds_same_event_and_cgroup() {
+        let mut r = RateLimiter::default();
+        let t0 = Instant::now();
+        let min = Duration::from_secs(60);
+        let a = alert(AlertEvent::Breach, "/a");
+        assert_eq!(r.admit(&a, min, t0), Some(0));
+        assert_eq!(r.admit(&a, min, t0 + Duration::from_secs(1)), None);
+        assert_eq!(r.admit(&a, min, t0 + Duration::from_secs(2)), None);
+        // Another cgroup or event is not folded.
+        assert_eq!(r.admit(&alert(AlertEvent::Breach, "/b"), min, t0), Some(0));
+        assert_eq!(r.admit(&alert(AlertEvent::Kill, "/a"), min, t0), Some(0));
+        assert_eq!(r.admit(&a, min, t0 + Duration::from_secs(61)), Some(2));
+    }
+
+    #[test]
+    fn truncation_respects_characters() {
+        assert_eq!(truncate("ééé", 3), "é…");
+        assert_eq!(truncate("abc", 10), "abc");
+        assert_eq!(
+            redact("GET https://x/secret failed", "https://x/secret"),
+            "GET <url> failed"
+        );
+    }
+}

@@ -1,0 +1,82 @@
+//! The kernel brake: a last resort that works when the agent cannot.
+//!
+//! For each budget with a `brake`, the agent writes a rule into the
+//! `BRAKE_RULES` map for every cgroup the budget watches, naming the victim
+//! it would kill there (avoid and protect rules applied), and beats
+//! `HEARTBEAT` four times a second. The throttle program counts each rule's
+//! throttled time in the kernel and, only while the heartbeat is stale,
+//! signals that victim when it is the task being throttled. A frozen,
+//! stopped or starved agent still ends the livelock.
+
+use std::collections::HashMap;
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData};
+use tracer_ebpf::{BrakeRule, HEARTBEAT_SLOT};
+
+use crate::probes::{LoadError, Tracer, error_chain};
+
+pub struct Brake {
+    rules: BpfHashMap<MapData, u64, BrakeRule>,
+    heartbeat: Array<MapData, u64>,
+    installed: HashMap<u64, BrakeRule>,
+}
+
+impl Brake {
+    pub fn new(tracer: &mut Tracer) -> Result<Self, LoadError> {
+        let ebpf = tracer.ebpf_mut();
+        let rules = ebpf
+            .take_map("BRAKE_RULES")
+            .ok_or_else(|| LoadError::Load("BRAKE_RULES map missing".into()))?;
+        let heartbeat = ebpf
+            .take_map("HEARTBEAT")
+            .ok_or_else(|| LoadError::Load("HEARTBEAT map missing".into()))?;
+        Ok(Self {
+            rules: BpfHashMap::try_from(rules).map_err(|e| LoadError::Load(error_chain(&e)))?,
+            heartbeat: Array::try_from(heartbeat).map_err(|e| LoadError::Load(error_chain(&e)))?,
+            installed: HashMap::new(),
+        })
+    }
+
+    /// Tells the kernel the agent is alive as of `now` (monotonic ns).
+    pub fn beat(&mut self, now: u64) {
+        if let Err(e) = self.heartbeat.set(HEARTBEAT_SLOT, now, 0) {
+            log::warn!("kernel brake heartbeat failed: {e}");
+        }
+    }
+
+    /// Installs or updates the rule of one cgroup.
+    pub fn set(&mut self, memcg_id: u64, rule: BrakeRule) {
+        let same = self.installed.get(&memcg_id).is_some_and(|r| {
+            r.victim_tgid == rule.victim_tgid
+                && r.limit_ns == rule.limit_ns
+                && r.window_ns == rule.window_ns
+        });
+        if same {
+            return;
+        }
+        match self.rules.insert(memcg_id, rule, 0) {
+            Ok(()) => {
+                self.installed.insert(memcg_id, rule);
+            }
+            Err(e) => log::warn!("kernel brake rule for cgroup {memcg_id} not installed: {e}"),
+        }
+    }
+
+    /// Removes every rule whose cgroup is not in `keep`.
+    pub fn retain(&mut self, keep: &dyn Fn(u64) -> bool) {
+        let gone: Vec<u64> = self
+            .installed
+            .keys()
+            .copied()
+            .filter(|id| !keep(*id))
+            .collect();
+        for id in gone {
+            let _ = self.rules.remove(&id);
+            self.installed.remove(&id);
+        }
+    }
+
+    pub fn installed(&self) -> usize {
+        self.installed.len()
+    }
+}

@@ -1,0 +1,224 @@
+//! Reading a memory cgroup's files and the host's memory state: the
+//! kernel's own counters, sampled next to the events.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::kernel::CgroupVersion;
+
+/// PSI totals and recent averages of one pressure file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Psi {
+    pub some_avg10: f32,
+    pub full_avg10: f32,
+    /// Cumulative stall time, microseconds.
+    pub some_total_us: u64,
+    pub full_total_us: u64,
+}
+
+impl Psi {
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut p = Self::default();
+        let mut seen = false;
+        for line in text.lines() {
+            let mut fields = line.split_whitespace();
+            let kind = fields.next()?;
+            let (mut avg10, mut total) = (None, None);
+            for f in fields {
+                if let Some(v) = f.strip_prefix("avg10=") {
+                    avg10 = v.parse::<f32>().ok();
+                } else if let Some(v) = f.strip_prefix("total=") {
+                    total = v.parse::<u64>().ok();
+                }
+            }
+            let (Some(avg10), Some(total)) = (avg10, total) else {
+                continue;
+            };
+            match kind {
+                "some" => (p.some_avg10, p.some_total_us) = (avg10, total),
+                "full" => (p.full_avg10, p.full_total_us) = (avg10, total),
+                _ => continue,
+            }
+            seen = true;
+        }
+        seen.then_some(p)
+    }
+}
+
+/// `memory.events` counters (v1: only `oom_kill`, from memory.oom_control).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemEvents {
+    pub low: u64,
+    pub high: u64,
+    pub max: u64,
+    pub oom: u64,
+    pub oom_kill: u64,
+}
+
+/// One reading of a memory cgroup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CgroupMemory {
+    pub current: Option<u64>,
+    /// None: no limit ("max").
+    pub high: Option<u64>,
+    pub max: Option<u64>,
+    pub events: MemEvents,
+    pub pressure: Option<Psi>,
+}
+
+impl CgroupMemory {
+    pub fn read(dir: &Path, version: CgroupVersion) -> Self {
+        match version {
+            CgroupVersion::V2 => Self::read_v2(dir),
+            CgroupVersion::V1 => Self::read_v1(dir),
+        }
+    }
+
+    fn read_v2(dir: &Path) -> Self {
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
+        let events = read("memory.events")
+            .map(|t| parse_events(&t))
+            .unwrap_or_default();
+        Self {
+            current: read("memory.current").and_then(|t| t.trim().parse().ok()),
+            high: read("memory.high").and_then(|t| limit(&t)),
+            max: read("memory.max").and_then(|t| limit(&t)),
+            events,
+            pressure: read("memory.pressure").and_then(|t| Psi::parse(&t)),
+        }
+    }
+
+    fn read_v1(dir: &Path) -> Self {
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
+        let oom_kill = read("memory.oom_control")
+            .and_then(|t| flat(&t, "oom_kill"))
+            .unwrap_or(0);
+        Self {
+            current: read("memory.usage_in_bytes").and_then(|t| t.trim().parse().ok()),
+            high: None,
+            max: read("memory.limit_in_bytes").and_then(|t| limit(&t)),
+            events: MemEvents {
+                oom_kill,
+                ..Default::default()
+            },
+            pressure: None,
+        }
+    }
+
+    /// Usage over memory.high, if it is set and exceeded.
+    pub fn over_high(&self) -> bool {
+        matches!((self.current, self.high), (Some(c), Some(h)) if c > h)
+    }
+}
+
+/// "max" (v2) or a v1 limit near 2^63 both mean no limit.
+fn limit(text: &str) -> Option<u64> {
+    let t = text.trim();
+    if t == "max" {
+        return None;
+    }
+    t.parse::<u64>().ok().filter(|&v| v < (1 << 62))
+}
+
+fn flat(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next()? == key).then(|| it.next()?.parse().ok())?
+    })
+}
+
+fn parse_events(text: &str) -> MemEvents {
+    MemEvents {
+        low: flat(text, "low").unwrap_or(0),
+        high: flat(text, "high").unwrap_or(0),
+        max: flat(text, "max").unwrap_or(0),
+        oom: flat(text, "oom").unwrap_or(0),
+        oom_kill: flat(text, "oom_kill").unwrap_or(0),
+    }
+}
+
+/// The host's memory, from /proc/meminfo and /proc/pressure/memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostMemory {
+    pub mem_total: u64,
+    pub mem_available: u64,
+    pub swap_total: u64,
+    pub swap_free: u64,
+    pub pressure: Option<Psi>,
+}
+
+impl HostMemory {
+    pub fn read() -> Self {
+        let mut h = std::fs::read_to_string("/proc/meminfo")
+            .map(|t| Self::parse_meminfo(&t))
+            .unwrap_or_default();
+        h.pressure = std::fs::read_to_string("/proc/pressure/memory")
+            .ok()
+            .and_then(|t| Psi::parse(&t));
+        h
+    }
+
+    pub fn parse_meminfo(text: &str) -> Self {
+        let kb = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .map_or(0, |v| v * 1024)
+        };
+        Self {
+            mem_total: kb("MemTotal"),
+            mem_available: kb("MemAvailable"),
+            swap_total: kb("SwapTotal"),
+            swap_free: kb("SwapFree"),
+            pressure: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn psi_and_events() {
+        let p = Psi::parse(
+            "some avg10=12.50 avg60=3.00 avg300=1.00 total=9500000\n\
+             full avg10=10.00 avg60=2.00 avg300=0.50 total=9100000\n",
+        )
+        .unwrap();
+        assert_eq!((p.some_total_us, p.full_total_us), (9_500_000, 9_100_000));
+        assert_eq!(p.some_avg10, 12.5);
+        assert!(Psi::parse("garbage").is_none());
+        let e = parse_events("low 0\nhigh 480\nmax 2\noom 1\noom_kill 1\n");
+        assert_eq!((e.high, e.max, e.oom_kill), (480, 2, 1));
+    }
+
+    #[test]
+    fn limits_and_meminfo() {
+        assert_eq!(limit("max\n"), None);
+        assert_eq!(limit("67108864\n"), Some(64 << 20));
+        assert_eq!(limit("9223372036854771712\n"), None);
+        let h = HostMemory::parse_meminfo(
+            "MemTotal:       24000000 kB\nMemAvailable:   12000000 kB\nSwapTotal:       2097148 kB\nSwapFree:         500000 kB\n",
+        );
+        assert_eq!(h.mem_total, 24_000_000 * 1024);
+        assert_eq!(h.swap_free, 500_000 * 1024);
+    }
+
+    #[test]
+    fn reads_a_cgroup_directory() {
+        let dir = std::env::temp_dir().join(format!("memtrace-cgfs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("memory.current"), "100\n").unwrap();
+        std::fs::write(dir.join("memory.high"), "50\n").unwrap();
+        std::fs::write(dir.join("memory.max"), "max\n").unwrap();
+        std::fs::write(dir.join("memory.events"), "high 3\n").unwrap();
+        let m = CgroupMemory::read(&dir, CgroupVersion::V2);
+        assert_eq!((m.current, m.high, m.max), (Some(100), Some(50), None));
+        assert!(m.over_high());
+        assert_eq!(m.events.high, 3);
+        assert!(m.pressure.is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,81 @@
+//! `memtrace agent`: throttle budgets, the kill policy, alerts, metrics.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use memtrace::agent::{Agent, AgentOptions, STATUS_FILE, load_config};
+use memtrace::config::AgentConfig;
+
+use super::{UsageError, runtime};
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// Configuration file [default: /etc/memtrace/agent.toml if it exists,
+    /// else the embedded default: alert on any cgroup throttled more than
+    /// half of a 10 s window, kill nothing].
+    #[arg(long, short, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Log and alert "would kill" with the same detail, kill nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Validate the configuration, print what it does, and exit (0 valid,
+    /// 2 invalid).
+    #[arg(long)]
+    pub check_config: bool,
+    /// Where the agent publishes its state for `memtrace top`.
+    #[arg(long, value_name = "PATH", default_value = STATUS_FILE, hide = true)]
+    pub status_file: PathBuf,
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<u8> {
+    // Validate before touching anything: a bad file changes nothing.
+    let cfg = load_config(args.config.as_ref())
+        .map_err(|e| UsageError(format!("invalid configuration: {e}")))?;
+    if args.check_config {
+        print_summary(&cfg, args.dry_run);
+        return Ok(0);
+    }
+    let opts = AgentOptions {
+        config_path: args.config,
+        dry_run: args.dry_run,
+        status_file: args.status_file,
+    };
+    let agent = Agent::new(opts, cfg)?;
+    runtime()?.block_on(agent.run())?;
+    Ok(0)
+}
+
+fn print_summary(cfg: &AgentConfig, dry_run: bool) {
+    println!("configuration {} is valid", cfg.source);
+    if dry_run || cfg.agent.dry_run {
+        println!("dry run: nothing will be killed");
+    }
+    for b in &cfg.budgets {
+        println!(
+            "budget `{}`: cgroups {} throttled more than {}% of {:?} -> {}{}{}",
+            b.label(),
+            b.cgroup.pattern,
+            b.max_throttled.0,
+            b.window.0,
+            b.action.as_str(),
+            if b.dry_run { " (dry run)" } else { "" },
+            b.brake
+                .as_ref()
+                .map(|k| format!(
+                    ", kernel brake after {:?} throttled per {:?} while the agent is silent {:?}",
+                    k.limit.0, k.window.0, k.stale.0
+                ))
+                .unwrap_or_default()
+        );
+    }
+    for a in &cfg.alerts {
+        let on: Vec<&str> = memtrace::config::AlertEvent::ALL
+            .iter()
+            .filter(|e| a.wants(**e))
+            .map(|e| e.as_str())
+            .collect();
+        println!("alert `{}`: {:?} on {}", a.label(), a.kind, on.join(", "));
+    }
+    println!("metrics: {}", cfg.agent.metrics_listen);
+}

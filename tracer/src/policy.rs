@@ -1,0 +1,593 @@
+//! Throttle budgets: when a cgroup's throttled share of a window crosses its
+//! budget, decide, the instant it happens.
+//!
+//! A budget applies to every cgroup its glob selects, each counting its
+//! whole subtree. While an episode runs in such a cgroup the policy knows
+//! the earliest moment the budget can be crossed ([`Policy::next_deadline`])
+//! and the agent arms a timer for it, so a breach is acted on when it
+//! happens, not when the episode ends or at the next poll.
+//!
+//! When the kernel has no throttle probe, [`Estimator`] derives the
+//! throttled share from memory.pressure `full` and memory.events `high`,
+//! once per sample, and decisions say they are estimates.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::cgroupfs::CgroupMemory;
+use crate::config::BudgetConfig;
+use crate::model::Model;
+use crate::registry::ancestors;
+
+/// Below this share of the budget a breached budget is re-armed.
+const REARM_SHARE: f64 = 0.5;
+
+/// What the policy found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// `warn_at` of the budget is used.
+    Warn(Finding),
+    /// The budget is exceeded.
+    Breach(Finding),
+}
+
+/// The numbers behind a decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub budget: usize,
+    pub cgroup: u64,
+    pub path: String,
+    /// Throttled time in the window when decided.
+    pub used_ns: u64,
+    pub budget_ns: u64,
+    pub window_ns: u64,
+    /// Monotonic time of the decision.
+    pub at_ns: u64,
+    /// When the budget was crossed: throttled time grows at most 1 ns per
+    /// ns, so the crossing is no earlier than `at - (used - budget)`.
+    pub crossed_ns: u64,
+    /// From memory.pressure, not the throttle probe.
+    pub estimate: bool,
+}
+
+/// Per budget and cgroup.
+#[derive(Clone, Debug, Default)]
+struct BudgetState {
+    warned: bool,
+    breached: bool,
+    /// Throttling before this does not count (set by a kill).
+    floor_ns: u64,
+    /// No kills until this time, or until memory drops below memory.high.
+    cooldown_until: Option<u64>,
+    /// ... but not before this: one full window after the kill, the time
+    /// the budget needs to judge again.
+    cooldown_min: u64,
+}
+
+#[derive(Debug)]
+pub struct Policy {
+    pub budgets: Vec<BudgetConfig>,
+    /// Budgets each cgroup id is selected by.
+    selected: HashMap<u64, Vec<usize>>,
+    state: HashMap<(usize, u64), BudgetState>,
+}
+
+impl Policy {
+    pub fn new(budgets: Vec<BudgetConfig>) -> Self {
+        Self {
+            budgets,
+            selected: HashMap::new(),
+            state: HashMap::new(),
+        }
+    }
+
+    /// The budgets that select a cgroup.
+    pub fn budgets_of(&mut self, id: u64, path: &str) -> Vec<usize> {
+        self.selected
+            .entry(id)
+            .or_insert_with(|| {
+                self.budgets
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.cgroup.matches(path))
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+            .clone()
+    }
+
+    fn used(&self, b: usize, id: u64, model: &Model, now: u64) -> Option<u64> {
+        let st = model.cgroups.get(&id)?;
+        let budget = &self.budgets[b];
+        let floor = self.state.get(&(b, id)).map_or(0, |s| s.floor_ns);
+        let window = budget.window_ns().min(now.saturating_sub(floor));
+        Some(st.throttle.throttled_in(now, window))
+    }
+
+    /// Checks the budgets of `cgroups` (typically those an event touched,
+    /// nearest first) at `now`.
+    pub fn evaluate(&mut self, model: &Model, cgroups: &[u64], now: u64) -> Vec<Decision> {
+        let mut out = Vec::new();
+        // Deepest first: when a cgroup and its ancestor both breach the
+        // same budget, the deepest is the one to act on.
+        let mut order: Vec<(u64, String)> = cgroups
+            .iter()
+            .filter_map(|id| model.cgroups.get(id).map(|s| (*id, s.path.to_string())))
+            .collect();
+        order.sort_by_key(|(_, p)| std::cmp::Reverse(p.matches('/').count()));
+        let mut breached_paths: HashMap<usize, Vec<String>> = HashMap::new();
+        for (id, path) in order {
+            for b in self.budgets_of(id, &path) {
+                let Some(used) = self.used(b, id, model, now) else {
+                    continue;
+                };
+                let budget = &self.budgets[b];
+                let f = Finding {
+                    budget: b,
+                    cgroup: id,
+                    path: path.clone(),
+                    used_ns: used,
+                    budget_ns: budget.budget_ns(),
+                    window_ns: budget.window_ns(),
+                    at_ns: now,
+                    crossed_ns: now.saturating_sub(used.saturating_sub(budget.budget_ns())),
+                    estimate: false,
+                };
+                let covered = breached_paths
+                    .get(&b)
+                    .is_some_and(|v| v.iter().any(|d| ancestors(d).any(|a| a == path)));
+                if let Some(d) = self.step(f, covered) {
+                    if matches!(d, Decision::Breach(_)) {
+                        breached_paths.entry(b).or_default().push(path.clone());
+                    }
+                    out.push(d);
+                }
+                if self.state.get(&(b, id)).is_some_and(|s| s.breached) {
+                    breached_paths.entry(b).or_default().push(path.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Updates one budget's state with a measurement; returns a decision
+    /// when it crosses the warning or the budget. `covered`: a descendant
+    /// already breached this budget, so this one stays silent.
+    fn step(&mut self, f: Finding, covered: bool) -> Option<Decision> {
+        let budget = &self.budgets[f.budget];
+        let warn_ns = (f.budget_ns as f64 * budget.warn_at.fraction()) as u64;
+        let st = self.state.entry((f.budget, f.cgroup)).or_default();
+        if (f.used_ns as f64) < f.budget_ns as f64 * REARM_SHARE && f.used_ns < warn_ns {
+            st.warned = false;
+            st.breached = false;
+            return None;
+        }
+        if f.used_ns >= f.budget_ns && f.budget_ns > 0 {
+            if st.breached {
+                return None;
+            }
+            st.breached = true;
+            st.warned = true;
+            return (!covered).then_some(Decision::Breach(f));
+        }
+        if f.used_ns >= warn_ns && !st.warned && !st.breached {
+            st.warned = true;
+            return (!covered).then_some(Decision::Warn(f));
+        }
+        None
+    }
+
+    /// The earliest time any budget can be crossed by an episode in
+    /// progress: the agent's timer.
+    pub fn next_deadline(&mut self, model: &Model, now: u64) -> Option<u64> {
+        let mut best: Option<u64> = None;
+        let ids: Vec<(u64, String, u64)> = model
+            .cgroups
+            .values()
+            .filter(|s| s.throttle.in_progress() > 0)
+            .map(|s| {
+                (
+                    s.id,
+                    s.path.to_string(),
+                    s.throttle.ongoing_since().unwrap_or(now),
+                )
+            })
+            .collect();
+        for (id, path, _) in ids {
+            for b in self.budgets_of(id, &path) {
+                if self.state.get(&(b, id)).is_some_and(|s| s.breached) {
+                    continue;
+                }
+                let Some(st) = model.cgroups.get(&id) else {
+                    continue;
+                };
+                let budget = &self.budgets[b];
+                let floor = self.state.get(&(b, id)).map_or(0, |s| s.floor_ns);
+                let window = budget.window_ns().min(now.saturating_sub(floor));
+                let warn_ns = (budget.budget_ns() as f64 * budget.warn_at.fraction()) as u64;
+                let warned = self.state.get(&(b, id)).is_some_and(|s| s.warned);
+                let target = if warned {
+                    budget.budget_ns()
+                } else {
+                    warn_ns.min(budget.budget_ns())
+                };
+                if let Some(d) = st.throttle.deadline(now, window, target) {
+                    best = Some(best.map_or(d, |x| x.min(d)));
+                }
+            }
+        }
+        best
+    }
+
+    /// Whether the budget may kill in this cgroup now: no cool-down on it,
+    /// on an ancestor or on a descendant (one incident, one kill).
+    pub fn may_kill(&self, budget: usize, path: &str, model: &Model, now: u64) -> bool {
+        !self.state.iter().any(|((b, id), s)| {
+            let cooling = s.cooldown_until.is_some_and(|t| now < t);
+            if !cooling {
+                return false;
+            }
+            let Some(other) = model.cgroups.get(id).map(|c| c.path.to_string()) else {
+                return false;
+            };
+            *b == budget && other == path
+                || ancestors(path).any(|a| a == other)
+                || ancestors(&other).any(|a| a == path)
+        })
+    }
+
+    /// After a kill: cool down, and forget the throttling that caused it.
+    pub fn killed(&mut self, budget: usize, cgroup: u64, now: u64) {
+        let cooldown = self.budgets[budget].cooldown.0.as_nanos() as u64;
+        let window = self.budgets[budget].window_ns();
+        let st = self.state.entry((budget, cgroup)).or_default();
+        st.cooldown_until = Some(now + cooldown.max(window));
+        st.cooldown_min = now + window;
+        st.floor_ns = now;
+        st.breached = false;
+        st.warned = false;
+    }
+
+    /// Ends cool-downs whose cgroup is back under memory.high: "until
+    /// memory drops". Called with fresh samples.
+    pub fn memory_dropped(&mut self, cgroup: u64, mem: &CgroupMemory, now: u64) {
+        if mem.over_high() {
+            return;
+        }
+        for ((_, id), st) in &mut self.state {
+            if *id == cgroup && st.cooldown_until.is_some_and(|t| now < t) {
+                st.cooldown_until = Some(now.max(st.cooldown_min));
+            }
+        }
+    }
+
+    /// Budget state of a cgroup for status displays: "ok", "warning",
+    /// "breach", "cooldown".
+    pub fn status(&self, cgroup: u64, now: u64) -> Option<&'static str> {
+        let mut out = None;
+        for ((_, id), st) in &self.state {
+            if *id != cgroup {
+                continue;
+            }
+            let s = if st.cooldown_until.is_some_and(|t| now < t) {
+                "cooldown"
+            } else if st.breached {
+                "breach"
+            } else if st.warned {
+                "warning"
+            } else {
+                "ok"
+            };
+            let rank = |x: &str| {
+                ["ok", "warning", "breach", "cooldown"]
+                    .iter()
+                    .position(|y| *y == x)
+            };
+            if out.is_none_or(|o| rank(s) > rank(o)) {
+                out = Some(s);
+            }
+        }
+        out
+    }
+
+    /// Feeds an estimate (fallback mode) for one budget and cgroup.
+    pub fn estimate(
+        &mut self,
+        budget: usize,
+        cgroup: u64,
+        path: &str,
+        used_ns: u64,
+        now: u64,
+    ) -> Option<Decision> {
+        let b = &self.budgets[budget];
+        let f = Finding {
+            budget,
+            cgroup,
+            path: path.to_string(),
+            used_ns,
+            budget_ns: b.budget_ns(),
+            window_ns: b.window_ns(),
+            at_ns: now,
+            crossed_ns: now,
+            estimate: true,
+        };
+        self.step(f, false)
+    }
+}
+
+/// Throttled time estimated from a cgroup's own counters: memory.pressure
+/// `full` growth over the window, counted only while memory.events `high`
+/// grows too (throttling, not some other stall).
+#[derive(Debug, Default)]
+pub struct Estimator {
+    samples: HashMap<u64, VecDeque<(u64, u64, u64)>>,
+}
+
+impl Estimator {
+    /// Records a sample; returns the estimated throttled ns in the last
+    /// `window` ns, once the window is covered by samples.
+    pub fn sample(
+        &mut self,
+        cgroup: u64,
+        now: u64,
+        mem: &CgroupMemory,
+        window: u64,
+    ) -> Option<u64> {
+        let psi = mem.pressure?;
+        let q = self.samples.entry(cgroup).or_default();
+        q.push_back((now, psi.full_total_us, mem.events.high));
+        while q.len() > 2 && q[1].0 + window <= now {
+            q.pop_front();
+        }
+        let &(t0, full0, high0) = q.front()?;
+        if now.saturating_sub(t0) == 0 {
+            return None;
+        }
+        let (full, high) = (psi.full_total_us, mem.events.high);
+        if high <= high0 {
+            return Some(0);
+        }
+        let stalled = full.saturating_sub(full0) * 1_000;
+        // Scale to the window when the samples span more than it.
+        let span = now - t0;
+        Some(if span > window {
+            stalled * window / span
+        } else {
+            stalled
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroupfs::{MemEvents, Psi};
+    use crate::config::AgentConfig;
+    use crate::event::{Comm, Event, Task, Throttle, ThrottleStart};
+    use crate::registry::CgroupRegistry;
+    use std::os::unix::fs::MetadataExt;
+
+    const S: u64 = 1_000_000_000;
+
+    struct Fixture {
+        dir: std::path::PathBuf,
+        reg: CgroupRegistry,
+        model: Model,
+        a: u64,
+        b: u64,
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn fixture(tag: &str) -> Fixture {
+        let dir =
+            std::env::temp_dir().join(format!("memtrace-policy-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("work/job")).unwrap();
+        let reg = CgroupRegistry::for_root(&dir);
+        let a = std::fs::metadata(dir.join("work")).unwrap().ino();
+        let b = std::fs::metadata(dir.join("work/job")).unwrap().ino();
+        Fixture {
+            dir,
+            reg,
+            model: Model::new(0, 600 * S),
+            a,
+            b,
+        }
+    }
+
+    fn policy(text: &str) -> Policy {
+        Policy::new(AgentConfig::parse(text, "t").unwrap().budgets)
+    }
+
+    const WORK: &str = "[[budget]]\ncgroup = \"/work\"\nwindow = \"10s\"\nmax_throttled = \"30%\"\naction = \"kill-largest\"\n";
+
+    fn task() -> Task {
+        Task {
+            pid: 7,
+            tgid: 7,
+            comm: Comm::new("hog"),
+        }
+    }
+
+    fn start(f: &mut Fixture, at: u64, memcg: u64) -> Vec<u64> {
+        let e = Event::ThrottleStart(ThrottleStart {
+            ts_ns: at,
+            task: task(),
+            memcg_id: memcg,
+            over_high_id: memcg,
+            over_high_usage_pages: 0,
+            over_high_limit_pages: 0,
+            nr_pages: 1,
+        });
+        f.model.apply(&e, &mut f.reg)
+    }
+
+    fn end(f: &mut Fixture, from: u64, to: u64, memcg: u64) -> Vec<u64> {
+        let e = Event::Throttle(Throttle {
+            ts_ns: to,
+            start_ns: from,
+            task: task(),
+            memcg_id: memcg,
+            over_high_id: memcg,
+            reclaim_ns: 0,
+            reclaimed_pages: 0,
+            nr_pages: 1,
+        });
+        f.model.apply(&e, &mut f.reg)
+    }
+
+    #[test]
+    fn a_running_episode_arms_the_deadline_at_the_crossing() {
+        let mut f = fixture("deadline");
+        let mut p = policy(WORK);
+        let touched = {
+            let b = f.b;
+            start(&mut f, 100 * S, b)
+        };
+        assert!(p.evaluate(&f.model, &touched, 100 * S).is_empty());
+        // Budget 3 s of 10 s, warning at 50%: first the warning at +1.5 s.
+        let d = p.next_deadline(&f.model, 100 * S).unwrap();
+        assert_eq!(d, 100 * S + 3 * S / 2);
+        let ds = p.evaluate(&f.model, &[f.a], d);
+        assert!(
+            matches!(&ds[..], [Decision::Warn(x)] if x.path == "/work"),
+            "{ds:?}"
+        );
+        let d = p.next_deadline(&f.model, d).unwrap();
+        assert_eq!(d, 103 * S);
+        let ds = p.evaluate(&f.model, &[f.a], d);
+        match &ds[..] {
+            [Decision::Breach(x)] => {
+                assert_eq!(
+                    (x.used_ns, x.budget_ns, x.crossed_ns),
+                    (3 * S, 3 * S, 103 * S)
+                );
+                assert!(!x.estimate);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Breached: no new deadline, no second breach.
+        assert_eq!(p.next_deadline(&f.model, 104 * S), None);
+        assert!(p.evaluate(&f.model, &[f.a], 105 * S).is_empty());
+    }
+
+    #[test]
+    fn completed_episodes_breach_when_they_end() {
+        let mut f = fixture("end");
+        let mut p = policy(WORK);
+        {
+            let b = f.b;
+            end(&mut f, 0, S, b)
+        };
+        {
+            let b = f.b;
+            end(&mut f, 2 * S, 3 * S, b)
+        };
+        let touched = {
+            let b = f.b;
+            end(&mut f, 4 * S, 5 * S + 1, b)
+        };
+        let ds = p.evaluate(&f.model, &touched, 5 * S + 1);
+        assert!(
+            ds.iter()
+                .any(|d| matches!(d, Decision::Breach(x) if x.cgroup == f.a)),
+            "{ds:?}"
+        );
+    }
+
+    #[test]
+    fn the_deepest_matching_cgroup_is_the_one_reported() {
+        let mut f = fixture("deep");
+        let mut p =
+            policy("[[budget]]\ncgroup = \"/**\"\nmax_throttled = \"10%\"\nwarn_at = \"100%\"\n");
+        let touched = {
+            let b = f.b;
+            end(&mut f, 0, 2 * S, b)
+        };
+        let ds = p.evaluate(&f.model, &touched, 2 * S);
+        assert_eq!(ds.len(), 1, "{ds:?}");
+        assert!(matches!(&ds[0], Decision::Breach(x) if x.path == "/work/job"));
+    }
+
+    #[test]
+    fn cooldown_blocks_kills_in_the_line_and_ends_when_memory_drops() {
+        let mut f = fixture("cool");
+        let mut p = policy(WORK);
+        {
+            let b = f.b;
+            end(&mut f, 0, S, b)
+        };
+        assert!(p.may_kill(0, "/work", &f.model, 2 * S));
+        p.killed(0, f.a, 2 * S);
+        assert!(!p.may_kill(0, "/work", &f.model, 3 * S));
+        assert!(
+            !p.may_kill(0, "/work/job", &f.model, 3 * S),
+            "a descendant of a cooling cgroup"
+        );
+        assert_eq!(p.status(f.a, 3 * S), Some("cooldown"));
+        let over = CgroupMemory {
+            current: Some(100),
+            high: Some(50),
+            ..Default::default()
+        };
+        p.memory_dropped(f.a, &over, 4 * S);
+        assert!(!p.may_kill(0, "/work", &f.model, 5 * S));
+        let under = CgroupMemory {
+            current: Some(10),
+            high: Some(50),
+            ..Default::default()
+        };
+        // Memory dropped, but one window (10 s) after the kill has not
+        // passed: still cooling down.
+        p.memory_dropped(f.a, &under, 6 * S);
+        assert!(!p.may_kill(0, "/work", &f.model, 6 * S));
+        assert!(p.may_kill(0, "/work", &f.model, 12 * S));
+        // Throttling before the kill no longer counts.
+        assert_eq!(p.used(0, f.a, &f.model, 12 * S), Some(0));
+    }
+
+    #[test]
+    fn rearm_after_recovery() {
+        let mut f = fixture("rearm");
+        let mut p = policy(WORK);
+        let t = {
+            let b = f.b;
+            end(&mut f, 0, 4 * S, b)
+        };
+        assert_eq!(p.evaluate(&f.model, &t, 4 * S).len(), 1);
+        // Long after, the window is empty: re-armed; a new breach reports.
+        assert!(p.evaluate(&f.model, &[f.a], 30 * S).is_empty());
+        let t = {
+            let b = f.b;
+            end(&mut f, 40 * S, 44 * S, b)
+        };
+        assert_eq!(p.evaluate(&f.model, &t, 44 * S).len(), 1);
+    }
+
+    #[test]
+    fn estimates_from_pressure_and_high_events() {
+        let mut e = Estimator::default();
+        let mem = |full_ms: u64, high: u64| CgroupMemory {
+            events: MemEvents {
+                high,
+                ..Default::default()
+            },
+            pressure: Some(Psi {
+                full_total_us: full_ms * 1000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let w = 10 * S;
+        assert_eq!(e.sample(1, 0, &mem(0, 0), w), None);
+        assert_eq!(e.sample(1, S, &mem(600, 5), w), Some(600_000_000));
+        // Stall without memory.high events is not throttling.
+        assert_eq!(e.sample(2, 0, &mem(0, 9), w), None);
+        assert_eq!(e.sample(2, S, &mem(900, 9), w), Some(0));
+        // No PSI file (cgroup v1): nothing to estimate.
+        assert_eq!(e.sample(3, S, &CgroupMemory::default(), w), None);
+    }
+}

@@ -1,0 +1,145 @@
+//! Processes of a cgroup subtree, as the kill policy sees them.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+/// What the policy needs to know about a process.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    /// Arguments joined by spaces.
+    pub cmdline: String,
+    pub rss_bytes: u64,
+    /// Process start time in clock ticks since boot: with the pid, it
+    /// identifies the process (pids are reused).
+    pub start_time: u64,
+    pub kernel_thread: bool,
+    pub oom_score_adj: i32,
+    /// The cgroup path (relative to the hierarchy) it was found in.
+    pub cgroup: String,
+}
+
+/// PF_KTHREAD in /proc/PID/stat flags.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Reads one process from /proc. None if it is gone.
+pub fn read_process(pid: u32, page_size: u64) -> Option<ProcessInfo> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (comm, ppid, flags, start_time) = parse_stat(&stat)?;
+    let rss_pages = std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .split('\0')
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    let oom_score_adj = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    Some(ProcessInfo {
+        pid,
+        ppid,
+        comm,
+        cmdline,
+        rss_bytes: rss_pages * page_size,
+        start_time,
+        kernel_thread: flags & PF_KTHREAD != 0 || pid == 2 || ppid == 2,
+        oom_score_adj,
+        cgroup: String::new(),
+    })
+}
+
+/// `(comm, ppid, flags, starttime)` from /proc/PID/stat. The comm is in
+/// parentheses and may itself contain spaces and parentheses.
+pub fn parse_stat(stat: &str) -> Option<(String, u32, u64, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_string();
+    let rest: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    // rest[0] = state, [1] = ppid, [6] = flags, [19] = starttime.
+    let ppid = rest.get(1)?.parse().ok()?;
+    let flags = rest.get(6)?.parse().ok()?;
+    let start = rest.get(19)?.parse().ok()?;
+    Some((comm, ppid, flags, start))
+}
+
+/// The start time of a process, to check a pid still names it.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat).map(|(_, _, _, s)| s)
+}
+
+/// Every process in a cgroup directory and below; `rel` is the cgroup's
+/// path, recorded on each process.
+pub fn subtree_processes(dir: &Path, rel: &str, page_size: u64) -> Vec<ProcessInfo> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), rel.to_string())];
+    while let Some((d, r)) = stack.pop() {
+        if let Ok(procs) = std::fs::read_to_string(d.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+                if let Some(mut p) = read_process(pid, page_size) {
+                    p.cgroup = r.clone();
+                    out.push(p);
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(&d) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let child = if r == "/" {
+                        format!("/{name}")
+                    } else {
+                        format!("{r}/{name}")
+                    };
+                    stack.push((e.path(), child));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_tricky_comm() {
+        let stat = "1234 (my (weird) proc) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 987654 1000000 250 18446744073709551615";
+        let (comm, ppid, flags, start) = parse_stat(stat).unwrap();
+        assert_eq!(comm, "my (weird) proc");
+        assert_eq!(ppid, 1);
+        assert_eq!(flags, 4194560);
+        assert_eq!(start, 987654);
+        assert!(parse_stat("garbage").is_none());
+        assert!(parse_stat("1 (x) S").is_none());
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let me = read_process(std::process::id(), 4096).unwrap();
+        assert!(me.rss_bytes > 0);
+        assert!(!me.kernel_thread);
+        assert!(!me.cmdline.is_empty());
+        assert_eq!(start_time(std::process::id()), Some(me.start_time));
+    }
+
+    #[test]
+    fn kernel_threads_are_recognised() {
+        // kthreadd is pid 2 on every Linux system.
+        if let Some(k) = read_process(2, 4096) {
+            assert!(k.kernel_thread, "{k:?}");
+        }
+    }
+}

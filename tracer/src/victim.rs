@@ -1,0 +1,256 @@
+//! Whom to kill: the kill policy's choice among a cgroup subtree's
+//! processes. Pure functions over [`ProcessInfo`], so every rule is unit
+//! tested without killing anything.
+//!
+//! Never chosen, whatever the configuration: pid 1, kernel threads, the
+//! agent itself, systemd and sshd (the admin's way in), processes with
+//! `oom_score_adj` -1000, and anything matching an `avoid` or `protect`
+//! rule. Among the rest, `prefer` matches go first.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::Serialize;
+
+use crate::config::Pattern;
+use crate::procs::ProcessInfo;
+
+/// The built-in protected names.
+static BUILTIN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(systemd|systemd-.+|sshd|sshd-session|sshd-auth|init|memtrace)$")
+        .expect("valid built-in regex")
+});
+
+/// How the victim is ranked.
+#[derive(Clone, Copy, Debug)]
+pub enum Rank<'a> {
+    /// Largest RSS.
+    Largest,
+    /// Longest throttled in the budget window (tgid → ns); RSS breaks ties.
+    MostThrottled(&'a HashMap<u32, u64>),
+}
+
+/// Why a process was not chosen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Spared {
+    pub pid: u32,
+    pub comm: String,
+    pub reason: String,
+}
+
+/// The policy's decision.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Choice {
+    pub victim: Option<ProcessInfo>,
+    pub spared: Vec<Spared>,
+}
+
+/// Rules that exclude or favour processes.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules<'a> {
+    pub self_pid: u32,
+    pub protect: &'a [Pattern],
+    pub avoid: &'a [Pattern],
+    pub prefer: &'a [Pattern],
+}
+
+fn matches(patterns: &[Pattern], p: &ProcessInfo) -> bool {
+    patterns
+        .iter()
+        .any(|r| r.is_match(&p.comm) || r.is_match(&p.cmdline))
+}
+
+/// Why a process may never be killed, if it may not.
+pub fn protected(p: &ProcessInfo, rules: &Rules<'_>) -> Option<String> {
+    if p.pid == 1 {
+        return Some("pid 1".into());
+    }
+    if p.pid == rules.self_pid {
+        return Some("the memtrace agent itself".into());
+    }
+    if p.kernel_thread {
+        return Some("kernel thread".into());
+    }
+    if BUILTIN.is_match(&p.comm) {
+        return Some(format!("protected by default ({})", p.comm));
+    }
+    if p.oom_score_adj == -1000 {
+        return Some("oom_score_adj is -1000".into());
+    }
+    if matches(rules.protect, p) {
+        return Some("matches an agent protect rule".into());
+    }
+    None
+}
+
+/// Chooses the victim among `candidates`.
+pub fn choose(candidates: Vec<ProcessInfo>, rank: Rank<'_>, rules: &Rules<'_>) -> Choice {
+    let mut spared = Vec::new();
+    let mut eligible = Vec::new();
+    for p in candidates {
+        let reason = protected(&p, rules).or_else(|| {
+            matches(rules.avoid, &p).then(|| "matches the budget's avoid rule".to_string())
+        });
+        match reason {
+            Some(reason) => spared.push(Spared {
+                pid: p.pid,
+                comm: p.comm.clone(),
+                reason,
+            }),
+            None => eligible.push(p),
+        }
+    }
+    let preferred: Vec<&ProcessInfo> = eligible
+        .iter()
+        .filter(|p| matches(rules.prefer, p))
+        .collect();
+    let pool: Vec<&ProcessInfo> = if preferred.is_empty() {
+        eligible.iter().collect()
+    } else {
+        preferred
+    };
+    let key = |p: &ProcessInfo| -> (u64, u64) {
+        match rank {
+            Rank::Largest => (p.rss_bytes, 0),
+            Rank::MostThrottled(t) => (t.get(&p.pid).copied().unwrap_or(0), p.rss_bytes),
+        }
+    };
+    let victim = pool
+        .into_iter()
+        .max_by(|a, b| key(a).cmp(&key(b)).then(b.pid.cmp(&a.pid)))
+        .cloned();
+    Choice { victim, spared }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pid: u32, comm: &str, rss_mib: u64) -> ProcessInfo {
+        ProcessInfo {
+            pid,
+            ppid: 1,
+            comm: comm.into(),
+            cmdline: format!("/usr/bin/{comm}"),
+            rss_bytes: rss_mib << 20,
+            start_time: 100,
+            kernel_thread: false,
+            oom_score_adj: 0,
+            cgroup: "/work".into(),
+        }
+    }
+
+    fn pat(s: &str) -> Pattern {
+        Pattern(Regex::new(s).unwrap())
+    }
+
+    const NONE: &[Pattern] = &[];
+
+    fn rules<'a>(avoid: &'a [Pattern], prefer: &'a [Pattern], protect: &'a [Pattern]) -> Rules<'a> {
+        Rules {
+            self_pid: 4242,
+            protect,
+            avoid,
+            prefer,
+        }
+    }
+
+    #[test]
+    fn the_largest_is_chosen() {
+        let c = choose(
+            vec![p(10, "server", 50), p(11, "ugrep", 900), p(12, "sh", 2)],
+            Rank::Largest,
+            &rules(NONE, NONE, NONE),
+        );
+        assert_eq!(c.victim.unwrap().pid, 11);
+        assert!(c.spared.is_empty());
+    }
+
+    #[test]
+    fn protected_processes_are_never_chosen() {
+        let mut kthread = p(20, "kworker/0:1", 9000);
+        kthread.kernel_thread = true;
+        let mut adj = p(21, "postgres", 8000);
+        adj.oom_score_adj = -1000;
+        let all = vec![
+            p(1, "systemd", 10_000),
+            p(4242, "memtrace", 10_000),
+            p(30, "sshd", 10_000),
+            p(31, "sshd-session", 10_000),
+            p(32, "systemd-journald", 10_000),
+            kthread,
+            adj,
+            p(40, "victim", 1),
+        ];
+        let c = choose(all, Rank::Largest, &rules(NONE, NONE, NONE));
+        assert_eq!(c.victim.unwrap().pid, 40);
+        assert_eq!(c.spared.len(), 7);
+        let reasons: Vec<&str> = c.spared.iter().map(|s| s.reason.as_str()).collect();
+        assert!(reasons.contains(&"pid 1"));
+        assert!(reasons.contains(&"the memtrace agent itself"));
+        assert!(reasons.contains(&"kernel thread"));
+        assert!(reasons.contains(&"oom_score_adj is -1000"));
+    }
+
+    #[test]
+    fn avoid_spares_and_the_next_largest_is_chosen() {
+        let avoid = [pat("--keep-me")];
+        let mut big = p(10, "hog", 900);
+        big.cmdline = "/bin/hog --keep-me".into();
+        let c = choose(
+            vec![big, p(11, "hog", 300), p(12, "x", 10)],
+            Rank::Largest,
+            &rules(&avoid, NONE, NONE),
+        );
+        assert_eq!(c.victim.unwrap().pid, 11);
+        assert_eq!(c.spared[0].pid, 10);
+        assert!(c.spared[0].reason.contains("avoid"));
+    }
+
+    #[test]
+    fn prefer_goes_first_even_if_smaller() {
+        let prefer = [pat("^ugrep$")];
+        let c = choose(
+            vec![p(10, "db", 900), p(11, "ugrep", 100)],
+            Rank::Largest,
+            &rules(NONE, &prefer, NONE),
+        );
+        assert_eq!(c.victim.unwrap().pid, 11);
+        // No preferred process: back to the largest.
+        let c = choose(
+            vec![p(10, "db", 900), p(12, "x", 100)],
+            Rank::Largest,
+            &rules(NONE, &prefer, NONE),
+        );
+        assert_eq!(c.victim.unwrap().pid, 10);
+    }
+
+    #[test]
+    fn most_throttled_with_rss_tie_break() {
+        let t: HashMap<u32, u64> = [(10, 5), (11, 9), (12, 9)].into();
+        let c = choose(
+            vec![p(10, "a", 900), p(11, "b", 10), p(12, "c", 20)],
+            Rank::MostThrottled(&t),
+            &rules(NONE, NONE, NONE),
+        );
+        assert_eq!(c.victim.unwrap().pid, 12);
+    }
+
+    #[test]
+    fn nothing_eligible_means_no_victim() {
+        let protect = [pat("^db$")];
+        let c = choose(
+            vec![p(10, "db", 900)],
+            Rank::Largest,
+            &rules(NONE, NONE, &protect),
+        );
+        assert!(c.victim.is_none());
+        assert_eq!(c.spared.len(), 1);
+        assert!(
+            choose(Vec::new(), Rank::Largest, &rules(NONE, NONE, NONE))
+                .victim
+                .is_none()
+        );
+    }
+}
