@@ -889,7 +889,8 @@ impl Agent {
 
     fn on_psi(&mut self, line: PsiLine) {
         self.host_mem = HostMemory::read();
-        let f = HostWatch::psi(&self.cfg.host, line, &self.host_mem);
+        let mut f = HostWatch::psi(&self.cfg.host, line, &self.host_mem);
+        f.details.insert("topic".into(), json!(f.topic));
         log::warn!("host: {}", f.summary);
         self.alert(
             AlertEvent::Host,
@@ -906,7 +907,8 @@ impl Agent {
     fn tick(&mut self, now: u64) {
         self.model.gc(now);
         self.host_mem = HostMemory::read();
-        for f in self.host.tick(&self.cfg.host, now, &self.host_mem) {
+        for mut f in self.host.tick(&self.cfg.host, now, &self.host_mem) {
+            f.details.insert("topic".into(), json!(f.topic));
             log::warn!("host: {}", f.summary);
             self.alert(
                 AlertEvent::Host,

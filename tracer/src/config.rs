@@ -935,6 +935,15 @@ swap_for = "2m"
     }
 
     #[test]
+    fn the_documented_example_is_valid() {
+        let text = include_str!("../../docs/examples/agent.toml");
+        let c = AgentConfig::parse(text, "docs/examples/agent.toml").unwrap();
+        assert_eq!(c.budgets.len(), 3);
+        assert!(c.budgets[0].brake.is_some());
+        assert_eq!(c.alerts.len(), 3);
+    }
+
+    #[test]
     fn garbage_never_panics() {
         for text in [
             "",

@@ -629,3 +629,86 @@ pub fn agent_estimate(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     }
     Ok(())
 }
+
+/// The host's leading edge: MemAvailable collapsing and memory PSI rising
+/// reach the webhook while the box can still speak.
+pub fn agent_host(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
+    let sink = HttpSink::start()?;
+    let config = write_config(
+        "agent-host",
+        &format!(
+            r#"
+[host]
+mem_available_below = "60%"
+mem_available_for = "2s"
+psi_some_stall = "200ms"
+psi_window = "2s"
+[[alert]]
+kind = "webhook"
+url = "{}"
+on = ["host"]
+min_interval = "1s"
+"#,
+            sink.url("/host")
+        ),
+    )?;
+    let agent = agent(&config, &[], &[])?;
+    // Pressure: a throttled hog. Exhaustion: a big one without limits.
+    let stage = Stage::new("/agenthost")?;
+    let mut pressure = stage.hog(&[
+        "--mb",
+        "100",
+        "--step-mb",
+        "4",
+        "--churn-kb",
+        "256",
+        "--until",
+        "12",
+    ])?;
+    let big_cg = v2_cgroup("/agenthost-big")?;
+    let mut big = spawn_in(
+        &big_cg,
+        "hog",
+        &["--mb", "600", "--step-mb", "16", "--hold", "8"],
+        Some(1),
+    )?;
+    let avail = sink.wait_for(Duration::from_secs(40), |r| {
+        r.body["details"]["topic"] == "host:mem_available"
+    });
+    let psi = sink.wait_for(Duration::from_secs(20), |r| {
+        r.body["details"]["topic"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("host:psi"))
+    });
+    stop(&mut big);
+    stop(&mut pressure);
+    drop(stage);
+    agent.stop();
+    match avail {
+        Some(a) => {
+            let pct = a.body["details"]["mem_available_pct"]
+                .as_f64()
+                .unwrap_or(100.0);
+            c.metric("mem_available_pct", pct);
+            c.check(pct < 60.0, format!("alerted at {pct}% MemAvailable"));
+            c.check(
+                a.body["event"] == "host" && a.body["severity"] == "warning",
+                format!("{:?}", a.body),
+            );
+        }
+        None => c.check(
+            false,
+            format!("no MemAvailable alert; got {:?}", sink.all()),
+        ),
+    }
+    match psi {
+        Some(p) => c.check(
+            p.body["summary"]
+                .as_str()
+                .is_some_and(|s| s.contains("memory pressure rising")),
+            format!("{:?}", p.body),
+        ),
+        None => c.check(false, "no PSI trigger alert"),
+    }
+    Ok(())
+}

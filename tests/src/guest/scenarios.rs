@@ -49,6 +49,7 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("agent-brake", super::agent::agent_brake),
     ("agent-bad-config", super::agent::agent_bad_config),
     ("agent-estimate", super::agent::agent_estimate),
+    ("agent-host", super::agent::agent_host),
 ];
 
 /// memtrace's union of throttle episodes and the cgroup's PSI `some` total

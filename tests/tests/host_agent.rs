@@ -1,0 +1,285 @@
+//! The agent on this machine's real kernel: alert sinks against a real
+//! HTTP receiver on loopback and a real exec'd program, the Prometheus
+//! endpoint, and SIGHUP reloads. Root only.
+#![cfg(feature = "root-tests")]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Stdio;
+use std::time::Duration;
+
+use memtrace_tests::cgroup::TestCgroup;
+use memtrace_tests::http_sink::HttpSink;
+use memtrace_tests::run::{AgentRun, in_cgroup, workspace_bin};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scrape(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// A metric's value for a label set, from exposition text.
+fn value(page: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    page.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+}
+
+fn squeeze(cg: &TestCgroup) {
+    let out = in_cgroup(&workspace_bin("hog"), &cg.procs_file())
+        .args(["--mb", "200", "--step-mb", "8"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the hog should have been OOM-killed");
+}
+
+#[test]
+fn alerts_reach_every_sink_and_metrics_count_them() {
+    let cg = TestCgroup::create(&format!("memtrace-agent-{}", std::process::id())).unwrap();
+    cg.set_max(64 << 20).unwrap();
+    let sink = HttpSink::start().unwrap();
+    let dump = std::env::temp_dir().join(format!("memtrace-exec-{}", std::process::id()));
+    let _ = std::fs::remove_file(&dump);
+    let port = free_port();
+    let config = std::env::temp_dir().join(format!("memtrace-agent-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[agent]
+metrics_listen = "127.0.0.1:{port}"
+[[alert]]
+kind = "webhook"
+url = "{hook}"
+token = "t0ken"
+[[alert]]
+kind = "discord"
+url_env = "TEST_DISCORD_URL"
+[[alert]]
+kind = "slack"
+url = "{slack}"
+on = ["oom-kill"]
+[[alert]]
+kind = "exec"
+command = ["{envdump}", "{dump}", "--from-config"]
+on = ["oom-kill"]
+"#,
+            hook = sink.url("/hook"),
+            slack = sink.url("/slack"),
+            envdump = workspace_bin("env-dump").display(),
+            dump = dump.display(),
+        ),
+    )
+    .unwrap();
+    let discord = sink.url("/discord");
+    let agent = AgentRun::start(
+        &workspace_bin("memtrace"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--status-file",
+            "/tmp/memtrace-test-status.json",
+        ],
+        &[("TEST_DISCORD_URL", discord.as_str())],
+    )
+    .unwrap();
+
+    squeeze(&cg);
+    let t = Duration::from_secs(20);
+    let hook = sink
+        .wait_for(t, |r| r.path == "/hook")
+        .expect("no webhook alert");
+    assert_eq!(hook.body["event"], "oom-kill", "{:?}", hook.body);
+    assert_eq!(hook.body["cgroup"], cg.path.as_str());
+    assert_eq!(hook.body["source"], "memtrace");
+    assert!(
+        hook.body["details"]["pid"].as_u64().is_some(),
+        "{:?}",
+        hook.body
+    );
+    assert_eq!(hook.body["details"]["comm"], "hog");
+    assert!(
+        hook.headers
+            .iter()
+            .any(|(k, v)| k == "authorization" && v == "Bearer t0ken")
+    );
+    let d = sink
+        .wait_for(t, |r| r.path == "/discord")
+        .expect("no discord alert");
+    let content = d.body["content"].as_str().unwrap();
+    assert!(content.starts_with("memtrace [oom-kill] "), "{content}");
+    assert!(content.contains("OOM-killed hog["), "{content}");
+    let s = sink
+        .wait_for(t, |r| r.path == "/slack")
+        .expect("no slack alert");
+    assert!(
+        s.body["text"].as_str().unwrap().contains(&cg.path),
+        "{:?}",
+        s.body
+    );
+    let mut env = String::new();
+    for _ in 0..100 {
+        if let Ok(e) = std::fs::read_to_string(&dump) {
+            env = e;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(env.contains("MEMTRACE_EVENT=oom-kill"), "{env}");
+    assert!(
+        env.contains(&format!("MEMTRACE_CGROUP={}", cg.path)),
+        "{env}"
+    );
+    assert!(env.contains("MEMTRACE_COMM=hog"), "{env}");
+    assert!(
+        env.contains("ARGS=--from-config"),
+        "argv from the config, no shell: {env}"
+    );
+
+    // A second OOM in the same cgroup within min_interval is held back.
+    squeeze(&cg);
+    std::thread::sleep(Duration::from_secs(3));
+    let page = scrape(port);
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    assert_eq!(value(&page, "memtrace_agent_up", ""), Some(1.0));
+    let oom = value(
+        &page,
+        "memtrace_cgroup_oom_kills_total",
+        &format!("cgroup=\"{}\"", cg.path),
+    );
+    assert_eq!(oom, Some(2.0), "{page}");
+    let reclaims = value(
+        &page,
+        "memtrace_cgroup_reclaim_seconds_count",
+        &format!("cgroup=\"{}\"", cg.path),
+    );
+    assert!(reclaims.unwrap_or(0.0) > 0.0, "{page}");
+    assert_eq!(
+        value(
+            &page,
+            "memtrace_alerts_total",
+            "sink=\"webhook\",result=\"sent\""
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        value(
+            &page,
+            "memtrace_alerts_total",
+            "sink=\"webhook\",result=\"suppressed\""
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(sink.all().iter().filter(|r| r.path == "/hook").count(), 1);
+    // Every sample line is `name{labels} value`.
+    for line in page
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+    {
+        let (series, v) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line}"));
+        assert!(series.starts_with("memtrace_"), "{line}");
+        assert!(
+            v == "NaN" || v == "+Inf" || v.parse::<f64>().is_ok(),
+            "{line}"
+        );
+    }
+    // Every memtrace metric the example alert rules use is one the agent
+    // exports.
+    let rules = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/examples/prometheus-rules.yml"
+    ))
+    .unwrap();
+    for name in rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("memtrace_"))
+    {
+        assert!(
+            page.contains(&format!("# TYPE {name} ")),
+            "the rules use {name}, which the agent does not export"
+        );
+    }
+    drop(agent);
+    let _ = std::fs::remove_file(&config);
+    let _ = std::fs::remove_file(&dump);
+}
+
+#[test]
+fn sighup_reloads_a_valid_file_and_keeps_the_running_one_on_a_bad_file() {
+    let port = free_port();
+    let config = std::env::temp_dir().join(format!("memtrace-hup-{}.toml", std::process::id()));
+    let good = format!(
+        "[agent]\nmetrics_listen = \"127.0.0.1:{port}\"\n[[budget]]\ncgroup = \"/a\"\nmax_throttled = \"30%\"\n"
+    );
+    std::fs::write(&config, &good).unwrap();
+    let mut agent = AgentRun::start(
+        &workspace_bin("memtrace"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--status-file",
+            "/tmp/memtrace-hup-status.json",
+        ],
+        &[],
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        "[[budget]]\ncgroup = \"/a\"\nmax_throttled = \"30%\"\nwindow = \"soon\"\n",
+    )
+    .unwrap();
+    agent.signal(libc::SIGHUP);
+    assert!(
+        agent.wait_log(Duration::from_secs(10), "NOT reloaded"),
+        "{}",
+        agent.log_text()
+    );
+    assert!(
+        agent.log_text().contains(":4:"),
+        "the error names the line: {}",
+        agent.log_text()
+    );
+    std::fs::write(&config, &good).unwrap();
+    agent.signal(libc::SIGHUP);
+    assert!(
+        agent.wait_log(Duration::from_secs(10), "configuration reloaded"),
+        "{}",
+        agent.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let page = scrape(port);
+    assert_eq!(
+        value(&page, "memtrace_config_reloads_total", "result=\"ok\""),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        value(&page, "memtrace_config_reloads_total", "result=\"invalid\""),
+        Some(1.0),
+        "{page}"
+    );
+    let _ = std::fs::remove_file(&config);
+}
