@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 
 use crate::alert::{Alert, Alerter};
 use crate::brake::Brake;
-use crate::cgroupfs::{CgroupMemory, HostMemory};
+use crate::cgroupfs::HostMemory;
 use crate::clock::{Clock, fmt_bytes, fmt_ns, mono_now_ns};
 use crate::config::{Action, AgentConfig, AlertEvent, BudgetConfig, ConfigError};
 use crate::event::Event;
@@ -45,6 +45,9 @@ use crate::model::{Model, RECLAIM_BUCKETS, ReclaimStats};
 use crate::policy::{Decision, Estimator, Finding, Policy};
 use crate::probes::{LoadOptions, Probe, Tracer};
 use crate::procs::subtree_processes;
+use crate::record::flight::FlightRecorder;
+use crate::record::sampler::Sampler;
+use crate::record::{Action as RecordedAction, Header};
 use crate::registry::CgroupRegistry;
 use crate::stream::EventSource;
 use crate::victim::{self, Rank, Rules};
@@ -118,6 +121,8 @@ pub struct Agent {
     version: Option<CgroupVersion>,
     host: HostWatch,
     host_mem: HostMemory,
+    sampler: Sampler,
+    recorder: Option<FlightRecorder>,
     prepared: HashMap<(usize, u64), Prepared>,
     exits_tx: mpsc::UnboundedSender<ExitReport>,
     exits_rx: mpsc::UnboundedReceiver<ExitReport>,
@@ -199,6 +204,9 @@ impl Agent {
         let page_size = tracer.caps.kernel.page_size;
         let hostname = tracer.caps.kernel.hostname.clone();
         let alerter = Alerter::start(&cfg.alerts);
+        let clock = Clock::now();
+        let sampler = Sampler::new(crate::filter::CgroupFilter::default(), version, page_size);
+        let recorder = start_recorder(&cfg, &tracer, &clock);
         Ok(Self {
             policy: Policy::new(cfg.budgets.clone()),
             opts,
@@ -209,11 +217,13 @@ impl Agent {
             estimator: Estimator::default(),
             alerter,
             brake,
-            clock: Clock::now(),
+            clock,
             page_size,
             version,
             host: HostWatch::default(),
             host_mem: HostMemory::default(),
+            sampler,
+            recorder,
             prepared: HashMap::new(),
             exits_tx,
             exits_rx,
@@ -299,6 +309,11 @@ impl Agent {
             }
         }
         log::info!("memtrace agent stopping");
+        if let Some(rec) = self.recorder.take()
+            && let Err(e) = rec.close()
+        {
+            log::error!("flight recorder: {e}");
+        }
         let _ = std::fs::remove_file(&self.opts.status_file);
         Ok(())
     }
@@ -332,6 +347,10 @@ impl Agent {
             o.victim_memcg_id = id;
         }
         let touched = self.model.apply(&e, &mut self.registry);
+        if let Some(w) = self.recorder.as_mut().and_then(FlightRecorder::writer) {
+            let reg = &mut self.registry;
+            w.event(&e, &mut |id| reg.path(id));
+        }
         match &e {
             Event::OomKill(o) => {
                 let path = self.path(o.victim_memcg_id);
@@ -432,6 +451,20 @@ impl Agent {
         }
     }
 
+    /// Puts a decision or an action into the flight recorder.
+    fn record_action(&mut self, kind: &str, cgroup: u64, ts_ns: u64, details: &Map<String, Value>) {
+        if let Some(w) = self.recorder.as_mut().and_then(FlightRecorder::writer) {
+            let a = RecordedAction {
+                ts_ns,
+                cgroup_id: cgroup,
+                kind: kind.to_string(),
+                details: Value::Object(details.clone()).to_string(),
+            };
+            let reg = &mut self.registry;
+            w.action(&a, &mut |id| reg.path(id));
+        }
+    }
+
     fn finding_details(&self, f: &Finding) -> Map<String, Value> {
         let b = &self.policy.budgets[f.budget];
         let mut d = Map::new();
@@ -483,6 +516,7 @@ impl Agent {
         );
         log::warn!("warning: {summary}");
         let d = self.finding_details(f);
+        self.record_action("warning", f.cgroup, f.at_ns, &d);
         self.alert(
             AlertEvent::Warning,
             Some(f.path.clone()),
@@ -685,6 +719,7 @@ impl Agent {
         self.stats.breach_to_signal.record(breach_to_signal, 0);
         record.insert("breach_to_signal_ns".into(), json!(breach_to_signal));
         record.insert("memory_released".into(), json!(released));
+        self.record_action("kill", f.cgroup, signal_ns, &record);
         d.insert(
             "breach_to_signal_ms".into(),
             json!(breach_to_signal as f64 / 1e6),
@@ -789,6 +824,12 @@ impl Agent {
         }
         self.policy.killed(f.budget, f.cgroup, signal_ns);
         self.write_kill_log(&record);
+        self.record_action(
+            if dry { "would-kill" } else { "kill" },
+            f.cgroup,
+            signal_ns,
+            &record,
+        );
         let mut d = self.finding_details(f);
         d.insert("dry_run".into(), json!(dry));
         let summary = format!(
@@ -926,54 +967,50 @@ impl Agent {
         self.write_status(now);
     }
 
-    /// Reads the memory files of the cgroups that matter: those with
-    /// activity, and in estimate mode every cgroup a budget watches.
+    /// Samples the host and the cgroups that matter (those with activity,
+    /// and every cgroup with a memory limit, which includes every cgroup a
+    /// budget can apply to), feeds the samples to the policy (cool-downs
+    /// end when memory drops; estimates without the throttle probe) and
+    /// to the flight recorder.
     fn sample_cgroups(&mut self, now: u64) {
-        let Some(version) = self.version else { return };
-        let estimating = !self.tracer.caps.throttle_measured();
-        let mut ids: Vec<u64> = self
+        let active: Vec<u64> = self
             .model
             .cgroups
             .values()
             .filter(|s| {
-                now.saturating_sub(s.last_activity_ns) < 600_000_000_000
+                now.saturating_sub(s.last_activity_ns) < 10_000_000_000
                     || s.throttle.in_progress() > 0
             })
             .map(|s| s.id)
             .collect();
-        if estimating && version == CgroupVersion::V2 {
-            let watched: Vec<u64> = self
-                .registry
-                .entries()
-                .filter(|(_, p)| self.policy.budgets.iter().any(|b| b.cgroup.matches(p)))
-                .map(|(id, _)| id)
-                .collect();
-            ids.extend(watched);
-            ids.sort_unstable();
-            ids.dedup();
-        }
-        for id in ids {
-            let Some(path) = self.registry.lookup(id) else {
-                continue;
-            };
-            let Some(dir) = self.registry.dir(&path) else {
-                continue;
-            };
-            let mem = CgroupMemory::read(&dir, version);
-            self.policy.memory_dropped(id, &mem, now);
-            if estimating {
-                for b in self.policy.budgets_of(id, &path) {
+        let sample = self.sampler.sample(now, &mut self.registry, &active);
+        let estimating =
+            !self.tracer.caps.throttle_measured() && self.version == Some(CgroupVersion::V2);
+        for c in &sample.cgroups {
+            self.policy.memory_dropped(c.id, &c.mem, now);
+            if estimating && let Some(path) = self.registry.lookup(c.id) {
+                for b in self.policy.budgets_of(c.id, &path) {
                     let window = self.policy.budgets[b].window_ns();
-                    if let Some(used) = self.estimator.sample(id, now, &mem, window)
-                        && let Some(d) = self.policy.estimate(b, id, &path, used, now)
+                    if let Some(used) = self.estimator.sample(c.id, now, &c.mem, window)
+                        && let Some(d) = self.policy.estimate(b, c.id, &path, used, now)
                     {
-                        self.model.state(id, &mut self.registry);
+                        self.model.state(c.id, &mut self.registry);
                         self.decide(vec![d]);
                     }
                 }
             }
-            if let Some(st) = self.model.cgroups.get_mut(&id) {
-                st.memory = Some(mem);
+            if let Some(st) = self.model.cgroups.get_mut(&c.id) {
+                st.memory = Some(c.mem);
+            }
+        }
+        if let Some(rec) = &mut self.recorder {
+            if let Some(w) = rec.writer() {
+                let reg = &mut self.registry;
+                w.sample(&sample, &mut |id| reg.path(id));
+            }
+            if let Err(e) = rec.tick() {
+                log::error!("flight recorder stopped: {e}");
+                self.recorder = None;
             }
         }
     }
@@ -1047,6 +1084,16 @@ impl Agent {
                 );
                 self.policy = Policy::new(cfg.budgets.clone());
                 self.alerter = Alerter::start(&cfg.alerts);
+                let a = &cfg.agent;
+                let b = &self.cfg.agent;
+                if (&a.record_dir, cfg.record_max_bytes, a.record_max_age)
+                    != (&b.record_dir, self.cfg.record_max_bytes, b.record_max_age)
+                {
+                    if let Some(old) = self.recorder.take() {
+                        let _ = old.close();
+                    }
+                    self.recorder = start_recorder(&cfg, &self.tracer, &self.clock);
+                }
                 self.prepared.clear();
                 if let Some(b) = &mut self.brake {
                     b.retain(&|_| false);
@@ -1396,6 +1443,33 @@ impl Agent {
         e.sample("memtrace_agent_cpu_seconds_total", &[], cpu);
         if let Ok(mut p) = self.page.lock() {
             *p = Arc::new(e.finish());
+        }
+    }
+}
+
+/// Opens the flight recorder if the configuration asks for one; a failure
+/// is logged and the agent runs without it.
+fn start_recorder(cfg: &AgentConfig, tracer: &Tracer, clock: &Clock) -> Option<FlightRecorder> {
+    let dir = cfg.agent.record_dir.as_ref()?;
+    let header = Header::for_this_host(&tracer.caps, &[], clock);
+    match FlightRecorder::new(
+        dir,
+        cfg.record_max_bytes,
+        cfg.agent.record_max_age.0,
+        header,
+    ) {
+        Ok(r) => {
+            log::info!(
+                "flight recorder: {} (at most {}, {:?})",
+                dir.display(),
+                fmt_bytes(cfg.record_max_bytes),
+                cfg.agent.record_max_age.0
+            );
+            Some(r)
+        }
+        Err(e) => {
+            log::error!("flight recorder not started: {e}");
+            None
         }
     }
 }

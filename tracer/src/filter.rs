@@ -7,7 +7,8 @@
 
 use globset::{Glob, GlobBuilder, GlobMatcher};
 
-use crate::registry::ancestors;
+use crate::event::Event;
+use crate::registry::{CgroupRegistry, ancestors};
 
 /// Compiles one cgroup glob, with an error that names the glob.
 pub fn cgroup_glob(pattern: &str) -> Result<GlobMatcher, String> {
@@ -46,6 +47,22 @@ impl CgroupFilter {
 
     pub fn matches(&self, path: &str) -> bool {
         self.globs.is_empty() || ancestors(path).any(|p| self.globs.iter().any(|g| g.is_match(p)))
+    }
+
+    /// Whether an event belongs to a selected cgroup: its own, or for an
+    /// OOM kill the one that ran out. Lost-event reports belong to none and
+    /// always pass.
+    pub fn matches_event(&self, registry: &mut CgroupRegistry, event: &Event) -> bool {
+        if self.globs.is_empty() || matches!(event, Event::Lost(_)) {
+            return true;
+        }
+        let mut ids = vec![event.memcg_id()];
+        if let Event::OomKill(o) = event {
+            ids.push(o.oom_memcg_id);
+        }
+        ids.into_iter()
+            .filter_map(|id| registry.path(id))
+            .any(|path| self.matches(&path))
     }
 }
 

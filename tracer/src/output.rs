@@ -6,17 +6,35 @@ use serde_json::{Map, Value, json};
 
 use crate::clock::{Clock, fmt_bytes, fmt_ns};
 use crate::event::{Event, Task};
+use crate::record::reader::Recording;
 use crate::registry::CgroupRegistry;
 
+/// Where cgroup paths come from: the live registry, or a recording's tables.
+pub trait CgroupPaths {
+    fn cgroup_path(&mut self, id: u64) -> Option<String>;
+}
+
+impl CgroupPaths for CgroupRegistry {
+    fn cgroup_path(&mut self, id: u64) -> Option<String> {
+        self.path(id).map(|p| p.to_string())
+    }
+}
+
+impl CgroupPaths for Recording {
+    fn cgroup_path(&mut self, id: u64) -> Option<String> {
+        (id != 0).then(|| self.path(id))
+    }
+}
+
 pub struct Presenter<'a> {
-    pub registry: &'a mut CgroupRegistry,
+    pub registry: &'a mut dyn CgroupPaths,
     pub clock: Clock,
     pub page_size: u64,
 }
 
 impl Presenter<'_> {
     fn path(&mut self, id: u64) -> Option<String> {
-        self.registry.path(id).map(|p| p.to_string())
+        self.registry.cgroup_path(id)
     }
 
     fn path_value(&mut self, id: u64) -> Value {

@@ -68,6 +68,33 @@ impl CgroupRegistry {
         r
     }
 
+    /// A registry of known paths only (a recording's tables): no
+    /// filesystem behind it.
+    pub fn from_paths<'a>(paths: impl IntoIterator<Item = (u64, &'a str)>) -> Self {
+        let mut r = Self {
+            root: None,
+            version: None,
+            by_id: HashMap::new(),
+            by_path: HashMap::new(),
+            last_scan: None,
+        };
+        for (id, path) in paths {
+            if path.is_empty() {
+                continue;
+            }
+            let path: Arc<str> = Arc::from(path);
+            r.by_path.insert(path.clone(), id);
+            r.by_id.insert(
+                id,
+                Entry {
+                    path,
+                    gone_since: None,
+                },
+            );
+        }
+        r
+    }
+
     /// The mount point of the hierarchy.
     pub fn root(&self) -> Option<&Path> {
         self.root.as_deref()
@@ -146,7 +173,7 @@ impl CgroupRegistry {
         let due = self
             .last_scan
             .is_none_or(|t| t.elapsed() >= RESCAN_INTERVAL);
-        if due {
+        if due && self.root.is_some() {
             self.scan();
         }
         self.by_id.get(&id).map(|e| e.path.clone())

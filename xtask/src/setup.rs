@@ -21,6 +21,7 @@ const APT_PACKAGES: [&str; 5] = [
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// aya-ebpf 0.2 needs at least this nightly.
 const MIN_NIGHTLY_MINOR: u32 = 87;
 
@@ -29,6 +30,7 @@ pub fn run() -> Result<()> {
     step("nightly Rust toolchain", nightly)?;
     step("rust-src for nightly", rust_src)?;
     step("bpf-linker (LLVM 22)", bpf_linker)?;
+    step("cargo-fuzz", cargo_fuzz)?;
     Ok(())
 }
 
@@ -192,5 +194,25 @@ fn bpf_linker() -> Result<String> {
         &log_path("bpf-linker"),
     )?;
     let v = bpf_linker_version().context("bpf-linker installed but does not run")?;
+    Ok(format!("installed {v}"))
+}
+
+fn cargo_fuzz() -> Result<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    if let Some(v) = cmd::output(Command::new(&cargo).args(["fuzz", "--version"])) {
+        return Ok(format!("present ({v})"));
+    }
+    cmd::run_logged(
+        Command::new(&cargo).args([
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+        ]),
+        &log_path("cargo-fuzz"),
+    )?;
+    let v = cmd::output(Command::new(&cargo).args(["fuzz", "--version"]))
+        .context("cargo-fuzz installed but does not run")?;
     Ok(format!("installed {v}"))
 }

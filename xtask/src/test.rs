@@ -58,6 +58,9 @@ pub fn run(args: &TestArgs) -> Result<()> {
     suite.step("unit and host integration tests", || {
         cmd::cargo(&["test", "--features", "memtrace-tests/root-tests"])
     })?;
+    suite.step("fuzz: recording reader and config parser", || {
+        fuzz(&FUZZ_CI)
+    })?;
     if !args.no_vm {
         suite.step("VM matrix: every scenario on 6.1, 6.12, 7.2", || {
             vm::run(&VmtestArgs {
@@ -119,4 +122,46 @@ pub fn lint() -> Result<()> {
             .args(["--", "-D", "warnings"])
             .current_dir(cmd::workspace_root()),
     )
+}
+
+/// Fuzz targets and how long CI runs each.
+const FUZZ_CI: [(&str, u32); 2] = [("read_recording", 45), ("parse_config", 15)];
+
+/// Runs cargo-fuzz targets (nightly, AddressSanitizer) for a while each,
+/// starting from the committed seeds; new inputs go to a scratch corpus
+/// under tests/fuzz/corpus.
+pub fn fuzz(targets: &[(&str, u32)]) -> Result<()> {
+    let root = cmd::workspace_root();
+    for (target, secs) in targets {
+        let corpus = root.join("tests/fuzz/corpus").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        let seeds = root.join("tests/fuzz/seeds").join(target);
+        cmd::run(
+            Command::new("rustup")
+                .args([
+                    "run",
+                    "nightly",
+                    "cargo",
+                    "fuzz",
+                    "run",
+                    target,
+                    "--fuzz-dir",
+                    "tests/fuzz",
+                ])
+                .arg(&corpus)
+                .arg(&seeds)
+                .args([
+                    "--",
+                    &format!("-max_total_time={secs}"),
+                    "-print_final_stats=1",
+                ])
+                .current_dir(&root),
+        )
+        .with_context(|| {
+            format!(
+                "fuzz target {target} found a crash: the input is in tests/fuzz/artifacts/{target}/"
+            )
+        })?;
+    }
+    Ok(())
 }

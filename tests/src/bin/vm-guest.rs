@@ -60,6 +60,9 @@ fn main() {
             },
             None => Some(format!("no scenario named `{name}`")),
         };
+        for (file, bytes) in std::mem::take(&mut checks.artifacts) {
+            port.send_file(&file, &bytes);
+        }
         let line = result_line(&kernel, name, checks, error, start.elapsed());
         eprintln!("vm-guest: {name}: {}", line["status"]);
         port.send(&line);

@@ -23,14 +23,14 @@ pub const MAX_BREACH_TO_SIGNAL_MS: f64 = 100.0;
 
 /// A livelock cgroup (64 MiB high, 128 MiB max, no swap) with a server in
 /// it and a client outside.
-struct Stage {
-    cg: TestCgroup,
-    server: Child,
-    client: Option<LatencyClient>,
+pub(crate) struct Stage {
+    pub(crate) cg: TestCgroup,
+    pub(crate) server: Child,
+    pub(crate) client: Option<LatencyClient>,
 }
 
 impl Stage {
-    fn new(name: &str) -> Result<Self> {
+    pub(crate) fn new(name: &str) -> Result<Self> {
         let cg = v2_cgroup(name)?;
         limits(&cg, 64 * MIB, 128 * MIB)?;
         let sock = format!("/tmp{name}.sock");
@@ -46,7 +46,7 @@ impl Stage {
         })
     }
 
-    fn hog(&self, args: &[&str]) -> Result<Child> {
+    pub(crate) fn hog(&self, args: &[&str]) -> Result<Child> {
         spawn_in(&self.cg, "hog", args, Some(0))
     }
 

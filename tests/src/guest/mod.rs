@@ -7,6 +7,7 @@
 //! failure report says everything that was wrong.
 
 pub mod agent;
+pub mod record;
 pub mod scenarios;
 pub mod workload;
 
@@ -21,6 +22,8 @@ pub struct Checks {
     failures: Vec<String>,
     metrics: Map<String, Value>,
     skipped: Option<String>,
+    /// Files to send to the host after the scenario.
+    pub artifacts: Vec<(String, Vec<u8>)>,
 }
 
 impl Checks {
@@ -93,6 +96,13 @@ impl ResultsPort {
             }
         }
         Ok(Self { file })
+    }
+
+    /// Sends a file to the host (it lands in target/vmtest/artifacts/).
+    pub fn send_file(&mut self, name: &str, bytes: &[u8]) {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+        self.send(&json!({ "artifact": name, "base64": b64 }));
     }
 
     pub fn send(&mut self, v: &Value) {

@@ -88,14 +88,17 @@ pub fn run(args: EventsArgs) -> anyhow::Result<u8> {
     let rt = runtime()?;
     rt.block_on(async move {
         let mut source = EventSource::new(&mut tracer)?;
-        let mut presenter = Presenter {
+        let mut out = Printer {
             registry: &mut registry,
             clock: Clock::now(),
             page_size,
+            filter: &filter,
+            types: &types,
+            json: args.json,
+            stdout: std::io::stdout(),
         };
         let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let stdout = std::io::stdout();
         loop {
             let event = tokio::select! {
                 e = source.next() => e,
@@ -103,7 +106,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<u8> {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
             };
-            if !print(&mut presenter, &filter, &types, args.json, &event, &stdout)? {
+            if !out.print(event)? {
                 return Ok(0);
             }
         }
@@ -111,7 +114,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<u8> {
         source.drain();
         source.poll_lost();
         while let Some(event) = next_now(&mut source).await {
-            if !print(&mut presenter, &filter, &types, args.json, &event, &stdout)? {
+            if !out.print(event)? {
                 break;
             }
         }
@@ -132,52 +135,47 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Prints one event if it passes the filters. Returns false when stdout is
-/// closed (a pipe reader went away), which ends the command quietly.
-fn print(
-    p: &mut Presenter<'_>,
-    filter: &CgroupFilter,
-    types: &[EventType],
+struct Printer<'a> {
+    registry: &'a mut CgroupRegistry,
+    clock: Clock,
+    page_size: u64,
+    filter: &'a CgroupFilter,
+    types: &'a [EventType],
     json: bool,
-    event: &Event,
-    stdout: &std::io::Stdout,
-) -> anyhow::Result<bool> {
-    let mut event = *event;
-    if let Event::OomKill(o) = &mut event
-        && o.victim_memcg_id == 0
-        && let Some((id, _)) = p.registry.cgroup_of_pid(o.victim.tgid.max(o.victim.pid))
-    {
-        o.victim_memcg_id = id;
-    }
-    if !types.contains(&EventType::of(&event)) {
-        return Ok(true);
-    }
-    if !filter.is_empty() && !matches_filter(p, filter, &event) {
-        return Ok(true);
-    }
-    let line = if json {
-        p.json(&event).to_string()
-    } else {
-        p.text(&event)
-    };
-    let mut out = stdout.lock();
-    match writeln!(out, "{line}").and_then(|()| out.flush()) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(e).context("writing to stdout"),
-    }
+    stdout: std::io::Stdout,
 }
 
-fn matches_filter(p: &mut Presenter<'_>, filter: &CgroupFilter, event: &Event) -> bool {
-    let mut ids = vec![event.memcg_id()];
-    if let Event::OomKill(o) = event {
-        ids.push(o.oom_memcg_id);
+impl Printer<'_> {
+    /// Prints one event if it passes the filters. Returns false when stdout
+    /// is closed (a pipe reader went away), which ends the command quietly.
+    fn print(&mut self, mut event: Event) -> anyhow::Result<bool> {
+        if let Event::OomKill(o) = &mut event
+            && o.victim_memcg_id == 0
+            && let Some((id, _)) = self.registry.cgroup_of_pid(o.victim.tgid.max(o.victim.pid))
+        {
+            o.victim_memcg_id = id;
+        }
+        if !self.types.contains(&EventType::of(&event)) {
+            return Ok(true);
+        }
+        if !self.filter.matches_event(self.registry, &event) {
+            return Ok(true);
+        }
+        let mut p = Presenter {
+            registry: &mut *self.registry,
+            clock: self.clock,
+            page_size: self.page_size,
+        };
+        let line = if self.json {
+            p.json(&event).to_string()
+        } else {
+            p.text(&event)
+        };
+        let mut out = self.stdout.lock();
+        match writeln!(out, "{line}").and_then(|()| out.flush()) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(e).context("writing to stdout"),
+        }
     }
-    // Lost records belong to no cgroup: always shown.
-    if let Event::Lost(_) = event {
-        return true;
-    }
-    ids.into_iter()
-        .filter_map(|id| p.registry.path(id))
-        .any(|path| filter.matches(&path))
 }

@@ -3,6 +3,8 @@
 mod agent;
 mod check;
 mod events;
+mod record;
+mod report;
 
 use clap::{Parser, Subcommand};
 
@@ -80,6 +82,37 @@ memtrace agent --dry-run\n  \
 memtrace agent --config /etc/memtrace/agent.toml"
     )]
     Agent(agent::AgentArgs),
+    /// Record every event and a sample a second to a file, for post-mortems.
+    #[command(
+        long_about = "Writes every event and, once a second, a sample of each memory cgroup \
+in scope (memory.current/high/max, memory.events, memory.pressure, the largest processes) and of \
+the host (MemAvailable, swap, PSI) to FILE, in checksummed chunks flushed at least once a second: \
+what was on disk a second before a crash can be read back.\n\n\
+Examples:\n  \
+memtrace record -o incident.mtr\n  \
+memtrace record -o web.mtr --cgroup '/system.slice/web.service' --duration 10m --max-size 1GiB\n\n\
+Then: memtrace report FILE, memtrace export FILE --format perfetto, memtrace replay FILE."
+    )]
+    Record(record::RecordArgs),
+    /// The post-mortem of a recording: incidents, top cgroups and tasks,
+    /// reclaim latency, OOM kills, agent actions, host memory, integrity.
+    #[command(
+        long_about = "Prints the post-mortem of a recording as Markdown, to paste into an \
+incident document (or --json): the time range and host; each throttle incident per cgroup (start, \
+peak throttled share, total); the cgroups and processes by throttle time; memtrace's totals next \
+to the kernel's own memory.pressure and memory.events from the recorded samples; reclaim latency \
+percentiles; OOM kills and agent actions; host memory and PSI over time; and any lost events or \
+damaged chunks. A damaged recording is read as far as it can be."
+    )]
+    Report(report::ReportArgs),
+    /// Convert a recording: perfetto (ui.perfetto.dev), jsonl, csv.
+    #[command(long_about = "Converts a recording for other tools.\n\n\
+  perfetto  Chrome trace-event JSON for ui.perfetto.dev: a track per cgroup and task, throttle \
+episodes and reclaim as slices, memory and PSI as counters, kills as instants\n  \
+jsonl     one JSON object per record\n  \
+csv       events, or the per-second samples with --samples\n\n\
+Example: memtrace export incident.mtr --format perfetto -o incident.json")]
+    Export(report::ExportArgs),
 }
 
 /// Logging to stderr; the daemon tells what it does (info), the commands
@@ -100,6 +133,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Check(a) => check::run(a),
         Command::Events(a) => events::run(a),
         Command::Agent(a) => agent::run(a),
+        Command::Record(a) => record::run(a),
+        Command::Report(a) => report::report(a),
+        Command::Export(a) => report::export(a),
     }
 }
 
@@ -115,6 +151,13 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<UsageError>().is_some() {
             return EXIT_USAGE;
+        }
+        // A file that is not a recording is bad input, like a bad flag.
+        if let Some(r) = cause.downcast_ref::<memtrace::record::reader::ReadError>() {
+            return match r {
+                memtrace::record::reader::ReadError::Io { .. } => EXIT_FAILURE,
+                _ => EXIT_USAGE,
+            };
         }
     }
     EXIT_FAILURE

@@ -209,6 +209,7 @@ fn report(outcomes: &[Outcome]) -> Vec<String> {
             hello["hello"].as_str().unwrap_or("?"),
             boot.elapsed.as_secs_f64()
         );
+        save_artifacts(label, &boot.results);
         let expected: Vec<String> = hello["scenarios"]
             .as_array()
             .map(|a| {
@@ -264,6 +265,34 @@ fn report(outcomes: &[Outcome]) -> Vec<String> {
         }
     }
     failures
+}
+
+/// Files the guest sent back (recordings), under target/vmtest/artifacts/.
+fn save_artifacts(label: &str, results: &[Value]) {
+    use base64::Engine;
+    let dir = cmd::workspace_root()
+        .join("target/vmtest/artifacts")
+        .join(label);
+    for r in results {
+        let (Some(name), Some(b64)) = (r["artifact"].as_str(), r["base64"].as_str()) else {
+            continue;
+        };
+        // Only a plain file name: the guest does not choose host paths.
+        if name.contains('/') || name.starts_with('.') {
+            continue;
+        }
+        match base64::engine::general_purpose::STANDARD.decode(b64) {
+            Ok(bytes) => {
+                let _ = std::fs::create_dir_all(&dir);
+                let path = dir.join(name);
+                match std::fs::write(&path, bytes) {
+                    Ok(()) => eprintln!("    artifact {}", path.display()),
+                    Err(e) => eprintln!("    artifact {name} not saved: {e}"),
+                }
+            }
+            Err(e) => eprintln!("    artifact {name} undecodable: {e}"),
+        }
+    }
 }
 
 fn metrics_line(m: &Value) -> String {

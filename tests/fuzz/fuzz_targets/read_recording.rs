@@ -1,0 +1,17 @@
+//! Any bytes given to the recording reader: it must return, never panic,
+//! and a report built from what it read must not panic either.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    // Half the inputs get a valid file magic so the fuzzer reaches the
+    // chunk decoder quickly.
+    let mut with_magic = b"MEMTRACE".to_vec();
+    with_magic.extend_from_slice(data);
+    for input in [data, &with_magic[..]] {
+        if let Ok(rec) = memtrace::record::reader::parse(input) {
+            let _ = memtrace::report::build(&rec).markdown();
+        }
+    }
+});

@@ -1,0 +1,97 @@
+//! `memtrace report` and `memtrace export`: reading recordings.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use memtrace::record::reader;
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A recording (from `memtrace record` or the agent's flight recorder).
+    pub file: PathBuf,
+    /// JSON, for scripts.
+    #[arg(long, conflicts_with = "markdown")]
+    pub json: bool,
+    /// Markdown (the default text is Markdown too; this only makes it
+    /// explicit for scripts that expect it).
+    #[arg(long)]
+    pub markdown: bool,
+}
+
+fn open(file: &PathBuf) -> anyhow::Result<reader::Recording> {
+    let rec = reader::read(file).with_context(|| format!("reading {}", file.display()))?;
+    if !rec.damaged.is_empty() || rec.torn_tail.is_some() {
+        eprintln!(
+            "memtrace: {}: {} damaged chunk(s) skipped{}; everything else was read",
+            file.display(),
+            rec.damaged.len(),
+            if rec.torn_tail.is_some() {
+                ", and the file ends mid-chunk"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(rec)
+}
+
+pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
+    let rec = open(&args.file)?;
+    let r = memtrace::report::build(&rec);
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &r)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(r.markdown().as_bytes())?;
+    }
+    Ok(0)
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Format {
+    /// Chrome trace-event JSON: open it in ui.perfetto.dev.
+    Perfetto,
+    /// One JSON object per record.
+    Jsonl,
+    /// A table for spreadsheets (events; with --samples, the samples).
+    Csv,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    pub file: PathBuf,
+    #[arg(long, value_enum)]
+    pub format: Format,
+    /// Write here instead of stdout.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// CSV of the per-second samples instead of the events.
+    #[arg(long)]
+    pub samples: bool,
+}
+
+pub fn export(args: ExportArgs) -> anyhow::Result<u8> {
+    let mut rec = open(&args.file)?;
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let result = match args.format {
+        Format::Perfetto => memtrace::export::perfetto(&rec, &mut out),
+        Format::Jsonl => memtrace::export::jsonl(&mut rec, &mut out),
+        Format::Csv if args.samples => memtrace::export::csv_samples(&rec, &mut out),
+        Format::Csv => memtrace::export::csv_events(&rec, &mut out),
+    };
+    match result.and_then(|()| out.flush()) {
+        Ok(()) => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(e).context("writing the export"),
+    }
+}

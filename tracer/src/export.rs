@@ -1,0 +1,477 @@
+//! `memtrace export`: a recording in formats other tools read.
+//!
+//! - `perfetto`: Chrome trace-event JSON, which ui.perfetto.dev (and
+//!   chrome://tracing) opens. One process per cgroup, one thread per task;
+//!   throttle episodes and reclaim passes as slices, memory.current, PSI and
+//!   swap as counter tracks, OOM kills and agent actions as instants.
+//! - `jsonl`: one JSON object per record (events as `memtrace events
+//!   --json` prints them, samples, actions, notes).
+//! - `csv`: events, or with `--samples` the per-second samples.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use serde_json::{Value, json};
+
+use crate::event::Event;
+use crate::output::Presenter;
+use crate::record::reader::Recording;
+use crate::record::{Record, Sample};
+
+/// The process id the host's own tracks live under in the trace.
+const HOST_PID: u64 = 1;
+
+fn us(ns: u64, origin: u64) -> f64 {
+    ns.saturating_sub(origin) as f64 / 1e3
+}
+
+/// Writes the Chrome trace-event JSON of a recording.
+pub fn perfetto(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
+    let origin = rec.span().map_or(0, |(a, _)| a);
+    let page = rec.header.page_size.max(1);
+    let mut ev: Vec<Value> = Vec::new();
+    let mut threads: BTreeMap<(u64, u32), String> = BTreeMap::new();
+    let mut processes: BTreeMap<u64, String> = BTreeMap::new();
+    processes.insert(HOST_PID, format!("host {}", rec.header.host));
+    // Cgroup ids can collide with the host's pid 1 only in theory; shift.
+    let pid_of = |id: u64| id.saturating_add(1_000);
+    for r in &rec.records {
+        match r {
+            Record::Event(e) => match e {
+                Event::Throttle(t) => {
+                    let pid = pid_of(t.memcg_id);
+                    processes.entry(pid).or_insert_with(|| format!("cgroup {}", rec.path(t.memcg_id)));
+                    threads.insert((pid, t.task.pid), format!("{}[{}]", t.task.comm, t.task.pid));
+                    ev.push(json!({
+                        "name": "memory.high throttle", "cat": "throttle", "ph": "X",
+                        "pid": pid, "tid": t.task.pid,
+                        "ts": us(t.start_ns, origin), "dur": t.duration_ns() as f64 / 1e3,
+                        "args": {
+                            "reclaim_ms": t.reclaim_ns as f64 / 1e6,
+                            "sleep_ms": t.sleep_ns() as f64 / 1e6,
+                            "over_high": rec.path(t.over_high_id),
+                            "nr_pages": t.nr_pages, "tgid": t.task.tgid,
+                        },
+                    }));
+                }
+                Event::Reclaim(r) | Event::DirectReclaim(r) => {
+                    let direct = matches!(e, Event::DirectReclaim(_));
+                    let pid = if direct || r.memcg_id == 0 { HOST_PID } else { pid_of(r.memcg_id) };
+                    if pid != HOST_PID {
+                        processes.entry(pid).or_insert_with(|| format!("cgroup {}", rec.path(r.memcg_id)));
+                    }
+                    threads.insert((pid, r.task.pid), format!("{}[{}]", r.task.comm, r.task.pid));
+                    ev.push(json!({
+                        "name": if direct { "direct reclaim" } else { "memcg reclaim" }, "cat": "reclaim", "ph": "X",
+                        "pid": pid, "tid": r.task.pid,
+                        "ts": us(r.start_ns, origin), "dur": r.duration_ns() as f64 / 1e3,
+                        "args": { "pages": r.nr_reclaimed, "in_throttle": r.in_throttle },
+                    }));
+                }
+                Event::OomKill(o) => {
+                    let pid = if o.victim_memcg_id == 0 { HOST_PID } else { pid_of(o.victim_memcg_id) };
+                    ev.push(json!({
+                        "name": format!("OOM kill {}[{}]", o.victim.comm, o.victim.pid), "cat": "oom",
+                        "ph": "i", "s": "g", "pid": pid, "tid": 0, "ts": us(o.ts_ns, origin),
+                        "args": {
+                            "cgroup": rec.path(o.victim_memcg_id),
+                            "oom_cgroup": rec.path(o.oom_memcg_id),
+                            "rss_bytes": o.rss_pages.map(|p| p.total() * page),
+                        },
+                    }));
+                }
+                Event::Brake(b) => ev.push(json!({
+                    "name": format!("kernel brake {}[{}]", b.task.comm, b.task.tgid), "cat": "agent",
+                    "ph": "i", "s": "g", "pid": HOST_PID, "tid": 0, "ts": us(b.ts_ns, origin),
+                    "args": { "cgroup": rec.path(b.rule_memcg_id), "agent_silent_ms": b.heartbeat_age_ns / 1_000_000 },
+                })),
+                Event::Lost(l) => ev.push(json!({
+                    "name": format!("{} {} events lost", l.count, l.kind.as_str()), "cat": "lost",
+                    "ph": "i", "s": "g", "pid": HOST_PID, "tid": 0, "ts": us(l.ts_ns, origin),
+                })),
+                Event::ThrottleStart(_) => {}
+            },
+            Record::Sample(s) => counters(rec, s, origin, &mut ev, &mut processes),
+            Record::Action(a) => ev.push(json!({
+                "name": format!("agent {}", a.kind), "cat": "agent", "ph": "i", "s": "g",
+                "pid": HOST_PID, "tid": 0, "ts": us(a.ts_ns, origin),
+                "args": serde_json::from_str::<Value>(&a.details).unwrap_or(Value::Null),
+            })),
+            Record::Note { ts_ns, text } => ev.push(json!({
+                "name": text, "cat": "note", "ph": "i", "s": "g", "pid": HOST_PID, "tid": 0, "ts": us(*ts_ns, origin),
+            })),
+        }
+    }
+    for (pid, name) in &processes {
+        ev.push(json!({ "name": "process_name", "ph": "M", "pid": pid, "args": { "name": name } }));
+    }
+    for ((pid, tid), name) in &threads {
+        ev.push(json!({ "name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": { "name": name } }));
+    }
+    let doc = json!({
+        "traceEvents": ev,
+        "displayTimeUnit": "ms",
+        "metadata": {
+            "source": "memtrace",
+            "host": rec.header.host,
+            "kernel": rec.header.kernel,
+            "start": rec.header.start,
+        },
+    });
+    serde_json::to_writer(&mut *out, &doc)?;
+    writeln!(out)
+}
+
+fn counters(
+    rec: &Recording,
+    s: &Sample,
+    origin: u64,
+    ev: &mut Vec<Value>,
+    processes: &mut BTreeMap<u64, String>,
+) {
+    let ts = us(s.ts_ns, origin);
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let mut host = json!({ "MemAvailable MiB": mib(s.host.mem_available) });
+    if s.host.swap_total > 0 {
+        host["SwapFree MiB"] = json!(mib(s.host.swap_free));
+    }
+    ev.push(json!({ "name": "host memory", "ph": "C", "pid": HOST_PID, "ts": ts, "args": host }));
+    if let Some(p) = s.host.pressure {
+        ev.push(json!({
+            "name": "host memory PSI avg10 %", "ph": "C", "pid": HOST_PID, "ts": ts,
+            "args": { "some": p.some_avg10, "full": p.full_avg10 },
+        }));
+    }
+    for c in &s.cgroups {
+        let pid = c.id.saturating_add(1_000);
+        processes
+            .entry(pid)
+            .or_insert_with(|| format!("cgroup {}", rec.path(c.id)));
+        let mut args = serde_json::Map::new();
+        for (k, v) in [
+            ("current", c.mem.current),
+            ("high", c.mem.high),
+            ("max", c.mem.max),
+        ] {
+            if let Some(v) = v {
+                args.insert(k.into(), json!(mib(v)));
+            }
+        }
+        if !args.is_empty() {
+            ev.push(json!({ "name": "memory MiB", "ph": "C", "pid": pid, "ts": ts, "args": args }));
+        }
+        if let Some(p) = c.mem.pressure {
+            ev.push(json!({
+                "name": "memory.pressure avg10 %", "ph": "C", "pid": pid, "ts": ts,
+                "args": { "some": p.some_avg10, "full": p.full_avg10 },
+            }));
+        }
+    }
+}
+
+/// One JSON object per record.
+pub fn jsonl(rec: &mut Recording, out: &mut dyn Write) -> io::Result<()> {
+    let clock = rec.header.clock();
+    let page = rec.header.page_size.max(1);
+    let records = std::mem::take(&mut rec.records);
+    for r in &records {
+        let v = match r {
+            Record::Event(e) => Presenter {
+                registry: rec,
+                clock,
+                page_size: page,
+            }
+            .json(e),
+            Record::Sample(s) => {
+                let cgroups: Vec<Value> = s
+                    .cgroups
+                    .iter()
+                    .map(|c| json!({ "cgroup": rec.path(c.id), "cgroup_id": c.id, "memory": c.mem, "top": c.top }))
+                    .collect();
+                json!({ "type": "sample", "ts": clock.rfc3339(s.ts_ns), "mono_ns": s.ts_ns, "host": s.host, "cgroups": cgroups })
+            }
+            Record::Action(a) => json!({
+                "type": "action", "ts": clock.rfc3339(a.ts_ns), "mono_ns": a.ts_ns,
+                "kind": a.kind, "cgroup": rec.path(a.cgroup_id),
+                "details": serde_json::from_str::<Value>(&a.details).unwrap_or(Value::Null),
+            }),
+            Record::Note { ts_ns, text } => {
+                json!({ "type": "note", "ts": clock.rfc3339(*ts_ns), "mono_ns": ts_ns, "text": text })
+            }
+        };
+        writeln!(out, "{v}")?;
+    }
+    rec.records = records;
+    Ok(())
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn row(out: &mut dyn Write, fields: &[String]) -> io::Result<()> {
+    let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+    writeln!(out, "{}", line.join(","))
+}
+
+/// Events as CSV, one row per event.
+pub fn csv_events(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
+    let clock = rec.header.clock();
+    let page = rec.header.page_size.max(1);
+    row(
+        out,
+        &[
+            "type",
+            "ts",
+            "mono_ns",
+            "cgroup",
+            "pid",
+            "tgid",
+            "comm",
+            "duration_ns",
+            "reclaim_ns",
+            "pages",
+            "over_high_cgroup",
+            "oom_cgroup",
+            "rss_bytes",
+            "count",
+        ]
+        .map(String::from),
+    )?;
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    for r in &rec.records {
+        let Record::Event(e) = r else { continue };
+        let (pid, tgid, comm) = e
+            .task()
+            .map(|t| (t.pid.to_string(), t.tgid.to_string(), t.comm.to_string()))
+            .unwrap_or_default();
+        let (dur, reclaim, pages, over, oom, rss, count) = match e {
+            Event::Throttle(t) => (
+                Some(t.duration_ns()),
+                Some(t.reclaim_ns),
+                Some(t.reclaimed_pages),
+                rec.path(t.over_high_id),
+                String::new(),
+                None,
+                None,
+            ),
+            Event::ThrottleStart(t) => (
+                None,
+                None,
+                Some(u64::from(t.nr_pages)),
+                rec.path(t.over_high_id),
+                String::new(),
+                None,
+                None,
+            ),
+            Event::Reclaim(r) | Event::DirectReclaim(r) => (
+                Some(r.duration_ns()),
+                None,
+                Some(r.nr_reclaimed),
+                String::new(),
+                String::new(),
+                None,
+                None,
+            ),
+            Event::OomKill(o) => (
+                None,
+                None,
+                None,
+                String::new(),
+                rec.path(o.oom_memcg_id),
+                o.rss_pages.map(|p| p.total() * page),
+                None,
+            ),
+            Event::Brake(b) => (
+                Some(b.throttled_ns),
+                None,
+                None,
+                String::new(),
+                String::new(),
+                None,
+                None,
+            ),
+            Event::Lost(l) => (
+                None,
+                None,
+                None,
+                String::new(),
+                String::new(),
+                None,
+                Some(l.count),
+            ),
+        };
+        row(
+            out,
+            &[
+                e.type_name().to_string(),
+                clock.rfc3339(e.ts_ns()),
+                e.ts_ns().to_string(),
+                if e.memcg_id() == 0 {
+                    String::new()
+                } else {
+                    rec.path(e.memcg_id())
+                },
+                pid,
+                tgid,
+                comm,
+                opt(dur),
+                opt(reclaim),
+                opt(pages),
+                if over == "-" { String::new() } else { over },
+                if oom == "-" { String::new() } else { oom },
+                opt(rss),
+                opt(count),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// The per-second samples as CSV: one row per cgroup, one for the host.
+pub fn csv_samples(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
+    let clock = rec.header.clock();
+    row(
+        out,
+        &[
+            "ts",
+            "mono_ns",
+            "cgroup",
+            "memory_current",
+            "memory_high",
+            "memory_max",
+            "events_high",
+            "events_max",
+            "events_oom_kill",
+            "psi_some_total_us",
+            "psi_full_total_us",
+            "mem_available",
+            "swap_free",
+            "swap_total",
+        ]
+        .map(String::from),
+    )?;
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    for r in &rec.records {
+        let Record::Sample(s) = r else { continue };
+        let (ts, mono) = (clock.rfc3339(s.ts_ns), s.ts_ns.to_string());
+        let hp = s.host.pressure;
+        row(
+            out,
+            &[
+                ts.clone(),
+                mono.clone(),
+                "(host)".into(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                opt(hp.map(|p| p.some_total_us)),
+                opt(hp.map(|p| p.full_total_us)),
+                s.host.mem_available.to_string(),
+                s.host.swap_free.to_string(),
+                s.host.swap_total.to_string(),
+            ],
+        )?;
+        for c in &s.cgroups {
+            let m = &c.mem;
+            row(
+                out,
+                &[
+                    ts.clone(),
+                    mono.clone(),
+                    rec.path(c.id),
+                    opt(m.current),
+                    opt(m.high),
+                    opt(m.max),
+                    m.events.high.to_string(),
+                    m.events.max.to_string(),
+                    m.events.oom_kill.to_string(),
+                    opt(m.pressure.map(|p| p.some_total_us)),
+                    opt(m.pressure.map(|p| p.full_total_us)),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recording() -> Recording {
+        let (bytes, _) = crate::record::reader::tests::file(2);
+        crate::record::reader::parse(&bytes).unwrap()
+    }
+
+    #[test]
+    fn perfetto_trace_has_slices_counters_instants_and_names() {
+        let rec = recording();
+        let mut out = Vec::new();
+        perfetto(&rec, &mut out).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let evs = v["traceEvents"].as_array().unwrap();
+        let ph = |p: &str| evs.iter().filter(|e| e["ph"] == p).count();
+        assert!(ph("X") >= 10, "slices");
+        assert!(ph("C") >= 2, "counters");
+        assert!(ph("i") >= 2, "instants");
+        let throttle = evs
+            .iter()
+            .find(|e| e["name"] == "memory.high throttle")
+            .unwrap();
+        assert_eq!(throttle["dur"], 0.5);
+        assert_eq!(throttle["args"]["over_high"], "/work");
+        assert!(
+            evs.iter()
+                .any(|e| e["ph"] == "M" && e["args"]["name"] == "cgroup /work/job")
+        );
+        assert!(
+            evs.iter()
+                .any(|e| e["ph"] == "M" && e["args"]["name"] == "hog[100]")
+        );
+        // Times are microseconds from the first record, never negative.
+        assert!(
+            evs.iter()
+                .filter_map(|e| e["ts"].as_f64())
+                .all(|t| t >= 0.0)
+        );
+    }
+
+    #[test]
+    fn jsonl_and_csv() {
+        let mut rec = recording();
+        let n = rec.records.len();
+        let mut out = Vec::new();
+        jsonl(&mut rec, &mut out).unwrap();
+        let lines: Vec<Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), n);
+        assert_eq!(lines[0]["type"], "throttle");
+        assert_eq!(lines[0]["cgroup"], "/work/job");
+        assert!(lines.iter().any(|l| l["type"] == "sample"));
+        let mut csv = Vec::new();
+        csv_events(&rec, &mut csv).unwrap();
+        let text = String::from_utf8(csv).unwrap();
+        assert!(text.starts_with("type,ts,mono_ns,cgroup,pid"));
+        assert!(text.contains("throttle,"));
+        let mut s = Vec::new();
+        csv_samples(&rec, &mut s).unwrap();
+        let text = String::from_utf8(s).unwrap();
+        assert!(text.contains(",(host),"), "{text}");
+        assert!(text.contains(",/work/job,"), "{text}");
+        assert_eq!(csv_field("a,\"b\""), "\"a,\"\"b\"\"\"");
+    }
+}

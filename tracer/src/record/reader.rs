@@ -1,0 +1,457 @@
+//! Reading a recording back. Whatever the bytes, this returns an answer:
+//! every chunk that is intact is read, a torn tail (the writer was killed
+//! mid-write) or a damaged chunk is skipped and counted, and only a file
+//! that is not a recording at all is an error.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::chunk;
+use super::{CHUNK_HEADER, CHUNK_MAGIC, FILE_MAGIC, FORMAT_VERSION, Header, MAX_CHUNK, Record};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("not a memtrace recording (no MEMTRACE magic at the start)")]
+    NotARecording,
+    #[error(
+        "recording format version {0} is newer than this memtrace reads ({FORMAT_VERSION}); upgrade memtrace"
+    )]
+    Version(u16),
+    #[error("the recording's header is damaged: {0}")]
+    Header(String),
+}
+
+/// Bytes skipped because they did not form a valid chunk.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Damage {
+    pub offset: u64,
+    pub len: u64,
+    pub reason: String,
+}
+
+/// A recording as read.
+#[derive(Debug, Default)]
+pub struct Recording {
+    pub header: Header,
+    /// In file order (time order, per writer).
+    pub records: Vec<Record>,
+    /// Every cgroup id the chunks named, with its path.
+    pub cgroups: HashMap<u64, String>,
+    pub chunks: u64,
+    /// Each chunk read: byte offset, length, records.
+    pub chunk_spans: Vec<(u64, u64, usize)>,
+    pub damaged: Vec<Damage>,
+    /// Offset of an incomplete last chunk, if the file ends in one.
+    pub torn_tail: Option<u64>,
+    /// Records of kinds this build does not know (a newer writer).
+    pub unknown_records: u64,
+    pub bytes: u64,
+}
+
+impl Recording {
+    /// A cgroup's path, or `#id` if no chunk named it.
+    pub fn path(&self, id: u64) -> String {
+        if id == 0 {
+            return "-".into();
+        }
+        self.cgroups
+            .get(&id)
+            .filter(|p| !p.is_empty())
+            .cloned()
+            .unwrap_or_else(|| format!("#{id}"))
+    }
+
+    /// The monotonic time span of the records.
+    pub fn span(&self) -> Option<(u64, u64)> {
+        let first = self.records.iter().map(Record::ts_ns).min()?;
+        let last = self.records.iter().map(Record::ts_ns).max()?;
+        Some((first, last))
+    }
+}
+
+pub fn read(path: &Path) -> Result<Recording, ReadError> {
+    let data = std::fs::read(path).map_err(|source| ReadError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&data)
+}
+
+fn le32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn le64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Parses a whole file's bytes.
+pub fn parse(data: &[u8]) -> Result<Recording, ReadError> {
+    if data.len() < 8 || &data[..8] != FILE_MAGIC {
+        return Err(ReadError::NotARecording);
+    }
+    let header_err = |m: &str| ReadError::Header(m.to_string());
+    let version = data
+        .get(8..10)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .ok_or_else(|| header_err("truncated"))?;
+    if version > FORMAT_VERSION {
+        return Err(ReadError::Version(version));
+    }
+    let len = le32(data, 12).ok_or_else(|| header_err("truncated"))? as usize;
+    let end = 16usize
+        .checked_add(len)
+        .filter(|e| *e + 4 <= data.len())
+        .ok_or_else(|| header_err("truncated"))?;
+    let crc = le32(data, end).ok_or_else(|| header_err("truncated"))?;
+    if crc32fast::hash(&data[8..end]) != crc {
+        return Err(header_err("checksum mismatch"));
+    }
+    let header: Header =
+        serde_json::from_slice(&data[16..end]).map_err(|e| ReadError::Header(e.to_string()))?;
+    let mut rec = Recording {
+        header,
+        bytes: data.len() as u64,
+        ..Default::default()
+    };
+    let mut pos = end + 4;
+    while pos < data.len() {
+        match chunk_at(data, pos) {
+            Ok((next, decoded)) => {
+                rec.chunks += 1;
+                rec.chunk_spans
+                    .push((pos as u64, (next - pos) as u64, decoded.records.len()));
+                rec.unknown_records += decoded.unknown;
+                for (id, path) in decoded.cgroups {
+                    if !path.is_empty() || !rec.cgroups.contains_key(&id) {
+                        rec.cgroups.insert(id, path);
+                    }
+                }
+                rec.records.extend(decoded.records);
+                pos = next;
+            }
+            Err(Bad::Torn) => {
+                rec.torn_tail = Some(pos as u64);
+                break;
+            }
+            Err(Bad::Damaged(reason)) => {
+                // Resynchronise on the next chunk magic after this one.
+                let next = find_magic(data, pos + 1).unwrap_or(data.len());
+                rec.damaged.push(Damage {
+                    offset: pos as u64,
+                    len: (next - pos) as u64,
+                    reason,
+                });
+                pos = next;
+            }
+        }
+    }
+    Ok(rec)
+}
+
+enum Bad {
+    /// The file ends inside this chunk, and no chunk follows.
+    Torn,
+    Damaged(String),
+}
+
+fn find_magic(data: &[u8], from: usize) -> Option<usize> {
+    data.get(from..)?
+        .windows(CHUNK_MAGIC.len())
+        .position(|w| w == CHUNK_MAGIC)
+        .map(|i| i + from)
+}
+
+fn chunk_at(data: &[u8], pos: usize) -> Result<(usize, chunk::Decoded), Bad> {
+    let rest = &data[pos..];
+    let ends_here = || find_magic(data, pos + 1).is_none();
+    if rest.len() < CHUNK_HEADER {
+        return Err(
+            if rest.starts_with(&CHUNK_MAGIC[..rest.len().min(4)]) && ends_here() {
+                Bad::Torn
+            } else {
+                Bad::Damaged("too short for a chunk".into())
+            },
+        );
+    }
+    if &rest[..4] != CHUNK_MAGIC {
+        return Err(Bad::Damaged("no chunk magic".into()));
+    }
+    let len = le32(rest, 4).unwrap_or(u32::MAX) as usize;
+    if len > MAX_CHUNK {
+        return Err(Bad::Damaged(format!("chunk length {len} too large")));
+    }
+    let base = le64(rest, 8).unwrap_or(0);
+    let count = le32(rest, 16).unwrap_or(0);
+    let crc = le32(rest, 20).unwrap_or(0);
+    let Some(payload) = rest.get(CHUNK_HEADER..CHUNK_HEADER + len) else {
+        return Err(if ends_here() {
+            Bad::Torn
+        } else {
+            Bad::Damaged("chunk runs past the next chunk".into())
+        });
+    };
+    let mut h = crc32fast::Hasher::new();
+    h.update(&base.to_le_bytes());
+    h.update(&count.to_le_bytes());
+    h.update(payload);
+    if h.finalize() != crc {
+        return Err(Bad::Damaged("checksum mismatch".into()));
+    }
+    let decoded = chunk::decode(payload, base, count)
+        .map_err(|e| Bad::Damaged(format!("undecodable: {e}")))?;
+    Ok((pos + CHUNK_HEADER + len, decoded))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::cgroupfs::{CgroupMemory, HostMemory, MemEvents, Psi};
+    use crate::event::{Comm, Event, Lost, LostKind, OomKill, Reclaim, RssPages, Task, Throttle};
+    use crate::record::chunk::ChunkBuilder;
+    use crate::record::writer::header_bytes;
+    use crate::record::{Action, CgroupSample, ProcSample, Sample};
+    use std::sync::Arc;
+
+    fn task(pid: u32, comm: &str) -> Task {
+        Task {
+            pid,
+            tgid: pid - 1,
+            comm: Comm::new(comm),
+        }
+    }
+
+    /// Records of every kind, times increasing from `t0`.
+    fn records(t0: u64, n: u64) -> Vec<Record> {
+        let mut v = Vec::new();
+        for i in 0..n {
+            let ts = t0 + i * 1_000_000;
+            v.push(Record::Event(Event::Throttle(Throttle {
+                ts_ns: ts + 500,
+                start_ns: ts,
+                task: task(100 + (i % 3) as u32, "hog"),
+                memcg_id: 10,
+                over_high_id: 9,
+                reclaim_ns: 40,
+                reclaimed_pages: 2,
+                nr_pages: 64,
+            })));
+            v.push(Record::Event(Event::Reclaim(Reclaim {
+                ts_ns: ts + 700,
+                start_ns: ts + 600,
+                task: task(200, "server"),
+                memcg_id: 10,
+                memcg_exact: i % 2 == 0,
+                in_throttle: true,
+                nr_reclaimed: 32,
+            })));
+        }
+        v.push(Record::Event(Event::OomKill(OomKill {
+            ts_ns: t0 + n * 1_000_000,
+            victim: task(101, "hog"),
+            invoker: task(200, "server"),
+            victim_memcg_id: 10,
+            oom_memcg_id: 9,
+            rss_pages: Some(RssPages {
+                anon: 1000,
+                file: 5,
+                shmem: 1,
+            }),
+        })));
+        v.push(Record::Event(Event::Lost(Lost {
+            ts_ns: t0 + n * 1_000_000 + 1,
+            kind: LostKind::Reclaim,
+            count: 3,
+        })));
+        v.push(Record::Sample(Sample {
+            ts_ns: t0 + n * 1_000_000 + 2,
+            host: HostMemory {
+                mem_total: 1 << 30,
+                mem_available: 1 << 29,
+                swap_total: 0,
+                swap_free: 0,
+                pressure: Some(Psi {
+                    some_avg10: 12.5,
+                    full_avg10: 10.25,
+                    some_total_us: 99,
+                    full_total_us: 88,
+                }),
+            },
+            cgroups: vec![CgroupSample {
+                id: 10,
+                mem: CgroupMemory {
+                    current: Some(100 << 20),
+                    high: Some(64 << 20),
+                    max: None,
+                    events: MemEvents {
+                        low: 0,
+                        high: 480,
+                        max: 0,
+                        oom: 0,
+                        oom_kill: 0,
+                    },
+                    pressure: None,
+                },
+                top: vec![ProcSample {
+                    pid: 101,
+                    comm: "hog".into(),
+                    rss_bytes: 99 << 20,
+                }],
+            }],
+        }));
+        v.push(Record::Action(Action {
+            ts_ns: t0 + n * 1_000_000 + 3,
+            cgroup_id: 10,
+            kind: "kill".into(),
+            details: "{\"pid\":101}".into(),
+        }));
+        v.push(Record::Note {
+            ts_ns: t0 + n * 1_000_000 + 4,
+            text: "stop".into(),
+        });
+        v
+    }
+
+    fn paths(id: u64) -> Option<Arc<str>> {
+        match id {
+            10 => Some(Arc::from("/work/job")),
+            9 => Some(Arc::from("/work")),
+            _ => None,
+        }
+    }
+
+    /// A file of `chunks` chunks; returns the bytes and each chunk's records.
+    pub(crate) fn file(chunks: usize) -> (Vec<u8>, Vec<Vec<Record>>) {
+        let mut out = header_bytes(&Header {
+            format: 1,
+            host: "box".into(),
+            ..Default::default()
+        });
+        let mut all = Vec::new();
+        for c in 0..chunks {
+            let rs = records(1_000_000_000 * (c as u64 + 1), 5);
+            let mut b = ChunkBuilder::new();
+            let mut p = paths;
+            for r in &rs {
+                match r {
+                    Record::Event(e) => b.event(e, &mut p),
+                    Record::Sample(s) => b.sample(s, &mut p),
+                    Record::Action(a) => b.action(a, &mut p),
+                    Record::Note { ts_ns, text } => b.note(*ts_ns, text),
+                }
+            }
+            out.extend(b.finish().unwrap());
+            all.push(rs);
+        }
+        (out, all)
+    }
+
+    #[test]
+    fn every_record_kind_round_trips() {
+        let (bytes, chunks) = file(3);
+        let r = parse(&bytes).unwrap();
+        assert_eq!(r.header.host, "box");
+        assert_eq!(r.chunks, 3);
+        assert!(r.damaged.is_empty() && r.torn_tail.is_none());
+        let want: Vec<Record> = chunks.into_iter().flatten().collect();
+        assert_eq!(r.records, want);
+        assert_eq!(r.path(10), "/work/job");
+        assert_eq!(r.path(9), "/work");
+        assert_eq!(r.path(77), "#77");
+    }
+
+    #[test]
+    fn a_torn_tail_loses_only_the_last_chunk() {
+        let (bytes, chunks) = file(4);
+        let whole = parse(&bytes).unwrap().records.len();
+        let last = chunks.last().unwrap().len();
+        for cut in [bytes.len() - 1, bytes.len() - 30, bytes.len() - 200] {
+            let r = parse(&bytes[..cut]).unwrap();
+            assert_eq!(r.records.len(), whole - last, "cut at {cut}");
+            assert!(r.torn_tail.is_some(), "cut at {cut}");
+            assert!(r.damaged.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_corrupt_chunk_is_skipped_and_the_rest_read() {
+        let (mut bytes, chunks) = file(5);
+        let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
+        // Find the second chunk and flip a byte in its payload.
+        let second = find_magic(&bytes, find_magic(&bytes, 0).unwrap() + 1).unwrap();
+        bytes[second + CHUNK_HEADER + 5] ^= 0x55;
+        let r = parse(&bytes).unwrap();
+        assert_eq!(r.chunks, 4);
+        assert_eq!(r.damaged.len(), 1);
+        assert_eq!(r.damaged[0].offset, second as u64);
+        assert_eq!(r.damaged[0].reason, "checksum mismatch");
+        assert_eq!(r.records.len(), sizes.iter().sum::<usize>() - sizes[1]);
+    }
+
+    #[test]
+    fn not_a_recording_and_newer_versions() {
+        assert!(matches!(parse(b""), Err(ReadError::NotARecording)));
+        assert!(matches!(
+            parse(b"ELF\x7f...."),
+            Err(ReadError::NotARecording)
+        ));
+        let (mut bytes, _) = file(1);
+        bytes[8] = 9;
+        assert!(matches!(parse(&bytes), Err(ReadError::Version(9))));
+        let (mut bytes, _) = file(1);
+        bytes[20] ^= 1;
+        assert!(matches!(parse(&bytes), Err(ReadError::Header(_))));
+    }
+
+    #[test]
+    fn random_corruption_never_panics_and_keeps_intact_chunks() {
+        let (bytes, chunks) = file(6);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = |m: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % m as u64) as usize
+        };
+        let header_end = find_magic(&bytes, 0).unwrap();
+        for _ in 0..2000 {
+            let mut b = bytes.clone();
+            // Corrupt 1-4 bytes after the header.
+            let hits = 1 + rnd(4);
+            let mut touched = Vec::new();
+            for _ in 0..hits {
+                let at = header_end + rnd(b.len() - header_end);
+                b[at] = b[at].wrapping_add(1 + rnd(255) as u8);
+                touched.push(at);
+            }
+            if rnd(3) == 0 {
+                b.truncate(header_end + rnd(b.len() - header_end));
+            }
+            let r = parse(&b).unwrap();
+            // Every chunk untouched and within the kept bytes is read.
+            let mut starts = Vec::new();
+            let mut p = header_end;
+            while let Some(s) = find_magic(&bytes, p) {
+                starts.push(s);
+                p = s + 1;
+            }
+            let mut intact = 0;
+            for (i, s) in starts.iter().enumerate() {
+                let e = starts.get(i + 1).copied().unwrap_or(bytes.len());
+                if e <= b.len() && !touched.iter().any(|t| (*s..e).contains(t)) {
+                    intact += chunks[i].len();
+                }
+            }
+            assert!(
+                r.records.len() >= intact,
+                "{} records read, {intact} intact",
+                r.records.len()
+            );
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The once-a-second sample: each memory cgroup in scope (its memory files
+//! and largest processes) and the host.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use super::{CgroupSample, ProcSample, Sample};
+use crate::cgroupfs::{CgroupMemory, HostMemory};
+use crate::filter::CgroupFilter;
+use crate::kernel::CgroupVersion;
+use crate::procs::subtree_processes;
+use crate::registry::CgroupRegistry;
+
+/// Processes listed per cgroup.
+pub const TOP_PROCESSES: usize = 5;
+/// How often the set of cgroups with a memory limit is refreshed.
+const LIMIT_SCAN: Duration = Duration::from_secs(10);
+
+pub struct Sampler {
+    scope: CgroupFilter,
+    version: Option<CgroupVersion>,
+    page_size: u64,
+    limited: HashSet<u64>,
+    last_scan: Option<Instant>,
+}
+
+impl Sampler {
+    pub fn new(scope: CgroupFilter, version: Option<CgroupVersion>, page_size: u64) -> Self {
+        Self {
+            scope,
+            version,
+            page_size,
+            limited: HashSet::new(),
+            last_scan: None,
+        }
+    }
+
+    /// Samples the host and the cgroups in scope that have a memory limit
+    /// or appear in `active` (cgroups with recent events). The largest
+    /// processes are listed for active cgroups and those over memory.high.
+    pub fn sample(&mut self, ts_ns: u64, reg: &mut CgroupRegistry, active: &[u64]) -> Sample {
+        let host = HostMemory::read();
+        let Some(version) = self.version else {
+            return Sample {
+                ts_ns,
+                host,
+                cgroups: Vec::new(),
+            };
+        };
+        if self.last_scan.is_none_or(|t| t.elapsed() >= LIMIT_SCAN) {
+            reg.scan();
+            self.limited = reg
+                .entries()
+                .filter(|(_, p)| p.as_ref() != "/" && self.scope.matches(p))
+                .filter_map(|(id, p)| {
+                    let dir = reg.dir(p)?;
+                    let m = CgroupMemory::read(&dir, version);
+                    (m.high.is_some() || m.max.is_some()).then_some(id)
+                })
+                .collect();
+            self.last_scan = Some(Instant::now());
+        }
+        let mut ids: Vec<u64> = self.limited.iter().copied().collect();
+        for &id in active {
+            if reg.lookup(id).is_some_and(|p| self.scope.matches(&p)) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let mut cgroups = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(path) = reg.lookup(id) else { continue };
+            let Some(dir) = reg.dir(&path) else { continue };
+            if !dir.exists() {
+                continue;
+            }
+            let mem = CgroupMemory::read(&dir, version);
+            let top = if active.contains(&id) || mem.over_high() {
+                let mut procs = subtree_processes(&dir, &path, self.page_size);
+                procs.sort_by_key(|p| std::cmp::Reverse(p.rss_bytes));
+                procs
+                    .into_iter()
+                    .take(TOP_PROCESSES)
+                    .map(|p| ProcSample {
+                        pid: p.pid,
+                        comm: p.comm,
+                        rss_bytes: p.rss_bytes,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            cgroups.push(CgroupSample { id, mem, top });
+        }
+        Sample {
+            ts_ns,
+            host,
+            cgroups,
+        }
+    }
+}

@@ -1,0 +1,773 @@
+//! `memtrace report`: the post-mortem of a recording, for an incident
+//! document. The events are replayed through the same [`Model`] the agent
+//! uses, so the numbers are the ones the agent would have seen; next to
+//! them stand the kernel's own counters from the recorded samples.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::clock::{Clock, fmt_bytes, fmt_ns};
+use crate::event::Event;
+use crate::model::{IntervalUnion, Model};
+use crate::record::reader::{Damage, Recording};
+use crate::record::{Record, Sample};
+use crate::registry::CgroupRegistry;
+
+/// Throttling of one cgroup with few gaps: what a person calls an incident.
+#[derive(Clone, Debug, Serialize)]
+pub struct Incident {
+    pub cgroup: String,
+    pub start: String,
+    pub end: String,
+    pub duration_ms: u64,
+    pub throttled_ms: u64,
+    /// Highest throttled share of any one second.
+    pub peak_share_pct: f64,
+    pub episodes: u64,
+    /// The process throttled longest in it.
+    pub top_task: Option<String>,
+}
+
+/// One cgroup's totals.
+#[derive(Clone, Debug, Serialize)]
+pub struct CgroupTotals {
+    pub cgroup: String,
+    /// Time at least one task of this cgroup itself was throttled.
+    pub throttled_ms: u64,
+    pub episodes: u64,
+    pub reclaim_ms: u64,
+    pub sleep_ms: u64,
+    pub over_high: Vec<String>,
+}
+
+/// A process's throttling.
+#[derive(Clone, Debug, Serialize)]
+pub struct TaskTotals {
+    pub pid: u32,
+    pub comm: String,
+    pub cgroup: String,
+    pub throttled_ms: u64,
+    pub episodes: u64,
+}
+
+/// Reclaim latency of a cgroup (or `(direct)` for global direct reclaim).
+#[derive(Clone, Debug, Serialize)]
+pub struct ReclaimLatency {
+    pub cgroup: String,
+    pub passes: u64,
+    pub pages: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+/// memtrace's total against the kernel's counters, over the sampled span.
+#[derive(Clone, Debug, Serialize)]
+pub struct Evidence {
+    pub cgroup: String,
+    /// Throttled time of the subtree (as memory.pressure counts it).
+    pub memtrace_ms: u64,
+    pub psi_some_ms: u64,
+    pub psi_full_ms: u64,
+    pub memory_events_high: u64,
+    pub oom_kills: u64,
+    pub diff_vs_some_pct: Option<f64>,
+}
+
+/// An OOM kill.
+#[derive(Clone, Debug, Serialize)]
+pub struct OomReport {
+    pub time: String,
+    pub pid: u32,
+    pub comm: String,
+    pub cgroup: String,
+    pub oom_cgroup: Option<String>,
+    pub rss_bytes: Option<u64>,
+}
+
+/// Something the agent did.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActionReport {
+    pub time: String,
+    pub kind: String,
+    pub cgroup: String,
+    pub details: serde_json::Value,
+}
+
+/// The host over time.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostPoint {
+    pub time: String,
+    pub mem_available_bytes: u64,
+    pub swap_free_bytes: u64,
+    pub swap_total_bytes: u64,
+    /// Share of the interval with some / every task stalled on memory.
+    pub psi_some_pct: Option<f64>,
+    pub psi_full_pct: Option<f64>,
+}
+
+/// Whether the recording is whole.
+#[derive(Clone, Debug, Serialize)]
+pub struct Integrity {
+    pub chunks: u64,
+    pub damaged: Vec<Damage>,
+    pub torn_tail_at: Option<u64>,
+    pub unknown_records: u64,
+    pub lost_events: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub host: String,
+    pub kernel: String,
+    pub start: String,
+    pub end: String,
+    pub duration_s: f64,
+    pub throttle_probe: bool,
+    pub degraded: Vec<String>,
+    pub incidents: Vec<Incident>,
+    pub cgroups: Vec<CgroupTotals>,
+    pub tasks: Vec<TaskTotals>,
+    pub reclaim: Vec<ReclaimLatency>,
+    pub evidence: Vec<Evidence>,
+    pub oom_kills: Vec<OomReport>,
+    pub actions: Vec<ActionReport>,
+    pub host_series: Vec<HostPoint>,
+    pub integrity: Integrity,
+}
+
+const SEC: u64 = 1_000_000_000;
+/// Gaps up to this long do not split an incident.
+const INCIDENT_GAP: u64 = 3 * SEC;
+
+#[derive(Default)]
+struct Own {
+    union: IntervalUnion,
+    episodes: u64,
+    reclaim_ns: u64,
+    sleep_ns: u64,
+    over_high: BTreeMap<String, ()>,
+    tasks: HashMap<u32, (String, IntervalUnion, u64)>,
+}
+
+fn ms(ns: u64) -> u64 {
+    ns / 1_000_000
+}
+
+/// Builds the report of a recording.
+pub fn build(rec: &Recording) -> Report {
+    let clock = rec.header.clock();
+    let mut own: BTreeMap<u64, Own> = BTreeMap::new();
+    let mut model = Model::new(0, u64::MAX / 4);
+    let mut reg = CgroupRegistry::from_paths(rec.cgroups.iter().map(|(id, p)| (*id, p.as_str())));
+    let mut ooms = Vec::new();
+    let mut actions = Vec::new();
+    let mut samples: Vec<&Sample> = Vec::new();
+    for r in &rec.records {
+        match r {
+            Record::Event(e) => {
+                model.apply(e, &mut reg);
+                match e {
+                    Event::Throttle(t) if t.memcg_id != 0 => {
+                        let o = own.entry(t.memcg_id).or_default();
+                        o.union.add(t.start_ns, t.ts_ns);
+                        o.episodes += 1;
+                        o.reclaim_ns += t.reclaim_ns;
+                        o.sleep_ns += t.sleep_ns();
+                        if t.over_high_id != 0 {
+                            o.over_high.insert(rec.path(t.over_high_id), ());
+                        }
+                        let task = o
+                            .tasks
+                            .entry(t.task.tgid)
+                            .or_insert_with(|| (t.task.comm.to_string(), IntervalUnion::new(), 0));
+                        task.1.add(t.start_ns, t.ts_ns);
+                        task.2 += 1;
+                    }
+                    Event::OomKill(o) => ooms.push(OomReport {
+                        time: clock.rfc3339(o.ts_ns),
+                        pid: o.victim.tgid.max(o.victim.pid),
+                        comm: o.victim.comm.to_string(),
+                        cgroup: rec.path(o.victim_memcg_id),
+                        oom_cgroup: (o.oom_memcg_id != 0).then(|| rec.path(o.oom_memcg_id)),
+                        rss_bytes: o.rss_pages.map(|p| p.total() * rec.header.page_size.max(1)),
+                    }),
+                    _ => {}
+                }
+            }
+            Record::Action(a) => actions.push(ActionReport {
+                time: clock.rfc3339(a.ts_ns),
+                kind: a.kind.clone(),
+                cgroup: rec.path(a.cgroup_id),
+                details: serde_json::from_str(&a.details).unwrap_or(serde_json::Value::Null),
+            }),
+            Record::Sample(s) => samples.push(s),
+            Record::Note { .. } => {}
+        }
+    }
+    let (first, last) = rec.span().unwrap_or((0, 0));
+
+    let mut incidents = Vec::new();
+    for (id, o) in &own {
+        incidents.extend(incidents_of(&rec.path(*id), o, &clock));
+    }
+    incidents.sort_by(|a, b| a.start.cmp(&b.start));
+
+    let mut cgroups: Vec<CgroupTotals> = own
+        .iter()
+        .map(|(id, o)| CgroupTotals {
+            cgroup: rec.path(*id),
+            throttled_ms: ms(o.union.total()),
+            episodes: o.episodes,
+            reclaim_ms: ms(o.reclaim_ns),
+            sleep_ms: ms(o.sleep_ns),
+            over_high: o.over_high.keys().cloned().collect(),
+        })
+        .collect();
+    cgroups.sort_by_key(|c| std::cmp::Reverse(c.throttled_ms));
+
+    let mut tasks: Vec<TaskTotals> = own
+        .iter()
+        .flat_map(|(id, o)| {
+            o.tasks.iter().map(move |(pid, (comm, u, n))| TaskTotals {
+                pid: *pid,
+                comm: comm.clone(),
+                cgroup: rec.path(*id),
+                throttled_ms: ms(u.total()),
+                episodes: *n,
+            })
+        })
+        .collect();
+    tasks.sort_by_key(|t| std::cmp::Reverse(t.throttled_ms));
+    tasks.truncate(10);
+
+    let mut reclaim: Vec<ReclaimLatency> = model
+        .cgroups
+        .values()
+        .filter(|c| c.reclaim.count > 0)
+        .map(|c| latency(rec.path(c.id), &c.reclaim))
+        .collect();
+    reclaim.sort_by_key(|r| std::cmp::Reverse(r.passes));
+    if model.direct_reclaim.count > 0 {
+        reclaim.push(latency("(direct reclaim)".into(), &model.direct_reclaim));
+    }
+
+    let evidence = evidence(rec, &model, &samples);
+    let host_series = host_series(&samples, &clock);
+
+    Report {
+        host: rec.header.host.clone(),
+        kernel: rec.header.kernel.clone(),
+        start: clock.rfc3339(first),
+        end: clock.rfc3339(last),
+        duration_s: last.saturating_sub(first) as f64 / 1e9,
+        throttle_probe: rec.header.throttle_measured(),
+        degraded: rec.header.degraded.clone(),
+        incidents,
+        cgroups,
+        tasks,
+        reclaim,
+        evidence,
+        oom_kills: ooms,
+        actions,
+        host_series,
+        integrity: Integrity {
+            chunks: rec.chunks,
+            damaged: rec.damaged.clone(),
+            torn_tail_at: rec.torn_tail,
+            unknown_records: rec.unknown_records,
+            lost_events: model
+                .lost
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+        },
+    }
+}
+
+fn latency(cgroup: String, r: &crate::model::ReclaimStats) -> ReclaimLatency {
+    ReclaimLatency {
+        cgroup,
+        passes: r.count,
+        pages: r.pages,
+        p50_us: r.percentile_ns(50.0) / 1_000,
+        p90_us: r.percentile_ns(90.0) / 1_000,
+        p99_us: r.percentile_ns(99.0) / 1_000,
+        max_us: r.hist.max(),
+    }
+}
+
+fn incidents_of(path: &str, o: &Own, clock: &Clock) -> Vec<Incident> {
+    let mut out = Vec::new();
+    let spans = o.union.spans();
+    let mut i = 0;
+    while i < spans.len() {
+        let start = spans[i].0;
+        let mut end = spans[i].1;
+        let mut j = i + 1;
+        while j < spans.len() && spans[j].0 <= end + INCIDENT_GAP {
+            end = end.max(spans[j].1);
+            j += 1;
+        }
+        let throttled = o.union.covered(start, end);
+        let mut peak = 0.0f64;
+        let mut t = start;
+        while t < end {
+            peak = peak.max(o.union.covered(t, t + SEC) as f64 / SEC as f64);
+            t += SEC / 4;
+        }
+        let episodes = o
+            .tasks
+            .values()
+            .map(|(_, u, _)| {
+                u.spans()
+                    .iter()
+                    .filter(|(s, _)| *s >= start && *s <= end)
+                    .count() as u64
+            })
+            .sum();
+        let top_task = o
+            .tasks
+            .iter()
+            .map(|(pid, (comm, u, _))| (u.covered(start, end), format!("{comm}[{pid}]")))
+            .max()
+            .map(|(_, name)| name);
+        out.push(Incident {
+            cgroup: path.to_string(),
+            start: clock.rfc3339(start),
+            end: clock.rfc3339(end),
+            duration_ms: ms(end - start),
+            throttled_ms: ms(throttled),
+            peak_share_pct: (peak * 1000.0).round() / 10.0,
+            episodes,
+            top_task,
+        });
+        i = j;
+    }
+    out
+}
+
+/// memtrace's subtree totals against memory.pressure and memory.events,
+/// between the first and last sample of each cgroup.
+fn evidence(rec: &Recording, model: &Model, samples: &[&Sample]) -> Vec<Evidence> {
+    let mut first: HashMap<u64, (u64, crate::cgroupfs::CgroupMemory)> = HashMap::new();
+    let mut last: HashMap<u64, (u64, crate::cgroupfs::CgroupMemory)> = HashMap::new();
+    for s in samples {
+        for c in &s.cgroups {
+            first.entry(c.id).or_insert((s.ts_ns, c.mem));
+            last.insert(c.id, (s.ts_ns, c.mem));
+        }
+    }
+    let mut out: Vec<Evidence> = first
+        .iter()
+        .filter_map(|(id, (t0, m0))| {
+            let (t1, m1) = last.get(id)?;
+            let throttled = model
+                .cgroups
+                .get(id)
+                .map_or(0, |c| c.throttle.throttled_in(*t1, t1.saturating_sub(*t0)));
+            let (some, full) = match (m0.pressure, m1.pressure) {
+                (Some(a), Some(b)) => (
+                    b.some_total_us.saturating_sub(a.some_total_us) / 1_000,
+                    b.full_total_us.saturating_sub(a.full_total_us) / 1_000,
+                ),
+                _ => (0, 0),
+            };
+            let high = m1.events.high.saturating_sub(m0.events.high);
+            let oom = m1.events.oom_kill.saturating_sub(m0.events.oom_kill);
+            (throttled > 0 || some > 0 || high > 0 || oom > 0).then(|| Evidence {
+                cgroup: rec.path(*id),
+                memtrace_ms: ms(throttled),
+                psi_some_ms: some,
+                psi_full_ms: full,
+                memory_events_high: high,
+                oom_kills: oom,
+                diff_vs_some_pct: (m1.pressure.is_some() && some > 0).then(|| {
+                    ((ms(throttled) as f64 - some as f64) * 1000.0 / some as f64).round() / 10.0
+                }),
+            })
+        })
+        .collect();
+    out.sort_by_key(|e| std::cmp::Reverse(e.memtrace_ms.max(e.psi_some_ms)));
+    out
+}
+
+fn host_series(samples: &[&Sample], clock: &Clock) -> Vec<HostPoint> {
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+        return Vec::new();
+    };
+    // About 30 rows, at least a second apart.
+    let step = (last.ts_ns.saturating_sub(first.ts_ns) / 30).max(SEC);
+    let mut out = Vec::new();
+    let mut prev: Option<&Sample> = None;
+    for s in samples {
+        if let Some(p) = prev
+            && s.ts_ns < p.ts_ns + step
+            && !std::ptr::eq(*s, *last)
+        {
+            continue;
+        }
+        let share = |f: fn(&crate::cgroupfs::Psi) -> u64| -> Option<f64> {
+            let p = prev?;
+            let (a, b) = (p.host.pressure?, s.host.pressure?);
+            let dt = s.ts_ns.saturating_sub(p.ts_ns) as f64 / 1e3;
+            (dt > 0.0).then(|| ((f(&b).saturating_sub(f(&a))) as f64 * 1000.0 / dt).round() / 10.0)
+        };
+        out.push(HostPoint {
+            time: clock.rfc3339(s.ts_ns),
+            mem_available_bytes: s.host.mem_available,
+            swap_free_bytes: s.host.swap_free,
+            swap_total_bytes: s.host.swap_total,
+            psi_some_pct: share(|p| p.some_total_us),
+            psi_full_pct: share(|p| p.full_total_us),
+        });
+        prev = Some(s);
+    }
+    out
+}
+
+fn hms(rfc: &str) -> &str {
+    rfc.get(11..19).unwrap_or(rfc)
+}
+
+impl Report {
+    /// Markdown, for an incident document.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "# memtrace report: {} ({})\n", self.host, self.kernel);
+        let _ = writeln!(
+            s,
+            "Recorded {} to {} UTC ({:.0} s).{}\n",
+            self.start
+                .replace('T', " ")
+                .get(..19)
+                .unwrap_or(&self.start),
+            hms(&self.end),
+            self.duration_s,
+            if self.throttle_probe {
+                ""
+            } else {
+                " **Throttle episodes were not measured on this kernel.**"
+            }
+        );
+        for d in &self.degraded {
+            let _ = writeln!(s, "- degraded: {d}");
+        }
+        if !self.degraded.is_empty() {
+            s.push('\n');
+        }
+        let _ = writeln!(s, "## Throttle incidents\n");
+        if self.incidents.is_empty() {
+            let _ = writeln!(s, "No memory.high throttling was recorded.\n");
+        } else {
+            let _ = writeln!(
+                s,
+                "| cgroup | start | end | duration | throttled | peak 1 s share | episodes | most throttled |"
+            );
+            let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+            for i in &self.incidents {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {:.0}% | {} | {} |",
+                    i.cgroup,
+                    hms(&i.start),
+                    hms(&i.end),
+                    fmt_ns(i.duration_ms * 1_000_000),
+                    fmt_ns(i.throttled_ms * 1_000_000),
+                    i.peak_share_pct,
+                    i.episodes,
+                    i.top_task.as_deref().unwrap_or("-")
+                );
+            }
+            s.push('\n');
+        }
+        if !self.cgroups.is_empty() {
+            let _ = writeln!(s, "## Cgroups by throttle time\n");
+            let _ = writeln!(
+                s,
+                "| cgroup | throttled | episodes | reclaim (task time) | penalty sleep (task time) | over memory.high |"
+            );
+            let _ = writeln!(s, "|---|---|---|---|---|---|");
+            for c in &self.cgroups {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} |",
+                    c.cgroup,
+                    fmt_ns(c.throttled_ms * 1_000_000),
+                    c.episodes,
+                    fmt_ns(c.reclaim_ms * 1_000_000),
+                    fmt_ns(c.sleep_ms * 1_000_000),
+                    c.over_high.join(", ")
+                );
+            }
+            s.push('\n');
+        }
+        if !self.tasks.is_empty() {
+            let _ = writeln!(s, "## Processes by throttle time\n");
+            let _ = writeln!(s, "| process | cgroup | throttled | episodes |");
+            let _ = writeln!(s, "|---|---|---|---|");
+            for t in &self.tasks {
+                let _ = writeln!(
+                    s,
+                    "| {}[{}] | {} | {} | {} |",
+                    t.comm,
+                    t.pid,
+                    t.cgroup,
+                    fmt_ns(t.throttled_ms * 1_000_000),
+                    t.episodes
+                );
+            }
+            s.push('\n');
+        }
+        if !self.evidence.is_empty() {
+            let _ = writeln!(s, "## Against the kernel's counters\n");
+            let _ = writeln!(
+                s,
+                "memtrace's throttled time (cgroup and below) next to memory.pressure and memory.events, between the cgroup's first and last sample.\n"
+            );
+            let _ = writeln!(
+                s,
+                "| cgroup | memtrace | PSI some | PSI full | difference | memory.events high | OOM kills |"
+            );
+            let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+            for e in &self.evidence {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    e.cgroup,
+                    fmt_ns(e.memtrace_ms * 1_000_000),
+                    fmt_ns(e.psi_some_ms * 1_000_000),
+                    fmt_ns(e.psi_full_ms * 1_000_000),
+                    e.diff_vs_some_pct
+                        .map_or("-".to_string(), |d| format!("{d:+.1}%")),
+                    e.memory_events_high,
+                    e.oom_kills
+                );
+            }
+            s.push('\n');
+        }
+        if !self.reclaim.is_empty() {
+            let _ = writeln!(s, "## Reclaim latency\n");
+            let _ = writeln!(s, "| cgroup | passes | reclaimed | p50 | p90 | p99 | max |");
+            let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+            for r in &self.reclaim {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} pages | {} | {} | {} | {} |",
+                    r.cgroup,
+                    r.passes,
+                    r.pages,
+                    fmt_ns(r.p50_us * 1_000),
+                    fmt_ns(r.p90_us * 1_000),
+                    fmt_ns(r.p99_us * 1_000),
+                    fmt_ns(r.max_us * 1_000)
+                );
+            }
+            s.push('\n');
+        }
+        let _ = writeln!(s, "## OOM kills and agent actions\n");
+        if self.oom_kills.is_empty() && self.actions.is_empty() {
+            let _ = writeln!(s, "None.\n");
+        }
+        for o in &self.oom_kills {
+            let _ = writeln!(
+                s,
+                "- {} OOM kill: {}[{}] in {}{}{}",
+                hms(&o.time),
+                o.comm,
+                o.pid,
+                o.cgroup,
+                o.rss_bytes
+                    .map(|b| format!(", rss {}", fmt_bytes(b)))
+                    .unwrap_or_default(),
+                o.oom_cgroup
+                    .as_ref()
+                    .map(|c| format!(", {c} ran out"))
+                    .unwrap_or_default()
+            );
+        }
+        for a in &self.actions {
+            let _ = writeln!(
+                s,
+                "- {} agent {}: {} {}",
+                hms(&a.time),
+                a.kind,
+                a.cgroup,
+                a.details
+            );
+        }
+        if !self.oom_kills.is_empty() || !self.actions.is_empty() {
+            s.push('\n');
+        }
+        if !self.host_series.is_empty() {
+            let _ = writeln!(s, "## Host memory over time\n");
+            let _ = writeln!(
+                s,
+                "| time | MemAvailable | swap free | PSI some | PSI full |"
+            );
+            let _ = writeln!(s, "|---|---|---|---|---|");
+            for h in &self.host_series {
+                let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}%"));
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} |",
+                    hms(&h.time),
+                    fmt_bytes(h.mem_available_bytes),
+                    if h.swap_total_bytes == 0 {
+                        "no swap".to_string()
+                    } else {
+                        fmt_bytes(h.swap_free_bytes)
+                    },
+                    pct(h.psi_some_pct),
+                    pct(h.psi_full_pct)
+                );
+            }
+            s.push('\n');
+        }
+        let _ = writeln!(s, "## Integrity\n");
+        let i = &self.integrity;
+        let _ = writeln!(s, "- {} chunks read", i.chunks);
+        let lost: u64 = i.lost_events.values().sum();
+        let _ = writeln!(
+            s,
+            "- {} events lost in the kernel{}",
+            lost,
+            if lost > 0 {
+                format!(
+                    " ({})",
+                    i.lost_events
+                        .iter()
+                        .map(|(k, v)| format!("{v} {k}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(s, "- {} damaged chunk(s) skipped", i.damaged.len());
+        for d in &i.damaged {
+            let _ = writeln!(
+                s,
+                "  - at byte {}: {} ({} bytes)",
+                d.offset, d.reason, d.len
+            );
+        }
+        if let Some(t) = i.torn_tail_at {
+            let _ = writeln!(
+                s,
+                "- the file ends in an incomplete chunk at byte {t} (the recorder was stopped mid-write)"
+            );
+        }
+        if i.unknown_records > 0 {
+            let _ = writeln!(
+                s,
+                "- {} records of kinds this memtrace does not know",
+                i.unknown_records
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroupfs::{CgroupMemory, HostMemory, MemEvents, Psi};
+    use crate::event::{Comm, Task, Throttle};
+    use crate::record::{CgroupSample, Header};
+
+    fn throttle(start_s: f64, end_s: f64, pid: u32) -> Record {
+        Record::Event(Event::Throttle(Throttle {
+            ts_ns: (end_s * 1e9) as u64,
+            start_ns: (start_s * 1e9) as u64,
+            task: Task {
+                pid,
+                tgid: pid,
+                comm: Comm::new("hog"),
+            },
+            memcg_id: 5,
+            over_high_id: 5,
+            reclaim_ns: 1_000_000,
+            reclaimed_pages: 0,
+            nr_pages: 64,
+        }))
+    }
+
+    fn sample(t_s: u64, some_ms: u64, high: u64) -> Record {
+        Record::Sample(Sample {
+            ts_ns: t_s * SEC,
+            host: HostMemory::default(),
+            cgroups: vec![CgroupSample {
+                id: 5,
+                mem: CgroupMemory {
+                    events: MemEvents {
+                        high,
+                        ..Default::default()
+                    },
+                    pressure: Some(Psi {
+                        some_total_us: some_ms * 1000,
+                        full_total_us: some_ms * 900,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                top: Vec::new(),
+            }],
+        })
+    }
+
+    #[test]
+    fn incidents_totals_and_evidence() {
+        let mut rec = Recording {
+            header: Header {
+                host: "box".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        rec.cgroups.insert(5, "/work".into());
+        rec.records = vec![
+            sample(10, 0, 0),
+            throttle(11.0, 12.0, 7),
+            throttle(11.5, 12.5, 8),
+            throttle(13.0, 14.0, 7),
+            // A separate incident, after a long gap.
+            throttle(30.0, 31.0, 7),
+            sample(40, 3_500, 9),
+        ];
+        let r = build(&rec);
+        assert_eq!(r.incidents.len(), 2);
+        let first = &r.incidents[0];
+        assert_eq!(first.cgroup, "/work");
+        assert_eq!(first.throttled_ms, 2_500);
+        assert_eq!(first.duration_ms, 3_000);
+        assert_eq!(first.episodes, 3);
+        assert_eq!(first.peak_share_pct, 100.0);
+        assert_eq!(r.cgroups[0].throttled_ms, 3_500);
+        assert_eq!(r.cgroups[0].episodes, 4);
+        assert_eq!(r.tasks[0].pid, 7);
+        let e = &r.evidence[0];
+        assert_eq!(
+            (e.memtrace_ms, e.psi_some_ms, e.memory_events_high),
+            (3_500, 3_500, 9)
+        );
+        assert_eq!(e.diff_vs_some_pct, Some(0.0));
+        let md = r.markdown();
+        assert!(md.contains("| /work | 00:00:11 | 00:00:14 |"), "{md}");
+        assert!(md.contains("Against the kernel's counters"), "{md}");
+    }
+
+    #[test]
+    fn an_empty_recording_reports_nothing_happened() {
+        let r = build(&Recording::default());
+        assert!(r.incidents.is_empty());
+        assert!(
+            r.markdown()
+                .contains("No memory.high throttling was recorded.")
+        );
+    }
+}
