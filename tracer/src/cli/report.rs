@@ -21,7 +21,7 @@ pub struct ReportArgs {
     pub markdown: bool,
 }
 
-fn open(file: &PathBuf) -> anyhow::Result<reader::Recording> {
+fn open(file: &std::path::Path) -> anyhow::Result<reader::Recording> {
     let rec = reader::read(file).with_context(|| format!("reading {}", file.display()))?;
     if !rec.damaged.is_empty() || rec.torn_tail.is_some() {
         eprintln!(
