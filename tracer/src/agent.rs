@@ -132,6 +132,8 @@ pub struct Agent {
     self_pid: u32,
     hostname: String,
     started_ns: u64,
+    /// Recent decisions and actions, for `memtrace top` (status file).
+    recent: std::collections::VecDeque<Value>,
 }
 
 /// Makes the agent hard to starve or kill: locked memory, the lowest OOM
@@ -233,6 +235,7 @@ impl Agent {
             self_pid,
             hostname,
             started_ns: mono_now_ns(),
+            recent: std::collections::VecDeque::new(),
         })
     }
 
@@ -451,8 +454,25 @@ impl Agent {
         }
     }
 
-    /// Puts a decision or an action into the flight recorder.
-    fn record_action(&mut self, kind: &str, cgroup: u64, ts_ns: u64, details: &Map<String, Value>) {
+    /// Puts a decision or an action into the flight recorder and the
+    /// status file's recent list.
+    fn record_action(
+        &mut self,
+        kind: &str,
+        cgroup: u64,
+        ts_ns: u64,
+        details: &Map<String, Value>,
+        text: &str,
+    ) {
+        if self.recent.len() == 50 {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(json!({
+            "time": self.clock.rfc3339(ts_ns),
+            "kind": kind,
+            "cgroup": self.registry.lookup(cgroup).map(|p| p.to_string()),
+            "text": text,
+        }));
         if let Some(w) = self.recorder.as_mut().and_then(FlightRecorder::writer) {
             let a = RecordedAction {
                 ts_ns,
@@ -516,7 +536,7 @@ impl Agent {
         );
         log::warn!("warning: {summary}");
         let d = self.finding_details(f);
-        self.record_action("warning", f.cgroup, f.at_ns, &d);
+        self.record_action("warning", f.cgroup, f.at_ns, &d, &summary);
         self.alert(
             AlertEvent::Warning,
             Some(f.path.clone()),
@@ -545,6 +565,7 @@ impl Agent {
             if f.estimate { " (estimate)" } else { "" }
         );
         let d = self.finding_details(f);
+        self.record_action("breach", f.cgroup, f.at_ns, &d, &summary);
         self.alert(
             AlertEvent::Breach,
             Some(f.path.clone()),
@@ -700,6 +721,7 @@ impl Agent {
                 "would kill {}[{}] in {} (dry run)",
                 v.info.comm, v.info.pid, f.path
             );
+            self.record_action("would-kill", f.cgroup, f.at_ns, &record, &summary);
             self.alert(
                 AlertEvent::Kill,
                 Some(f.path.clone()),
@@ -719,7 +741,14 @@ impl Agent {
         self.stats.breach_to_signal.record(breach_to_signal, 0);
         record.insert("breach_to_signal_ns".into(), json!(breach_to_signal));
         record.insert("memory_released".into(), json!(released));
-        self.record_action("kill", f.cgroup, signal_ns, &record);
+        let text = format!(
+            "killed {}[{}] (rss {}) in {}",
+            v.info.comm,
+            v.info.pid,
+            fmt_bytes(v.info.rss_bytes),
+            f.path
+        );
+        self.record_action("kill", f.cgroup, signal_ns, &record, &text);
         d.insert(
             "breach_to_signal_ms".into(),
             json!(breach_to_signal as f64 / 1e6),
@@ -824,18 +853,19 @@ impl Agent {
         }
         self.policy.killed(f.budget, f.cgroup, signal_ns);
         self.write_kill_log(&record);
-        self.record_action(
-            if dry { "would-kill" } else { "kill" },
-            f.cgroup,
-            signal_ns,
-            &record,
-        );
         let mut d = self.finding_details(f);
         d.insert("dry_run".into(), json!(dry));
         let summary = format!(
             "{} every process of {}",
             if dry { "would kill" } else { "killed" },
             f.path
+        );
+        self.record_action(
+            if dry { "would-kill" } else { "kill" },
+            f.cgroup,
+            signal_ns,
+            &record,
+            &summary,
         );
         self.alert(
             AlertEvent::Kill,
@@ -1122,6 +1152,7 @@ impl Agent {
             "dry_run": self.opts.dry_run || self.cfg.agent.dry_run,
             "kills": self.stats.kills.values().sum::<u64>(),
             "cgroups": cgroups,
+            "recent": self.recent,
         });
         let path = &self.opts.status_file;
         if let Some(dir) = path.parent() {

@@ -86,6 +86,11 @@ impl EventSource {
         }
     }
 
+    /// The next event already drained, without waiting.
+    pub fn try_next(&mut self) -> Option<Event> {
+        self.pending.pop_front()
+    }
+
     /// Moves every record in the ring buffer into the pending queue.
     pub fn drain(&mut self) {
         let ring = self.ring.get_mut();

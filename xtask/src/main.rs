@@ -5,6 +5,8 @@
 //! - `test`: the whole suite, as CI runs it.
 //! - `lint`: rustfmt and clippy, including the eBPF crate.
 //! - `vmtest`: the scenarios in qemu VMs on Debian's 6.1, 6.12, 7.2 kernels.
+//! - `bench`: the benchmarks behind docs/benchmarks.md.
+//! - `fuzz`: the cargo-fuzz targets, longer than CI runs them.
 
 mod cmd;
 mod setup;
@@ -36,6 +38,16 @@ enum Task {
     Lint,
     /// Boot Debian kernels in qemu and run the scenarios inside (root).
     Vmtest(vm::VmtestArgs),
+    /// Benchmarks: recording size and speed, frame build and draw with
+    /// 1,000 cgroups, top's idle CPU, probe cost (root). Results go to
+    /// target/bench.md; docs/benchmarks.md says how to read them.
+    Bench,
+    /// Run the fuzz targets for a while (nightly, cargo-fuzz).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+    },
 }
 
 fn main() {
@@ -46,11 +58,37 @@ fn main() {
         Task::Test(a) => test::run(&a),
         Task::Lint => test::lint(),
         Task::Vmtest(a) => vm::run(&a),
+        Task::Bench => bench(),
+        Task::Fuzz { seconds } => {
+            test::fuzz(&[("read_recording", seconds), ("parse_config", seconds)])
+        }
     };
     if let Err(e) = result {
         eprintln!("\nxtask: FAILED: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn bench() -> anyhow::Result<()> {
+    setup::run()?;
+    cmd::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "memtrace",
+        "-p",
+        "memtrace-tests",
+        "--bins",
+    ])?;
+    let out = cmd::workspace_root().join("target/bench.md");
+    let bin = cmd::workspace_root().join("target/release/bench");
+    cmd::run(
+        std::process::Command::new(&bin)
+            .arg(&out)
+            .current_dir(cmd::workspace_root()),
+    )?;
+    eprintln!("\nresults written to {}", out.display());
+    Ok(())
 }
 
 fn run_memtrace(args: &[String]) -> anyhow::Result<()> {

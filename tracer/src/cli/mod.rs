@@ -5,6 +5,7 @@ mod check;
 mod events;
 mod record;
 mod report;
+mod top;
 
 use clap::{Parser, Subcommand};
 
@@ -113,6 +114,27 @@ jsonl     one JSON object per record\n  \
 csv       events, or the per-second samples with --samples\n\n\
 Example: memtrace export incident.mtr --format perfetto -o incident.json")]
     Export(report::ExportArgs),
+    /// The live incident screen: which cgroup is throttled, by how much,
+    /// who the hog is, whether it is getting worse.
+    #[command(
+        long_about = "A live view of every memory cgroup with activity or limits: the \
+share of the last 1 s and 10 s it spent in the memory.high throttle, episodes/s, memory.current \
+against memory.high and memory.max, reclaim latency, PSI full, OOM kills and the agent's budget \
+state; the selected cgroup's throttle chart, processes and events; and a log of kills, OOM \
+kills and budget warnings.\n\n\
+Keys: arrows or j/k move, Enter opens a cgroup, s sorts, / filters, t shows the tree, p pauses, \
+k kills the selected process (asks first), ? helps, q quits.\n\n\
+Needs root (or CAP_BPF and CAP_PERFMON). NO_COLOR turns colours off."
+    )]
+    Top(top::TopArgs),
+    /// Play a recording through the same screens as `top`.
+    #[command(
+        long_about = "Plays a recording on the `top` screens, with its recorded time in \
+the header. Keys: p or space pause, , and . step a second, left and right seek 10 s, - and + \
+change the speed, and the keys of `top`.\n\n\
+Example: memtrace replay incident.mtr --speed 4"
+    )]
+    Replay(top::ReplayArgs),
 }
 
 /// Logging to stderr; the daemon tells what it does (info), the commands
@@ -136,6 +158,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Record(a) => record::run(a),
         Command::Report(a) => report::report(a),
         Command::Export(a) => report::export(a),
+        Command::Top(a) => top::top(a),
+        Command::Replay(a) => top::replay(a),
     }
 }
 

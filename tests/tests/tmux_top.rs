@@ -1,0 +1,226 @@
+//! `memtrace top` and `memtrace replay` in a real terminal (tmux): what an
+//! operator sees, and the keys. Root only.
+#![cfg(feature = "root-tests")]
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use memtrace_tests::cgroup::TestCgroup;
+use memtrace_tests::run::{in_cgroup, workspace_bin};
+
+/// A tmux server of our own, killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(name: &str, width: u16, height: u16, command: &str) -> Self {
+        let socket = format!("memtrace-{name}-{}", std::process::id());
+        let t = Self { socket };
+        // The shell line ends with a marker so the test sees the program exit.
+        let status = t
+            .cmd()
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                "main",
+                "-x",
+                &width.to_string(),
+                "-y",
+                &height.to_string(),
+            ])
+            .arg(format!("{command}; echo MEMTRACE-EXITED $?; sleep 600"))
+            .env("TERM", "xterm-256color")
+            .status()
+            .expect("tmux runs");
+        assert!(status.success(), "tmux new-session failed");
+        t
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", "main"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let status = self
+            .cmd()
+            .args(["send-keys", "-t", "main"])
+            .args(keys)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits until the screen satisfies `pred`; panics with the screen.
+    fn wait(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + timeout;
+        loop {
+            let s = self.screen();
+            if pred(&s) {
+                return s;
+            }
+            if Instant::now() > end {
+                panic!("timed out waiting for {what}; the screen:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").stderr(Stdio::null()).status();
+    }
+}
+
+/// The row of a cgroup on screen.
+fn row<'a>(screen: &'a str, path: &str) -> Option<&'a str> {
+    screen.lines().find(|l| l.contains(path))
+}
+
+#[test]
+fn top_shows_a_squeezed_cgroup_with_reclaim_and_the_oom_kill_and_keys_work() {
+    let name = format!("memtrace-top-{}", std::process::id());
+    let cg = TestCgroup::create(&name).unwrap();
+    cg.set_max(64 << 20).unwrap();
+    let top = format!(
+        "{} top --interval 500ms",
+        workspace_bin("memtrace").display()
+    );
+    let t = Tmux::start("top", 100, 30, &top);
+    t.wait("the header", Duration::from_secs(60), |s| {
+        s.contains(" LIVE ") && s.contains("cgroups")
+    });
+
+    let out = in_cgroup(&workspace_bin("hog"), &cg.procs_file())
+        .args(["--mb", "200", "--step-mb", "8"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = out.id();
+    assert!(!out.wait_with_output().unwrap().status.success());
+
+    let screen = t.wait(
+        "the cgroup's row and the OOM kill",
+        Duration::from_secs(20),
+        |s| row(s, &cg.path).is_some() && s.contains(&format!("OOM-killed hog[{pid}]")),
+    );
+    let r = row(&screen, &cg.path).unwrap();
+    // Reclaim latency columns carry numbers, the OOM count is 1, memory
+    // shows the 64 MiB limit.
+    assert!(
+        r.contains("µs") || r.contains("ms"),
+        "no reclaim latency in {r}"
+    );
+    assert!(r.contains("/64M"), "no limit in {r}");
+    let cols: Vec<&str> = r.split_whitespace().collect();
+    assert!(cols.contains(&"1"), "no OOM count in {r}");
+    if !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        assert!(
+            screen.contains("DEGRADED"),
+            "a degraded kernel gets the banner:\n{screen}"
+        );
+    }
+
+    t.keys(&["s"]);
+    t.wait("the sort to change", Duration::from_secs(5), |s| {
+        s.contains("sort: throttled 1s")
+    });
+    t.keys(&["/"]);
+    t.keys(&["-l", &name]);
+    t.keys(&["Enter"]);
+    let s = t.wait("the filter", Duration::from_secs(5), |s| {
+        s.contains(&format!("filter: {name}"))
+    });
+    assert!(row(&s, &cg.path).is_some(), "{s}");
+    assert!(s.contains("cgroups 1/"), "only the matching row: {s}");
+    t.keys(&["Escape", "/"]);
+    t.keys(&["-l", "no-such-cgroup"]);
+    t.keys(&["Enter"]);
+    t.wait("an empty filter result", Duration::from_secs(5), |s| {
+        s.contains("no cgroup matches the filter")
+    });
+    t.keys(&["?"]);
+    t.wait("the help", Duration::from_secs(5), |s| {
+        s.contains(" help ") && s.contains("tree view")
+    });
+    t.keys(&["x", "q"]);
+    t.wait("top to quit", Duration::from_secs(10), |s| {
+        s.contains("MEMTRACE-EXITED 0")
+    });
+}
+
+fn vm_recording() -> PathBuf {
+    // The VM matrix leaves a fresh one; a plain run uses the committed
+    // recording of the same scenario.
+    std::env::var_os("MEMTRACE_VM_RECORDING")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/fuzz/seeds/read_recording/livelock.mtr"
+            ))
+        })
+}
+
+#[test]
+fn replay_of_the_vm_livelock_shows_the_throttled_cgroup_and_the_hog() {
+    let file = vm_recording();
+    let replay = format!(
+        "{} replay {} --speed 4 --interval 300ms",
+        workspace_bin("memtrace").display(),
+        file.display()
+    );
+    let t = Tmux::start("replay", 100, 30, &replay);
+    let s = t.wait("the throttled cgroup", Duration::from_secs(30), |s| {
+        row(s, "/recorded").is_some_and(|r| {
+            r.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.trim_end_matches('%').parse::<u32>().ok())
+                .is_some_and(|p| p >= 30)
+        })
+    });
+    assert!(
+        s.contains(" REPLAY ") && s.contains("recording livelock.mtr"),
+        "{s}"
+    );
+    t.keys(&["p"]);
+    t.wait("pause", Duration::from_secs(5), |s| s.contains("PAUSED"));
+    t.keys(&["Enter"]);
+    let s = t.wait("the task list", Duration::from_secs(5), |s| {
+        s.contains("COMM") && s.contains("hog")
+    });
+    assert!(s.contains("throttled share per second"), "{s}");
+    // Seek back and forth, then quit.
+    t.keys(&["Left", "Right", "."]);
+    t.keys(&["q"]);
+    t.wait("replay to quit", Duration::from_secs(10), |s| {
+        s.contains("MEMTRACE-EXITED 0")
+    });
+}
+
+#[test]
+fn replay_of_garbage_is_a_clear_error() {
+    let bad = std::env::temp_dir().join(format!("memtrace-garbage-{}.mtr", std::process::id()));
+    std::fs::write(&bad, b"not a recording at all").unwrap();
+    let out = Command::new(workspace_bin("memtrace"))
+        .args(["replay", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a memtrace recording"));
+    let _ = std::fs::remove_file(&bad);
+}

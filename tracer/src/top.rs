@@ -1,0 +1,184 @@
+//! `memtrace top`'s live data: the pipeline (probes → ring buffer → model)
+//! pumped from the terminal loop's thread, a sample of the cgroups every
+//! refresh, and the agent's state from its status file.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use memtrace_ui::{Command, Snapshot, SnapshotSource, Source};
+
+use crate::clock::{Clock, mono_now_ns};
+use crate::filter::CgroupFilter;
+use crate::kill::Prepared;
+use crate::model::Model;
+use crate::probes::{LoadOptions, Probe, Tracer};
+use crate::procs::read_process;
+use crate::record::Sample;
+use crate::record::sampler::Sampler;
+use crate::registry::CgroupRegistry;
+use crate::stream::EventSource;
+use crate::victim::{Rules, protected};
+use crate::view::{Identity, View, read_agent_status};
+
+pub struct LiveSource {
+    // Owns the reactor the ring buffer's fd is registered with.
+    _rt: tokio::runtime::Runtime,
+    _tracer: Tracer,
+    source: EventSource,
+    registry: CgroupRegistry,
+    model: Model,
+    sampler: Sampler,
+    sample: Option<Sample>,
+    view: View,
+    identity: Identity,
+    clock: Clock,
+    last_sample: Option<Instant>,
+    last_lost: Instant,
+    status_file: PathBuf,
+    page_size: u64,
+}
+
+impl LiveSource {
+    pub fn new(status_file: PathBuf) -> anyhow::Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let mut tracer = Tracer::load(&LoadOptions::from_env()?)?;
+        let source = {
+            let _guard = rt.enter();
+            EventSource::new(&mut tracer)?
+        };
+        let caps = &tracer.caps;
+        let hierarchy = caps.kernel.cgroups.memory.clone();
+        let probe_mode = match caps.probe(Probe::Throttle).and_then(|p| p.attached) {
+            Some(m) => m.as_str().to_string(),
+            None => "UNAVAILABLE".to_string(),
+        };
+        let degraded = banner(caps);
+        let identity = Identity {
+            host: caps.kernel.hostname.clone(),
+            kernel: caps.kernel.release.clone(),
+            probe_mode,
+            degraded,
+        };
+        let page_size = caps.kernel.page_size;
+        Ok(Self {
+            _rt: rt,
+            registry: CgroupRegistry::new(hierarchy.as_ref()),
+            sampler: Sampler::new(
+                CgroupFilter::default(),
+                hierarchy.map(|h| h.version),
+                page_size,
+            ),
+            _tracer: tracer,
+            source,
+            model: Model::new(std::process::id(), 15 * 60 * 1_000_000_000),
+            sample: None,
+            view: View::default(),
+            identity,
+            clock: Clock::now(),
+            last_sample: None,
+            last_lost: Instant::now(),
+            status_file,
+            page_size,
+        })
+    }
+
+    fn kill(&self, pid: u32) -> Result<String, String> {
+        let p = read_process(pid, self.page_size).ok_or_else(|| format!("{pid} is gone"))?;
+        let rules = Rules {
+            self_pid: std::process::id(),
+            protect: &[],
+            avoid: &[],
+            prefer: &[],
+        };
+        if let Some(why) = protected(&p, &rules) {
+            return Err(format!("refused to kill {}[{pid}]: {why}", p.comm));
+        }
+        let v = Prepared::new(p).map_err(|e| format!("kill {pid}: {e}"))?;
+        v.signal(libc::SIGKILL)
+            .map_err(|e| format!("kill {}[{pid}]: {e}", v.info.comm))?;
+        Ok(format!("killed {}[{pid}] (SIGKILL)", v.info.comm))
+    }
+}
+
+/// One short line on what the screen cannot show here, if anything: the
+/// long explanations are `memtrace check`'s job.
+fn banner(caps: &crate::probes::Capabilities) -> Vec<String> {
+    let mut parts = Vec::new();
+    if !caps.throttle_measured() {
+        parts
+            .push("throttle probe unavailable: memory.high throttling is not measured".to_string());
+    }
+    if caps.kernel.cgroups.memory.as_ref().map(|m| m.version)
+        == Some(crate::kernel::CgroupVersion::V1)
+    {
+        parts.push("memory controller on cgroup v1 (no memory.high)".to_string());
+    }
+    if parts.is_empty() {
+        return Vec::new();
+    }
+    vec![format!("{}; see memtrace check", parts.join("; "))]
+}
+
+impl SnapshotSource for LiveSource {
+    fn pump(&mut self) {
+        self.source.drain();
+        if self.last_lost.elapsed() >= Duration::from_secs(1) {
+            self.source.poll_lost();
+            self.last_lost = Instant::now();
+        }
+        while let Some(mut e) = self.source.try_next() {
+            if let crate::event::Event::OomKill(o) = &mut e
+                && o.victim_memcg_id == 0
+                && let Some((id, _)) = self.registry.cgroup_of_pid(o.victim.tgid.max(o.victim.pid))
+            {
+                o.victim_memcg_id = id;
+            }
+            self.model.apply(&e, &mut self.registry);
+            self.view.event(&e, &mut self.registry, &self.clock);
+        }
+    }
+
+    fn snapshot(&mut self, detail: Option<u64>) -> Snapshot {
+        self.pump();
+        let now = mono_now_ns();
+        if self
+            .last_sample
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(900))
+        {
+            let active: Vec<u64> = self
+                .model
+                .cgroups
+                .values()
+                .filter(|s| now.saturating_sub(s.last_activity_ns) < 10_000_000_000)
+                .map(|s| s.id)
+                .collect();
+            self.sample = Some(self.sampler.sample(now, &mut self.registry, &active));
+            self.last_sample = Some(Instant::now());
+            self.model.gc(now);
+            read_agent_status(&self.status_file, &mut self.view);
+        }
+        self.view.build(
+            &self.model,
+            self.sample.as_ref(),
+            &self.registry,
+            &self.identity,
+            Source::Live,
+            &self.clock,
+            now,
+            detail,
+        )
+    }
+
+    fn command(&mut self, c: &Command) -> Result<String, String> {
+        match c {
+            Command::Kill { pid, .. } => self.kill(*pid),
+            Command::Pause(true) => {
+                Ok("paused: the picture is frozen, collection goes on (p resumes)".into())
+            }
+            Command::Pause(false) => Ok(String::new()),
+            _ => Ok(String::new()),
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The key screens, drawn from fixed snapshots into ratatui's TestBackend
+//! and compared with the reviewed pictures in tests/snapshots/.
+
+use memtrace_ui::app::{App, Mode};
+use memtrace_ui::canvas::{Theme, draw};
+use memtrace_ui::snapshot::{CgroupRow, LogKind, LogLine, Snapshot, Source, TaskRow};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyEventState, KeyModifiers};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+fn screen(app: &mut App, snap: &Snapshot, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| draw(f, app, snap, Theme { color: false }))
+        .unwrap();
+    let buf = t.backend().buffer().clone();
+    let mut out = String::new();
+    for y in 0..h {
+        let mut line = String::new();
+        for x in 0..w {
+            line.push_str(buf[(x, y)].symbol());
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn key(app: &mut App, snap: &Snapshot, c: KeyCode) {
+    let k = KeyEvent {
+        code: c,
+        modifiers: KeyModifiers::NONE,
+        kind: KeyEventKind::Press,
+        state: KeyEventState::NONE,
+    };
+    let _ = app.key(k, snap);
+}
+
+fn base() -> Snapshot {
+    Snapshot {
+        source: Source::Live,
+        host: "devvm".into(),
+        kernel: "6.12.107".into(),
+        probe_mode: "fentry".into(),
+        time: "15:42:07".into(),
+        events_per_s: 37.0,
+        lost_events: 0,
+        mem_total: 23 * GIB,
+        mem_available: 9 * GIB,
+        swap_total: 0,
+        swap_free: 0,
+        psi_some_avg10: Some(41.2),
+        psi_full_avg10: Some(38.9),
+        ..Default::default()
+    }
+}
+
+fn livelock() -> Snapshot {
+    let mut s = base();
+    s.cgroups = vec![
+        CgroupRow {
+            id: 10,
+            path: "/system.slice/t3-serve@wizard.service".into(),
+            throttled_1s: 0.82,
+            throttled_10s: 0.78,
+            episodes_per_s: 3.1,
+            current: Some(12 * GIB + 300 * MIB),
+            high: Some(12 * GIB),
+            max: Some(16 * GIB),
+            reclaim_p50_us: Some(140),
+            reclaim_p99_us: Some(5_600),
+            psi_full_avg10: Some(79.5),
+            oom_kills: 0,
+            agent: Some("breach".into()),
+            history: (0..120)
+                .map(|i| {
+                    if i < 40 {
+                        0.0
+                    } else {
+                        0.7 + (i % 7) as f32 * 0.04
+                    }
+                })
+                .collect(),
+            tasks: vec![
+                TaskRow {
+                    pid: 4242,
+                    comm: "ugrep".into(),
+                    rss: Some(12 * GIB),
+                    throttled_ns: 7_100_000_000,
+                    episodes: 14,
+                    state: "throttled".into(),
+                },
+                TaskRow {
+                    pid: 811,
+                    comm: "t3".into(),
+                    rss: Some(210 * MIB),
+                    throttled_ns: 6_400_000_000,
+                    episodes: 31,
+                    state: "running".into(),
+                },
+                TaskRow {
+                    pid: 990,
+                    comm: "node".into(),
+                    rss: Some(95 * MIB),
+                    throttled_ns: 0,
+                    episodes: 0,
+                    state: "running".into(),
+                },
+            ],
+            recent: vec![LogLine {
+                time: "15:42:06".into(),
+                kind: LogKind::Breach,
+                text: "throttled 7.8s of 10s, budget work 30%".into(),
+            }],
+        },
+        CgroupRow {
+            id: 11,
+            path: "/user.slice/user-1000.slice".into(),
+            throttled_1s: 0.0,
+            throttled_10s: 0.04,
+            episodes_per_s: 0.2,
+            current: Some(3 * GIB),
+            high: Some(12 * GIB),
+            max: Some(16 * GIB),
+            reclaim_p99_us: Some(800),
+            reclaim_p50_us: Some(90),
+            psi_full_avg10: Some(1.0),
+            agent: Some("ok".into()),
+            ..Default::default()
+        },
+        CgroupRow {
+            id: 12,
+            path: "/docker.slice".into(),
+            current: Some(700 * MIB),
+            max: Some(8 * GIB),
+            psi_full_avg10: Some(0.0),
+            oom_kills: 2,
+            ..Default::default()
+        },
+    ];
+    s.log = vec![
+        LogLine {
+            time: "15:41:58".into(),
+            kind: LogKind::Warning,
+            text: "/system.slice/t3-serve@wizard.service throttled 1.6s of 10s (50% of budget)"
+                .into(),
+        },
+        LogLine {
+            time: "15:42:01".into(),
+            kind: LogKind::Oom,
+            text: "the kernel OOM-killed chrome[3003] in /docker.slice".into(),
+        },
+        LogLine {
+            time: "15:42:06".into(),
+            kind: LogKind::Breach,
+            text: "/system.slice/t3-serve@wizard.service throttled 3.0s of 10s: budget work".into(),
+        },
+        LogLine {
+            time: "15:42:06".into(),
+            kind: LogKind::Kill,
+            text: "ugrep[4242] rss 12.0GiB in /system.slice/t3-serve@wizard.service".into(),
+        },
+    ];
+    s
+}
+
+fn degraded() -> Snapshot {
+    let mut s = base();
+    s.kernel = "6.18.44".into();
+    s.probe_mode = "UNAVAILABLE".into();
+    s.psi_some_avg10 = Some(0.2);
+    s.psi_full_avg10 = Some(0.0);
+    s.mem_available = 22 * GIB;
+    s.degraded = vec!["throttle episodes not measured: the kernel refused tracing programs and has no kprobes (see memtrace check)".into()];
+    s.cgroups = vec![CgroupRow {
+        id: 3,
+        path: "/memtrace-test".into(),
+        current: Some(63 * MIB),
+        max: Some(64 * MIB),
+        reclaim_p50_us: Some(45),
+        reclaim_p99_us: Some(219),
+        oom_kills: 1,
+        ..Default::default()
+    }];
+    s.log = vec![LogLine {
+        time: "20:50:20".into(),
+        kind: LogKind::Oom,
+        text: "the kernel OOM-killed hog[12368] in /memtrace-test".into(),
+    }];
+    s
+}
+
+#[test]
+fn empty_system() {
+    let mut app = App::new(Mode::Live);
+    insta::assert_snapshot!("empty_80x24", screen(&mut app, &base(), 80, 24));
+}
+
+#[test]
+fn degraded_banner() {
+    let mut app = App::new(Mode::Live);
+    insta::assert_snapshot!("degraded_80x24", screen(&mut app, &degraded(), 80, 24));
+}
+
+#[test]
+fn livelock_table_and_log() {
+    let mut app = App::new(Mode::Live);
+    let s = livelock();
+    insta::assert_snapshot!("livelock_80x24", screen(&mut app, &s, 80, 24));
+    insta::assert_snapshot!("livelock_160x40", screen(&mut app, &s, 160, 40));
+}
+
+#[test]
+fn detail_with_chart_and_tasks_and_kill_confirmation() {
+    let mut app = App::new(Mode::Live);
+    let s = livelock();
+    key(&mut app, &s, KeyCode::Enter);
+    insta::assert_snapshot!("detail_100x30", screen(&mut app, &s, 100, 30));
+    key(&mut app, &s, KeyCode::Char('k'));
+    insta::assert_snapshot!("kill_confirm_100x30", screen(&mut app, &s, 100, 30));
+}
+
+#[test]
+fn help_filter_and_tree() {
+    let mut app = App::new(Mode::Live);
+    let s = livelock();
+    key(&mut app, &s, KeyCode::Char('?'));
+    insta::assert_snapshot!("help_80x24", screen(&mut app, &s, 80, 24));
+    key(&mut app, &s, KeyCode::Char('x'));
+    key(&mut app, &s, KeyCode::Char('/'));
+    for c in "slice".chars() {
+        key(&mut app, &s, KeyCode::Char(c));
+    }
+    insta::assert_snapshot!("filter_typing_80x24", screen(&mut app, &s, 80, 24));
+    key(&mut app, &s, KeyCode::Enter);
+    key(&mut app, &s, KeyCode::Char('t'));
+    insta::assert_snapshot!("filter_tree_80x24", screen(&mut app, &s, 80, 24));
+}
+
+#[test]
+fn replay_header() {
+    let mut app = App::new(Mode::Replay);
+    let mut s = livelock();
+    s.source = Source::Replay {
+        file: "livelock.mtr".into(),
+        at: "20:55:58".into(),
+        position: 0.42,
+        speed: 1.0,
+        paused: true,
+    };
+    insta::assert_snapshot!("replay_80x24", screen(&mut app, &s, 80, 24));
+}
+
+#[test]
+fn a_thousand_cgroups_in_a_small_and_a_large_terminal() {
+    let mut s = livelock();
+    s.cgroups = (0..1000)
+        .map(|i| CgroupRow {
+            id: 100 + i,
+            path: format!("/kubepods.slice/pod-{i:04}/container"),
+            throttled_10s: (i % 17) as f64 / 20.0,
+            current: Some((i % 50 + 1) * 40 * MIB),
+            high: Some(2 * GIB),
+            max: Some(4 * GIB),
+            ..Default::default()
+        })
+        .collect();
+    let mut app = App::new(Mode::Live);
+    // Draws without panicking at the smallest sane size and a large one;
+    // the selection scrolls into view.
+    for _ in 0..30 {
+        key(&mut app, &s, KeyCode::Down);
+    }
+    let small = screen(&mut app, &s, 80, 24);
+    assert!(small.contains("cgroups 1000/1000"), "{small}");
+    let big = screen(&mut app, &s, 240, 70);
+    assert!(
+        big.contains("RCLp50"),
+        "all columns fit in a wide terminal: {big}"
+    );
+    let tiny = screen(&mut app, &s, 40, 10);
+    assert!(tiny.lines().count() == 10);
+}
