@@ -57,6 +57,8 @@ fn alerts_reach_every_sink_and_metrics_count_them() {
     let dump = std::env::temp_dir().join(format!("memtrace-exec-{}", std::process::id()));
     let _ = std::fs::remove_file(&dump);
     let port = free_port();
+    let flight = std::env::temp_dir().join(format!("memtrace-flight-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&flight);
     let config = std::env::temp_dir().join(format!("memtrace-agent-{}.toml", std::process::id()));
     std::fs::write(
         &config,
@@ -64,10 +66,16 @@ fn alerts_reach_every_sink_and_metrics_count_them() {
             r#"
 [agent]
 metrics_listen = "127.0.0.1:{port}"
+record_dir = "{flight}"
+record_max_size = "8MiB"
+# Not `host`: the squeeze can raise this machine's own memory PSI enough
+# for a leading-edge alert, which would make the counts below depend on
+# the machine.
 [[alert]]
 kind = "webhook"
 url = "{hook}"
 token = "t0ken"
+on = ["warning", "breach", "kill", "oom-kill", "brake"]
 [[alert]]
 kind = "discord"
 url_env = "TEST_DISCORD_URL"
@@ -84,6 +92,7 @@ on = ["oom-kill"]
             slack = sink.url("/slack"),
             envdump = workspace_bin("env-dump").display(),
             dump = dump.display(),
+            flight = flight.display(),
         ),
     )
     .unwrap();
@@ -222,7 +231,35 @@ on = ["oom-kill"]
             "the rules use {name}, which the agent does not export"
         );
     }
+    // The flight recorder has the OOM kills on disk, readable.
     drop(agent);
+    let files: Vec<_> = std::fs::read_dir(&flight)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        !files.is_empty(),
+        "no flight recording in {}",
+        flight.display()
+    );
+    let ooms: usize = files
+        .iter()
+        .map(|f| memtrace::record::reader::read(f).unwrap())
+        .map(|r| {
+            r.records
+                .iter()
+                .filter(|x| {
+                    matches!(
+                        x,
+                        memtrace::record::Record::Event(memtrace::event::Event::OomKill(_))
+                    )
+                })
+                .count()
+        })
+        .sum();
+    assert_eq!(ooms, 2, "the flight recorder should hold both OOM kills");
+    let _ = std::fs::remove_dir_all(&flight);
     let _ = std::fs::remove_file(&config);
     let _ = std::fs::remove_file(&dump);
 }

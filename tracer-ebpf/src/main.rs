@@ -80,9 +80,14 @@ static OOM_MEMCG: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
 #[map]
 static BRAKE_RULES: HashMap<u64, BrakeRule> = HashMap::with_max_entries(256, 0);
 
-/// Kernel-side accounting of each brake rule.
+/// Kernel-side accounting of each brake rule, created only for a cgroup
+/// with a rule. User space deletes an entry with its rule. Not LRU: an LRU
+/// map this small evicts live entries before it is full (per-CPU free
+/// lists), which would restart a window and delay the brake. Four times
+/// the rules leaves room for an entry recreated while its rule was
+/// being deleted.
 #[map]
-static BRAKE_STATE: HashMap<u64, BrakeState> = HashMap::with_max_entries(256, 0);
+static BRAKE_STATE: HashMap<u64, BrakeState> = HashMap::with_max_entries(1024, 0);
 
 /// The agent's heartbeat: its last monotonic timestamp.
 #[map]
@@ -345,7 +350,19 @@ fn brake_check<C: EbpfContext>(ctx: &C, rule_id: u64, now: u64, who: &TaskId) {
     let Some(state) = BRAKE_STATE.get_ptr_mut(rule_id) else {
         return;
     };
-    let (throttled, fired) = unsafe { ((*state).throttled_ns, (*state).fired_ns) };
+    let (start, throttled, fired) = unsafe {
+        (
+            (*state).window_start_ns,
+            (*state).throttled_ns,
+            (*state).fired_ns,
+        )
+    };
+    // A window that has ended counts nothing: only recent throttling fires.
+    let throttled = if now.saturating_sub(start) > rule.window_ns {
+        0
+    } else {
+        throttled
+    };
     if throttled < rule.limit_ns || (fired != 0 && now.saturating_sub(fired) < BRAKE_REFIRE_NS) {
         return;
     }

@@ -48,7 +48,7 @@ use crate::procs::subtree_processes;
 use crate::record::flight::FlightRecorder;
 use crate::record::sampler::Sampler;
 use crate::record::{Action as RecordedAction, Header};
-use crate::registry::CgroupRegistry;
+use crate::registry::{CgroupRegistry, ancestors};
 use crate::stream::EventSource;
 use crate::victim::{self, Rank, Rules};
 
@@ -86,9 +86,23 @@ pub fn load_config(path: Option<&PathBuf>) -> Result<AgentConfig, ConfigError> {
 }
 
 /// A killed process's exit, reported by its waiter task.
-struct ExitReport {
+/// What a retried breach finds: see `Agent::livelock`.
+enum Livelock {
+    GoesOn,
+    Unsure,
+    Over,
+}
+
+/// A kill whose victim has not been seen to exit yet: its kill-log line
+/// waits for the exit time.
+struct PendingKill {
     record: Map<String, Value>,
     signal_ns: u64,
+}
+
+/// From the task watching a victim's pidfd.
+struct ExitReport {
+    id: u64,
     exit_ns: Option<u64>,
 }
 
@@ -124,6 +138,8 @@ pub struct Agent {
     sampler: Sampler,
     recorder: Option<FlightRecorder>,
     prepared: HashMap<(usize, u64), Prepared>,
+    pending_kills: HashMap<u64, PendingKill>,
+    next_kill_id: u64,
     exits_tx: mpsc::UnboundedSender<ExitReport>,
     exits_rx: mpsc::UnboundedReceiver<ExitReport>,
     kill_log: Option<std::fs::File>,
@@ -227,6 +243,8 @@ impl Agent {
             sampler,
             recorder,
             prepared: HashMap::new(),
+            pending_kills: HashMap::new(),
+            next_kill_id: 0,
             exits_tx,
             exits_rx,
             kill_log,
@@ -237,6 +255,13 @@ impl Agent {
             started_ns: mono_now_ns(),
             recent: std::collections::VecDeque::new(),
         })
+    }
+
+    /// Reading a process's cmdline takes its mmap lock, which a process
+    /// stuck in reclaim can hold for long: read it only when a rule
+    /// matches on it.
+    fn wants_cmdline(&self, budget: &BudgetConfig) -> bool {
+        !(budget.avoid.is_empty() && budget.prefer.is_empty() && self.cfg.agent.protect.is_empty())
     }
 
     fn dry(&self, budget: &BudgetConfig) -> bool {
@@ -287,21 +312,35 @@ impl Agent {
         );
 
         loop {
-            let deadline = self.policy.next_deadline(&self.model, mono_now_ns());
+            // Without the throttle probe the model has no episodes, and
+            // estimated breaches are re-checked with each sample.
+            let deadline = if self.tracer.caps.throttle_measured() {
+                self.policy.next_deadline(&self.model, mono_now_ns())
+            } else {
+                None
+            };
             tokio::select! {
-                biased;
+                // Not biased: a burst of events must not starve the
+                // heartbeat, the timers or the signals.
                 e = source.next() => self.on_event(e),
                 _ = sleep_until_mono(deadline) => {
                     let now = mono_now_ns();
-                    let ids: Vec<u64> = self.model.cgroups.values()
+                    let mut ids: Vec<u64> = self.model.cgroups.values()
                         .filter(|s| s.throttle.in_progress() > 0).map(|s| s.id).collect();
+                    ids.extend(self.policy.due_retries(now));
+                    ids.sort_unstable();
+                    ids.dedup();
                     let decisions = self.policy.evaluate(&self.model, &ids, now);
+                    self.policy.expire_retries(now);
                     self.decide(decisions);
                 }
                 _ = beat.tick() => {
                     if let Some(b) = &mut self.brake {
                         b.beat(mono_now_ns());
                     }
+                    // The flight recorder writes at least once a second;
+                    // checking four times a second keeps it from slipping.
+                    self.tick_recorder();
                 }
                 _ = tick.tick() => self.tick(mono_now_ns()),
                 Some(line) = psi_rx.recv() => self.on_psi(line),
@@ -312,6 +351,7 @@ impl Agent {
             }
         }
         log::info!("memtrace agent stopping");
+        self.finish_kill_log().await;
         if let Some(rec) = self.recorder.take()
             && let Err(e) = rec.close()
         {
@@ -352,7 +392,10 @@ impl Agent {
         let touched = self.model.apply(&e, &mut self.registry);
         if let Some(w) = self.recorder.as_mut().and_then(FlightRecorder::writer) {
             let reg = &mut self.registry;
-            w.event(&e, &mut |id| reg.path(id));
+            if let Err(err) = w.event(&e, &mut |id| reg.path(id)) {
+                log::error!("flight recorder stopped: {err}");
+                self.recorder = None;
+            }
         }
         match &e {
             Event::OomKill(o) => {
@@ -481,7 +524,10 @@ impl Agent {
                 details: Value::Object(details.clone()).to_string(),
             };
             let reg = &mut self.registry;
-            w.action(&a, &mut |id| reg.path(id));
+            if let Err(e) = w.action(&a, &mut |id| reg.path(id)) {
+                log::error!("flight recorder stopped: {e}");
+                self.recorder = None;
+            }
         }
     }
 
@@ -549,8 +595,38 @@ impl Agent {
     }
 
     fn on_breach(&mut self, f: &Finding) {
-        self.stats.breaches += 1;
         let budget = self.policy.budgets[f.budget].clone();
+        if f.retry {
+            // Reported already; act again only while the livelock lasts. A
+            // line back under memory.high throttles no one now: the time
+            // in the window belongs to an incident that ended (its hog
+            // exited), and killing a bystander for it would be wrong.
+            match self.livelock(f) {
+                Livelock::GoesOn => {}
+                Livelock::Unsure => {
+                    // Under memory.high this instant, but throttled a
+                    // moment ago: reclaim may have dipped usage for a
+                    // moment, or the hog just exited. Look again soon.
+                    let now = mono_now_ns();
+                    self.policy.retry(f.budget, f.cgroup, now + 1_000_000_000);
+                    return;
+                }
+                Livelock::Over => {
+                    log::info!(
+                        "{}: back under memory.high; budget `{}` breach is over",
+                        f.path,
+                        budget.label()
+                    );
+                    self.policy.settled(f.budget, f.cgroup, mono_now_ns());
+                    return;
+                }
+            }
+            if budget.action.kills() {
+                self.act(f, &budget);
+            }
+            return;
+        }
+        self.stats.breaches += 1;
         let summary = format!(
             "{} throttled {} of the last {} ({:.0}% > {:.0}%): budget `{}` exceeded",
             f.path,
@@ -578,19 +654,64 @@ impl Agent {
         if !budget.action.kills() {
             return;
         }
-        if !self
+        if let Some(until) = self
             .policy
-            .may_kill(f.budget, &f.path, &self.model, f.at_ns)
+            .kill_blocked_until(&f.path, &self.model, f.at_ns)
         {
             log::warn!(
-                "{}: cooling down after a kill in this cgroup line; not killing again",
-                f.path
+                "{}: cooling down after a kill in this cgroup line (until memory is back under memory.high, at most {}); not killing yet",
+                f.path,
+                fmt_ns(until.saturating_sub(f.at_ns))
             );
+        }
+        self.act(f, &budget);
+    }
+
+    /// Whether the livelock behind a breach goes on. The kernel throttles
+    /// only while the cgroup or an ancestor is over its memory.high, so
+    /// that alone allows a kill. Under it with throttling in the last
+    /// second is not yet the end (reclaim can dip usage for a moment);
+    /// under it and quiet for a second is. Without cgroup v2 files to
+    /// read, assume it goes on.
+    fn livelock(&self, f: &Finding) -> Livelock {
+        if self.version != Some(CgroupVersion::V2) {
+            return Livelock::GoesOn;
+        }
+        let over = ancestors(&f.path)
+            .filter_map(|a| self.registry.dir(a))
+            .any(|dir| crate::cgroupfs::over_high_now(&dir));
+        if over {
+            return Livelock::GoesOn;
+        }
+        let now = mono_now_ns();
+        let recent = self.model.cgroups.get(&f.cgroup).is_some_and(|s| {
+            s.throttle.in_progress() > 0 || s.throttle.throttled_in(now, 1_000_000_000) > 0
+        });
+        if recent {
+            Livelock::Unsure
+        } else {
+            Livelock::Over
+        }
+    }
+
+    /// Kills for a breach, or, when a cool-down holds it back or nothing
+    /// may be killed, asks the policy to report the breach again soon: a
+    /// livelock the first kill did not end still gets a second.
+    fn act(&mut self, f: &Finding, budget: &BudgetConfig) {
+        let now = mono_now_ns();
+        if let Some(until) = self.policy.kill_blocked_until(&f.path, &self.model, now) {
+            // Re-check at least every second: a cool-down ends early when
+            // memory drops.
+            self.policy
+                .retry(f.budget, f.cgroup, until.min(now + 1_000_000_000));
             return;
         }
-        match budget.action {
-            Action::KillCgroup => self.kill_cgroup(f, &budget),
-            _ => self.kill_one(f, &budget),
+        let killed = match budget.action {
+            Action::KillCgroup => self.kill_cgroup(f, budget),
+            _ => self.kill_one(f, budget),
+        };
+        if !killed {
+            self.policy.retry(f.budget, f.cgroup, now + 5_000_000_000);
         }
     }
 
@@ -599,7 +720,7 @@ impl Agent {
         let budget = &self.policy.budgets[b];
         let path = self.registry.lookup(cgroup)?;
         let dir = self.registry.dir(&path)?;
-        let procs = subtree_processes(&dir, &path, self.page_size);
+        let procs = subtree_processes(&dir, &path, self.page_size, self.wants_cmdline(budget));
         let throttled: HashMap<u32, u64> = self
             .model
             .most_throttled(cgroup, now, budget.window_ns())
@@ -647,8 +768,11 @@ impl Agent {
         r
     }
 
-    fn kill_one(&mut self, f: &Finding, budget: &BudgetConfig) {
+    /// Kills (or, dry run, would kill) the victim; false when there was
+    /// nothing to kill.
+    fn kill_one(&mut self, f: &Finding, budget: &BudgetConfig) -> bool {
         let key = (f.budget, f.cgroup);
+        let version = self.version;
         let dry = self.dry(budget);
         // The hot path: a victim prepared by the last tick. Otherwise (a
         // breach in the first second) choose now.
@@ -666,6 +790,17 @@ impl Agent {
                 outcome = Some((v, false));
                 break;
             }
+            // Prepared up to a second ago: it must still be alive and in
+            // this cgroup's subtree (a process can be moved).
+            if !version.is_some_and(|ver| v.still_in(&f.path, ver)) {
+                log::warn!(
+                    "{}: victim {}[{}] left the cgroup or is exiting; choosing again",
+                    f.path,
+                    v.info.comm,
+                    v.info.pid
+                );
+                continue;
+            }
             signal_ns = mono_now_ns();
             match v.signal(libc::SIGKILL) {
                 Ok(released) => {
@@ -682,13 +817,15 @@ impl Agent {
             }
         }
         let Some((v, released)) = outcome else {
-            self.stats.nothing_to_kill += 1;
-            log::error!(
-                "{}: budget `{}` exceeded but no process may be killed (all protected, avoided or gone)",
-                f.path,
-                budget.label()
-            );
-            return;
+            if !f.retry {
+                self.stats.nothing_to_kill += 1;
+                log::error!(
+                    "{}: budget `{}` exceeded but no process may be killed (all protected, avoided or gone); trying again while it lasts",
+                    f.path,
+                    budget.label()
+                );
+            }
+            return false;
         };
         self.policy.killed(f.budget, f.cgroup, signal_ns);
         let mut record = self.kill_record(f, budget, &v.info, dry);
@@ -731,7 +868,7 @@ impl Agent {
                 f.estimate,
                 f.at_ns,
             );
-            return;
+            return true;
         }
         *self
             .stats
@@ -772,14 +909,20 @@ impl Agent {
             f.at_ns,
         );
         self.wait_exit(v.into_fd(), record, signal_ns);
+        true
     }
 
-    fn kill_cgroup(&mut self, f: &Finding, budget: &BudgetConfig) {
+    /// Kills every process of the cgroup but the protected and avoided;
+    /// false when there was none to kill.
+    fn kill_cgroup(&mut self, f: &Finding, budget: &BudgetConfig) -> bool {
         let dry = self.dry(budget);
         let Some(dir) = self.registry.dir(&f.path) else {
-            return;
+            return false;
         };
-        let procs = subtree_processes(&dir, &f.path, self.page_size);
+        let procs = subtree_processes(&dir, &f.path, self.page_size, self.wants_cmdline(budget));
+        if procs.is_empty() {
+            return false;
+        }
         let rules = Rules {
             self_pid: self.self_pid,
             protect: &self.cfg.agent.protect,
@@ -789,9 +932,12 @@ impl Agent {
         let protected: Vec<String> = procs
             .iter()
             .filter_map(|p| {
-                victim::protected(p, &rules).map(|why| format!("{}[{}] ({why})", p.comm, p.pid))
+                victim::spared(p, &rules).map(|why| format!("{}[{}] ({why})", p.comm, p.pid))
             })
             .collect();
+        if protected.len() == procs.len() {
+            return false;
+        }
         let signal_ns = mono_now_ns();
         let mut record = Map::new();
         record.insert("time".into(), json!(self.clock.rfc3339(f.at_ns)));
@@ -822,18 +968,18 @@ impl Agent {
                 procs.len()
             );
         } else {
-            // Protected processes inside, or no cgroup.kill: one by one,
-            // sparing the protected.
+            // Protected or avoided processes inside, or no cgroup.kill:
+            // one by one, sparing them.
             if !protected.is_empty() {
                 log::warn!(
-                    "{}: not using cgroup.kill, it would kill protected {}",
+                    "{}: not using cgroup.kill, it would kill {}",
                     f.path,
                     protected.join(", ")
                 );
             }
             for p in procs
                 .into_iter()
-                .filter(|p| victim::protected(p, &rules).is_none())
+                .filter(|p| victim::spared(p, &rules).is_none())
             {
                 if let Ok(v) = Prepared::new(p) {
                     let _ = v.signal(libc::SIGKILL);
@@ -876,10 +1022,15 @@ impl Agent {
             f.estimate,
             f.at_ns,
         );
+        true
     }
 
     /// Times the victim's exit on its pidfd, off the loop.
-    fn wait_exit(&self, fd: OwnedFd, record: Map<String, Value>, signal_ns: u64) {
+    fn wait_exit(&mut self, fd: OwnedFd, record: Map<String, Value>, signal_ns: u64) {
+        let id = self.next_kill_id;
+        self.next_kill_id += 1;
+        self.pending_kills
+            .insert(id, PendingKill { record, signal_ns });
         let tx = self.exits_tx.clone();
         tokio::spawn(async move {
             // SAFETY: the OwnedFd stays open inside the AsyncFd until the
@@ -892,35 +1043,57 @@ impl Agent {
                     .map(|_| mono_now_ns()),
                 Err(_) => None,
             };
-            let _ = tx.send(ExitReport {
-                record,
-                signal_ns,
-                exit_ns,
-            });
+            let _ = tx.send(ExitReport { id, exit_ns });
         });
     }
 
-    fn on_exit(&mut self, mut r: ExitReport) {
+    fn on_exit(&mut self, r: ExitReport) {
+        let Some(PendingKill {
+            mut record,
+            signal_ns,
+        }) = self.pending_kills.remove(&r.id)
+        else {
+            return;
+        };
         match r.exit_ns {
             Some(t) => {
-                let ns = t.saturating_sub(r.signal_ns);
+                let ns = t.saturating_sub(signal_ns);
                 self.stats.signal_to_exit.record(ns, 0);
-                r.record.insert("signal_to_exit_ns".into(), json!(ns));
+                record.insert("signal_to_exit_ns".into(), json!(ns));
                 log::info!(
                     "pid {} exited {} after the signal",
-                    r.record["pid"],
+                    record["pid"],
                     fmt_ns(ns)
                 );
             }
             None => {
-                r.record.insert("signal_to_exit_ns".into(), Value::Null);
+                record.insert("signal_to_exit_ns".into(), Value::Null);
                 log::error!(
                     "pid {} had not exited {EXIT_WAIT:?} after SIGKILL",
-                    r.record["pid"]
+                    record["pid"]
                 );
             }
         }
-        self.write_kill_log(&r.record);
+        self.write_kill_log(&record);
+    }
+
+    /// At shutdown: a kill just made still gets its kill-log line. Waits a
+    /// little for exits in flight, then writes the rest without an exit
+    /// time.
+    async fn finish_kill_log(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !self.pending_kills.is_empty() {
+            match tokio::time::timeout_at(deadline, self.exits_rx.recv()).await {
+                Ok(Some(r)) => self.on_exit(r),
+                _ => break,
+            }
+        }
+        let mut left: Vec<PendingKill> = self.pending_kills.drain().map(|(_, k)| k).collect();
+        left.sort_by_key(|k| k.signal_ns);
+        for mut k in left {
+            k.record.insert("signal_to_exit_ns".into(), Value::Null);
+            self.write_kill_log(&k.record);
+        }
     }
 
     fn write_kill_log(&mut self, record: &Map<String, Value>) {
@@ -977,6 +1150,10 @@ impl Agent {
     /// The once-a-second work.
     fn tick(&mut self, now: u64) {
         self.model.gc(now);
+        for id in self.model.maintain(&mut self.registry, now) {
+            self.policy.forget(id);
+            self.estimator.forget(id);
+        }
         self.host_mem = HostMemory::read();
         for mut f in self.host.tick(&self.cfg.host, now, &self.host_mem) {
             f.details.insert("topic".into(), json!(f.topic));
@@ -1033,15 +1210,22 @@ impl Agent {
                 st.memory = Some(c.mem);
             }
         }
-        if let Some(rec) = &mut self.recorder {
-            if let Some(w) = rec.writer() {
-                let reg = &mut self.registry;
-                w.sample(&sample, &mut |id| reg.path(id));
-            }
-            if let Err(e) = rec.tick() {
+        if let Some(w) = self.recorder.as_mut().and_then(FlightRecorder::writer) {
+            let reg = &mut self.registry;
+            if let Err(e) = w.sample(&sample, &mut |id| reg.path(id)) {
                 log::error!("flight recorder stopped: {e}");
                 self.recorder = None;
             }
+        }
+    }
+
+    /// Lets the flight recorder write its chunk when one is due.
+    fn tick_recorder(&mut self) {
+        if let Some(rec) = &mut self.recorder
+            && let Err(e) = rec.tick()
+        {
+            log::error!("flight recorder stopped: {e}");
+            self.recorder = None;
         }
     }
 
@@ -1061,7 +1245,8 @@ impl Agent {
         for (id, path) in &active {
             for b in self.policy.budgets_of(*id, path) {
                 let budget = &self.policy.budgets[b];
-                if budget.action.kills() || budget.brake.is_some() {
+                // Config validation ties a brake to a kill action.
+                if budget.action.kills() {
                     wanted.push((b, *id));
                 }
             }
@@ -1081,7 +1266,12 @@ impl Agent {
         if let Some(brake) = &mut self.brake {
             let mut keep = Vec::new();
             for (b, id) in &wanted {
-                let Some(cfg) = &self.policy.budgets[*b].brake else {
+                let budget = &self.policy.budgets[*b];
+                // A dry run kills nothing, from user space or the kernel.
+                if self.opts.dry_run || self.cfg.agent.dry_run || budget.dry_run {
+                    continue;
+                }
+                let Some(cfg) = &budget.brake else {
                     continue;
                 };
                 let Some(v) = self.prepared.get(&(*b, *id)) else {
@@ -1112,8 +1302,27 @@ impl Agent {
                     cfg.budgets.len(),
                     cfg.alerts.len()
                 );
-                self.policy = Policy::new(cfg.budgets.clone());
+                let mut policy = Policy::new(cfg.budgets.clone());
+                policy.inherit(&self.policy);
+                self.policy = policy;
                 self.alerter = Alerter::start(&cfg.alerts);
+                if cfg.agent.kill_log != self.cfg.agent.kill_log {
+                    self.kill_log = match &cfg.agent.kill_log {
+                        Some(p) => open_append(p)
+                            .map_err(|e| log::error!("kill log {}: {e}", p.display()))
+                            .ok(),
+                        None => None,
+                    };
+                }
+                let (h, o) = (&cfg.host, &self.cfg.host);
+                if cfg.agent.metrics_listen != self.cfg.agent.metrics_listen
+                    || (h.psi_window, h.psi_some_stall, h.psi_full_stall)
+                        != (o.psi_window, o.psi_some_stall, o.psi_full_stall)
+                {
+                    log::warn!(
+                        "metrics_listen and the [host] PSI triggers take effect at the next start"
+                    );
+                }
                 let a = &cfg.agent;
                 let b = &self.cfg.agent;
                 if (&a.record_dir, cfg.record_max_bytes, a.record_max_age)

@@ -17,6 +17,7 @@ use crate::probes::{LoadError, Tracer, error_chain};
 
 pub struct Brake {
     rules: BpfHashMap<MapData, u64, BrakeRule>,
+    state: BpfHashMap<MapData, u64, tracer_ebpf::BrakeState>,
     heartbeat: Array<MapData, u64>,
     installed: HashMap<u64, BrakeRule>,
 }
@@ -30,8 +31,12 @@ impl Brake {
         let heartbeat = ebpf
             .take_map("HEARTBEAT")
             .ok_or_else(|| LoadError::Load("HEARTBEAT map missing".into()))?;
+        let state = ebpf
+            .take_map("BRAKE_STATE")
+            .ok_or_else(|| LoadError::Load("BRAKE_STATE map missing".into()))?;
         Ok(Self {
             rules: BpfHashMap::try_from(rules).map_err(|e| LoadError::Load(error_chain(&e)))?,
+            state: BpfHashMap::try_from(state).map_err(|e| LoadError::Load(error_chain(&e)))?,
             heartbeat: Array::try_from(heartbeat).map_err(|e| LoadError::Load(error_chain(&e)))?,
             installed: HashMap::new(),
         })
@@ -72,6 +77,9 @@ impl Brake {
             .collect();
         for id in gone {
             let _ = self.rules.remove(&id);
+            // Its accounting goes with it: a rule installed again later
+            // starts from an empty window.
+            let _ = self.state.remove(&id);
             self.installed.remove(&id);
         }
     }

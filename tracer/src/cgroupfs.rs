@@ -112,6 +112,16 @@ impl CgroupMemory {
     }
 }
 
+/// Whether the v2 cgroup at `dir` is over its memory.high now: two small
+/// reads, for decisions that must not trust a sample a second old. A
+/// cgroup that is gone is not over anything.
+pub fn over_high_now(dir: &Path) -> bool {
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
+    let current = read("memory.current").and_then(|t| t.trim().parse::<u64>().ok());
+    let high = read("memory.high").and_then(|t| limit(&t));
+    matches!((current, high), (Some(c), Some(h)) if c > h)
+}
+
 /// "max" (v2) or a v1 limit near 2^63 both mean no limit.
 fn limit(text: &str) -> Option<u64> {
     let t = text.trim();

@@ -612,8 +612,11 @@ impl AgentConfig {
                     format!("budget `{}`: {m}", b.label()),
                 ))
             };
-            if b.window.0.is_zero() {
-                return fail("window must be longer than 0".into());
+            if b.window.0 < Duration::from_millis(100) {
+                return fail("window must be at least 100ms".into());
+            }
+            if b.budget_ns() < 1_000_000 {
+                return fail("max_throttled of window is under 1ms: raise one of them".into());
             }
             if b.window.0 > Duration::from_secs(3600) {
                 return fail(
@@ -621,8 +624,16 @@ impl AgentConfig {
                 );
             }
             if let Some(br) = &b.brake {
-                if br.limit.0.is_zero() || br.window.0.is_zero() {
-                    return fail("brake limit and window must be longer than 0".into());
+                if !b.action.kills() {
+                    return fail("a brake kills: it needs a kill action (kill-largest, kill-most-throttled, kill-cgroup)".into());
+                }
+                if br.window.0 < Duration::from_millis(100)
+                    || br.window.0 > Duration::from_secs(3600)
+                {
+                    return fail("brake window must be between 100ms and 1h".into());
+                }
+                if br.limit.0 < Duration::from_millis(1) {
+                    return fail("brake limit must be at least 1ms".into());
                 }
                 if br.stale.0 < Duration::from_secs(1) {
                     return fail(
@@ -680,6 +691,24 @@ impl AgentConfig {
             }
             alerts.push(a);
         }
+        let host = raw.host.unwrap_or_default();
+        if !(Duration::from_millis(500)..=Duration::from_secs(10)).contains(&host.psi_window.0) {
+            return Err(at(
+                find_key(text, "psi_window"),
+                "psi_window must be between 500ms and 10s".into(),
+            ));
+        }
+        for (key, stall) in [
+            ("psi_some_stall", host.psi_some_stall.0),
+            ("psi_full_stall", host.psi_full_stall.0),
+        ] {
+            if stall.is_zero() || stall > host.psi_window.0 {
+                return Err(at(
+                    find_key(text, key),
+                    format!("{key} must be above 0 and at most psi_window"),
+                ));
+            }
+        }
         let agent = raw.agent.unwrap_or_default();
         let record_max_bytes = parse_size(&agent.record_max_size).ok_or_else(|| {
             at(
@@ -709,7 +738,7 @@ impl AgentConfig {
             agent,
             budgets,
             alerts,
-            host: raw.host.unwrap_or_default(),
+            host,
             record_max_bytes,
         })
     }
@@ -911,7 +940,25 @@ swap_for = "2m"
         let e = err("[agent]\nrecord_max_size = \"lots\"\n");
         assert_eq!(e.line, Some(2), "{e}");
         let e = err("[[budget]]\ncgroup = \"/a\"\nmax_throttled = \"30%\"\nwindow = \"0s\"\n");
-        assert!(e.message.contains("longer than 0"), "{e}");
+        assert!(e.message.contains("at least 100ms"), "{e}");
+        let e = err(
+            "[[budget]]\ncgroup = \"/a\"\nmax_throttled = \"30%\"\nbrake = { limit = \"5s\" }\n",
+        );
+        assert!(e.message.contains("needs a kill action"), "{e}");
+        let brake = |b: &str| {
+            err(&format!(
+                "[[budget]]\ncgroup = \"/a\"\nmax_throttled = \"30%\"\naction = \"kill-largest\"\nbrake = {{ {b} }}\n"
+            ))
+        };
+        let e = brake("limit = \"5s\", window = \"10ms\"");
+        assert!(e.message.contains("between 100ms and 1h"), "{e}");
+        let e = brake("limit = \"0s\"");
+        assert!(e.message.contains("at least 1ms"), "{e}");
+        let e = err("[host]\npsi_window = \"20s\"\n");
+        assert!(
+            e.message.contains("between 500ms and 10s") && e.line == Some(2),
+            "{e}"
+        );
     }
 
     #[test]

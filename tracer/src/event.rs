@@ -159,7 +159,9 @@ pub struct RssPages {
 
 impl RssPages {
     pub fn total(&self) -> u64 {
-        self.anon + self.file + self.shmem
+        self.anon
+            .saturating_add(self.file)
+            .saturating_add(self.shmem)
     }
 }
 

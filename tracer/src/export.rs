@@ -25,9 +25,20 @@ fn us(ns: u64, origin: u64) -> f64 {
     ns.saturating_sub(origin) as f64 / 1e3
 }
 
+/// When a record's activity began: a throttle or reclaim record is written
+/// at its end, and its start can precede every earlier record.
+fn began(r: &Record) -> u64 {
+    match r {
+        Record::Event(Event::Throttle(t)) => t.start_ns,
+        Record::Event(Event::Reclaim(x) | Event::DirectReclaim(x)) => x.start_ns,
+        other => other.ts_ns(),
+    }
+}
+
 /// Writes the Chrome trace-event JSON of a recording.
 pub fn perfetto(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
-    let origin = rec.span().map_or(0, |(a, _)| a);
+    // Time zero is the earliest start, so no span is clipped at zero.
+    let origin = rec.records.iter().map(began).min().unwrap_or(0);
     let page = rec.header.page_size.max(1);
     let mut ev: Vec<Value> = Vec::new();
     let mut threads: BTreeMap<(u64, u32), String> = BTreeMap::new();
@@ -76,7 +87,7 @@ pub fn perfetto(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
                         "args": {
                             "cgroup": rec.path(o.victim_memcg_id),
                             "oom_cgroup": rec.path(o.oom_memcg_id),
-                            "rss_bytes": o.rss_pages.map(|p| p.total() * page),
+                            "rss_bytes": o.rss_pages.map(|p| p.total().saturating_mul(page)),
                         },
                     }));
                 }
@@ -283,7 +294,7 @@ pub fn csv_events(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
                 None,
                 String::new(),
                 rec.path(o.oom_memcg_id),
-                o.rss_pages.map(|p| p.total() * page),
+                o.rss_pages.map(|p| p.total().saturating_mul(page)),
                 None,
             ),
             Event::Brake(b) => (

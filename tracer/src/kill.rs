@@ -93,6 +93,12 @@ impl Prepared {
         Ok(false)
     }
 
+    /// Whether it is still alive and in the cgroup subtree `path`: checked
+    /// right before the signal, since it was prepared up to a second ago.
+    pub fn still_in(&self, path: &str, version: crate::kernel::CgroupVersion) -> bool {
+        crate::procs::in_cgroup(self.info.pid, path, version)
+    }
+
     /// The pidfd, which becomes readable when the process exits.
     pub fn into_fd(self) -> OwnedFd {
         self.fd
@@ -118,7 +124,7 @@ mod tests {
     #[test]
     fn kills_a_real_child_through_a_verified_pidfd() {
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
-        let info = crate::procs::read_process(child.id(), 4096).unwrap();
+        let info = crate::procs::read_process(child.id(), 4096, true).unwrap();
         let prepared = Prepared::new(info).unwrap();
         let released = prepared.signal(libc::SIGKILL).unwrap();
         let status = child.wait().unwrap();
@@ -132,7 +138,7 @@ mod tests {
     #[test]
     fn a_reused_pid_is_refused() {
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
-        let mut info = crate::procs::read_process(child.id(), 4096).unwrap();
+        let mut info = crate::procs::read_process(child.id(), 4096, true).unwrap();
         info.start_time += 1;
         let err = Prepared::new(info).unwrap_err();
         assert!(err.to_string().contains("another process"), "{err}");
@@ -143,10 +149,31 @@ mod tests {
     #[test]
     fn a_gone_process_is_an_error() {
         let mut child = Command::new("true").spawn().unwrap();
-        let info = crate::procs::read_process(child.id(), 4096);
+        let info = crate::procs::read_process(child.id(), 4096, true);
         child.wait().unwrap();
         if let Some(info) = info {
             assert!(Prepared::new(info).is_err());
         }
+    }
+}
+
+#[cfg(test)]
+mod cgroup_tests {
+    use crate::kernel::CgroupLayout;
+
+    #[test]
+    fn this_process_is_in_its_own_cgroup_and_not_in_another() {
+        let Some(h) = CgroupLayout::detect().ok().and_then(|l| l.memory) else {
+            eprintln!("skipped: no memory controller mounted");
+            return;
+        };
+        let me = std::process::id();
+        assert!(crate::procs::in_cgroup(me, "/", h.version));
+        assert!(!crate::procs::in_cgroup(
+            me,
+            "/no-such-cgroup-memtrace",
+            h.version
+        ));
+        assert!(!crate::procs::in_cgroup(u32::MAX, "/", h.version));
     }
 }

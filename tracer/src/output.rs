@@ -65,11 +65,11 @@ impl Presenter<'_> {
                 m.insert("over_high_cgroup_id".into(), json!(s.over_high_id));
                 m.insert(
                     "over_high_usage_bytes".into(),
-                    json!(s.over_high_usage_pages * page),
+                    json!(s.over_high_usage_pages.saturating_mul(page)),
                 );
                 m.insert(
                     "over_high_limit_bytes".into(),
-                    json!(s.over_high_limit_pages * page),
+                    json!(s.over_high_limit_pages.saturating_mul(page)),
                 );
             }
             Event::Throttle(t) => {
@@ -98,10 +98,10 @@ impl Presenter<'_> {
                     "rss_bytes".into(),
                     o.rss_pages.map_or(Value::Null, |r| {
                         json!({
-                            "anon": r.anon * page,
-                            "file": r.file * page,
-                            "shmem": r.shmem * page,
-                            "total": r.total() * page,
+                            "anon": r.anon.saturating_mul(page),
+                            "file": r.file.saturating_mul(page),
+                            "shmem": r.shmem.saturating_mul(page),
+                            "total": r.total().saturating_mul(page),
                         })
                     }),
                 );
@@ -151,7 +151,7 @@ impl Presenter<'_> {
             Event::Reclaim(r) | Event::DirectReclaim(r) => format!(
                 "{} reclaimed {} in {}{}",
                 who(&r.task),
-                fmt_bytes(r.nr_reclaimed * page),
+                fmt_bytes(r.nr_reclaimed.saturating_mul(page)),
                 fmt_ns(r.duration_ns()),
                 if r.in_throttle {
                     " (inside throttle)"
@@ -162,7 +162,7 @@ impl Presenter<'_> {
             Event::OomKill(o) => {
                 let rss = o
                     .rss_pages
-                    .map(|r| format!(" rss {}", fmt_bytes(r.total() * page)))
+                    .map(|r| format!(" rss {}", fmt_bytes(r.total().saturating_mul(page))))
                     .unwrap_or_default();
                 let ran_out = match self.path(o.oom_memcg_id) {
                     Some(p) => format!(", {p} ran out"),

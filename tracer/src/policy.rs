@@ -47,6 +47,9 @@ pub struct Finding {
     pub crossed_ns: u64,
     /// From memory.pressure, not the throttle probe.
     pub estimate: bool,
+    /// A breach reported again because an earlier one could not act (a
+    /// cool-down, nothing killable): the agent tries to act, quietly.
+    pub retry: bool,
 }
 
 /// Per budget and cgroup.
@@ -58,6 +61,8 @@ struct BudgetState {
     floor_ns: u64,
     /// No kills until this time, or until memory drops below memory.high.
     cooldown_until: Option<u64>,
+    /// A breach that could not act is reported again at this time.
+    retry_at: Option<u64>,
     /// ... but not before this: one full window after the kill, the time
     /// the budget needs to judge again.
     cooldown_min: u64,
@@ -131,6 +136,7 @@ impl Policy {
                     at_ns: now,
                     crossed_ns: now.saturating_sub(used.saturating_sub(budget.budget_ns())),
                     estimate: false,
+                    retry: false,
                 };
                 let covered = breached_paths
                     .get(&b)
@@ -160,6 +166,17 @@ impl Policy {
             st.warned = false;
             st.breached = false;
             return None;
+        }
+        if st.breached && st.retry_at.is_some_and(|t| f.at_ns >= t) {
+            st.retry_at = None;
+            if f.used_ns < f.budget_ns {
+                // Back within budget before it could act: this breach is
+                // over, a new crossing is a new one.
+                st.breached = false;
+                return None;
+            }
+            let f = Finding { retry: true, ..f };
+            return (!covered).then_some(Decision::Breach(f));
         }
         if f.used_ns >= f.budget_ns && f.budget_ns > 0 {
             if st.breached {
@@ -192,6 +209,14 @@ impl Policy {
                 )
             })
             .collect();
+        // Breaches waiting to act again.
+        for st in self.state.values() {
+            if st.breached
+                && let Some(t) = st.retry_at
+            {
+                best = Some(best.map_or(t, |x| x.min(t)));
+            }
+        }
         for (id, path, _) in ids {
             for b in self.budgets_of(id, &path) {
                 if self.state.get(&(b, id)).is_some_and(|s| s.breached) {
@@ -218,21 +243,87 @@ impl Policy {
         best
     }
 
-    /// Whether the budget may kill in this cgroup now: no cool-down on it,
-    /// on an ancestor or on a descendant (one incident, one kill).
-    pub fn may_kill(&self, budget: usize, path: &str, model: &Model, now: u64) -> bool {
-        !self.state.iter().any(|((b, id), s)| {
-            let cooling = s.cooldown_until.is_some_and(|t| now < t);
-            if !cooling {
-                return false;
+    /// Until when a kill in this cgroup is held back: a cool-down on it,
+    /// on an ancestor or on a descendant (one incident, one kill). None:
+    /// it may kill now.
+    pub fn kill_blocked_until(&self, path: &str, model: &Model, now: u64) -> Option<u64> {
+        self.state
+            .iter()
+            .filter_map(|((_, id), s)| {
+                let until = s.cooldown_until.filter(|t| now < *t)?;
+                let other = model.cgroups.get(id)?.path.to_string();
+                let related = other == path
+                    || ancestors(path).any(|a| a == other)
+                    || ancestors(&other).any(|a| a == path);
+                related.then_some(until)
+            })
+            .max()
+    }
+
+    /// A breach that could not act: report it again at `at` (the agent
+    /// then tries once more), instead of never.
+    pub fn retry(&mut self, budget: usize, cgroup: u64, at: u64) {
+        if let Some(st) = self.state.get_mut(&(budget, cgroup)) {
+            st.retry_at = Some(at);
+        }
+    }
+
+    /// Cgroups with a breach due to be reported again by `now`.
+    pub fn due_retries(&self, now: u64) -> Vec<u64> {
+        self.state
+            .iter()
+            .filter(|(_, s)| s.breached && s.retry_at.is_some_and(|t| t <= now))
+            .map(|((_, id), _)| *id)
+            .collect()
+    }
+
+    /// Drops retries still due after an evaluation: their cgroup left the
+    /// model or no longer matches the budget. Without this a due retry no
+    /// one evaluates would keep the agent's timer firing at once.
+    pub fn expire_retries(&mut self, now: u64) {
+        for st in self.state.values_mut() {
+            if st.retry_at.is_some_and(|t| t <= now) {
+                st.retry_at = None;
             }
-            let Some(other) = model.cgroups.get(id).map(|c| c.path.to_string()) else {
-                return false;
+        }
+    }
+
+    /// Forgets a cgroup: it is gone, or its path became known.
+    pub fn forget(&mut self, id: u64) {
+        self.selected.remove(&id);
+        self.state.retain(|(_, c), _| *c != id);
+    }
+
+    /// Keeps the state (cool-downs, breaches) of budgets a reload did not
+    /// change, so a SIGHUP mid-incident does not allow a second kill.
+    pub fn inherit(&mut self, old: &Policy) {
+        for (i, b) in self.budgets.iter().enumerate() {
+            let Some(j) = old.budgets.iter().position(|o| {
+                o.label() == b.label()
+                    && o.cgroup.pattern == b.cgroup.pattern
+                    && o.window == b.window
+                    && o.max_throttled == b.max_throttled
+            }) else {
+                continue;
             };
-            *b == budget && other == path
-                || ancestors(path).any(|a| a == other)
-                || ancestors(&other).any(|a| a == path)
-        })
+            for ((ob, id), st) in &old.state {
+                if *ob == j {
+                    self.state.insert((i, *id), st.clone());
+                }
+            }
+        }
+    }
+
+    /// The incident behind a breach is over (the cgroup line is back under
+    /// memory.high): forget it, so the throttling it counted can never
+    /// justify a later kill.
+    pub fn settled(&mut self, budget: usize, cgroup: u64, now: u64) {
+        if let Some(st) = self.state.get_mut(&(budget, cgroup)) {
+            st.breached = false;
+            st.warned = false;
+            st.retry_at = None;
+            st.floor_ns = now;
+        }
     }
 
     /// After a kill: cool down, and forget the throttling that caused it.
@@ -309,17 +400,23 @@ impl Policy {
             at_ns: now,
             crossed_ns: now,
             estimate: true,
+            retry: false,
         };
         self.step(f, false)
     }
 }
+
+/// (time ns, memory.pressure full total µs, memory.events high).
+type CounterSample = (u64, u64, u64);
 
 /// Throttled time estimated from a cgroup's own counters: memory.pressure
 /// `full` growth over the window, counted only while memory.events `high`
 /// grows too (throttling, not some other stall).
 #[derive(Debug, Default)]
 pub struct Estimator {
-    samples: HashMap<u64, VecDeque<(u64, u64, u64)>>,
+    /// By cgroup and window: budgets with different windows keep their
+    /// own history.
+    samples: HashMap<(u64, u64), VecDeque<CounterSample>>,
 }
 
 impl Estimator {
@@ -333,7 +430,7 @@ impl Estimator {
         window: u64,
     ) -> Option<u64> {
         let psi = mem.pressure?;
-        let q = self.samples.entry(cgroup).or_default();
+        let q = self.samples.entry((cgroup, window)).or_default();
         q.push_back((now, psi.full_total_us, mem.events.high));
         while q.len() > 2 && q[1].0 + window <= now {
             q.pop_front();
@@ -346,14 +443,21 @@ impl Estimator {
         if high <= high0 {
             return Some(0);
         }
-        let stalled = full.saturating_sub(full0) * 1_000;
-        // Scale to the window when the samples span more than it.
-        let span = now - t0;
-        Some(if span > window {
-            stalled * window / span
+        let stalled = u128::from(full.saturating_sub(full0)) * 1_000;
+        // Scale to the window when the samples span more than it; u128
+        // because a week of stall times a long window overflows u64.
+        let span = u128::from(now - t0);
+        let scaled = if span > u128::from(window) {
+            stalled * u128::from(window) / span
         } else {
             stalled
-        })
+        };
+        Some(u64::try_from(scaled).unwrap_or(u64::MAX))
+    }
+
+    /// Drops the history of a cgroup that is gone.
+    pub fn forget(&mut self, cgroup: u64) {
+        self.samples.retain(|&(id, _), _| id != cgroup);
     }
 }
 
@@ -475,6 +579,27 @@ mod tests {
     }
 
     #[test]
+    fn a_settled_breach_never_counts_its_old_throttling_again() {
+        let mut f = fixture("settled");
+        let mut p = policy(WORK);
+        let touched = {
+            let b = f.b;
+            end(&mut f, 0, 4 * S, b)
+        };
+        let ds = p.evaluate(&f.model, &touched, 4 * S);
+        let [Decision::Breach(x)] = &ds[..] else {
+            panic!("{ds:?}");
+        };
+        p.retry(x.budget, x.cgroup, 5 * S);
+        assert_eq!(p.due_retries(5 * S), vec![f.a]);
+        // The line went back under memory.high: over.
+        p.settled(x.budget, x.cgroup, 5 * S);
+        assert!(p.due_retries(6 * S).is_empty());
+        assert!(p.evaluate(&f.model, &[f.a], 6 * S).is_empty());
+        assert_eq!(p.next_deadline(&f.model, 6 * S), None);
+    }
+
+    #[test]
     fn completed_episodes_breach_when_they_end() {
         let mut f = fixture("end");
         let mut p = policy(WORK);
@@ -520,11 +645,11 @@ mod tests {
             let b = f.b;
             end(&mut f, 0, S, b)
         };
-        assert!(p.may_kill(0, "/work", &f.model, 2 * S));
+        assert_eq!(p.kill_blocked_until("/work", &f.model, 2 * S), None);
         p.killed(0, f.a, 2 * S);
-        assert!(!p.may_kill(0, "/work", &f.model, 3 * S));
+        assert_eq!(p.kill_blocked_until("/work", &f.model, 3 * S), Some(32 * S));
         assert!(
-            !p.may_kill(0, "/work/job", &f.model, 3 * S),
+            p.kill_blocked_until("/work/job", &f.model, 3 * S).is_some(),
             "a descendant of a cooling cgroup"
         );
         assert_eq!(p.status(f.a, 3 * S), Some("cooldown"));
@@ -534,7 +659,7 @@ mod tests {
             ..Default::default()
         };
         p.memory_dropped(f.a, &over, 4 * S);
-        assert!(!p.may_kill(0, "/work", &f.model, 5 * S));
+        assert!(p.kill_blocked_until("/work", &f.model, 5 * S).is_some());
         let under = CgroupMemory {
             current: Some(10),
             high: Some(50),
@@ -543,10 +668,85 @@ mod tests {
         // Memory dropped, but one window (10 s) after the kill has not
         // passed: still cooling down.
         p.memory_dropped(f.a, &under, 6 * S);
-        assert!(!p.may_kill(0, "/work", &f.model, 6 * S));
-        assert!(p.may_kill(0, "/work", &f.model, 12 * S));
+        assert_eq!(p.kill_blocked_until("/work", &f.model, 6 * S), Some(12 * S));
+        assert_eq!(p.kill_blocked_until("/work", &f.model, 12 * S), None);
         // Throttling before the kill no longer counts.
         assert_eq!(p.used(0, f.a, &f.model, 12 * S), Some(0));
+    }
+
+    #[test]
+    fn a_breach_that_could_not_act_is_reported_again() {
+        let mut f = fixture("retry");
+        let mut p = policy(WORK);
+        let t = {
+            let b = f.b;
+            start(&mut f, 100 * S, b)
+        };
+        let _ = p.evaluate(&f.model, &t, 100 * S);
+        let d = p.next_deadline(&f.model, 100 * S).unwrap();
+        let _ = p.evaluate(&f.model, &[f.a], d);
+        let d = p.next_deadline(&f.model, d).unwrap();
+        assert!(matches!(&p.evaluate(&f.model, &[f.a], d)[..], [Decision::Breach(x)] if !x.retry));
+        // The agent could not kill (cool-down): try again in a second.
+        p.retry(0, f.a, d + S);
+        assert_eq!(p.next_deadline(&f.model, d), Some(d + S));
+        assert!(p.evaluate(&f.model, &[f.a], d + S / 2).is_empty());
+        assert_eq!(p.due_retries(d + S), vec![f.a]);
+        match &p.evaluate(&f.model, &[f.a], d + S)[..] {
+            [Decision::Breach(x)] => assert!(x.retry),
+            other => panic!("{other:?}"),
+        }
+        // Reported once per retry, not on every evaluation.
+        assert!(p.evaluate(&f.model, &[f.a], d + 2 * S).is_empty());
+    }
+
+    #[test]
+    fn a_due_retry_never_keeps_the_timer_firing() {
+        let mut f = fixture("retry-spin");
+        let mut p = policy(WORK);
+        let b = f.b;
+        let t = start(&mut f, 100 * S, b);
+        let _ = p.evaluate(&f.model, &t, 100 * S);
+        let _ = p.evaluate(&f.model, &[f.a], 102 * S);
+        assert!(matches!(
+            &p.evaluate(&f.model, &[f.a], 103 * S)[..],
+            [Decision::Breach(_)]
+        ));
+        end(&mut f, 100 * S, 103 * S, b);
+        // Blocked; by the retry the window (101..111 s) holds 2 s: under
+        // the 3 s budget, over the re-arm point.
+        p.retry(0, f.a, 111 * S);
+        assert_eq!(p.used(0, f.a, &f.model, 111 * S), Some(2 * S));
+        let due = p.due_retries(111 * S);
+        assert_eq!(due, vec![f.a]);
+        assert!(p.evaluate(&f.model, &due, 111 * S).is_empty());
+        assert_eq!(p.status(f.a, 111 * S), Some("warning"));
+        assert_eq!(p.next_deadline(&f.model, 111 * S), None);
+        // A retry for a cgroup nobody evaluates is dropped, not spun on.
+        p.state.get_mut(&(0, f.a)).unwrap().breached = true;
+        p.retry(0, f.a, 112 * S);
+        p.expire_retries(112 * S);
+        assert!(p.due_retries(112 * S).is_empty());
+        assert_eq!(p.next_deadline(&f.model, 112 * S), None);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_cooldown_of_unchanged_budgets() {
+        let mut f = fixture("reload");
+        let mut old = policy(WORK);
+        {
+            let b = f.b;
+            end(&mut f, 0, S, b)
+        };
+        let _ = old.budgets_of(f.a, "/work");
+        old.killed(0, f.a, 2 * S);
+        let mut new = policy(&format!(
+            "{WORK}[[budget]]\ncgroup = \"/other\"\nmax_throttled = \"10%\"\n"
+        ));
+        new.inherit(&old);
+        assert!(new.kill_blocked_until("/work", &f.model, 3 * S).is_some());
+        new.forget(f.a);
+        assert!(new.kill_blocked_until("/work", &f.model, 3 * S).is_none());
     }
 
     #[test]
@@ -584,6 +784,12 @@ mod tests {
         let w = 10 * S;
         assert_eq!(e.sample(1, 0, &mem(0, 0), w), None);
         assert_eq!(e.sample(1, S, &mem(600, 5), w), Some(600_000_000));
+        // A long window over a long span: no overflow.
+        assert_eq!(e.sample(4, 0, &mem(0, 0), 3600 * S), None);
+        assert_eq!(
+            e.sample(4, 7200 * S, &mem(3_000_000, 5), 3600 * S),
+            Some(1_500 * S)
+        );
         // Stall without memory.high events is not throttling.
         assert_eq!(e.sample(2, 0, &mem(0, 9), w), None);
         assert_eq!(e.sample(2, S, &mem(900, 9), w), Some(0));

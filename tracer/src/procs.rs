@@ -25,23 +25,29 @@ pub struct ProcessInfo {
 /// PF_KTHREAD in /proc/PID/stat flags.
 const PF_KTHREAD: u64 = 0x0020_0000;
 
-/// Reads one process from /proc. None if it is gone.
-pub fn read_process(pid: u32, page_size: u64) -> Option<ProcessInfo> {
+/// Reads one process from /proc. None if it is gone. The cmdline is read
+/// only `with_cmdline`: it takes the process's mmap lock, which a process
+/// deep in reclaim can hold for a long time.
+pub fn read_process(pid: u32, page_size: u64, with_cmdline: bool) -> Option<ProcessInfo> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (comm, ppid, flags, start_time) = parse_stat(&stat)?;
     let rss_pages = std::fs::read_to_string(format!("/proc/{pid}/statm"))
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .unwrap_or(0);
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            String::from_utf8_lossy(&b)
-                .split('\0')
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default();
+    let cmdline = if !with_cmdline {
+        String::new()
+    } else {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .split('\0')
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    };
     let oom_score_adj = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -81,13 +87,18 @@ pub fn start_time(pid: u32) -> Option<u64> {
 
 /// Every process in a cgroup directory and below; `rel` is the cgroup's
 /// path, recorded on each process.
-pub fn subtree_processes(dir: &Path, rel: &str, page_size: u64) -> Vec<ProcessInfo> {
+pub fn subtree_processes(
+    dir: &Path,
+    rel: &str,
+    page_size: u64,
+    with_cmdline: bool,
+) -> Vec<ProcessInfo> {
     let mut out = Vec::new();
     let mut stack = vec![(dir.to_path_buf(), rel.to_string())];
     while let Some((d, r)) = stack.pop() {
         if let Ok(procs) = std::fs::read_to_string(d.join("cgroup.procs")) {
             for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
-                if let Some(mut p) = read_process(pid, page_size) {
+                if let Some(mut p) = read_process(pid, page_size, with_cmdline) {
                     p.cgroup = r.clone();
                     out.push(p);
                 }
@@ -110,6 +121,34 @@ pub fn subtree_processes(dir: &Path, rel: &str, page_size: u64) -> Vec<ProcessIn
     out
 }
 
+/// Whether a live (not zombie, not exiting) process's memory cgroup is
+/// `path` or below, in the hierarchy of `version`.
+pub fn in_cgroup(pid: u32, path: &str, version: crate::kernel::CgroupVersion) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next());
+    if matches!(state, Some("Z" | "X" | "x")) {
+        return false;
+    }
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return false;
+    };
+    let own = text.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, p) = (parts.next()?, parts.next()?, parts.next()?);
+        let hit = match version {
+            crate::kernel::CgroupVersion::V2 => controllers.is_empty(),
+            crate::kernel::CgroupVersion::V1 => controllers.split(',').any(|c| c == "memory"),
+        };
+        hit.then_some(p)
+    });
+    own.is_some_and(|own| crate::registry::ancestors(own).any(|a| a == path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,7 +167,7 @@ mod tests {
 
     #[test]
     fn reads_this_process() {
-        let me = read_process(std::process::id(), 4096).unwrap();
+        let me = read_process(std::process::id(), 4096, true).unwrap();
         assert!(me.rss_bytes > 0);
         assert!(!me.kernel_thread);
         assert!(!me.cmdline.is_empty());
@@ -138,8 +177,34 @@ mod tests {
     #[test]
     fn kernel_threads_are_recognised() {
         // kthreadd is pid 2 on every Linux system.
-        if let Some(k) = read_process(2, 4096) {
+        if let Some(k) = read_process(2, 4096, false) {
             assert!(k.kernel_thread, "{k:?}");
         }
+    }
+
+    #[test]
+    fn this_process_is_in_its_own_memory_cgroup_and_its_ancestors() {
+        use crate::kernel::CgroupVersion;
+        let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let me = std::process::id();
+        // Whichever hierarchy holds the memory controller here.
+        let (version, own) = text
+            .lines()
+            .find_map(|l| {
+                let mut p = l.splitn(3, ':');
+                let (_, c, path) = (p.next()?, p.next()?, p.next()?);
+                if c.split(',').any(|c| c == "memory") {
+                    Some((CgroupVersion::V1, path.to_string()))
+                } else if c.is_empty() {
+                    Some((CgroupVersion::V2, path.to_string()))
+                } else {
+                    None
+                }
+            })
+            .unwrap();
+        assert!(in_cgroup(me, &own, version), "{own}");
+        assert!(in_cgroup(me, "/", version));
+        assert!(!in_cgroup(me, "/memtrace-no-such-cgroup", version));
+        assert!(!in_cgroup(u32::MAX, "/", version), "no such process");
     }
 }

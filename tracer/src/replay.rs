@@ -273,7 +273,8 @@ mod tests {
         assert!(
             s.command(&Command::Kill {
                 pid: 1,
-                comm: "x".into()
+                comm: "x".into(),
+                start_time: None,
             })
             .is_err()
         );

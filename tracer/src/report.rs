@@ -166,7 +166,11 @@ pub fn build(rec: &Recording) -> Report {
     let mut ooms = Vec::new();
     let mut actions = Vec::new();
     let mut samples: Vec<&Sample> = Vec::new();
-    for r in &rec.records {
+    // Time order: CPUs' events interleave a little in the file, and the
+    // model and interval unions are built for records that arrive in order.
+    let mut records: Vec<&Record> = rec.records.iter().collect();
+    records.sort_by_key(|r| r.ts_ns());
+    for r in records {
         match r {
             Record::Event(e) => {
                 model.apply(e, &mut reg);
@@ -193,7 +197,9 @@ pub fn build(rec: &Recording) -> Report {
                         comm: o.victim.comm.to_string(),
                         cgroup: rec.path(o.victim_memcg_id),
                         oom_cgroup: (o.oom_memcg_id != 0).then(|| rec.path(o.oom_memcg_id)),
-                        rss_bytes: o.rss_pages.map(|p| p.total() * rec.header.page_size.max(1)),
+                        rss_bytes: o
+                            .rss_pages
+                            .map(|p| p.total().saturating_mul(rec.header.page_size.max(1))),
                     }),
                     _ => {}
                 }
@@ -308,17 +314,12 @@ fn incidents_of(path: &str, o: &Own, clock: &Clock) -> Vec<Incident> {
         let start = spans[i].0;
         let mut end = spans[i].1;
         let mut j = i + 1;
-        while j < spans.len() && spans[j].0 <= end + INCIDENT_GAP {
+        while j < spans.len() && spans[j].0 <= end.saturating_add(INCIDENT_GAP) {
             end = end.max(spans[j].1);
             j += 1;
         }
         let throttled = o.union.covered(start, end);
-        let mut peak = 0.0f64;
-        let mut t = start;
-        while t < end {
-            peak = peak.max(o.union.covered(t, t + SEC) as f64 / SEC as f64);
-            t += SEC / 4;
-        }
+        let peak = peak_share(&spans[i..j]);
         let episodes = o
             .tasks
             .values()
@@ -348,6 +349,41 @@ fn incidents_of(path: &str, o: &Own, clock: &Clock) -> Vec<Incident> {
         i = j;
     }
     out
+}
+
+/// The largest share of any one-second window that `spans` (disjoint,
+/// sorted) cover. Some densest window starts at a span's start or ends at
+/// a span's end, so only those are tried, each by binary search.
+fn peak_share(spans: &[(u64, u64)]) -> f64 {
+    // before[i]: time covered by spans[..i].
+    let mut before = Vec::with_capacity(spans.len() + 1);
+    before.push(0u64);
+    for &(s, e) in spans {
+        before.push(before[before.len() - 1].saturating_add(e - s));
+    }
+    let covered = |from: u64, to: u64| -> u64 {
+        // Spans wholly inside, plus the parts of the two at the edges.
+        let a = spans.partition_point(|&(_, e)| e <= from);
+        let b = spans.partition_point(|&(s, _)| s < to);
+        if a >= b {
+            return 0;
+        }
+        let whole = before[b] - before[a];
+        let cut_front = from.saturating_sub(spans[a].0);
+        let cut_back = spans[b - 1].1.saturating_sub(to);
+        whole.saturating_sub(cut_front).saturating_sub(cut_back)
+    };
+    let best = spans
+        .iter()
+        .flat_map(|&(s, e)| {
+            [
+                covered(s, s.saturating_add(SEC)),
+                covered(e.saturating_sub(SEC), e),
+            ]
+        })
+        .max()
+        .unwrap_or(0);
+    best.min(SEC) as f64 / SEC as f64
 }
 
 /// memtrace's subtree totals against memory.pressure and memory.events,
@@ -405,7 +441,7 @@ fn host_series(samples: &[&Sample], clock: &Clock) -> Vec<HostPoint> {
     let mut prev: Option<&Sample> = None;
     for s in samples {
         if let Some(p) = prev
-            && s.ts_ns < p.ts_ns + step
+            && s.ts_ns < p.ts_ns.saturating_add(step)
             && !std::ptr::eq(*s, *last)
         {
             continue;
@@ -759,6 +795,21 @@ mod tests {
         let md = r.markdown();
         assert!(md.contains("| /work | 00:00:11 | 00:00:14 |"), "{md}");
         assert!(md.contains("Against the kernel's counters"), "{md}");
+    }
+
+    #[test]
+    fn peak_share_finds_the_densest_second() {
+        let ms = 1_000_000;
+        assert_eq!(peak_share(&[]), 0.0);
+        assert_eq!(peak_share(&[(0, 500 * ms), (800 * ms, 1300 * ms)]), 0.7);
+        // A span longer than a second saturates at 100%.
+        assert_eq!(peak_share(&[(5 * SEC, 9 * SEC)]), 1.0);
+        // Spans far apart never share a window; garbage-sized times do not
+        // overflow.
+        assert_eq!(
+            peak_share(&[(0, 100 * ms), (u64::MAX - 300 * ms, u64::MAX)]),
+            0.3
+        );
     }
 
     #[test]

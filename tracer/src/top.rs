@@ -2,6 +2,7 @@
 //! pumped from the terminal loop's thread, a sample of the cgroups every
 //! refresh, and the agent's state from its status file.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,10 @@ pub struct LiveSource {
     last_lost: Instant,
     status_file: PathBuf,
     page_size: u64,
+    /// Start time of each process events named, read when its first event
+    /// arrived (None: already gone). A row pinned to this can never be
+    /// confused with a later process that reused the pid.
+    starts: HashMap<u32, Option<u64>>,
 }
 
 impl LiveSource {
@@ -81,11 +86,17 @@ impl LiveSource {
             last_lost: Instant::now(),
             status_file,
             page_size,
+            starts: HashMap::new(),
         })
     }
 
-    fn kill(&self, pid: u32) -> Result<String, String> {
-        let p = read_process(pid, self.page_size).ok_or_else(|| format!("{pid} is gone"))?;
+    fn kill(&self, pid: u32, comm: &str, start_time: Option<u64>) -> Result<String, String> {
+        let gone = || format!("not killed: {comm}[{pid}] has exited (or its pid was reused)");
+        let p = read_process(pid, self.page_size, false).ok_or_else(gone)?;
+        // The pid may have been reused since the screen showed it.
+        if start_time != Some(p.start_time) {
+            return Err(gone());
+        }
         let rules = Rules {
             self_pid: std::process::id(),
             protect: &[],
@@ -135,6 +146,12 @@ impl SnapshotSource for LiveSource {
             {
                 o.victim_memcg_id = id;
             }
+            if let Some(t) = e.task() {
+                let tgid = t.tgid;
+                self.starts
+                    .entry(tgid)
+                    .or_insert_with(|| crate::procs::start_time(tgid));
+            }
             self.model.apply(&e, &mut self.registry);
             self.view.event(&e, &mut self.registry, &self.clock);
         }
@@ -157,9 +174,12 @@ impl SnapshotSource for LiveSource {
             self.sample = Some(self.sampler.sample(now, &mut self.registry, &active));
             self.last_sample = Some(Instant::now());
             self.model.gc(now);
+            let model = &self.model;
+            self.starts
+                .retain(|pid, _| model.cgroups.values().any(|c| c.tasks.contains_key(pid)));
             read_agent_status(&self.status_file, &mut self.view);
         }
-        self.view.build(
+        let mut snap = self.view.build(
             &self.model,
             self.sample.as_ref(),
             &self.registry,
@@ -168,12 +188,29 @@ impl SnapshotSource for LiveSource {
             &self.clock,
             now,
             detail,
-        )
+        );
+        // Only the detail pane's tasks can be killed: pin each to its start
+        // time, so a kill never reaches a process that reused the pid.
+        for row in snap.cgroups.iter_mut().filter(|r| Some(r.id) == detail) {
+            for t in &mut row.tasks {
+                // Rows from events keep the start time of their first
+                // event; the others were read from /proc just now.
+                t.start_time = match self.starts.get(&t.pid) {
+                    Some(known) => *known,
+                    None => crate::procs::start_time(t.pid),
+                };
+            }
+        }
+        snap
     }
 
     fn command(&mut self, c: &Command) -> Result<String, String> {
         match c {
-            Command::Kill { pid, .. } => self.kill(*pid),
+            Command::Kill {
+                pid,
+                comm,
+                start_time,
+            } => self.kill(*pid, comm, *start_time),
             Command::Pause(true) => {
                 Ok("paused: the picture is frozen, collection goes on (p resumes)".into())
             }

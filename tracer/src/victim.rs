@@ -84,16 +84,19 @@ pub fn protected(p: &ProcessInfo, rules: &Rules<'_>) -> Option<String> {
     None
 }
 
+/// Why a budget never kills this process: protected, or avoided.
+pub fn spared(p: &ProcessInfo, rules: &Rules<'_>) -> Option<String> {
+    protected(p, rules)
+        .or_else(|| matches(rules.avoid, p).then(|| "matches the budget's avoid rule".to_string()))
+}
+
 /// Chooses the victim among `candidates`.
 pub fn choose(candidates: Vec<ProcessInfo>, rank: Rank<'_>, rules: &Rules<'_>) -> Choice {
-    let mut spared = Vec::new();
+    let mut spared_list = Vec::new();
     let mut eligible = Vec::new();
     for p in candidates {
-        let reason = protected(&p, rules).or_else(|| {
-            matches(rules.avoid, &p).then(|| "matches the budget's avoid rule".to_string())
-        });
-        match reason {
-            Some(reason) => spared.push(Spared {
+        match spared(&p, rules) {
+            Some(reason) => spared_list.push(Spared {
                 pid: p.pid,
                 comm: p.comm.clone(),
                 reason,
@@ -120,7 +123,10 @@ pub fn choose(candidates: Vec<ProcessInfo>, rank: Rank<'_>, rules: &Rules<'_>) -
         .into_iter()
         .max_by(|a, b| key(a).cmp(&key(b)).then(b.pid.cmp(&a.pid)))
         .cloned();
-    Choice { victim, spared }
+    Choice {
+        victim,
+        spared: spared_list,
+    }
 }
 
 #[cfg(test)]

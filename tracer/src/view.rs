@@ -168,7 +168,7 @@ impl View {
             });
             let episodes = st.map_or(0, |s| s.throttle.episodes);
             let rate = match self.episodes.get(&cid) {
-                Some(&(t, n)) if now >= t + SEC => {
+                Some(&(t, n)) if now >= t.saturating_add(SEC) => {
                     let r = episodes.saturating_sub(n) as f64 * SEC as f64 / (now - t) as f64;
                     self.episodes.insert(cid, (now, episodes));
                     self.rates.insert(cid, r);
@@ -242,7 +242,7 @@ impl View {
             degraded: id.degraded.clone(),
             time,
             events_per_s: self.events_per_s,
-            lost_events: model.lost.values().sum(),
+            lost_events: model.lost.values().fold(0, |a, n| a.saturating_add(*n)),
             mem_total: host.mem_total,
             mem_available: host.mem_available,
             swap_total: host.swap_total,
@@ -280,7 +280,7 @@ impl View {
         let start = now.saturating_sub(HISTORY_S * SEC);
         row.history = (0..HISTORY_S)
             .map(|i| start + i * SEC)
-            .filter(|t| *t + SEC <= now)
+            .filter(|t| t.saturating_add(SEC) <= now)
             .map(|t| st.throttle.throttled_in(t + SEC, SEC) as f32 / SEC as f32)
             .collect();
         let rss: HashMap<u32, u64> = sample
@@ -300,6 +300,7 @@ impl View {
                 } else {
                     "running".into()
                 },
+                ..Default::default()
             })
             .collect();
         if let Some(s) = sample {

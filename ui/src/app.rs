@@ -53,10 +53,12 @@ impl SortKey {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     Quit,
-    /// SIGKILL this process (after the user confirmed).
+    /// SIGKILL this process (after the user confirmed), if it is still
+    /// the one shown: same pid and same start time.
     Kill {
         pid: u32,
         comm: String,
+        start_time: Option<u64>,
     },
     /// Replay: stop or resume the clock.
     Pause(bool),
@@ -88,7 +90,8 @@ pub struct App {
     pub selected: Option<u64>,
     /// The detail pane is open; arrows move in its task list.
     pub detail: bool,
-    pub task_index: usize,
+    /// The selected task, by pid (stays on it when the list reorders).
+    pub task_pid: Option<u32>,
     /// A kill waiting for y/n.
     pub confirm_kill: Option<TaskRow>,
     /// A one-line message (a kill's result, a hint).
@@ -110,7 +113,7 @@ impl App {
             help: false,
             selected: None,
             detail: false,
-            task_index: 0,
+            task_pid: None,
             confirm_kill: None,
             status: None,
             page: 10,
@@ -189,6 +192,25 @@ impl App {
         self.selected_index(&rows).map(|i| rows[i])
     }
 
+    /// The selected task's position in `tasks`, the first when it is gone.
+    pub fn task_index(&self, tasks: &[TaskRow]) -> usize {
+        self.task_pid
+            .and_then(|pid| tasks.iter().position(|t| t.pid == pid))
+            .unwrap_or(0)
+    }
+
+    fn move_task(&mut self, snap: &Snapshot, delta: isize) {
+        let Some(tasks) = self.selected_row(snap).map(|r| &r.tasks) else {
+            return;
+        };
+        if tasks.is_empty() {
+            return;
+        }
+        let i = self.task_index(tasks) as isize;
+        let j = (i + delta).clamp(0, tasks.len() as isize - 1) as usize;
+        self.task_pid = Some(tasks[j].pid);
+    }
+
     /// Handles a key. Returns a command for the data source, if any.
     pub fn key(&mut self, k: KeyEvent, snap: &Snapshot) -> Option<Command> {
         if k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c') {
@@ -199,6 +221,7 @@ impl App {
                 return Some(Command::Kill {
                     pid: task.pid,
                     comm: task.comm,
+                    start_time: task.start_time,
                 });
             }
             self.status = Some(format!("not killed: {}[{}]", task.comm, task.pid));
@@ -229,12 +252,18 @@ impl App {
             KeyCode::Esc if self.detail => self.detail = false,
             KeyCode::Esc if !self.filter.is_empty() => self.filter.clear(),
             KeyCode::Char('?') | KeyCode::F(1) => self.help = true,
-            // In the task list (detail open) arrows and j move between tasks
-            // and k kills, after a confirmation; in the table j/k move.
-            KeyCode::Up if self.detail => self.task_index = self.task_index.saturating_sub(1),
-            KeyCode::Down | KeyCode::Char('j') if self.detail => {
-                let n = self.selected_row(snap).map_or(0, |r| r.tasks.len());
-                self.task_index = (self.task_index + 1).min(n.saturating_sub(1));
+            // In the task list (detail open) arrows, j and the paging keys
+            // move between tasks and k kills, after a confirmation; in the
+            // table j/k move.
+            KeyCode::Up if self.detail => self.move_task(snap, -1),
+            KeyCode::Down | KeyCode::Char('j') if self.detail => self.move_task(snap, 1),
+            KeyCode::PageUp if self.detail => self.move_task(snap, -(self.page.max(1) as isize)),
+            KeyCode::PageDown if self.detail => self.move_task(snap, self.page.max(1) as isize),
+            KeyCode::Home | KeyCode::Char('g') if self.detail => {
+                self.move_task(snap, isize::MIN / 2);
+            }
+            KeyCode::End | KeyCode::Char('G') if self.detail => {
+                self.move_task(snap, isize::MAX / 2);
             }
             KeyCode::Char('k') if self.detail => return self.ask_kill(snap),
             KeyCode::Up | KeyCode::Char('k') => self.move_selection(snap, -1),
@@ -248,7 +277,7 @@ impl App {
                     self.selected = self.detail_id(snap);
                 }
                 self.detail = !self.detail;
-                self.task_index = 0;
+                self.task_pid = None;
             }
             KeyCode::Char('s') => self.sort = self.sort.next(),
             KeyCode::Char('S') => self.descending = !self.descending,
@@ -279,7 +308,7 @@ impl App {
         }
         match self
             .selected_row(snap)
-            .and_then(|r| r.tasks.get(self.task_index))
+            .and_then(|r| r.tasks.get(self.task_index(&r.tasks)))
         {
             Some(t) => self.confirm_kill = Some(t.clone()),
             None => self.status = Some("no task selected".into()),
@@ -385,7 +414,8 @@ mod tests {
             app.key(key(KeyCode::Char('y')), &s),
             Some(Command::Kill {
                 pid: 10,
-                comm: "t1".into()
+                comm: "t1".into(),
+                start_time: None,
             })
         );
         // Anything but y declines.
@@ -393,6 +423,39 @@ mod tests {
         assert_eq!(app.key(key(KeyCode::Char('n')), &s), None);
         assert!(app.status.as_deref().unwrap_or("").contains("not killed"));
         assert_eq!(app.key(key(KeyCode::Char('q')), &s), Some(Command::Quit));
+    }
+
+    #[test]
+    fn the_task_selection_follows_the_pid_when_the_list_reorders() {
+        let mut s = snap();
+        s.cgroups[1].tasks = (1..=3)
+            .map(|pid| TaskRow {
+                pid,
+                comm: format!("w{pid}"),
+                start_time: Some(100 + u64::from(pid)),
+                ..Default::default()
+            })
+            .collect();
+        let mut app = App::new(Mode::Live);
+        app.key(key(KeyCode::Enter), &s);
+        app.key(key(KeyCode::Down), &s);
+        assert_eq!(app.task_pid, Some(2));
+        // The list re-sorts (throttled time changed): still pid 2.
+        s.cgroups[1].tasks.reverse();
+        app.key(key(KeyCode::Char('k')), &s);
+        assert_eq!(
+            app.key(key(KeyCode::Char('y')), &s),
+            Some(Command::Kill {
+                pid: 2,
+                comm: "w2".into(),
+                start_time: Some(102),
+            })
+        );
+        // Paging keys move in the task list, not the table.
+        app.key(key(KeyCode::End), &s);
+        assert_eq!((app.task_pid, app.selected), (Some(1), Some(2)));
+        app.key(key(KeyCode::PageUp), &s);
+        assert_eq!(app.task_pid, Some(3));
     }
 
     #[test]

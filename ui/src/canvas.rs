@@ -483,7 +483,8 @@ fn draw_detail(f: &mut Frame<'_>, area: Rect, app: &App, r: &CgroupRow, theme: T
     let header = Row::new(["PID", "COMM", "RSS", "THR(10s)", "EPISODES", "STATE"])
         .style(Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
     let visible = tasks.height.saturating_sub(1) as usize;
-    let offset = app.task_index.saturating_sub(visible.saturating_sub(1));
+    let selected = app.task_index(&r.tasks);
+    let offset = selected.saturating_sub(visible.saturating_sub(1));
     let body: Vec<Row> = r
         .tasks
         .iter()
@@ -503,7 +504,7 @@ fn draw_detail(f: &mut Frame<'_>, area: Rect, app: &App, r: &CgroupRow, theme: T
                 t.episodes.to_string(),
                 t.state.clone(),
             ]);
-            if i == app.task_index {
+            if i == selected {
                 row.style(Style::default().add_modifier(Modifier::REVERSED))
             } else {
                 row

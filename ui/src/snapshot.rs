@@ -63,6 +63,10 @@ pub struct TaskRow {
     pub episodes: u64,
     /// `throttled` while inside the throttle function now.
     pub state: String,
+    /// The process's start time (clock ticks since boot, /proc stat field
+    /// 22), when the source knows it: a kill goes to this process only,
+    /// never to a later one that reused the pid.
+    pub start_time: Option<u64>,
 }
 
 /// One memory cgroup.

@@ -91,6 +91,7 @@ fn livelock() -> Snapshot {
                     throttled_ns: 7_100_000_000,
                     episodes: 14,
                     state: "throttled".into(),
+                    start_time: None,
                 },
                 TaskRow {
                     pid: 811,
@@ -99,6 +100,7 @@ fn livelock() -> Snapshot {
                     throttled_ns: 6_400_000_000,
                     episodes: 31,
                     state: "running".into(),
+                    start_time: None,
                 },
                 TaskRow {
                     pid: 990,
@@ -107,6 +109,7 @@ fn livelock() -> Snapshot {
                     throttled_ns: 0,
                     episodes: 0,
                     state: "running".into(),
+                    start_time: None,
                 },
             ],
             recent: vec![LogLine {

@@ -60,7 +60,11 @@ fn main() {
         Task::Vmtest(a) => vm::run(&a),
         Task::Bench => bench(),
         Task::Fuzz { seconds } => {
-            test::fuzz(&[("read_recording", seconds), ("parse_config", seconds)])
+            let targets: Vec<(&str, u32)> = test::FUZZ_CI
+                .iter()
+                .map(|&(name, _)| (name, seconds))
+                .collect();
+            test::fuzz(&targets)
         }
     };
     if let Err(e) = result {

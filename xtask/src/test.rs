@@ -58,9 +58,10 @@ pub fn run(args: &TestArgs) -> Result<()> {
     suite.step("unit and host integration tests", || {
         cmd::cargo(&["test", "--features", "memtrace-tests/root-tests"])
     })?;
-    suite.step("fuzz: recording reader and config parser", || {
-        fuzz(&FUZZ_CI)
-    })?;
+    suite.step(
+        "fuzz: recording reader, chunk decoder and config parser",
+        || fuzz(&FUZZ_CI),
+    )?;
     if !args.no_vm {
         suite.step("VM matrix: every scenario on 6.1, 6.12, 7.2", || {
             vm::run(&VmtestArgs {
@@ -125,7 +126,11 @@ pub fn lint() -> Result<()> {
 }
 
 /// Fuzz targets and how long CI runs each.
-const FUZZ_CI: [(&str, u32); 2] = [("read_recording", 45), ("parse_config", 15)];
+pub const FUZZ_CI: [(&str, u32); 3] = [
+    ("read_recording", 40),
+    ("decode_chunk", 40),
+    ("parse_config", 15),
+];
 
 /// Runs cargo-fuzz targets (nightly, AddressSanitizer) for a while each,
 /// starting from the committed seeds; new inputs go to a scratch corpus
@@ -153,6 +158,9 @@ pub fn fuzz(targets: &[(&str, u32)]) -> Result<()> {
                 .args([
                     "--",
                     &format!("-max_total_time={secs}"),
+                    // An input that takes seconds is a bug (a quadratic
+                    // path a hostile file could use), not a slow machine.
+                    "-timeout=10",
                     "-print_final_stats=1",
                 ])
                 .current_dir(&root),

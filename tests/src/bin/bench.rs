@@ -89,7 +89,7 @@ fn recording(out: &mut Vec<String>) {
     let (median, p90) = measure(5, || {
         let mut w = Writer::create(&path, &Header::default(), Fsync::Never, true).unwrap();
         for (i, e) in evs.iter().enumerate() {
-            w.event(e, &mut |id| paths(id));
+            w.event(e, &mut |id| paths(id)).unwrap();
             if i % 20_000 == 0 {
                 w.flush().unwrap();
             }

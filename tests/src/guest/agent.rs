@@ -18,8 +18,12 @@ use crate::run::{AgentRun, EventsRun, workspace_bin};
 
 /// Kill overshoot allowed from the budget crossing to the signal. The agent
 /// arms a timer for the crossing (1 ms resolution) and the victim's pidfd
-/// is open already; the rest is scheduling on a 2-vCPU emulated guest.
-pub const MAX_BREACH_TO_SIGNAL_MS: f64 = 100.0;
+/// is open already; the rest is scheduling on a 2-vCPU emulated guest. That
+/// is usually 10-30 ms, but with three TCG guests on two host cores a guest
+/// has lost its CPU for 80 ms (the timer fired late, 105 ms in all): 250 ms
+/// is still a sixth of the 1.5 s budget, while acting at the next 1 s tick
+/// instead of the crossing overshoots by 500 ms on average.
+pub const MAX_BREACH_TO_SIGNAL_MS: f64 = 250.0;
 
 /// A livelock cgroup (64 MiB high, 128 MiB max, no swap) with a server in
 /// it and a client outside.
@@ -275,7 +279,7 @@ token_env = "HOOK_TOKEN"
     let would = sink.wait_for(Duration::from_secs(10), |r| r.body["event"] == "kill");
     let status = wait_child(&mut hog, Duration::from_secs(60))?;
     drop(stage);
-    agent.stop();
+    let log = agent.stop();
     let kills = kill_log("/tmp/dry.jsonl");
 
     c.check(
@@ -329,7 +333,7 @@ token_env = "HOOK_TOKEN"
     }
     c.check(
         kills.len() == 1 && kills[0]["dry_run"] == true && kills[0]["pid"] == hog_pid,
-        format!("kill log should hold one dry-run line for the hog: {kills:?}"),
+        format!("kill log should hold one dry-run line for the hog: {kills:?}\nagent log:\n{log}"),
     );
     Ok(())
 }
@@ -407,7 +411,8 @@ avoid = ["--tag keep-me"]
 }
 
 /// The kernel brake: the agent is stopped with SIGSTOP and the in-kernel
-/// rule ends the livelock by itself.
+/// rule ends the livelock by itself. The budget (95% of 10 s) cannot be
+/// spent in the 2.5 s the agent runs, so the kill is the brake's.
 pub fn agent_brake(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     let sink = HttpSink::start()?;
     let config = write_config(
@@ -418,7 +423,7 @@ pub fn agent_brake(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
 cgroup = "/agentbrake"
 window = "10s"
 max_throttled = "95%"
-action = "alert"
+action = "kill-largest"
 brake = {{ limit = "3s", window = "10s", stale = "2s" }}
 [[alert]]
 kind = "webhook"
@@ -710,5 +715,118 @@ min_interval = "1s"
         ),
         None => c.check(false, "no PSI trigger alert"),
     }
+    Ok(())
+}
+
+/// The other kill actions: `kill-most-throttled` picks the process
+/// throttled longest (not the largest), `kill-cgroup` ends every process of
+/// the cgroup through cgroup.kill.
+pub fn agent_actions(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
+    let _ = std::fs::remove_file("/tmp/actions.jsonl");
+    let config = write_config(
+        "agent-actions",
+        r#"
+[agent]
+kill_log = "/tmp/actions.jsonl"
+[[budget]]
+cgroup = "/agentmt"
+window = "5s"
+max_throttled = "30%"
+action = "kill-most-throttled"
+[[budget]]
+cgroup = "/agentcg"
+window = "5s"
+max_throttled = "30%"
+action = "kill-cgroup"
+"#,
+    )?;
+    let agent = agent(&config, &[], &[])?;
+
+    // The larger process allocates first, under memory.high, then sleeps:
+    // it is never throttled. The smaller one takes the cgroup over high and
+    // keeps allocating: it is the one throttled.
+    let mt = v2_cgroup("/agentmt")?;
+    limits(&mt, 64 * MIB, 128 * MIB)?;
+    let mut big = spawn_in(
+        &mt,
+        "hog",
+        &["--mb", "48", "--step-mb", "8", "--hold", "60"],
+        Some(0),
+    )?;
+    std::thread::sleep(Duration::from_secs(3));
+    let mut small = spawn_in(
+        &mt,
+        "hog",
+        &[
+            "--mb",
+            "40",
+            "--step-mb",
+            "4",
+            "--churn-kb",
+            "256",
+            "--until",
+            "60",
+        ],
+        Some(0),
+    )?;
+    let (big_pid, small_pid) = (u64::from(big.id()), u64::from(small.id()));
+    let small_status = wait_child(&mut small, Duration::from_secs(60))?;
+    let big_alive = big.try_wait()?.is_none();
+    stop(&mut big);
+
+    // kill-cgroup: the hog and the server in it all die.
+    let stage = Stage::new("/agentcg")?;
+    let mut hog = stage.hog(&[
+        "--mb",
+        "100",
+        "--step-mb",
+        "4",
+        "--churn-kb",
+        "256",
+        "--until",
+        "60",
+    ])?;
+    let hog_status = wait_child(&mut hog, Duration::from_secs(60))?;
+    let mut server_gone = false;
+    for _ in 0..50 {
+        if stage
+            .cg
+            .read("cgroup.procs")
+            .map(|p| p.trim().is_empty())
+            .unwrap_or(false)
+        {
+            server_gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(stage);
+    agent.stop();
+    let kills = kill_log("/tmp/actions.jsonl");
+
+    c.check(
+        killed_by_sigkill(&small_status),
+        format!("the most throttled process was not killed: {small_status}"),
+    );
+    c.check(
+        big_alive,
+        "the largest, never throttled, process was killed",
+    );
+    let mt_kill = kills.iter().find(|k| k["cgroup"] == "/agentmt");
+    c.check(
+        mt_kill.is_some_and(|k| k["pid"] == small_pid && k["action"] == "kill-most-throttled"),
+        format!("kill-most-throttled should name {small_pid} (not {big_pid}): {kills:?}"),
+    );
+    c.check(
+        killed_by_sigkill(&hog_status),
+        format!("kill-cgroup did not kill the hog: {hog_status}"),
+    );
+    c.check(server_gone, "kill-cgroup left processes in the cgroup");
+    c.check(
+        kills
+            .iter()
+            .any(|k| k["cgroup"] == "/agentcg" && k["action"] == "kill-cgroup"),
+        format!("no kill-cgroup line: {kills:?}"),
+    );
     Ok(())
 }

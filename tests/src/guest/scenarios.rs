@@ -50,6 +50,7 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("agent-bad-config", super::agent::agent_bad_config),
     ("agent-estimate", super::agent::agent_estimate),
     ("agent-host", super::agent::agent_host),
+    ("agent-actions", super::agent::agent_actions),
     ("record", super::record::record),
 ];
 

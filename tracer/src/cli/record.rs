@@ -96,25 +96,28 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
                 }
                 if filter.matches_event(registry, &e) {
                     model.apply(&e, registry);
-                    writer.event(&e, &mut |id| registry.path(id));
+                    writer.event(&e, &mut |id| registry.path(id))?;
                     events += 1;
                 }
+                std::io::Result::Ok(())
             };
+        let out = args.output.display().to_string();
+        let write_err = |e: std::io::Error| anyhow::Error::new(e).context(format!("writing {out}"));
         loop {
             tokio::select! {
-                e = source.next() => keep(e, &mut writer, &mut registry, &mut model),
+                e = source.next() => keep(e, &mut writer, &mut registry, &mut model).map_err(write_err)?,
                 _ = tick.tick() => {
                     let now = mono_now_ns();
                     let active: Vec<u64> = model.cgroups.values()
                         .filter(|s| now.saturating_sub(s.last_activity_ns) < 10_000_000_000)
                         .map(|s| s.id).collect();
                     let s = sampler.sample(now, &mut registry, &active);
-                    writer.sample(&s, &mut |id| registry.path(id));
+                    writer.sample(&s, &mut |id| registry.path(id)).map_err(write_err)?;
                     samples += 1;
                     model.gc(now);
                 }
                 _ = flush.tick() => {
-                    writer.tick().with_context(|| format!("writing {}", args.output.display()))?;
+                    writer.tick().map_err(write_err)?;
                     if max_size.is_some_and(|m| writer.bytes >= m) {
                         stopped_for_size = true;
                         break;
@@ -128,18 +131,20 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         source.drain();
         source.poll_lost();
         while let Ok(e) = tokio::time::timeout(Duration::from_millis(1), source.next()).await {
-            keep(e, &mut writer, &mut registry, &mut model);
+            keep(e, &mut writer, &mut registry, &mut model).map_err(write_err)?;
         }
         anyhow::Ok(())
     })?;
-    writer.note(
-        mono_now_ns(),
-        if stopped_for_size {
-            "stopped: --max-size reached"
-        } else {
-            "stopped"
-        },
-    );
+    writer
+        .note(
+            mono_now_ns(),
+            if stopped_for_size {
+                "stopped: --max-size reached"
+            } else {
+                "stopped"
+            },
+        )
+        .with_context(|| format!("writing {}", args.output.display()))?;
     let (chunks, records) = (writer.chunks, writer.records);
     let bytes = writer
         .close()

@@ -8,6 +8,8 @@ use clap::{Args, ValueEnum};
 
 use memtrace::record::reader;
 
+use super::UsageError;
+
 #[derive(Args, Debug)]
 pub struct ReportArgs {
     /// A recording (from `memtrace record` or the agent's flight recorder).
@@ -41,15 +43,24 @@ fn open(file: &std::path::Path) -> anyhow::Result<reader::Recording> {
 pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
     let rec = open(&args.file)?;
     let r = memtrace::report::build(&rec);
-    let out = std::io::stdout();
-    let mut out = out.lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &r)?;
-        writeln!(out)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, &r)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
     } else {
-        out.write_all(r.markdown().as_bytes())?;
+        out.write_all(r.markdown().as_bytes())
+    };
+    finish(written.and_then(|()| out.flush()), "writing the report")
+}
+
+/// A reader that stops early (`| head`) is not an error.
+fn finish(written: std::io::Result<()>, what: &'static str) -> anyhow::Result<u8> {
+    match written {
+        Ok(()) => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(e).context(what),
     }
-    Ok(0)
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -77,6 +88,15 @@ pub struct ExportArgs {
 
 pub fn export(args: ExportArgs) -> anyhow::Result<u8> {
     let mut rec = open(&args.file)?;
+    if let Some(p) = &args.output
+        && same_file(p, &args.file)
+    {
+        return Err(UsageError(format!(
+            "--output {} is the recording itself; writing there would destroy it",
+            p.display()
+        ))
+        .into());
+    }
     let mut out: Box<dyn Write> = match &args.output {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
@@ -89,9 +109,14 @@ pub fn export(args: ExportArgs) -> anyhow::Result<u8> {
         Format::Csv if args.samples => memtrace::export::csv_samples(&rec, &mut out),
         Format::Csv => memtrace::export::csv_events(&rec, &mut out),
     };
-    match result.and_then(|()| out.flush()) {
-        Ok(()) => Ok(0),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
-        Err(e) => Err(e).context("writing the export"),
+    finish(result.and_then(|()| out.flush()), "writing the export")
+}
+
+/// Whether two paths name one file (hard links and `./` spellings too).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
     }
 }

@@ -56,8 +56,9 @@ impl Default for ReclaimStats {
 impl ReclaimStats {
     pub fn record(&mut self, duration_ns: u64, pages: u64) {
         self.count += 1;
-        self.pages += pages;
-        self.total_ns += duration_ns;
+        // Saturating: a replayed file may carry any numbers.
+        self.pages = self.pages.saturating_add(pages);
+        self.total_ns = self.total_ns.saturating_add(duration_ns);
         let _ = self
             .hist
             .record((duration_ns / 1_000).clamp(1, 3_600_000_000));
@@ -260,7 +261,8 @@ impl Model {
                 Vec::new()
             }
             Event::Lost(l) => {
-                *self.lost.entry(l.kind.as_str()).or_default() += l.count;
+                let n = self.lost.entry(l.kind.as_str()).or_default();
+                *n = n.saturating_add(l.count);
                 Vec::new()
             }
             _ => Vec::new(),
@@ -287,6 +289,39 @@ impl Model {
                 t.recent.forget_before(from);
             }
         }
+    }
+
+    /// Keeps cgroup identities current: a path recorded as `#id` (the
+    /// cgroup was newer than the registry's last scan) is resolved, and
+    /// cgroups removed from the hierarchy and idle for ten minutes are
+    /// dropped. Returns the ids whose entry changed or went, for the
+    /// consumers that cache by id.
+    pub fn maintain(&mut self, reg: &mut CgroupRegistry, now: u64) -> Vec<u64> {
+        const IDLE: u64 = 600_000_000_000;
+        let mut changed = Vec::new();
+        for st in self.cgroups.values_mut() {
+            if st.path.starts_with('#')
+                && let Some(p) = reg.path(st.id)
+            {
+                st.path = p;
+                self.parents.remove(&st.id);
+                changed.push(st.id);
+            }
+        }
+        if reg.root().is_some() {
+            self.cgroups.retain(|id, st| {
+                let keep = reg.is_live(*id)
+                    || st.throttle.in_progress() > 0
+                    || now.saturating_sub(st.last_activity_ns) < IDLE;
+                if !keep {
+                    changed.push(*id);
+                }
+                keep
+            });
+            let cgroups = &self.cgroups;
+            self.parents.retain(|id, _| cgroups.contains_key(id));
+        }
+        changed
     }
 
     /// Processes of a cgroup's subtree by throttled time in the window,

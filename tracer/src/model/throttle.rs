@@ -6,8 +6,12 @@ use std::collections::HashMap;
 use super::IntervalUnion;
 
 /// An episode with no end after this long is dropped: its end record was
-/// lost (and reported as lost), the task cannot still be in the function.
-pub const MAX_EPISODE_NS: u64 = 60_000_000_000;
+/// lost, the task cannot still be in the function. The kernel sleeps at
+/// most 2 s per call (MEMCG_MAX_HIGH_DELAY_JIFFIES) after a bounded
+/// reclaim, so 10 s is far past any real episode, yet short enough that a
+/// missed return (the kretprobe fallback drops returns beyond its
+/// `maxactive` instances) does not count as throttling for long.
+pub const MAX_EPISODE_NS: u64 = 10_000_000_000;
 
 #[derive(Clone, Debug, Default)]
 pub struct ThrottleTracker {

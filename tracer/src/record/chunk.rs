@@ -269,6 +269,10 @@ impl ChunkBuilder {
         if self.count == 0 {
             return None;
         }
+        debug_assert!(
+            self.len() <= super::MAX_CHUNK,
+            "writers flush at FLUSH_BYTES"
+        );
         let mut payload = Vec::with_capacity(self.len() + 16);
         put_varint(&mut payload, self.strings.len() as u64);
         for s in &self.strings {
@@ -357,7 +361,9 @@ impl Tables {
 
 fn task(c: &mut Cursor<'_>, t: &Tables) -> Result<Task, CodecError> {
     let pid = c.u32("pid")?;
-    let tgid = i64::from(pid) - c.zigzag()?;
+    let tgid = i64::from(pid)
+        .checked_sub(c.zigzag()?)
+        .ok_or(CodecError::Range("tgid"))?;
     let tgid = u32::try_from(tgid).map_err(|_| CodecError::Range("tgid"))?;
     let comm = Comm::new(t.string(c.varint()?)?);
     Ok(Task { pid, tgid, comm })
@@ -384,16 +390,33 @@ fn count(c: &mut Cursor<'_>, what: &'static str) -> Result<usize, CodecError> {
     Ok(n)
 }
 
+/// Capacity for `n` elements of at least `min_bytes` encoded each: never
+/// more than the remaining bytes could hold.
+fn capacity(c: &Cursor<'_>, n: usize, min_bytes: usize) -> usize {
+    n.min(c.remaining() / min_bytes.max(1))
+}
+
+/// Longest span a record may claim: nothing the kernel does takes an hour.
+const MAX_DURATION_NS: u64 = 3_600_000_000_000;
+
+fn duration(c: &mut Cursor<'_>) -> Result<u64, CodecError> {
+    let d = c.varint()?;
+    if d > MAX_DURATION_NS {
+        return Err(CodecError::Range("duration"));
+    }
+    Ok(d)
+}
+
 /// Decodes a chunk's payload.
 pub fn decode(payload: &[u8], base_ts: u64, expected: u32) -> Result<Decoded, CodecError> {
     let mut c = Cursor::new(payload);
     let n = count(&mut c, "string count")?;
-    let mut strings = Vec::with_capacity(n);
+    let mut strings = Vec::with_capacity(capacity(&c, n, 1));
     for _ in 0..n {
         strings.push(String::from_utf8_lossy(c.bytes()?).into_owned());
     }
     let n = count(&mut c, "cgroup count")?;
-    let mut ids = Vec::with_capacity(n);
+    let mut ids = Vec::with_capacity(capacity(&c, n, 2));
     let mut out = Decoded::default();
     for _ in 0..n {
         let id = c.varint()?;
@@ -424,7 +447,7 @@ pub fn decode(payload: &[u8], base_ts: u64, expected: u32) -> Result<Decoded, Co
         }
         let rec = match tg {
             tag::THROTTLE => {
-                let dur = b.varint()?;
+                let dur = duration(&mut b)?;
                 let task = task(&mut b, &t)?;
                 Record::Event(Event::Throttle(Throttle {
                     ts_ns: ts,
@@ -450,7 +473,7 @@ pub fn decode(payload: &[u8], base_ts: u64, expected: u32) -> Result<Decoded, Co
                 }))
             }
             tag::RECLAIM | tag::DIRECT_RECLAIM => {
-                let dur = b.varint()?;
+                let dur = duration(&mut b)?;
                 let task = task(&mut b, &t)?;
                 let memcg_id = t.cgroup(b.varint()?)?;
                 let flags = b.varint()?;
@@ -520,7 +543,7 @@ pub fn decode(payload: &[u8], base_ts: u64, expected: u32) -> Result<Decoded, Co
                 };
                 host.pressure = psi(&mut b)?;
                 let n = count(&mut b, "cgroup samples")?;
-                let mut cgroups = Vec::with_capacity(n);
+                let mut cgroups = Vec::with_capacity(capacity(&b, n, 11));
                 for _ in 0..n {
                     let id = t.cgroup(b.varint()?)?;
                     let mut lim = || b.varint().map(|v| v.checked_sub(1));
@@ -534,7 +557,7 @@ pub fn decode(payload: &[u8], base_ts: u64, expected: u32) -> Result<Decoded, Co
                     };
                     let pressure = psi(&mut b)?;
                     let k = count(&mut b, "processes")?;
-                    let mut top = Vec::with_capacity(k);
+                    let mut top = Vec::with_capacity(capacity(&b, k, 3));
                     for _ in 0..k {
                         let pid = b.u32("pid")?;
                         let comm = t.string(b.varint()?)?.to_string();

@@ -141,7 +141,7 @@ mod tests {
         let text = "x".repeat(64 << 10);
         for i in 0..200u64 {
             let w = f.writer().unwrap();
-            w.note(i, &text);
+            w.note(i, &text).unwrap();
             w.flush().unwrap();
             f.tick().unwrap();
         }

@@ -37,8 +37,11 @@ pub const MAX_CHUNK: usize = 16 << 20;
 /// Bytes before a chunk's payload: magic, length, base time, count, CRC.
 pub const CHUNK_HEADER: usize = 4 + 4 + 8 + 4 + 4;
 
-/// What a recording says about where and when it was made.
+/// What a recording says about where and when it was made. Every field
+/// has a default, so a writer may add or drop fields without breaking
+/// readers.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Header {
     pub format: u16,
     pub tool: String,

@@ -75,10 +75,19 @@ impl Recording {
 }
 
 pub fn read(path: &Path) -> Result<Recording, ReadError> {
-    let data = std::fs::read(path).map_err(|source| ReadError::Io {
+    let io = |source| ReadError::Io {
         path: path.display().to_string(),
         source,
-    })?;
+    };
+    // Not a FIFO or a device: those could be read forever.
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    let data = std::fs::read(path).map_err(io)?;
     parse(&data)
 }
 
@@ -119,9 +128,10 @@ pub fn parse(data: &[u8]) -> Result<Recording, ReadError> {
         bytes: data.len() as u64,
         ..Default::default()
     };
+    let mut scan = Scan::new(data, end + 4);
     let mut pos = end + 4;
     while pos < data.len() {
-        match chunk_at(data, pos) {
+        match scan.chunk_at(pos) {
             Ok((next, decoded)) => {
                 rec.chunks += 1;
                 rec.chunk_spans
@@ -141,13 +151,21 @@ pub fn parse(data: &[u8]) -> Result<Recording, ReadError> {
             }
             Err(Bad::Damaged(reason)) => {
                 // Resynchronise on the next chunk magic after this one.
-                let next = find_magic(data, pos + 1).unwrap_or(data.len());
+                let next = scan.next_magic(pos + 1).unwrap_or(data.len());
                 rec.damaged.push(Damage {
                     offset: pos as u64,
                     len: (next - pos) as u64,
                     reason,
                 });
                 pos = next;
+            }
+            Err(Bad::GaveUp) => {
+                rec.damaged.push(Damage {
+                    offset: pos as u64,
+                    len: (data.len() - pos) as u64,
+                    reason: "too many damaged chunks; stopped checking here".into(),
+                });
+                break;
             }
         }
     }
@@ -158,6 +176,9 @@ enum Bad {
     /// The file ends inside this chunk, and no chunk follows.
     Torn,
     Damaged(String),
+    /// Checksumming failed candidates has cost more than any real damage
+    /// could; the rest is reported damaged unread.
+    GaveUp,
 }
 
 fn find_magic(data: &[u8], from: usize) -> Option<usize> {
@@ -167,45 +188,92 @@ fn find_magic(data: &[u8], from: usize) -> Option<usize> {
         .map(|i| i + from)
 }
 
-fn chunk_at(data: &[u8], pos: usize) -> Result<(usize, chunk::Decoded), Bad> {
-    let rest = &data[pos..];
-    let ends_here = || find_magic(data, pos + 1).is_none();
-    if rest.len() < CHUNK_HEADER {
-        return Err(
-            if rest.starts_with(&CHUNK_MAGIC[..rest.len().min(4)]) && ends_here() {
+/// The chunk scanner. Garbage may hold a chunk magic every few bytes, each
+/// claiming up to 16 MiB: magic positions are found once, and the bytes
+/// checksummed for candidates that fail are capped, so reading any file
+/// costs time linear in its size.
+struct Scan<'a> {
+    data: &'a [u8],
+    magics: Vec<usize>,
+    /// Bytes still allowed to be checksummed for failing candidates.
+    budget: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn new(data: &'a [u8], from: usize) -> Self {
+        let mut magics = Vec::new();
+        let mut p = from;
+        while let Some(m) = find_magic(data, p) {
+            magics.push(m);
+            p = m + 1;
+        }
+        // Real damage costs at most the file once; four times plus one
+        // largest chunk leaves ample room for it.
+        let budget = data.len().saturating_mul(4).saturating_add(MAX_CHUNK);
+        Scan {
+            data,
+            magics,
+            budget,
+        }
+    }
+
+    /// The first chunk magic at or after `from`.
+    fn next_magic(&self, from: usize) -> Option<usize> {
+        let i = self.magics.partition_point(|&m| m < from);
+        self.magics.get(i).copied()
+    }
+
+    fn chunk_at(&mut self, pos: usize) -> Result<(usize, chunk::Decoded), Bad> {
+        let rest = &self.data[pos..];
+        let ends_here = self.next_magic(pos + 1).is_none();
+        if rest.len() < CHUNK_HEADER {
+            return Err(
+                if rest.starts_with(&CHUNK_MAGIC[..rest.len().min(4)]) && ends_here {
+                    Bad::Torn
+                } else {
+                    Bad::Damaged("too short for a chunk".into())
+                },
+            );
+        }
+        if &rest[..4] != CHUNK_MAGIC {
+            return Err(Bad::Damaged("no chunk magic".into()));
+        }
+        let len = le32(rest, 4).unwrap_or(u32::MAX) as usize;
+        if len > MAX_CHUNK {
+            return Err(Bad::Damaged(format!("chunk length {len} too large")));
+        }
+        let base = le64(rest, 8).unwrap_or(0);
+        let count = le32(rest, 16).unwrap_or(0);
+        let crc = le32(rest, 20).unwrap_or(0);
+        let Some(payload) = rest.get(CHUNK_HEADER..CHUNK_HEADER + len) else {
+            return Err(if ends_here {
                 Bad::Torn
             } else {
-                Bad::Damaged("too short for a chunk".into())
-            },
-        );
+                Bad::Damaged("chunk runs past the next chunk".into())
+            });
+        };
+        if self.budget == 0 {
+            return Err(Bad::GaveUp);
+        }
+        let mut h = crc32fast::Hasher::new();
+        h.update(&base.to_le_bytes());
+        h.update(&count.to_le_bytes());
+        h.update(payload);
+        // A failing candidate is charged whatever failed it: a forged
+        // chunk can carry a correct checksum over an undecodable payload.
+        let cost = len.max(CHUNK_HEADER);
+        if h.finalize() != crc {
+            self.budget = self.budget.saturating_sub(cost);
+            return Err(Bad::Damaged("checksum mismatch".into()));
+        }
+        match chunk::decode(payload, base, count) {
+            Ok(decoded) => Ok((pos + CHUNK_HEADER + len, decoded)),
+            Err(e) => {
+                self.budget = self.budget.saturating_sub(cost.saturating_mul(2));
+                Err(Bad::Damaged(format!("undecodable: {e}")))
+            }
+        }
     }
-    if &rest[..4] != CHUNK_MAGIC {
-        return Err(Bad::Damaged("no chunk magic".into()));
-    }
-    let len = le32(rest, 4).unwrap_or(u32::MAX) as usize;
-    if len > MAX_CHUNK {
-        return Err(Bad::Damaged(format!("chunk length {len} too large")));
-    }
-    let base = le64(rest, 8).unwrap_or(0);
-    let count = le32(rest, 16).unwrap_or(0);
-    let crc = le32(rest, 20).unwrap_or(0);
-    let Some(payload) = rest.get(CHUNK_HEADER..CHUNK_HEADER + len) else {
-        return Err(if ends_here() {
-            Bad::Torn
-        } else {
-            Bad::Damaged("chunk runs past the next chunk".into())
-        });
-    };
-    let mut h = crc32fast::Hasher::new();
-    h.update(&base.to_le_bytes());
-    h.update(&count.to_le_bytes());
-    h.update(payload);
-    if h.finalize() != crc {
-        return Err(Bad::Damaged("checksum mismatch".into()));
-    }
-    let decoded = chunk::decode(payload, base, count)
-        .map_err(|e| Bad::Damaged(format!("undecodable: {e}")))?;
-    Ok((pos + CHUNK_HEADER + len, decoded))
 }
 
 #[cfg(test)]
@@ -391,6 +459,55 @@ pub(crate) mod tests {
         assert_eq!(r.damaged[0].offset, second as u64);
         assert_eq!(r.damaged[0].reason, "checksum mismatch");
         assert_eq!(r.records.len(), sizes.iter().sum::<usize>() - sizes[1]);
+    }
+
+    #[test]
+    fn a_file_of_fake_chunk_headers_is_given_up_on_not_checksummed_forever() {
+        let (mut bytes, chunks) = file(1);
+        let real = chunks[0].len();
+        // Headers every 24 bytes, each claiming 1 MiB that fits in the file:
+        // checksumming them all would read ~100 GiB.
+        let fake_len: u32 = 1 << 20;
+        for _ in 0..(4 << 20) / CHUNK_HEADER {
+            bytes.extend_from_slice(CHUNK_MAGIC);
+            bytes.extend_from_slice(&fake_len.to_le_bytes());
+            bytes.extend_from_slice(&[0; CHUNK_HEADER - 8]);
+        }
+        let r = parse(&bytes).unwrap();
+        assert_eq!(r.records.len(), real);
+        let last = r.damaged.last().unwrap();
+        assert!(last.reason.contains("stopped checking"), "{last:?}");
+        assert_eq!(last.offset + last.len, bytes.len() as u64);
+    }
+
+    #[test]
+    fn nested_chunks_with_good_checksums_but_no_records_are_given_up_on() {
+        let (mut bytes, chunks) = file(1);
+        let real = chunks[0].len();
+        // Each forged chunk's payload is every chunk after it, with a
+        // correct checksum and an impossible record count: reading them
+        // all would checksum ~70 MiB of this 70 KiB tail.
+        let mut tail: Vec<u8> = Vec::new();
+        for _ in 0..3000 {
+            let (base, count) = (0u64, u32::MAX);
+            let mut h = crc32fast::Hasher::new();
+            h.update(&base.to_le_bytes());
+            h.update(&count.to_le_bytes());
+            h.update(&tail);
+            let mut head = Vec::with_capacity(CHUNK_HEADER);
+            head.extend_from_slice(CHUNK_MAGIC);
+            head.extend_from_slice(&(tail.len() as u32).to_le_bytes());
+            head.extend_from_slice(&base.to_le_bytes());
+            head.extend_from_slice(&count.to_le_bytes());
+            head.extend_from_slice(&h.finalize().to_le_bytes());
+            head.extend_from_slice(&tail);
+            tail = head;
+        }
+        bytes.extend_from_slice(&tail);
+        let r = parse(&bytes).unwrap();
+        assert_eq!(r.records.len(), real);
+        let last = r.damaged.last().unwrap();
+        assert!(last.reason.contains("stopped checking"), "{last:?}");
     }
 
     #[test]

@@ -77,7 +77,7 @@ impl Sampler {
             }
             let mem = CgroupMemory::read(&dir, version);
             let top = if active.contains(&id) || mem.over_high() {
-                let mut procs = subtree_processes(&dir, &path, self.page_size);
+                let mut procs = subtree_processes(&dir, &path, self.page_size, false);
                 procs.sort_by_key(|p| std::cmp::Reverse(p.rss_bytes));
                 procs
                     .into_iter()

@@ -27,6 +27,8 @@ pub enum Fsync {
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// A chunk is written early when it grows past this.
 pub const FLUSH_BYTES: usize = 256 << 10;
+/// Ticks come a few times a second; one within this of the second counts.
+const TICK_SLACK: Duration = Duration::from_millis(150);
 
 pub struct Writer {
     file: File,
@@ -35,6 +37,8 @@ pub struct Writer {
     fsync: Fsync,
     last_flush: Instant,
     last_sync: Instant,
+    /// Chunks written since the last fsync.
+    unsynced: bool,
     /// Bytes written so far, header included.
     pub bytes: u64,
     pub records: u64,
@@ -82,6 +86,10 @@ impl Writer {
         file.write_all(&head)?;
         if fsync != Fsync::Never {
             file.sync_data()?;
+            // The new file's directory entry must survive a power cut too.
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
         }
         let now = Instant::now();
         Ok(Self {
@@ -91,39 +99,71 @@ impl Writer {
             fsync,
             last_flush: now,
             last_sync: now,
+            unsynced: false,
             bytes: head.len() as u64,
             records: 0,
             chunks: 0,
         })
     }
 
-    pub fn event(&mut self, e: &Event, paths: &mut Paths<'_>) {
+    /// Writes the pending chunk first if it is already large, so no chunk
+    /// grows past the reader's limit however fast records come.
+    fn room(&mut self) -> io::Result<()> {
+        if self.builder.len() >= FLUSH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn event(&mut self, e: &Event, paths: &mut Paths<'_>) -> io::Result<()> {
+        self.room()?;
         self.builder.event(e, paths);
         self.records += 1;
+        Ok(())
     }
 
-    pub fn sample(&mut self, s: &Sample, paths: &mut Paths<'_>) {
+    pub fn sample(&mut self, s: &Sample, paths: &mut Paths<'_>) -> io::Result<()> {
+        self.room()?;
         self.builder.sample(s, paths);
         self.records += 1;
+        Ok(())
     }
 
-    pub fn action(&mut self, a: &Action, paths: &mut Paths<'_>) {
+    pub fn action(&mut self, a: &Action, paths: &mut Paths<'_>) -> io::Result<()> {
+        self.room()?;
         self.builder.action(a, paths);
         self.records += 1;
+        Ok(())
     }
 
-    pub fn note(&mut self, ts_ns: u64, text: &str) {
+    pub fn note(&mut self, ts_ns: u64, text: &str) -> io::Result<()> {
+        self.room()?;
         self.builder.note(ts_ns, text);
         self.records += 1;
+        Ok(())
     }
 
-    /// Writes the pending chunk if a second has passed or it is large.
+    /// Writes the pending chunk when a second is (nearly) up, and syncs
+    /// written chunks on the same schedule. Call it several times a second.
     /// Returns whether a chunk was written.
     pub fn tick(&mut self) -> io::Result<bool> {
-        if self.builder.len() >= FLUSH_BYTES || self.last_flush.elapsed() >= FLUSH_INTERVAL {
-            return self.flush();
+        let due = |t: Instant| t.elapsed() + TICK_SLACK >= FLUSH_INTERVAL;
+        let wrote = if due(self.last_flush) {
+            self.flush()?
+        } else {
+            false
+        };
+        if self.unsynced && self.fsync == Fsync::Interval && due(self.last_sync) {
+            self.sync()?;
         }
-        Ok(false)
+        Ok(wrote)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.last_sync = Instant::now();
+        self.file.sync_data()?;
+        self.unsynced = false;
+        Ok(())
     }
 
     /// Writes the pending chunk now, in one write.
@@ -135,14 +175,13 @@ impl Writer {
         self.file.write_all(&chunk)?;
         self.bytes += chunk.len() as u64;
         self.chunks += 1;
-        let sync = match self.fsync {
-            Fsync::Every => true,
-            Fsync::Interval => self.last_sync.elapsed() >= FLUSH_INTERVAL,
-            Fsync::Never => false,
-        };
-        if sync {
-            self.file.sync_data()?;
-            self.last_sync = Instant::now();
+        self.unsynced = true;
+        match self.fsync {
+            Fsync::Every => self.sync()?,
+            Fsync::Interval if self.last_sync.elapsed() + TICK_SLACK >= FLUSH_INTERVAL => {
+                self.sync()?
+            }
+            _ => {}
         }
         log::debug!(
             "{}: chunk {} flushed, {} bytes in all",

@@ -1,0 +1,32 @@
+//! Bytes straight into the chunk decoder, past the checksum that keeps
+//! random files from reaching it, then through every consumer of decoded
+//! records: report, Perfetto, JSON lines and CSV exports. None may panic,
+//! overflow or hang, whatever the numbers in the records.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use memtrace::record::chunk;
+use memtrace::record::reader::Recording;
+
+fuzz_target!(|data: &[u8]| {
+    // Input: base timestamp (8 bytes), record count (4), then the payload.
+    let (Some(base), Some(count)) = (data.get(..8), data.get(8..12)) else {
+        return;
+    };
+    let base = u64::from_le_bytes(base.try_into().unwrap_or_default());
+    let count = u32::from_le_bytes(count.try_into().unwrap_or_default());
+    let Ok(decoded) = chunk::decode(&data[12..], base, count) else {
+        return;
+    };
+    let mut rec = Recording {
+        records: decoded.records,
+        cgroups: decoded.cgroups.into_iter().collect(),
+        ..Default::default()
+    };
+    let _ = memtrace::report::build(&rec).markdown();
+    let sink = &mut std::io::sink();
+    let _ = memtrace::export::perfetto(&rec, sink);
+    let _ = memtrace::export::csv_events(&rec, sink);
+    let _ = memtrace::export::csv_samples(&rec, sink);
+    let _ = memtrace::export::jsonl(&mut rec, sink);
+});
