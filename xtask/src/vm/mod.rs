@@ -102,7 +102,9 @@ pub fn run(args: &VmtestArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(image.with_extension("d"));
     }
 
-    let mut append = "console=ttyS0 panic=-1 psi=1 quiet".to_string();
+    // Not `quiet`: a boot that hangs must leave the kernel's messages in
+    // its console log.
+    let mut append = "console=ttyS0 earlyprintk=ttyS0 panic=-1 psi=1".to_string();
     if !args.scenarios.is_empty() {
         append.push_str(&format!(" memtrace.scenarios={}", args.scenarios.join(",")));
     }
@@ -158,7 +160,7 @@ fn boot_all(
                 let append = append.to_string();
                 let run_dir = vmtest.join("runs").join(k.label);
                 std::thread::spawn(move || {
-                    let boot = qemu::boot(&qemu::BootSpec {
+                    let spec = qemu::BootSpec {
                         label: k.label,
                         vmlinuz: &k.vmlinuz,
                         initramfs: &image,
@@ -166,7 +168,22 @@ fn boot_all(
                         boot_timeout: BOOT_TIMEOUT,
                         progress_timeout: PROGRESS_TIMEOUT,
                         run_dir,
-                    });
+                    };
+                    let mut boot = qemu::boot(&spec);
+                    // A guest that never reached init tested nothing: TCG
+                    // under load has hung there. One more boot, said out
+                    // loud; a second hang fails the run with its console.
+                    if let Ok(b) = &boot
+                        && b.timed_out
+                        && b.results.is_empty()
+                    {
+                        eprintln!(
+                            "[{}] the guest never reached init; booting it once more. Its console:\n{}",
+                            k.label,
+                            b.console_tail(15)
+                        );
+                        boot = qemu::boot(&spec);
+                    }
                     Outcome { kernel: k, boot }
                 })
             })

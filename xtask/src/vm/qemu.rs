@@ -95,9 +95,15 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
     let sink = console.clone();
     let stdout = child.stdout.take().context("qemu stdout")?;
     let reader = std::thread::spawn(move || {
+        // The kernel's boot messages go to console.log (and the failure
+        // report of a boot that hangs), not to the terminal.
+        let mut up = false;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let line = line.trim_end_matches('\r').to_string();
-            eprintln!("{prefix}{line}");
+            up |= is_progress(&line);
+            if up {
+                eprintln!("{prefix}{line}");
+            }
             let _ = writeln!(log, "{line}");
             if let Ok(mut c) = sink.lock() {
                 c.push(line);
