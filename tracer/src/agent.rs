@@ -1133,7 +1133,12 @@ impl Agent {
 
     fn on_psi(&mut self, line: PsiLine) {
         self.host_mem = HostMemory::read();
-        let mut f = HostWatch::psi(&self.cfg.host, line, &self.host_mem);
+        let f = HostWatch::psi(&self.cfg.host, line, &self.host_mem);
+        self.host_alert(f, mono_now_ns());
+    }
+
+    /// A leading-edge finding about the host: log and alert.
+    fn host_alert(&self, mut f: crate::host::Finding, at: u64) {
         f.details.insert("topic".into(), json!(f.topic));
         log::warn!("host: {}", f.summary);
         self.alert(
@@ -1143,7 +1148,7 @@ impl Agent {
             f.summary,
             f.details,
             false,
-            mono_now_ns(),
+            at,
         );
     }
 
@@ -1155,18 +1160,8 @@ impl Agent {
             self.estimator.forget(id);
         }
         self.host_mem = HostMemory::read();
-        for mut f in self.host.tick(&self.cfg.host, now, &self.host_mem) {
-            f.details.insert("topic".into(), json!(f.topic));
-            log::warn!("host: {}", f.summary);
-            self.alert(
-                AlertEvent::Host,
-                None,
-                f.topic,
-                f.summary,
-                f.details,
-                false,
-                now,
-            );
+        for f in self.host.tick(&self.cfg.host, now, &self.host_mem) {
+            self.host_alert(f, now);
         }
         self.sample_cgroups(now);
         self.prepare_victims(now);

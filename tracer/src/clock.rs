@@ -3,6 +3,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+// One set of human formats for logs, alerts and screens.
+pub use memtrace_ui::fmt::{fmt_bytes, fmt_ns};
+
 /// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of `bpf_ktime_get_ns`.
 pub fn mono_now_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
@@ -76,35 +79,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{s}` is not a duration: {e} (try 10s, 1m, 250ms)"))
 }
 
-/// `1.234s`, `12.3ms`, `456µs`: short and readable.
-pub fn fmt_ns(ns: u64) -> String {
-    if ns >= 1_000_000_000 {
-        format!("{:.3}s", ns as f64 / 1e9)
-    } else if ns >= 1_000_000 {
-        format!("{:.1}ms", ns as f64 / 1e6)
-    } else if ns >= 1_000 {
-        format!("{:.0}µs", ns as f64 / 1e3)
-    } else {
-        format!("{ns}ns")
-    }
-}
-
-/// `12.0MiB`, `1.5GiB`.
-pub fn fmt_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b}B")
-    } else {
-        format!("{v:.1}{}", UNITS[u])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,14 +110,5 @@ mod tests {
                 .unwrap_err()
                 .contains("not a duration")
         );
-    }
-
-    #[test]
-    fn human_formats() {
-        assert_eq!(fmt_ns(1_500_000_000), "1.500s");
-        assert_eq!(fmt_ns(2_500_000), "2.5ms");
-        assert_eq!(fmt_ns(999), "999ns");
-        assert_eq!(fmt_bytes(512), "512B");
-        assert_eq!(fmt_bytes(64 << 20), "64.0MiB");
     }
 }

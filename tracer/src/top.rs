@@ -174,9 +174,13 @@ impl SnapshotSource for LiveSource {
             self.sample = Some(self.sampler.sample(now, &mut self.registry, &active));
             self.last_sample = Some(Instant::now());
             self.model.gc(now);
-            let model = &self.model;
-            self.starts
-                .retain(|pid, _| model.cgroups.values().any(|c| c.tasks.contains_key(pid)));
+            let shown: std::collections::HashSet<u32> = self
+                .model
+                .cgroups
+                .values()
+                .flat_map(|c| c.tasks.keys().copied())
+                .collect();
+            self.starts.retain(|pid, _| shown.contains(pid));
             read_agent_status(&self.status_file, &mut self.view);
         }
         let mut snap = self.view.build(

@@ -13,15 +13,22 @@ pub fn fmt_ns(ns: u64) -> String {
     }
 }
 
-/// `512B`, `64.0MiB`, `1.5GiB`.
-pub fn fmt_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+/// `b` in the largest power of 1024 that keeps it at least 1, and that
+/// power's index, below `units`.
+fn binary_scale(b: u64, units: usize) -> (f64, usize) {
     let mut v = b as f64;
     let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
+    while v >= 1024.0 && u + 1 < units {
         v /= 1024.0;
         u += 1;
     }
+    (v, u)
+}
+
+/// `512B`, `64.0MiB`, `1.5GiB`.
+pub fn fmt_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (v, u) = binary_scale(b, UNITS.len());
     if u == 0 {
         format!("{b}B")
     } else {
@@ -32,12 +39,7 @@ pub fn fmt_bytes(b: u64) -> String {
 /// Compact bytes for narrow columns: `12G`, `640M`, `3.5G`, `12K`.
 pub fn fmt_bytes_short(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
+    let (v, u) = binary_scale(b, UNITS.len());
     if v < 10.0 && u > 0 {
         format!("{v:.1}{}", UNITS[u])
     } else {

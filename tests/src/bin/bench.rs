@@ -131,15 +131,16 @@ fn screens(out: &mut Vec<String>) {
     for r in 0..20u64 {
         for i in 0..cgroups {
             let start = r * SEC / 2 + i * 1000;
+            let task = Task {
+                pid: i as u32 + 100,
+                tgid: i as u32 + 100,
+                comm: Comm::new("worker"),
+            };
             model.apply(
                 &Event::Throttle(Throttle {
                     ts_ns: start + 100_000_000,
                     start_ns: start,
-                    task: Task {
-                        pid: i as u32 + 100,
-                        tgid: i as u32 + 100,
-                        comm: Comm::new("worker"),
-                    },
+                    task,
                     memcg_id: 10 + i,
                     over_high_id: 10 + i,
                     reclaim_ns: 1000,
@@ -152,11 +153,7 @@ fn screens(out: &mut Vec<String>) {
                 &Event::Reclaim(Reclaim {
                     ts_ns: start + 200_000,
                     start_ns: start,
-                    task: Task {
-                        pid: i as u32 + 100,
-                        tgid: i as u32 + 100,
-                        comm: Comm::new("worker"),
-                    },
+                    task,
                     memcg_id: 10 + i,
                     memcg_exact: true,
                     in_throttle: false,

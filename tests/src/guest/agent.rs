@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::Checks;
 use super::scenarios::{Ctx, MIB, limits, v2_cgroup, wait_child};
-use super::workload::{LatencyClient, latencies, percentile, spawn_in, stop};
+use super::workload::{LatencyClient, latencies, percentile, plateau_hog, spawn_in, stop};
 use crate::cgroup::TestCgroup;
 use crate::http_sink::HttpSink;
 use crate::run::{AgentRun, EventsRun, workspace_bin};
@@ -50,8 +50,9 @@ impl Stage {
         })
     }
 
-    pub(crate) fn hog(&self, args: &[&str]) -> Result<Child> {
-        spawn_in(&self.cg, "hog", args, Some(0))
+    /// See [`plateau_hog`].
+    pub(crate) fn plateau_hog(&self, mb: u32, until_s: u32, extra: &[&str]) -> Result<Child> {
+        plateau_hog(&self.cg, mb, until_s, extra)
     }
 
     fn now_ms(&self) -> f64 {
@@ -130,16 +131,7 @@ action = "kill-largest"
     std::thread::sleep(Duration::from_secs(2));
     let start = Instant::now();
     let hog_from = stage.now_ms();
-    let mut hog = stage.hog(&[
-        "--mb",
-        "100",
-        "--step-mb",
-        "4",
-        "--churn-kb",
-        "256",
-        "--until",
-        "60",
-    ])?;
+    let mut hog = stage.plateau_hog(100, 60, &[])?;
     let hog_pid = u64::from(hog.id());
     let status = wait_child(&mut hog, Duration::from_secs(60))?;
     let died_after = start.elapsed();
@@ -264,16 +256,7 @@ token_env = "HOOK_TOKEN"
     )?;
     let agent = agent(&config, &["--dry-run"], &[("HOOK_TOKEN", "s3cret")])?;
     let stage = Stage::new("/agentdry")?;
-    let mut hog = stage.hog(&[
-        "--mb",
-        "100",
-        "--step-mb",
-        "4",
-        "--churn-kb",
-        "256",
-        "--until",
-        "15",
-    ])?;
+    let mut hog = stage.plateau_hog(100, 15, &[])?;
     let hog_pid = u64::from(hog.id());
     let breach = sink.wait_for(Duration::from_secs(40), |r| r.body["event"] == "breach");
     let would = sink.wait_for(Duration::from_secs(10), |r| r.body["event"] == "kill");
@@ -358,28 +341,8 @@ avoid = ["--tag keep-me"]
     let stage = Stage::new("/agentavoid")?;
     // Together over memory.high (64 MiB), each alone under it: sparing the
     // big one and killing the small one ends the throttling.
-    let mut big = stage.hog(&[
-        "--mb",
-        "48",
-        "--step-mb",
-        "4",
-        "--churn-kb",
-        "256",
-        "--until",
-        "30",
-        "--tag",
-        "keep-me",
-    ])?;
-    let mut small = stage.hog(&[
-        "--mb",
-        "32",
-        "--step-mb",
-        "4",
-        "--churn-kb",
-        "256",
-        "--until",
-        "30",
-    ])?;
+    let mut big = stage.plateau_hog(48, 30, &["--tag", "keep-me"])?;
+    let mut small = stage.plateau_hog(32, 30, &[])?;
     let (big_pid, small_pid) = (u64::from(big.id()), u64::from(small.id()));
     let small_status = wait_child(&mut small, Duration::from_secs(60))?;
     let big_alive = big.try_wait()?.is_none();
@@ -438,16 +401,7 @@ on = ["brake"]
     let mut events = EventsRun::start(&workspace_bin("memtrace"), &["--types", "throttle"])?;
     let agent = agent(&config, &[], &[])?;
     let stage = Stage::new("/agentbrake")?;
-    let mut hog = stage.hog(&[
-        "--mb",
-        "100",
-        "--step-mb",
-        "4",
-        "--churn-kb",
-        "256",
-        "--until",
-        "90",
-    ])?;
+    let mut hog = stage.plateau_hog(100, 90, &[])?;
     let hog_pid = u64::from(hog.id());
     // Let the agent see the hog throttled and install the rule (its 1 s
     // tick), then freeze it.
@@ -515,16 +469,7 @@ pub fn agent_bad_config(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
         "[[budget]]\ncgroup = \"/agentbad\"\nmax_throttled = \"130%\"\naction = \"kill-largest\"\n",
     )?;
     let stage = Stage::new("/agentbad")?;
-    let mut hog = stage.hog(&[
-        "--mb",
-        "100",
-        "--step-mb",
-        "4",
-        "--churn-kb",
-        "256",
-        "--until",
-        "12",
-    ])?;
+    let mut hog = stage.plateau_hog(100, 12, &[])?;
     let out = std::process::Command::new(workspace_bin("memtrace"))
         .args(["agent", "--config", &bad])
         .output()
@@ -558,16 +503,7 @@ pub fn agent_bad_config(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     agent.signal(libc::SIGHUP);
     let kept = agent.wait_log(Duration::from_secs(10), "NOT reloaded");
     c.check(kept, "an invalid file on SIGHUP was not reported");
-    let mut hog = stage.hog(&[
-        "--mb",
-        "100",
-        "--step-mb",
-        "4",
-        "--churn-kb",
-        "256",
-        "--until",
-        "60",
-    ])?;
+    let mut hog = stage.plateau_hog(100, 60, &[])?;
     let status = wait_child(&mut hog, Duration::from_secs(60))?;
     drop(stage);
     let log = agent.stop();
@@ -597,16 +533,7 @@ pub fn agent_estimate(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     )?;
     let agent = agent(&config, &[], &[("MEMTRACE_DENY_ATTACH", "fentry,kprobe")])?;
     let stage = Stage::new("/agentest")?;
-    let mut hog = stage.hog(&[
-        "--mb",
-        "100",
-        "--step-mb",
-        "4",
-        "--churn-kb",
-        "256",
-        "--until",
-        "20",
-    ])?;
+    let mut hog = stage.plateau_hog(100, 20, &[])?;
     let breach = sink.wait_for(Duration::from_secs(40), |r| r.body["event"] == "breach");
     stop(&mut hog);
     drop(stage);
@@ -660,16 +587,7 @@ min_interval = "1s"
     let agent = agent(&config, &[], &[])?;
     // Pressure: a throttled hog. Exhaustion: a big one without limits.
     let stage = Stage::new("/agenthost")?;
-    let mut pressure = stage.hog(&[
-        "--mb",
-        "100",
-        "--step-mb",
-        "4",
-        "--churn-kb",
-        "256",
-        "--until",
-        "12",
-    ])?;
+    let mut pressure = stage.plateau_hog(100, 12, &[])?;
     let big_cg = v2_cgroup("/agenthost-big")?;
     let mut big = spawn_in(
         &big_cg,
@@ -754,21 +672,7 @@ action = "kill-cgroup"
         Some(0),
     )?;
     std::thread::sleep(Duration::from_secs(3));
-    let mut small = spawn_in(
-        &mt,
-        "hog",
-        &[
-            "--mb",
-            "40",
-            "--step-mb",
-            "4",
-            "--churn-kb",
-            "256",
-            "--until",
-            "60",
-        ],
-        Some(0),
-    )?;
+    let mut small = plateau_hog(&mt, 40, 60, &[])?;
     let (big_pid, small_pid) = (u64::from(big.id()), u64::from(small.id()));
     let small_status = wait_child(&mut small, Duration::from_secs(60))?;
     let big_alive = big.try_wait()?.is_none();
@@ -776,16 +680,7 @@ action = "kill-cgroup"
 
     // kill-cgroup: the hog and the server in it all die.
     let stage = Stage::new("/agentcg")?;
-    let mut hog = stage.hog(&[
-        "--mb",
-        "100",
-        "--step-mb",
-        "4",
-        "--churn-kb",
-        "256",
-        "--until",
-        "60",
-    ])?;
+    let mut hog = stage.plateau_hog(100, 60, &[])?;
     let hog_status = wait_child(&mut hog, Duration::from_secs(60))?;
     let mut server_gone = false;
     for _ in 0..50 {

@@ -44,16 +44,7 @@ pub fn record(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     }
     let stage = Stage::new("/recorded")?;
     std::thread::sleep(Duration::from_secs(2));
-    let mut hog = stage.hog(&[
-        "--mb",
-        "100",
-        "--step-mb",
-        "4",
-        "--churn-kb",
-        "256",
-        "--until",
-        "15",
-    ])?;
+    let mut hog = stage.plateau_hog(100, 15, &[])?;
     let hog_pid = u64::from(hog.id());
     let status = wait_child(&mut hog, Duration::from_secs(60))?;
     // Samples after the end, so the last one sees all the pressure.

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::workload::{
-    Evidence, LatencyClient, count, latencies, percentile, rel_diff, spawn_in, stop,
+    Evidence, LatencyClient, count, latencies, percentile, plateau_hog, rel_diff, spawn_in, stop,
     throttle_summary,
 };
 use super::{Checks, wait_until};
@@ -151,21 +151,7 @@ fn livelock(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     std::thread::sleep(Duration::from_secs(2));
     let before = Evidence::read(&cg)?;
     let hog_from = client.now_ms();
-    let mut hog = spawn_in(
-        &cg,
-        "hog",
-        &[
-            "--mb",
-            "100",
-            "--step-mb",
-            "4",
-            "--churn-kb",
-            "256",
-            "--until",
-            "20",
-        ],
-        Some(0),
-    )?;
+    let mut hog = plateau_hog(&cg, 100, 20, &[])?;
     let hog_pid = u64::from(hog.id());
     let status = wait_child(&mut hog, Duration::from_secs(60))?;
     let hog_to = client.now_ms();
@@ -332,21 +318,7 @@ fn nested(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     let child = v2_cgroup("/nested/child")?;
     let events = start_events()?;
     let before = Evidence::read(&parent)?;
-    let mut hog = spawn_in(
-        &child,
-        "hog",
-        &[
-            "--mb",
-            "100",
-            "--step-mb",
-            "4",
-            "--churn-kb",
-            "256",
-            "--until",
-            "15",
-        ],
-        Some(0),
-    )?;
+    let mut hog = plateau_hog(&child, 100, 15, &[])?;
     let hog_pid = u64::from(hog.id());
     let status = wait_child(&mut hog, Duration::from_secs(60))?;
     std::thread::sleep(Duration::from_secs(1));
@@ -568,21 +540,7 @@ fn fallback(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
         &deny,
     )?;
     let before = Evidence::read(&cg)?;
-    let mut hog = spawn_in(
-        &cg,
-        "hog",
-        &[
-            "--mb",
-            "100",
-            "--step-mb",
-            "4",
-            "--churn-kb",
-            "256",
-            "--until",
-            "10",
-        ],
-        Some(0),
-    )?;
+    let mut hog = plateau_hog(&cg, 100, 10, &[])?;
     let hog_pid = u64::from(hog.id());
     let status = wait_child(&mut hog, Duration::from_secs(60))?;
     std::thread::sleep(Duration::from_secs(1));

@@ -20,6 +20,26 @@ use serde_json::Value;
 use crate::cgroup::{TestCgroup, flat_key, psi_total};
 use crate::run::workspace_bin;
 
+/// The livelock's hog, on CPU 0: grows to `mb` MiB in 4 MiB steps, then
+/// holds it while charging 256 KiB more a step, so it stays between
+/// memory.high and memory.max, for `until_s` seconds. `extra` adds flags
+/// such as `--tag`.
+pub fn plateau_hog(cg: &TestCgroup, mb: u32, until_s: u32, extra: &[&str]) -> Result<Child> {
+    let (mb, until) = (mb.to_string(), until_s.to_string());
+    let mut args = vec![
+        "--mb",
+        &mb,
+        "--step-mb",
+        "4",
+        "--churn-kb",
+        "256",
+        "--until",
+        &until,
+    ];
+    args.extend_from_slice(extra);
+    spawn_in(cg, "hog", &args, Some(0))
+}
+
 /// Starts a workspace program inside a cgroup, optionally pinned to a CPU.
 pub fn spawn_in(
     cg: &TestCgroup,
