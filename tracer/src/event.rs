@@ -1,7 +1,7 @@
 //! Typed events: what the decoder makes of the kernel's records, and what
 //! every consumer (model, policy, recorder, `memtrace events`) works with.
 //!
-//! Events carry kernel cgroup ids, not paths: the [`crate::registry`]
+//! Events carry kernel cgroup ids, not paths: the [`crate::sys::registry`]
 //! resolves ids when something is shown to a person or written out.
 //! Times are monotonic nanoseconds (`CLOCK_MONOTONIC`, the clock of
 //! `bpf_ktime_get_ns`); [`crate::clock::Clock`] turns them into wall time.

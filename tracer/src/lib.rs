@@ -1,54 +1,50 @@
-//! memtrace: catch memory.high livelocks as they start.
+//! memtrace: catch memory.high livelocks as they start, and end them.
 //!
-//! The crate is the user side of a pipeline whose stages each live in one
-//! module:
+//! The crate is the user side of one pipeline. Each stage lives in its own
+//! folder, and data flows one way:
 //!
 //! ```text
-//!  kernel (tracer-ebpf)      ring buffer        user space (this crate)
-//! ┌──────────────────────┐                 ┌──────────┐   ┌─────────┐   ┌──────────────┐
-//! │ throttle fentry/exit │                 │ stream   │   │         │   │ policy/agent │
-//! │ memcg/direct reclaim ├──► EVENTS ─────►│ + decode ├──►│ model   ├──►│ recorder     │
-//! │ OOM mark_victim      │     (LOST)      │          │   │         │   │ metrics, ui  │
-//! └──────────────────────┘                 └──────────┘   └─────────┘   └──────────────┘
-//!         ▲ KERNEL_CONFIG offsets from BTF (probes, kernel::offsets)
+//!  kernel (tracer-ebpf)    ring/           model/          policy/        act/
+//! ┌────────────────────┐  ┌────────────┐  ┌───────────┐   ┌──────────┐   ┌────────────┐
+//! │ throttle entry/exit│  │ EventSource│  │ per-cgroup│   │ budgets, │   │ kill       │
+//! │ memcg/direct recl. ├─►│ + decode   ├─►│ throttle, ├──►│ victims, ├──►│ alert sinks│
+//! │ OOM, kernel brake  │  │ → Event    │  │ reclaim,  │   │ host edge│   └────────────┘
+//! └─────────▲──────────┘  └────────────┘  │ OOM (pure)│   └──────────┘
+//!           │ probe/ (loader)      sys/ ─►└─────┬─────┘   agent/ runs the loop:
+//!           │ kernel/ (BTF offsets)  samples    │         it feeds policy and acts
+//!                                               ├──► record/   flight recorder, files
+//!                                               ├──► metrics/  Prometheus page
+//!                                               ├──► screen/   top, replay (ui crate)
+//!                                               └──► report/   report, export, events
 //! ```
 //!
-//! - [`probes`]: loads the eBPF object and attaches each probe with the
-//!   best mechanism the kernel allows; reports [`probes::Capabilities`].
-//! - [`stream`] and [`decode`]: ring buffer records → typed [`event::Event`]s.
-//! - [`registry`]: memory cgroup id ↔ path.
-//! - [`model`]: per-cgroup throttling, reclaim and OOM state over time.
-//! - [`policy`], [`victim`], [`kill`], [`brake`]: budgets and what is done
-//!   when one is exceeded.
-//! - [`alert`], [`metrics`], [`host`]: telling people and Prometheus.
-//! - [`agent`]: the daemon loop that ties them together.
-//! - [`output`]: events as text lines or JSON.
+//! - [`kernel`]: what the running kernel offers (BTF, cgroup layout, PSI,
+//!   struct offsets for the programs).
+//! - [`probe`]: loads the eBPF object and attaches each probe with the best
+//!   mechanism the kernel allows; the kernel brake's maps.
+//! - [`ring`]: the ring buffer and the decoder, records → [`event::Event`].
+//! - [`sys`]: collection from cgroupfs and procfs: registry, samples, PSI.
+//! - [`model`]: per-cgroup state over time, a pure function of the events
+//!   and samples, shared by the agent, `top`, `report` and `replay`.
+//! - [`policy`]: decisions, pure and unit-tested.
+//! - [`act`]: side effects: kills and alerts.
+//! - [`agent`]: the daemon's loop, which feeds the policy and acts.
+//! - [`record`], [`metrics`], [`screen`], [`report`]: the other consumers.
+//! - [`config`]: the agent's configuration; [`cli`]: the command line.
 
+pub mod act;
 pub mod agent;
-pub mod alert;
-pub mod brake;
-pub mod btf;
-pub mod cgroupfs;
+pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod decode;
 pub mod event;
-pub mod export;
-pub mod filter;
-pub mod host;
 pub mod kernel;
-pub mod kill;
 pub mod metrics;
 pub mod model;
-pub mod output;
 pub mod policy;
-pub mod probes;
-pub mod procs;
+pub mod probe;
 pub mod record;
-pub mod registry;
-pub mod replay;
 pub mod report;
-pub mod stream;
-pub mod top;
-pub mod victim;
-pub mod view;
+pub mod ring;
+pub mod screen;
+pub mod sys;

@@ -25,8 +25,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = memtrace::report::build(&rec).markdown();
     let sink = &mut std::io::sink();
-    let _ = memtrace::export::perfetto(&rec, sink);
-    let _ = memtrace::export::csv_events(&rec, sink);
-    let _ = memtrace::export::csv_samples(&rec, sink);
-    let _ = memtrace::export::jsonl(&mut rec, sink);
+    let _ = memtrace::report::export::perfetto(&rec, sink);
+    let _ = memtrace::report::export::csv_events(&rec, sink);
+    let _ = memtrace::report::export::csv_samples(&rec, sink);
+    let _ = memtrace::report::export::jsonl(&mut rec, sink);
 });

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use memtrace::agent::{Agent, AgentOptions, STATUS_FILE, load_config};
-use memtrace::config::AgentConfig;
+use crate::agent::{Agent, AgentOptions, STATUS_FILE, load_config};
+use crate::config::AgentConfig;
 
 use super::{UsageError, runtime};
 
@@ -70,7 +70,7 @@ fn print_summary(cfg: &AgentConfig, dry_run: bool) {
         );
     }
     for a in &cfg.alerts {
-        let on: Vec<&str> = memtrace::config::AlertEvent::ALL
+        let on: Vec<&str> = crate::config::AlertEvent::ALL
             .iter()
             .filter(|e| a.wants(**e))
             .map(|e| e.as_str())

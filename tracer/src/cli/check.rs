@@ -5,8 +5,8 @@ use std::io::Write;
 use clap::Args;
 use serde_json::json;
 
-use memtrace::kernel::{CgroupMode, CgroupVersion, KernelInfo};
-use memtrace::probes::{self, Capabilities, LoadError, LoadOptions, Tracer};
+use crate::kernel::{CgroupMode, CgroupVersion, KernelInfo};
+use crate::probe::{self, Capabilities, LoadError, LoadOptions, Tracer};
 
 use super::EXIT_UNSUPPORTED;
 
@@ -19,7 +19,7 @@ pub struct CheckArgs {
 
 pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
     let opts = LoadOptions::from_env()?;
-    let result = match probes::check_privileges() {
+    let result = match probe::check_privileges() {
         Ok(()) => Tracer::load(&opts).map(|t| t.caps),
         Err(e) => Err(e),
     };
@@ -81,7 +81,7 @@ fn write_kernel(
         out,
         "btf         {}",
         if k.btf {
-            format!("yes ({})", memtrace::btf::VMLINUX_BTF)
+            format!("yes ({})", crate::kernel::btf::VMLINUX_BTF)
         } else {
             "no: kernel struct offsets unknown, cgroups cannot be identified".into()
         }

@@ -6,13 +6,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use memtrace::clock::Clock;
-use memtrace::event::Event;
-use memtrace::filter::CgroupFilter;
-use memtrace::output::Presenter;
-use memtrace::probes::{LoadOptions, Tracer};
-use memtrace::registry::CgroupRegistry;
-use memtrace::stream::EventSource;
+use crate::clock::Clock;
+use crate::config::filter::CgroupFilter;
+use crate::event::Event;
+use crate::probe::{LoadOptions, Tracer};
+use crate::report::output::Presenter;
+use crate::ring::stream::EventSource;
+use crate::sys::registry::CgroupRegistry;
 
 use super::{UsageError, duration_arg, runtime};
 

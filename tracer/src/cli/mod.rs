@@ -1,4 +1,8 @@
-//! Subcommands and what they share: argument types, logging, exit codes.
+//! The `memtrace` command line: one binary, one subcommand per job, and
+//! what they share: argument types, logging, exit codes.
+//!
+//! Exit codes: 0 ok, 1 runtime failure, 2 bad usage, 3 missing privileges
+//! or kernel support. Errors say what to do about them.
 
 mod agent;
 mod check;
@@ -7,9 +11,11 @@ mod record;
 mod report;
 mod top;
 
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
-use memtrace::probes::LoadError;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::probe::LoadError;
 
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -137,6 +143,35 @@ Example: memtrace replay incident.mtr --speed 4"
     Replay(top::ReplayArgs),
 }
 
+/// Parses the arguments, runs the subcommand and maps its outcome to the
+/// documented exit code.
+pub fn main() -> ExitCode {
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            // Help and version print to stdout and exit 0; usage errors exit 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    let args = match Cli::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging(args.verbose, matches!(args.command, Command::Agent(_)));
+    match run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = exit_code(&e);
+            eprintln!("memtrace: error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
 /// Logging to stderr; the daemon tells what it does (info), the commands
 /// only what goes wrong (warn), unless asked for more.
 pub fn init_logging(verbose: u8, daemon: bool) {
@@ -177,9 +212,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             return EXIT_USAGE;
         }
         // A file that is not a recording is bad input, like a bad flag.
-        if let Some(r) = cause.downcast_ref::<memtrace::record::reader::ReadError>() {
+        if let Some(r) = cause.downcast_ref::<crate::record::reader::ReadError>() {
             return match r {
-                memtrace::record::reader::ReadError::Io { .. } => EXIT_FAILURE,
+                crate::record::reader::ReadError::Io { .. } => EXIT_FAILURE,
                 _ => EXIT_USAGE,
             };
         }
@@ -189,7 +224,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 
 /// Parses a duration flag: `30s`, `5m`, `1.5`.
 pub fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
-    memtrace::clock::parse_duration(s)
+    crate::clock::parse_duration(s)
 }
 
 /// A tokio runtime for one command.

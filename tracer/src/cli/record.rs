@@ -6,17 +6,17 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use memtrace::clock::{Clock, fmt_bytes, mono_now_ns};
-use memtrace::config::parse_size;
-use memtrace::event::Event;
-use memtrace::filter::CgroupFilter;
-use memtrace::model::Model;
-use memtrace::probes::{LoadOptions, Tracer};
-use memtrace::record::Header;
-use memtrace::record::sampler::Sampler;
-use memtrace::record::writer::{Fsync, Writer};
-use memtrace::registry::CgroupRegistry;
-use memtrace::stream::EventSource;
+use crate::clock::{Clock, fmt_bytes, mono_now_ns};
+use crate::config::filter::CgroupFilter;
+use crate::config::parse_size;
+use crate::event::Event;
+use crate::model::Model;
+use crate::probe::{LoadOptions, Tracer};
+use crate::record::Header;
+use crate::record::writer::{Fsync, Writer};
+use crate::ring::stream::EventSource;
+use crate::sys::registry::CgroupRegistry;
+use crate::sys::sampler::Sampler;
 
 use super::{UsageError, duration_arg, runtime};
 

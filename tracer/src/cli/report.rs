@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use memtrace::record::reader;
+use crate::record::reader;
 
 use super::UsageError;
 
@@ -42,7 +42,7 @@ fn open(file: &std::path::Path) -> anyhow::Result<reader::Recording> {
 
 pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
     let rec = open(&args.file)?;
-    let r = memtrace::report::build(&rec);
+    let r = crate::report::build(&rec);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let written = if args.json {
         serde_json::to_writer_pretty(&mut out, &r)
@@ -104,10 +104,10 @@ pub fn export(args: ExportArgs) -> anyhow::Result<u8> {
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let result = match args.format {
-        Format::Perfetto => memtrace::export::perfetto(&rec, &mut out),
-        Format::Jsonl => memtrace::export::jsonl(&mut rec, &mut out),
-        Format::Csv if args.samples => memtrace::export::csv_samples(&rec, &mut out),
-        Format::Csv => memtrace::export::csv_events(&rec, &mut out),
+        Format::Perfetto => crate::report::export::perfetto(&rec, &mut out),
+        Format::Jsonl => crate::report::export::jsonl(&mut rec, &mut out),
+        Format::Csv if args.samples => crate::report::export::csv_samples(&rec, &mut out),
+        Format::Csv => crate::report::export::csv_events(&rec, &mut out),
     };
     finish(result.and_then(|()| out.flush()), "writing the export")
 }

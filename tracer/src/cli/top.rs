@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use memtrace::agent::STATUS_FILE;
-use memtrace::record::reader;
-use memtrace::replay::ReplaySource;
-use memtrace::top::LiveSource;
+use crate::agent::STATUS_FILE;
+use crate::record::reader;
+use crate::screen::live::LiveSource;
+use crate::screen::replay::ReplaySource;
 use memtrace_ui::Mode;
 
 use super::{UsageError, duration_arg};

@@ -155,7 +155,7 @@ impl KernelInfo {
             release: read("/proc/sys/kernel/osrelease").unwrap_or_else(|_| "unknown".into()),
             hostname: read("/proc/sys/kernel/hostname").unwrap_or_else(|_| "unknown".into()),
             boot_id: read("/proc/sys/kernel/random/boot_id").unwrap_or_default(),
-            btf: Path::new(crate::btf::VMLINUX_BTF).exists(),
+            btf: Path::new(crate::kernel::btf::VMLINUX_BTF).exists(),
             psi: fs::read_to_string("/proc/pressure/memory").is_ok(),
             cgroups,
             tracefs: super::tracefs::mount_point(),

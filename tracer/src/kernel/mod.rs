@@ -3,6 +3,7 @@
 //! need. Everything here is read from procfs, sysfs and BTF; nothing is
 //! assumed from the kernel version number.
 
+pub mod btf;
 pub mod info;
 pub mod offsets;
 pub mod tracefs;

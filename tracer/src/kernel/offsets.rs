@@ -8,7 +8,7 @@
 
 use tracer_ebpf::{KernelConfig, NO_ARG, config_flags};
 
-use crate::btf::{Btf, Kind};
+use crate::kernel::btf::{Btf, Kind};
 use crate::kernel::tracefs::Format;
 
 /// Throttle function names, newest first: 7.x splits the function into an
@@ -43,7 +43,7 @@ impl Resolved {
 fn group<T>(
     problems: &mut Vec<String>,
     what: &str,
-    r: Result<T, crate::btf::BtfError>,
+    r: Result<T, crate::kernel::btf::BtfError>,
 ) -> Option<T> {
     match r {
         Ok(v) => Some(v),
@@ -70,12 +70,12 @@ pub fn resolve(
         p,
         "memory cgroup identification",
         (|| {
-            let memory_cgrp_id =
-                btf.enum_value("memory_cgrp_id")
-                    .ok_or_else(|| crate::btf::BtfError::NotFound {
-                        kind: "enumerator",
-                        name: "memory_cgrp_id".into(),
-                    })?;
+            let memory_cgrp_id = btf.enum_value("memory_cgrp_id").ok_or_else(|| {
+                crate::kernel::btf::BtfError::NotFound {
+                    kind: "enumerator",
+                    name: "memory_cgrp_id".into(),
+                }
+            })?;
             Ok((
                 memory_cgrp_id as u32,
                 btf.field_offset("task_struct", &["cgroups"])?,
@@ -233,9 +233,10 @@ fn int_arg(btf: &Btf, params: &[u32]) -> Option<u32> {
 /// Where the RSS counters live in `mm_struct`: `(base, stride, value)`.
 /// Since 6.2 `rss_stat` is an array of `percpu_counter` (read its `count`);
 /// before, a `struct mm_rss_stat { atomic_long_t count[]; }`.
-fn rss_layout(btf: &Btf) -> Result<(u32, u32, u32), crate::btf::BtfError> {
+fn rss_layout(btf: &Btf) -> Result<(u32, u32, u32), crate::kernel::btf::BtfError> {
     let (ty, base) = btf.field("mm_struct", &["rss_stat"])?;
-    let bad = || crate::btf::BtfError::Malformed("unexpected mm_struct.rss_stat layout".into());
+    let bad =
+        || crate::kernel::btf::BtfError::Malformed("unexpected mm_struct.rss_stat layout".into());
     let t = btf.type_by_id(btf.resolve(ty)).ok_or_else(bad)?;
     match t.kind {
         Kind::Array => {
@@ -261,7 +262,7 @@ fn rss_layout(btf: &Btf) -> Result<(u32, u32, u32), crate::btf::BtfError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::btf::tests::Builder;
+    use crate::kernel::btf::tests::Builder;
 
     /// A miniature kernel BTF with the fields memtrace reads.
     fn kernel(percpu_rss: bool, with_memcg_arg: bool) -> Btf {
@@ -457,7 +458,7 @@ mod tests {
         let Ok(btf) = Btf::from_sys_fs() else {
             eprintln!(
                 "skipped: no readable {} on this kernel",
-                crate::btf::VMLINUX_BTF
+                crate::kernel::btf::VMLINUX_BTF
             );
             return;
         };

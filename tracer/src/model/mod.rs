@@ -19,9 +19,9 @@ use hdrhistogram::Histogram;
 pub use intervals::IntervalUnion;
 pub use throttle::ThrottleTracker;
 
-use crate::cgroupfs::CgroupMemory;
 use crate::event::{Comm, Event, Reclaim};
-use crate::registry::{CgroupRegistry, ancestors};
+use crate::sys::cgroupfs::CgroupMemory;
+use crate::sys::registry::{CgroupRegistry, ancestors};
 
 /// Upper bounds (seconds) of the reclaim latency buckets in metrics.
 pub const RECLAIM_BUCKETS: [f64; 14] = [

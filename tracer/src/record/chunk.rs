@@ -18,10 +18,10 @@ use std::sync::Arc;
 
 use super::codec::{CodecError, Cursor, put_bytes, put_varint, put_zigzag};
 use super::{Action, CHUNK_MAGIC, CgroupSample, ProcSample, Record, Sample};
-use crate::cgroupfs::{CgroupMemory, HostMemory, MemEvents, Psi};
 use crate::event::{
     Brake, Comm, Event, Lost, LostKind, OomKill, Reclaim, RssPages, Task, Throttle, ThrottleStart,
 };
+use crate::sys::cgroupfs::{CgroupMemory, HostMemory, MemEvents, Psi};
 
 mod tag {
     pub const THROTTLE: u8 = 1;

@@ -10,21 +10,21 @@
 //!   rolling set of them for the agent.
 //! - [`reader::read`] reads one back, skipping and counting damage; it never
 //!   panics on garbage.
-//! - [`sampler::Sampler`] takes the once-a-second samples.
+//! - The once-a-second samples come from [`crate::sys::sampler`]; they
+//!   are stored as they are.
 
 pub mod chunk;
 pub mod codec;
 pub mod flight;
 pub mod reader;
-pub mod sampler;
 pub mod writer;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cgroupfs::{CgroupMemory, HostMemory};
 use crate::event::Event;
+pub use crate::sys::sampler::{CgroupSample, ProcSample, Sample};
 
 /// The file's first bytes.
 pub const FILE_MAGIC: &[u8; 8] = b"MEMTRACE";
@@ -67,7 +67,7 @@ pub struct Header {
 impl Header {
     /// Describes this host and kernel now.
     pub fn for_this_host(
-        caps: &crate::probes::Capabilities,
+        caps: &crate::probe::Capabilities,
         scope: &[String],
         clock: &crate::clock::Clock,
     ) -> Self {
@@ -112,31 +112,6 @@ impl Header {
     pub fn throttle_measured(&self) -> bool {
         self.probes.get("throttle").is_some_and(Option::is_some)
     }
-}
-
-/// One process in a cgroup sample.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcSample {
-    pub pid: u32,
-    pub comm: String,
-    pub rss_bytes: u64,
-}
-
-/// One cgroup's memory files and largest processes.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct CgroupSample {
-    pub id: u64,
-    pub mem: CgroupMemory,
-    /// Largest by RSS, largest first.
-    pub top: Vec<ProcSample>,
-}
-
-/// The once-a-second sample.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
-    pub ts_ns: u64,
-    pub host: HostMemory,
-    pub cgroups: Vec<CgroupSample>,
 }
 
 /// Something the agent did or decided: `breach`, `warning`, `kill`,

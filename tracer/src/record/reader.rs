@@ -279,11 +279,11 @@ impl<'a> Scan<'a> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::cgroupfs::{CgroupMemory, HostMemory, MemEvents, Psi};
     use crate::event::{Comm, Event, Lost, LostKind, OomKill, Reclaim, RssPages, Task, Throttle};
     use crate::record::chunk::ChunkBuilder;
     use crate::record::writer::header_bytes;
     use crate::record::{Action, CgroupSample, ProcSample, Sample};
+    use crate::sys::cgroupfs::{CgroupMemory, HostMemory, MemEvents, Psi};
     use std::sync::Arc;
 
     fn task(pid: u32, comm: &str) -> Task {

@@ -2,6 +2,8 @@
 //! runs. Every error names the file, the line and the reason; an invalid
 //! file never half-applies. The reference is docs/configuration.md.
 
+pub mod filter;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -125,7 +127,7 @@ impl<'de> Deserialize<'de> for Percent {
     }
 }
 
-/// A cgroup glob (see [`crate::filter`]).
+/// A cgroup glob (see [`crate::config::filter`]).
 #[derive(Clone, Debug)]
 pub struct CgroupGlob {
     pub pattern: String,
@@ -143,7 +145,7 @@ impl CgroupGlob {
 impl<'de> Deserialize<'de> for CgroupGlob {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let pattern = String::deserialize(d)?;
-        let matcher = crate::filter::cgroup_glob(&pattern).map_err(de::Error::custom)?;
+        let matcher = crate::config::filter::cgroup_glob(&pattern).map_err(de::Error::custom)?;
         Ok(Self { pattern, matcher })
     }
 }
@@ -225,7 +227,7 @@ impl Action {
     }
 }
 
-/// The in-kernel brake of a budget: see [`crate::brake`].
+/// The in-kernel brake of a budget: see [`crate::probe::brake`].
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrakeConfig {
@@ -983,7 +985,7 @@ swap_for = "2m"
 
     #[test]
     fn the_documented_example_is_valid() {
-        let text = include_str!("../../docs/examples/agent.toml");
+        let text = include_str!("../../../docs/examples/agent.toml");
         let c = AgentConfig::parse(text, "docs/examples/agent.toml").unwrap();
         assert_eq!(c.budgets.len(), 3);
         assert!(c.budgets[0].brake.is_some());

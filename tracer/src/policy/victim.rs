@@ -14,7 +14,7 @@ use regex::Regex;
 use serde::Serialize;
 
 use crate::config::Pattern;
-use crate::procs::ProcessInfo;
+use crate::sys::procs::ProcessInfo;
 
 /// The built-in protected names.
 static BUILTIN: LazyLock<Regex> = LazyLock::new(|| {

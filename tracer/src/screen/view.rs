@@ -10,7 +10,7 @@ use crate::clock::Clock;
 use crate::event::Event;
 use crate::model::Model;
 use crate::record::Sample;
-use crate::registry::CgroupRegistry;
+use crate::sys::registry::CgroupRegistry;
 
 const SEC: u64 = 1_000_000_000;
 /// Seconds of throttle history in the detail chart.
@@ -366,9 +366,9 @@ pub fn read_agent_status(path: &std::path::Path, view: &mut View) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgroupfs::CgroupMemory;
     use crate::event::{Comm, Task, Throttle, ThrottleStart};
     use crate::record::{CgroupSample, ProcSample};
+    use crate::sys::cgroupfs::CgroupMemory;
 
     #[test]
     fn rows_rates_detail_and_warnings() {

@@ -146,7 +146,7 @@ pub fn in_cgroup(pid: u32, path: &str, version: crate::kernel::CgroupVersion) ->
         };
         hit.then_some(p)
     });
-    own.is_some_and(|own| crate::registry::ancestors(own).any(|a| a == path))
+    own.is_some_and(|own| crate::sys::registry::ancestors(own).any(|a| a == path))
 }
 
 #[cfg(test)]

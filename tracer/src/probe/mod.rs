@@ -14,6 +14,8 @@
 //! `memtrace check` prints and what the agent logs at start: a probe that
 //! cannot attach degrades memtrace, it never fails silently.
 
+pub mod brake;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -21,7 +23,7 @@ use aya::programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use serde::Serialize;
 
-use crate::btf::Btf;
+use crate::kernel::btf::Btf;
 use crate::kernel::offsets::{self, OOM_MEMCG_FUNCTION, Resolved};
 use crate::kernel::tracefs::{self, Format};
 use crate::kernel::{CgroupVersion, KernelInfo};
@@ -265,7 +267,7 @@ impl Tracer {
                 problems: vec![format!(
                     "no BTF at {}: memtrace cannot find kernel struct offsets, so it cannot \
                      tell which memory cgroup an event belongs to",
-                    crate::btf::VMLINUX_BTF
+                    crate::kernel::btf::VMLINUX_BTF
                 )],
                 ..Default::default()
             },
@@ -639,7 +641,7 @@ fn attach(ebpf: &mut Ebpf, btf: Option<&aya::Btf>, hook: &Hook) -> Result<(), St
     let no_btf = || {
         format!(
             "needs BTF ({}), which this kernel lacks",
-            crate::btf::VMLINUX_BTF
+            crate::kernel::btf::VMLINUX_BTF
         )
     };
     match hook {

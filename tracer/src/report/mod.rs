@@ -3,6 +3,9 @@
 //! uses, so the numbers are the ones the agent would have seen; next to
 //! them stand the kernel's own counters from the recorded samples.
 
+pub mod export;
+pub mod output;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
@@ -13,7 +16,7 @@ use crate::event::Event;
 use crate::model::{IntervalUnion, Model};
 use crate::record::reader::{Damage, Recording};
 use crate::record::{Record, Sample};
-use crate::registry::CgroupRegistry;
+use crate::sys::registry::CgroupRegistry;
 
 /// Throttling of one cgroup with few gaps: what a person calls an incident.
 #[derive(Clone, Debug, Serialize)]
@@ -389,8 +392,8 @@ fn peak_share(spans: &[(u64, u64)]) -> f64 {
 /// memtrace's subtree totals against memory.pressure and memory.events,
 /// between the first and last sample of each cgroup.
 fn evidence(rec: &Recording, model: &Model, samples: &[&Sample]) -> Vec<Evidence> {
-    let mut first: HashMap<u64, (u64, crate::cgroupfs::CgroupMemory)> = HashMap::new();
-    let mut last: HashMap<u64, (u64, crate::cgroupfs::CgroupMemory)> = HashMap::new();
+    let mut first: HashMap<u64, (u64, crate::sys::cgroupfs::CgroupMemory)> = HashMap::new();
+    let mut last: HashMap<u64, (u64, crate::sys::cgroupfs::CgroupMemory)> = HashMap::new();
     for s in samples {
         for c in &s.cgroups {
             first.entry(c.id).or_insert((s.ts_ns, c.mem));
@@ -446,7 +449,7 @@ fn host_series(samples: &[&Sample], clock: &Clock) -> Vec<HostPoint> {
         {
             continue;
         }
-        let share = |f: fn(&crate::cgroupfs::Psi) -> u64| -> Option<f64> {
+        let share = |f: fn(&crate::sys::cgroupfs::Psi) -> u64| -> Option<f64> {
             let p = prev?;
             let (a, b) = (p.host.pressure?, s.host.pressure?);
             let dt = s.ts_ns.saturating_sub(p.ts_ns) as f64 / 1e3;
@@ -712,9 +715,9 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgroupfs::{CgroupMemory, HostMemory, MemEvents, Psi};
     use crate::event::{Comm, Task, Throttle};
     use crate::record::{CgroupSample, Header};
+    use crate::sys::cgroupfs::{CgroupMemory, HostMemory, MemEvents, Psi};
 
     fn throttle(start_s: f64, end_s: f64, pid: u32) -> Record {
         Record::Event(Event::Throttle(Throttle {

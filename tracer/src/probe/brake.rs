@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 use tracer_ebpf::{BrakeRule, HEARTBEAT_SLOT};
 
-use crate::probes::{LoadError, Tracer, error_chain};
+use crate::probe::{LoadError, Tracer, error_chain};
 
 pub struct Brake {
     rules: BpfHashMap<MapData, u64, BrakeRule>,

@@ -4,12 +4,38 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use super::{CgroupSample, ProcSample, Sample};
-use crate::cgroupfs::{CgroupMemory, HostMemory};
-use crate::filter::CgroupFilter;
+use serde::{Deserialize, Serialize};
+
+use crate::config::filter::CgroupFilter;
 use crate::kernel::CgroupVersion;
-use crate::procs::subtree_processes;
-use crate::registry::CgroupRegistry;
+use crate::sys::cgroupfs::{CgroupMemory, HostMemory};
+use crate::sys::procs::subtree_processes;
+use crate::sys::registry::CgroupRegistry;
+
+/// One process in a cgroup sample.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcSample {
+    pub pid: u32,
+    pub comm: String,
+    pub rss_bytes: u64,
+}
+
+/// One cgroup's memory files and largest processes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CgroupSample {
+    pub id: u64,
+    pub mem: CgroupMemory,
+    /// Largest by RSS, largest first.
+    pub top: Vec<ProcSample>,
+}
+
+/// The once-a-second sample.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub ts_ns: u64,
+    pub host: HostMemory,
+    pub cgroups: Vec<CgroupSample>,
+}
 
 /// Processes listed per cgroup.
 pub const TOP_PROCESSES: usize = 5;

@@ -8,18 +8,18 @@ use std::time::{Duration, Instant};
 
 use memtrace_ui::{Command, Snapshot, SnapshotSource, Source};
 
+use crate::act::kill::Prepared;
 use crate::clock::{Clock, mono_now_ns};
-use crate::filter::CgroupFilter;
-use crate::kill::Prepared;
+use crate::config::filter::CgroupFilter;
 use crate::model::Model;
-use crate::probes::{LoadOptions, Probe, Tracer};
-use crate::procs::read_process;
+use crate::policy::victim::{Rules, protected};
+use crate::probe::{LoadOptions, Probe, Tracer};
 use crate::record::Sample;
-use crate::record::sampler::Sampler;
-use crate::registry::CgroupRegistry;
-use crate::stream::EventSource;
-use crate::victim::{Rules, protected};
-use crate::view::{Identity, View, read_agent_status};
+use crate::ring::stream::EventSource;
+use crate::screen::view::{Identity, View, read_agent_status};
+use crate::sys::procs::read_process;
+use crate::sys::registry::CgroupRegistry;
+use crate::sys::sampler::Sampler;
 
 pub struct LiveSource {
     // Owns the reactor the ring buffer's fd is registered with.
@@ -115,7 +115,7 @@ impl LiveSource {
 
 /// One short line on what the screen cannot show here, if anything: the
 /// long explanations are `memtrace check`'s job.
-fn banner(caps: &crate::probes::Capabilities) -> Vec<String> {
+fn banner(caps: &crate::probe::Capabilities) -> Vec<String> {
     let mut parts = Vec::new();
     if !caps.throttle_measured() {
         parts
@@ -150,7 +150,7 @@ impl SnapshotSource for LiveSource {
                 let tgid = t.tgid;
                 self.starts
                     .entry(tgid)
-                    .or_insert_with(|| crate::procs::start_time(tgid));
+                    .or_insert_with(|| crate::sys::procs::start_time(tgid));
             }
             self.model.apply(&e, &mut self.registry);
             self.view.event(&e, &mut self.registry, &self.clock);
@@ -201,7 +201,7 @@ impl SnapshotSource for LiveSource {
                 // event; the others were read from /proc just now.
                 t.start_time = match self.starts.get(&t.pid) {
                     Some(known) => *known,
-                    None => crate::procs::start_time(t.pid),
+                    None => crate::sys::procs::start_time(t.pid),
                 };
             }
         }

@@ -31,26 +31,28 @@ use serde_json::{Map, Value, json};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
-use crate::alert::{Alert, Alerter};
-use crate::brake::Brake;
-use crate::cgroupfs::HostMemory;
+use crate::act::alert::{Alert, Alerter};
+use crate::act::kill::{Prepared, kill_cgroup};
 use crate::clock::{Clock, fmt_bytes, fmt_ns, mono_now_ns};
 use crate::config::{Action, AgentConfig, AlertEvent, BudgetConfig, ConfigError};
 use crate::event::Event;
-use crate::host::{HostWatch, PsiLine};
 use crate::kernel::CgroupVersion;
-use crate::kill::{Prepared, kill_cgroup};
 use crate::metrics::{Exposition, Page};
 use crate::model::{Model, RECLAIM_BUCKETS, ReclaimStats};
-use crate::policy::{Decision, Estimator, Finding, Policy};
-use crate::probes::{LoadOptions, Probe, Tracer};
-use crate::procs::subtree_processes;
+use crate::policy::budget::{Decision, Finding, Policy};
+use crate::policy::estimate::Estimator;
+use crate::policy::host::HostWatch;
+use crate::policy::victim::{self, Rank, Rules};
+use crate::probe::brake::Brake;
+use crate::probe::{LoadOptions, Probe, Tracer};
 use crate::record::flight::FlightRecorder;
-use crate::record::sampler::Sampler;
 use crate::record::{Action as RecordedAction, Header};
-use crate::registry::{CgroupRegistry, ancestors};
-use crate::stream::EventSource;
-use crate::victim::{self, Rank, Rules};
+use crate::ring::stream::EventSource;
+use crate::sys::cgroupfs::HostMemory;
+use crate::sys::procs::subtree_processes;
+use crate::sys::psi::PsiLine;
+use crate::sys::registry::{CgroupRegistry, ancestors};
+use crate::sys::sampler::Sampler;
 
 /// Where the agent publishes its state for `memtrace top`.
 pub const STATUS_FILE: &str = "/run/memtrace/agent.json";
@@ -223,7 +225,11 @@ impl Agent {
         let hostname = tracer.caps.kernel.hostname.clone();
         let alerter = Alerter::start(&cfg.alerts);
         let clock = Clock::now();
-        let sampler = Sampler::new(crate::filter::CgroupFilter::default(), version, page_size);
+        let sampler = Sampler::new(
+            crate::config::filter::CgroupFilter::default(),
+            version,
+            page_size,
+        );
         let recorder = start_recorder(&cfg, &tracer, &clock);
         Ok(Self {
             policy: Policy::new(cfg.budgets.clone()),
@@ -284,7 +290,7 @@ impl Agent {
         let (psi_tx, mut psi_rx) = mpsc::unbounded_channel();
         if self.cfg.host.enabled
             && self.tracer.caps.kernel.psi
-            && let Err(e) = crate::host::start_psi_triggers(&self.cfg.host, psi_tx)
+            && let Err(e) = crate::sys::psi::start_psi_triggers(&self.cfg.host, psi_tx)
         {
             log::warn!("host memory pressure is sampled, not triggered: {e}");
         }
@@ -679,7 +685,7 @@ impl Agent {
         }
         let over = ancestors(&f.path)
             .filter_map(|a| self.registry.dir(a))
-            .any(|dir| crate::cgroupfs::over_high_now(&dir));
+            .any(|dir| crate::sys::cgroupfs::over_high_now(&dir));
         if over {
             return Livelock::GoesOn;
         }
@@ -747,7 +753,7 @@ impl Agent {
         &self,
         f: &Finding,
         budget: &BudgetConfig,
-        v: &crate::procs::ProcessInfo,
+        v: &crate::sys::procs::ProcessInfo,
         dry: bool,
     ) -> Map<String, Value> {
         let mut r = Map::new();
@@ -1138,7 +1144,7 @@ impl Agent {
     }
 
     /// A leading-edge finding about the host: log and alert.
-    fn host_alert(&self, mut f: crate::host::Finding, at: u64) {
+    fn host_alert(&self, mut f: crate::policy::host::Finding, at: u64) {
         f.details.insert("topic".into(), json!(f.topic));
         log::warn!("host: {}", f.summary);
         self.alert(

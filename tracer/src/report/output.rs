@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use crate::clock::{Clock, fmt_bytes, fmt_ns};
 use crate::event::{Event, Task};
 use crate::record::reader::Recording;
-use crate::registry::CgroupRegistry;
+use crate::sys::registry::CgroupRegistry;
 
 /// Where cgroup paths come from: the live registry, or a recording's tables.
 pub trait CgroupPaths {

@@ -13,9 +13,9 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tokio::io::unix::AsyncFd;
 
 use crate::clock::mono_now_ns;
-use crate::decode::decode;
 use crate::event::{Event, Lost, LostKind};
-use crate::probes::{LoadError, Tracer, error_chain};
+use crate::probe::{LoadError, Tracer, error_chain};
+use crate::ring::decode::decode;
 
 /// How often the lost-event counters are read.
 pub const LOST_POLL: Duration = Duration::from_secs(1);

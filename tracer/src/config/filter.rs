@@ -8,7 +8,7 @@
 use globset::{Glob, GlobBuilder, GlobMatcher};
 
 use crate::event::Event;
-use crate::registry::{CgroupRegistry, ancestors};
+use crate::sys::registry::{CgroupRegistry, ancestors};
 
 /// Compiles one cgroup glob, with an error that names the glob.
 pub fn cgroup_glob(pattern: &str) -> Result<GlobMatcher, String> {

@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-use crate::procs::{ProcessInfo, start_time};
+use crate::sys::procs::{ProcessInfo, start_time};
 
 fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags; a non-negative return is a
@@ -96,7 +96,7 @@ impl Prepared {
     /// Whether it is still alive and in the cgroup subtree `path`: checked
     /// right before the signal, since it was prepared up to a second ago.
     pub fn still_in(&self, path: &str, version: crate::kernel::CgroupVersion) -> bool {
-        crate::procs::in_cgroup(self.info.pid, path, version)
+        crate::sys::procs::in_cgroup(self.info.pid, path, version)
     }
 
     /// The pidfd, which becomes readable when the process exits.
@@ -124,7 +124,7 @@ mod tests {
     #[test]
     fn kills_a_real_child_through_a_verified_pidfd() {
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
-        let info = crate::procs::read_process(child.id(), 4096, true).unwrap();
+        let info = crate::sys::procs::read_process(child.id(), 4096, true).unwrap();
         let prepared = Prepared::new(info).unwrap();
         let released = prepared.signal(libc::SIGKILL).unwrap();
         let status = child.wait().unwrap();
@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn a_reused_pid_is_refused() {
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
-        let mut info = crate::procs::read_process(child.id(), 4096, true).unwrap();
+        let mut info = crate::sys::procs::read_process(child.id(), 4096, true).unwrap();
         info.start_time += 1;
         let err = Prepared::new(info).unwrap_err();
         assert!(err.to_string().contains("another process"), "{err}");
@@ -149,7 +149,7 @@ mod tests {
     #[test]
     fn a_gone_process_is_an_error() {
         let mut child = Command::new("true").spawn().unwrap();
-        let info = crate::procs::read_process(child.id(), 4096, true);
+        let info = crate::sys::procs::read_process(child.id(), 4096, true);
         child.wait().unwrap();
         if let Some(info) = info {
             assert!(Prepared::new(info).is_err());
@@ -168,12 +168,12 @@ mod cgroup_tests {
             return;
         };
         let me = std::process::id();
-        assert!(crate::procs::in_cgroup(me, "/", h.version));
-        assert!(!crate::procs::in_cgroup(
+        assert!(crate::sys::procs::in_cgroup(me, "/", h.version));
+        assert!(!crate::sys::procs::in_cgroup(
             me,
             "/no-such-cgroup-memtrace",
             h.version
         ));
-        assert!(!crate::procs::in_cgroup(u32::MAX, "/", h.version));
+        assert!(!crate::sys::procs::in_cgroup(u32::MAX, "/", h.version));
     }
 }

@@ -10,8 +10,8 @@ use crate::clock::Clock;
 use crate::model::Model;
 use crate::record::reader::Recording;
 use crate::record::{Record, Sample};
-use crate::registry::CgroupRegistry;
-use crate::view::{Identity, View};
+use crate::screen::view::{Identity, View};
+use crate::sys::registry::CgroupRegistry;
 
 const SEC: u64 = 1_000_000_000;
 

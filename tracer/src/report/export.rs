@@ -14,9 +14,9 @@ use std::io::{self, Write};
 use serde_json::{Value, json};
 
 use crate::event::Event;
-use crate::output::Presenter;
 use crate::record::reader::Recording;
 use crate::record::{Record, Sample};
+use crate::report::output::Presenter;
 
 /// The process id the host's own tracks live under in the trace.
 const HOST_PID: u64 = 1;
