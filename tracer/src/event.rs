@@ -276,6 +276,19 @@ impl Event {
         }
     }
 
+    /// Every cgroup id the event names (0s left out).
+    pub fn cgroup_ids(&self) -> impl Iterator<Item = u64> {
+        let ids = match self {
+            Self::ThrottleStart(e) => [e.memcg_id, e.over_high_id, 0],
+            Self::Throttle(e) => [e.memcg_id, e.over_high_id, 0],
+            Self::Reclaim(e) | Self::DirectReclaim(e) => [e.memcg_id, 0, 0],
+            Self::OomKill(e) => [e.victim_memcg_id, e.oom_memcg_id, 0],
+            Self::Brake(e) => [e.rule_memcg_id, 0, 0],
+            Self::Lost(_) => [0, 0, 0],
+        };
+        ids.into_iter().filter(|&id| id != 0)
+    }
+
     /// The task the event is about, if any.
     pub fn task(&self) -> Option<&Task> {
         match self {

@@ -126,7 +126,7 @@ fn screens(out: &mut Vec<String>) {
     let paths: Vec<(u64, String)> = (0..cgroups)
         .map(|i| (10 + i, format!("/kubepods.slice/pod-{i:04}")))
         .collect();
-    let mut reg = CgroupRegistry::from_paths(paths.iter().map(|(id, p)| (*id, p.as_str())));
+    let reg = CgroupRegistry::from_paths(paths.iter().map(|(id, p)| (*id, p.as_str())));
     let mut model = Model::new(0, 600 * SEC);
     for r in 0..20u64 {
         for i in 0..cgroups {
@@ -147,7 +147,7 @@ fn screens(out: &mut Vec<String>) {
                     reclaimed_pages: 0,
                     nr_pages: 64,
                 }),
-                &mut reg,
+                &reg,
             );
             model.apply(
                 &Event::Reclaim(Reclaim {
@@ -159,7 +159,7 @@ fn screens(out: &mut Vec<String>) {
                     in_throttle: false,
                     nr_reclaimed: 32,
                 }),
-                &mut reg,
+                &reg,
             );
         }
     }

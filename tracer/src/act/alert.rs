@@ -14,9 +14,91 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::config::{AlertConfig, AlertEvent, AlertKind};
+use crate::policy::host::HostDetails;
+
+/// The machine-readable part of an alert: one shape per kind of finding.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Details {
+    Budget(BudgetDetails),
+    Oom(OomDetails),
+    Brake(BrakeDetails),
+    Host(HostDetails),
+}
+
+/// A process and its throttled time in a budget's window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Throttled {
+    pub pid: u32,
+    pub comm: String,
+    pub throttled_ms: u64,
+}
+
+/// A budget's warning, breach or kill.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BudgetDetails {
+    pub budget: String,
+    pub throttled_ms: u64,
+    pub budget_ms: u64,
+    pub window_ms: u64,
+    pub throttled_pct: f64,
+    pub action: &'static str,
+    /// The most throttled process (a kill: the victim).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    /// Up to three, most first.
+    pub most_throttled: Vec<Throttled>,
+    /// The victim prepared for this budget, if one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub victim_pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub victim_comm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub victim_rss_bytes: Option<u64>,
+    /// Kills only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breach_to_signal_ms: Option<f64>,
+}
+
+/// A kernel OOM kill.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OomDetails {
+    pub pid: u32,
+    pub comm: String,
+    pub rss_bytes: Option<u64>,
+    /// The memory cgroup that ran out, when the kernel said.
+    pub oom_cgroup: Option<String>,
+}
+
+/// The in-kernel brake fired.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BrakeDetails {
+    pub pid: u32,
+    pub comm: String,
+    pub throttled_ms: u64,
+    pub limit_ms: u64,
+    pub agent_silent_ms: u64,
+}
+
+impl Details {
+    /// The fields as a JSON object, for sinks that spread them out.
+    pub fn fields(&self) -> serde_json::Map<String, Value> {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+}
 
 /// One alert, ready for any sink.
 #[derive(Clone, Debug)]
@@ -30,7 +112,7 @@ pub struct Alert {
     /// One line for people.
     pub summary: String,
     /// Numbers and names for machines.
-    pub details: Map<String, Value>,
+    pub details: Details,
     pub host: String,
     /// RFC 3339 wall-clock time of what happened.
     pub time: String,
@@ -46,20 +128,25 @@ impl Alert {
         }
     }
 
-    /// The generic webhook body.
+    /// The generic webhook body (also `MEMTRACE_JSON` of exec sinks).
+    pub fn body(&self, suppressed: u64) -> WebhookBody<'_> {
+        WebhookBody {
+            source: "memtrace",
+            event: self.event.as_str(),
+            severity: self.severity(),
+            host: &self.host,
+            time: &self.time,
+            cgroup: self.cgroup.as_deref(),
+            summary: &self.summary,
+            estimate: self.estimate,
+            details: &self.details,
+            suppressed,
+        }
+    }
+
+    /// [`Alert::body`] as JSON.
     pub fn json(&self, suppressed: u64) -> Value {
-        json!({
-            "source": "memtrace",
-            "event": self.event.as_str(),
-            "severity": self.severity(),
-            "host": self.host,
-            "time": self.time,
-            "cgroup": self.cgroup,
-            "summary": self.summary,
-            "estimate": self.estimate,
-            "details": self.details,
-            "suppressed": suppressed,
-        })
+        serde_json::to_value(self.body(suppressed)).unwrap_or(Value::Null)
     }
 
     /// The text chat sinks show.
@@ -78,6 +165,33 @@ impl Alert {
         }
         s
     }
+}
+
+/// What a webhook receives.
+#[derive(Debug, Serialize)]
+pub struct WebhookBody<'a> {
+    pub source: &'static str,
+    pub event: &'static str,
+    pub severity: &'static str,
+    pub host: &'a str,
+    pub time: &'a str,
+    pub cgroup: Option<&'a str>,
+    pub summary: &'a str,
+    pub estimate: bool,
+    pub details: &'a Details,
+    pub suppressed: u64,
+}
+
+/// Discord's webhook body.
+#[derive(Debug, Serialize)]
+struct DiscordBody {
+    content: String,
+}
+
+/// Slack's incoming-webhook body.
+#[derive(Debug, Serialize)]
+struct SlackBody {
+    text: String,
 }
 
 /// Delivery counters of one sink, for metrics.
@@ -146,11 +260,17 @@ impl Alerter {
         }
     }
 
-    /// `(label, stats)` of each sink.
-    pub fn stats(&self) -> Vec<(String, Arc<SinkStats>)> {
+    /// Each sink's delivery counters, now.
+    pub fn counts(&self) -> Vec<crate::metrics::page::SinkCounts> {
         self.sinks
             .iter()
-            .map(|s| (s.label.clone(), s.stats.clone()))
+            .map(|s| crate::metrics::page::SinkCounts {
+                label: s.label.clone(),
+                sent: s.stats.sent.load(Ordering::Relaxed),
+                failed: s.stats.failed.load(Ordering::Relaxed),
+                suppressed: s.stats.suppressed.load(Ordering::Relaxed),
+                dropped: s.stats.dropped.load(Ordering::Relaxed),
+            })
             .collect()
     }
 }
@@ -252,10 +372,13 @@ impl Worker {
             kind => {
                 let url = self.url.as_deref().ok_or("no URL")?;
                 let body = match kind {
-                    AlertKind::Discord => json!({ "content": truncate(&a.text(held), 1900) }),
-                    AlertKind::Slack => json!({ "text": a.text(held) }),
-                    _ => a.json(held),
-                };
+                    AlertKind::Discord => serde_json::to_string(&DiscordBody {
+                        content: truncate(&a.text(held), 1900),
+                    }),
+                    AlertKind::Slack => serde_json::to_string(&SlackBody { text: a.text(held) }),
+                    _ => serde_json::to_string(&a.body(held)),
+                }
+                .map_err(|e| format!("cannot encode the alert: {e}"))?;
                 let mut req = self
                     .http
                     .post(url)
@@ -263,7 +386,7 @@ impl Worker {
                 if let Some(t) = &self.token {
                     req = req.header("Authorization", &format!("Bearer {t}"));
                 }
-                req.send(body.to_string()).map(drop).map_err(|e| {
+                req.send(body).map(drop).map_err(|e| {
                     // ureq errors can echo the URL, which is a secret for
                     // Discord and Slack: name the host only.
                     let host = url.split('/').nth(2).unwrap_or("?");
@@ -290,7 +413,7 @@ impl Worker {
             .env("MEMTRACE_ESTIMATE", if a.estimate { "1" } else { "0" })
             .env("MEMTRACE_SUPPRESSED", held.to_string())
             .env("MEMTRACE_JSON", a.json(held).to_string());
-        for (k, v) in &a.details {
+        for (k, v) in &a.details.fields() {
             let key = format!("MEMTRACE_{}", k.to_uppercase());
             let val = v.as_str().map_or_else(|| v.to_string(), str::to_string);
             cmd.env(key, val);
@@ -338,8 +461,13 @@ mod tests {
     use super::*;
 
     fn alert(event: AlertEvent, cgroup: &str) -> Alert {
-        let mut details = Map::new();
-        details.insert("pid".into(), json!(42));
+        let details = Details::Brake(BrakeDetails {
+            pid: 42,
+            comm: "hog".into(),
+            throttled_ms: 1,
+            limit_ms: 1,
+            agent_silent_ms: 1,
+        });
         Alert {
             event,
             cgroup: Some(cgroup.into()),

@@ -149,20 +149,15 @@ impl Printer<'_> {
     /// Prints one event if it passes the filters. Returns false when stdout
     /// is closed (a pipe reader went away), which ends the command quietly.
     fn print(&mut self, mut event: Event) -> anyhow::Result<bool> {
-        if let Event::OomKill(o) = &mut event
-            && o.victim_memcg_id == 0
-            && let Some((id, _)) = self.registry.cgroup_of_pid(o.victim.tgid.max(o.victim.pid))
-        {
-            o.victim_memcg_id = id;
-        }
+        self.registry.complete(&mut event);
         if !self.types.contains(&EventType::of(&event)) {
             return Ok(true);
         }
         if !self.filter.matches_event(self.registry, &event) {
             return Ok(true);
         }
-        let mut p = Presenter {
-            registry: &mut *self.registry,
+        let p = Presenter {
+            paths: &*self.registry,
             clock: self.clock,
             page_size: self.page_size,
         };

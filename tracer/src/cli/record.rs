@@ -88,15 +88,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         let mut keep =
             |e: Event, writer: &mut Writer, registry: &mut CgroupRegistry, model: &mut Model| {
                 let mut e = e;
-                if let Event::OomKill(o) = &mut e
-                    && o.victim_memcg_id == 0
-                    && let Some((id, _)) = registry.cgroup_of_pid(o.victim.tgid.max(o.victim.pid))
-                {
-                    o.victim_memcg_id = id;
-                }
+                registry.complete(&mut e);
                 if filter.matches_event(registry, &e) {
                     model.apply(&e, registry);
-                    writer.event(&e, &mut |id| registry.path(id))?;
+                    writer.event(&e, &mut |id| registry.resolve(id))?;
                     events += 1;
                 }
                 std::io::Result::Ok(())
@@ -112,7 +107,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
                         .filter(|s| now.saturating_sub(s.last_activity_ns) < 10_000_000_000)
                         .map(|s| s.id).collect();
                     let s = sampler.sample(now, &mut registry, &active);
-                    writer.sample(&s, &mut |id| registry.path(id)).map_err(write_err)?;
+                    writer.sample(&s, &mut |id| registry.resolve(id)).map_err(write_err)?;
                     samples += 1;
                     model.gc(now);
                 }

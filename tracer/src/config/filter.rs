@@ -61,7 +61,7 @@ impl CgroupFilter {
             ids.push(o.oom_memcg_id);
         }
         ids.into_iter()
-            .filter_map(|id| registry.path(id))
+            .filter_map(|id| registry.resolve(id))
             .any(|path| self.matches(&path))
     }
 }

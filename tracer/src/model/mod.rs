@@ -1,8 +1,10 @@
-//! The per-cgroup model: what the events mean over time, per memory cgroup
-//! and task. The fourth stage of the pipeline; its consumers (policy,
-//! recorder, metrics, `top`) read it. It knows nothing of eBPF or of how
-//! events arrived, so a recording replayed through it gives the same
-//! numbers as the live system did.
+//! Stage 4: the per-cgroup model, what the events mean over time, per
+//! memory cgroup and task. It is pure: no I/O, no clock. It is a function
+//! of the events it is given (from the ring buffer, or from a recording)
+//! and of the hierarchy's names ([`Hierarchy`], a lookup the collection
+//! stage keeps current), so the live agent, `top`, `report` and `replay`
+//! compute the same numbers from the same events. Its readers are the
+//! policy, the recorder, the metrics page and the screens.
 //!
 //! Throttled time is kept per cgroup *subtree*, as memory.pressure is: an
 //! episode of a task in `/a/b` counts for `/a/b`, `/a` and `/`. Reclaim and
@@ -21,7 +23,22 @@ pub use throttle::ThrottleTracker;
 
 use crate::event::{Comm, Event, Reclaim};
 use crate::sys::cgroupfs::CgroupMemory;
-use crate::sys::registry::{CgroupRegistry, ancestors};
+use crate::sys::registry::ancestors;
+
+/// What the model knows of the cgroup hierarchy: names and parents, by
+/// lookup only. The live registry ([`crate::sys::registry`]) resolves new
+/// ids before their events reach the model; a recording's tables name
+/// every id it holds.
+pub trait Hierarchy {
+    /// The path of a cgroup id, if known.
+    fn path(&self, id: u64) -> Option<Arc<str>>;
+    /// The id of a cgroup path, if known.
+    fn id(&self, path: &str) -> Option<u64>;
+    /// Whether the cgroup is known to be gone (removed from the hierarchy).
+    fn removed(&self, _id: u64) -> bool {
+        false
+    }
+}
 
 /// Upper bounds (seconds) of the reclaim latency buckets in metrics.
 pub const RECLAIM_BUCKETS: [f64; 14] = [
@@ -166,7 +183,7 @@ impl Model {
 
     /// The cgroup and its ancestors, nearest first; unknown ids give just
     /// themselves.
-    pub fn ancestry(&mut self, id: u64, reg: &mut CgroupRegistry) -> Vec<u64> {
+    pub fn ancestry(&mut self, id: u64, reg: &impl Hierarchy) -> Vec<u64> {
         let mut out = vec![id];
         let mut cur = id;
         for _ in 0..64 {
@@ -190,7 +207,7 @@ impl Model {
     }
 
     /// The state of a cgroup, created on first use.
-    pub fn state(&mut self, id: u64, reg: &mut CgroupRegistry) -> &mut CgroupState {
+    pub fn state(&mut self, id: u64, reg: &impl Hierarchy) -> &mut CgroupState {
         self.cgroups.entry(id).or_insert_with(|| {
             let path = reg
                 .path(id)
@@ -201,7 +218,7 @@ impl Model {
 
     /// Applies one event. Returns the cgroups whose throttling changed
     /// (the event's cgroup and its ancestors), for the policy to check.
-    pub fn apply(&mut self, e: &Event, reg: &mut CgroupRegistry) -> Vec<u64> {
+    pub fn apply(&mut self, e: &Event, reg: &impl Hierarchy) -> Vec<u64> {
         self.events += 1;
         if e.task().is_some_and(|t| t.tgid == self.self_tgid) {
             return Vec::new();
@@ -269,7 +286,7 @@ impl Model {
         }
     }
 
-    fn reclaim(&mut self, r: &Reclaim, reg: &mut CgroupRegistry) {
+    fn reclaim(&mut self, r: &Reclaim, reg: &impl Hierarchy) {
         if r.memcg_id == 0 {
             return;
         }
@@ -291,12 +308,22 @@ impl Model {
         }
     }
 
+    /// Ids whose path was not known when they were first seen (`#id`):
+    /// the collection stage resolves them before [`Model::maintain`].
+    pub fn unresolved(&self) -> Vec<u64> {
+        self.cgroups
+            .values()
+            .filter(|s| s.path.starts_with('#'))
+            .map(|s| s.id)
+            .collect()
+    }
+
     /// Keeps cgroup identities current: a path recorded as `#id` (the
     /// cgroup was newer than the registry's last scan) is resolved, and
     /// cgroups removed from the hierarchy and idle for ten minutes are
     /// dropped. Returns the ids whose entry changed or went, for the
     /// consumers that cache by id.
-    pub fn maintain(&mut self, reg: &mut CgroupRegistry, now: u64) -> Vec<u64> {
+    pub fn maintain(&mut self, reg: &impl Hierarchy, now: u64) -> Vec<u64> {
         const IDLE: u64 = 600_000_000_000;
         let mut changed = Vec::new();
         for st in self.cgroups.values_mut() {
@@ -308,19 +335,17 @@ impl Model {
                 changed.push(st.id);
             }
         }
-        if reg.root().is_some() {
-            self.cgroups.retain(|id, st| {
-                let keep = reg.is_live(*id)
-                    || st.throttle.in_progress() > 0
-                    || now.saturating_sub(st.last_activity_ns) < IDLE;
-                if !keep {
-                    changed.push(*id);
-                }
-                keep
-            });
-            let cgroups = &self.cgroups;
-            self.parents.retain(|id, _| cgroups.contains_key(id));
-        }
+        self.cgroups.retain(|id, st| {
+            let keep = !reg.removed(*id)
+                || st.throttle.in_progress() > 0
+                || now.saturating_sub(st.last_activity_ns) < IDLE;
+            if !keep {
+                changed.push(*id);
+            }
+            keep
+        });
+        let cgroups = &self.cgroups;
+        self.parents.retain(|id, _| cgroups.contains_key(id));
         changed
     }
 
@@ -368,17 +393,14 @@ impl Series {
 mod tests {
     use super::*;
     use crate::event::{Task, Throttle, ThrottleStart};
-    use std::os::unix::fs::MetadataExt;
+    use crate::sys::registry::CgroupRegistry;
 
     const S: u64 = 1_000_000_000;
 
-    fn tree() -> (std::path::PathBuf, CgroupRegistry, u64, u64) {
-        let dir = std::env::temp_dir().join(format!("memtrace-model-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("a/b")).unwrap();
-        let reg = CgroupRegistry::for_root(&dir);
-        let a = std::fs::metadata(dir.join("a")).unwrap().ino();
-        let b = std::fs::metadata(dir.join("a/b")).unwrap().ino();
-        (dir, reg, a, b)
+    /// `/a/b` under `/a` under the root, by name only: no file system.
+    fn tree() -> (CgroupRegistry, u64, u64) {
+        let reg = CgroupRegistry::from_paths([(1, "/"), (20, "/a"), (30, "/a/b")]);
+        (reg, 20, 30)
     }
 
     fn task(tgid: u32) -> Task {
@@ -391,7 +413,7 @@ mod tests {
 
     #[test]
     fn episodes_count_for_the_subtree_and_the_agent_is_ignored() {
-        let (dir, mut reg, a, b) = tree();
+        let (reg, a, b) = tree();
         let mut m = Model::new(999, 60 * S);
         let start = Event::ThrottleStart(ThrottleStart {
             ts_ns: S,
@@ -402,7 +424,7 @@ mod tests {
             over_high_limit_pages: 0,
             nr_pages: 32,
         });
-        let touched = m.apply(&start, &mut reg);
+        let touched = m.apply(&start, &reg);
         assert_eq!(touched[..2], [b, a]);
         assert_eq!(m.cgroups[&a].throttle.throttled_in(2 * S, 10 * S), S);
         let end = Event::Throttle(Throttle {
@@ -415,7 +437,7 @@ mod tests {
             reclaimed_pages: 0,
             nr_pages: 32,
         });
-        m.apply(&end, &mut reg);
+        m.apply(&end, &reg);
         for id in [a, b] {
             let st = &m.cgroups[&id];
             assert_eq!(st.throttle.total_ns, 2 * S);
@@ -431,10 +453,9 @@ mod tests {
                 _ => unreachable!(),
             }
         });
-        assert!(m.apply(&mine, &mut reg).is_empty());
+        assert!(m.apply(&mine, &reg).is_empty());
         m.gc(200 * S);
         assert!(m.cgroups[&a].tasks.is_empty());
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

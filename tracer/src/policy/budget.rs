@@ -409,92 +409,13 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AgentConfig;
-    use crate::event::{Comm, Event, Task, Throttle, ThrottleStart};
-    use crate::sys::registry::CgroupRegistry;
-    use std::os::unix::fs::MetadataExt;
-
-    const S: u64 = 1_000_000_000;
-
-    struct Fixture {
-        dir: std::path::PathBuf,
-        reg: CgroupRegistry,
-        model: Model,
-        a: u64,
-        b: u64,
-    }
-
-    impl Drop for Fixture {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    fn fixture(tag: &str) -> Fixture {
-        let dir =
-            std::env::temp_dir().join(format!("memtrace-policy-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("work/job")).unwrap();
-        let reg = CgroupRegistry::for_root(&dir);
-        let a = std::fs::metadata(dir.join("work")).unwrap().ino();
-        let b = std::fs::metadata(dir.join("work/job")).unwrap().ino();
-        Fixture {
-            dir,
-            reg,
-            model: Model::new(0, 600 * S),
-            a,
-            b,
-        }
-    }
-
-    fn policy(text: &str) -> Policy {
-        Policy::new(AgentConfig::parse(text, "t").unwrap().budgets)
-    }
-
-    const WORK: &str = "[[budget]]\ncgroup = \"/work\"\nwindow = \"10s\"\nmax_throttled = \"30%\"\naction = \"kill-largest\"\n";
-
-    fn task() -> Task {
-        Task {
-            pid: 7,
-            tgid: 7,
-            comm: Comm::new("hog"),
-        }
-    }
-
-    fn start(f: &mut Fixture, at: u64, memcg: u64) -> Vec<u64> {
-        let e = Event::ThrottleStart(ThrottleStart {
-            ts_ns: at,
-            task: task(),
-            memcg_id: memcg,
-            over_high_id: memcg,
-            over_high_usage_pages: 0,
-            over_high_limit_pages: 0,
-            nr_pages: 1,
-        });
-        f.model.apply(&e, &mut f.reg)
-    }
-
-    fn end(f: &mut Fixture, from: u64, to: u64, memcg: u64) -> Vec<u64> {
-        let e = Event::Throttle(Throttle {
-            ts_ns: to,
-            start_ns: from,
-            task: task(),
-            memcg_id: memcg,
-            over_high_id: memcg,
-            reclaim_ns: 0,
-            reclaimed_pages: 0,
-            nr_pages: 1,
-        });
-        f.model.apply(&e, &mut f.reg)
-    }
+    use crate::policy::testing::{S, WORK, fixture, policy};
 
     #[test]
     fn a_running_episode_arms_the_deadline_at_the_crossing() {
-        let mut f = fixture("deadline");
+        let mut f = fixture();
         let mut p = policy(WORK);
-        let touched = {
-            let b = f.b;
-            start(&mut f, 100 * S, b)
-        };
+        let touched = f.start(100 * S, f.b);
         assert!(p.evaluate(&f.model, &touched, 100 * S).is_empty());
         // Budget 3 s of 10 s, warning at 50%: first the warning at +1.5 s.
         let d = p.next_deadline(&f.model, 100 * S).unwrap();
@@ -524,12 +445,9 @@ mod tests {
 
     #[test]
     fn a_settled_breach_never_counts_its_old_throttling_again() {
-        let mut f = fixture("settled");
+        let mut f = fixture();
         let mut p = policy(WORK);
-        let touched = {
-            let b = f.b;
-            end(&mut f, 0, 4 * S, b)
-        };
+        let touched = f.end(0, 4 * S, f.b);
         let ds = p.evaluate(&f.model, &touched, 4 * S);
         let [Decision::Breach(x)] = &ds[..] else {
             panic!("{ds:?}");
@@ -545,20 +463,11 @@ mod tests {
 
     #[test]
     fn completed_episodes_breach_when_they_end() {
-        let mut f = fixture("end");
+        let mut f = fixture();
         let mut p = policy(WORK);
-        {
-            let b = f.b;
-            end(&mut f, 0, S, b)
-        };
-        {
-            let b = f.b;
-            end(&mut f, 2 * S, 3 * S, b)
-        };
-        let touched = {
-            let b = f.b;
-            end(&mut f, 4 * S, 5 * S + 1, b)
-        };
+        f.end(0, S, f.b);
+        f.end(2 * S, 3 * S, f.b);
+        let touched = f.end(4 * S, 5 * S + 1, f.b);
         let ds = p.evaluate(&f.model, &touched, 5 * S + 1);
         assert!(
             ds.iter()
@@ -569,13 +478,10 @@ mod tests {
 
     #[test]
     fn the_deepest_matching_cgroup_is_the_one_reported() {
-        let mut f = fixture("deep");
+        let mut f = fixture();
         let mut p =
             policy("[[budget]]\ncgroup = \"/**\"\nmax_throttled = \"10%\"\nwarn_at = \"100%\"\n");
-        let touched = {
-            let b = f.b;
-            end(&mut f, 0, 2 * S, b)
-        };
+        let touched = f.end(0, 2 * S, f.b);
         let ds = p.evaluate(&f.model, &touched, 2 * S);
         assert_eq!(ds.len(), 1, "{ds:?}");
         assert!(matches!(&ds[0], Decision::Breach(x) if x.path == "/work/job"));
@@ -583,12 +489,9 @@ mod tests {
 
     #[test]
     fn cooldown_blocks_kills_in_the_line_and_ends_when_memory_drops() {
-        let mut f = fixture("cool");
+        let mut f = fixture();
         let mut p = policy(WORK);
-        {
-            let b = f.b;
-            end(&mut f, 0, S, b)
-        };
+        f.end(0, S, f.b);
         assert_eq!(p.kill_blocked_until("/work", &f.model, 2 * S), None);
         p.killed(0, f.a, 2 * S);
         assert_eq!(p.kill_blocked_until("/work", &f.model, 3 * S), Some(32 * S));
@@ -620,12 +523,9 @@ mod tests {
 
     #[test]
     fn a_breach_that_could_not_act_is_reported_again() {
-        let mut f = fixture("retry");
+        let mut f = fixture();
         let mut p = policy(WORK);
-        let t = {
-            let b = f.b;
-            start(&mut f, 100 * S, b)
-        };
+        let t = f.start(100 * S, f.b);
         let _ = p.evaluate(&f.model, &t, 100 * S);
         let d = p.next_deadline(&f.model, 100 * S).unwrap();
         let _ = p.evaluate(&f.model, &[f.a], d);
@@ -646,17 +546,17 @@ mod tests {
 
     #[test]
     fn a_due_retry_never_keeps_the_timer_firing() {
-        let mut f = fixture("retry-spin");
+        let mut f = fixture();
         let mut p = policy(WORK);
         let b = f.b;
-        let t = start(&mut f, 100 * S, b);
+        let t = f.start(100 * S, b);
         let _ = p.evaluate(&f.model, &t, 100 * S);
         let _ = p.evaluate(&f.model, &[f.a], 102 * S);
         assert!(matches!(
             &p.evaluate(&f.model, &[f.a], 103 * S)[..],
             [Decision::Breach(_)]
         ));
-        end(&mut f, 100 * S, 103 * S, b);
+        f.end(100 * S, 103 * S, b);
         // Blocked; by the retry the window (101..111 s) holds 2 s: under
         // the 3 s budget, over the re-arm point.
         p.retry(0, f.a, 111 * S);
@@ -676,12 +576,9 @@ mod tests {
 
     #[test]
     fn a_reload_keeps_the_cooldown_of_unchanged_budgets() {
-        let mut f = fixture("reload");
+        let mut f = fixture();
         let mut old = policy(WORK);
-        {
-            let b = f.b;
-            end(&mut f, 0, S, b)
-        };
+        f.end(0, S, f.b);
         let _ = old.budgets_of(f.a, "/work");
         old.killed(0, f.a, 2 * S);
         let mut new = policy(&format!(
@@ -695,19 +592,13 @@ mod tests {
 
     #[test]
     fn rearm_after_recovery() {
-        let mut f = fixture("rearm");
+        let mut f = fixture();
         let mut p = policy(WORK);
-        let t = {
-            let b = f.b;
-            end(&mut f, 0, 4 * S, b)
-        };
+        let t = f.end(0, 4 * S, f.b);
         assert_eq!(p.evaluate(&f.model, &t, 4 * S).len(), 1);
         // Long after, the window is empty: re-armed; a new breach reports.
         assert!(p.evaluate(&f.model, &[f.a], 30 * S).is_empty());
-        let t = {
-            let b = f.b;
-            end(&mut f, 40 * S, 44 * S, b)
-        };
+        let t = f.end(40 * S, 44 * S, f.b);
         assert_eq!(p.evaluate(&f.model, &t, 44 * S).len(), 1);
     }
 }

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
 
 use crate::config::HostConfig;
 use crate::sys::cgroupfs::HostMemory;
@@ -21,7 +21,37 @@ pub struct Finding {
     /// `host:swap`, `host:mem_available`, `host:psi_some`, `host:psi_full`.
     pub topic: &'static str,
     pub summary: String,
-    pub details: Map<String, Value>,
+    pub details: HostDetails,
+}
+
+/// The numbers behind a host finding, one shape per signal; each names its
+/// topic last.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum HostDetails {
+    Swap {
+        swap_free_bytes: u64,
+        swap_total_bytes: u64,
+        swap_free_pct: f64,
+        for_seconds: u64,
+        topic: &'static str,
+    },
+    MemAvailable {
+        mem_available_bytes: u64,
+        mem_total_bytes: u64,
+        mem_available_pct: f64,
+        for_seconds: u64,
+        topic: &'static str,
+    },
+    Psi {
+        line: &'static str,
+        stall_ms: u64,
+        window_ms: u64,
+        avg10_pct: f32,
+        mem_available_bytes: u64,
+        swap_free_bytes: u64,
+        topic: &'static str,
+    },
 }
 
 /// Tracks how long the host has been low on swap and MemAvailable.
@@ -63,11 +93,13 @@ impl HostWatch {
                 now_ns,
                 cfg.swap_for.0,
             ) {
-                let mut d = Map::new();
-                d.insert("swap_free_bytes".into(), json!(m.swap_free));
-                d.insert("swap_total_bytes".into(), json!(m.swap_total));
-                d.insert("swap_free_pct".into(), json!((free * 10.0).round() / 10.0));
-                d.insert("for_seconds".into(), json!(f.as_secs()));
+                let d = HostDetails::Swap {
+                    swap_free_bytes: m.swap_free,
+                    swap_total_bytes: m.swap_total,
+                    swap_free_pct: (free * 10.0).round() / 10.0,
+                    for_seconds: f.as_secs(),
+                    topic: "host:swap",
+                };
                 out.push(Finding {
                     topic: "host:swap",
                     summary: format!(
@@ -90,14 +122,13 @@ impl HostWatch {
                 now_ns,
                 cfg.mem_available_for.0,
             ) {
-                let mut d = Map::new();
-                d.insert("mem_available_bytes".into(), json!(m.mem_available));
-                d.insert("mem_total_bytes".into(), json!(m.mem_total));
-                d.insert(
-                    "mem_available_pct".into(),
-                    json!((avail * 10.0).round() / 10.0),
-                );
-                d.insert("for_seconds".into(), json!(f.as_secs()));
+                let d = HostDetails::MemAvailable {
+                    mem_available_bytes: m.mem_available,
+                    mem_total_bytes: m.mem_total,
+                    mem_available_pct: (avail * 10.0).round() / 10.0,
+                    for_seconds: f.as_secs(),
+                    topic: "host:mem_available",
+                };
                 out.push(Finding {
                     topic: "host:mem_available",
                     summary: format!(
@@ -124,21 +155,21 @@ impl HostWatch {
             PsiLine::Some => p.some_avg10,
             PsiLine::Full => p.full_avg10,
         };
-        let mut d = Map::new();
-        d.insert("line".into(), json!(line.as_str()));
-        d.insert("stall_ms".into(), json!(stall.as_millis() as u64));
-        d.insert(
-            "window_ms".into(),
-            json!(cfg.psi_window.0.as_millis() as u64),
-        );
-        d.insert("avg10_pct".into(), json!(avg10));
-        d.insert("mem_available_bytes".into(), json!(m.mem_available));
-        d.insert("swap_free_bytes".into(), json!(m.swap_free));
+        let topic = match line {
+            PsiLine::Some => "host:psi_some",
+            PsiLine::Full => "host:psi_full",
+        };
+        let d = HostDetails::Psi {
+            line: line.as_str(),
+            stall_ms: stall.as_millis() as u64,
+            window_ms: cfg.psi_window.0.as_millis() as u64,
+            avg10_pct: avg10,
+            mem_available_bytes: m.mem_available,
+            swap_free_bytes: m.swap_free,
+            topic,
+        };
         Finding {
-            topic: match line {
-                PsiLine::Some => "host:psi_some",
-                PsiLine::Full => "host:psi_full",
-            },
+            topic,
             summary: format!(
                 "memory pressure rising: tasks stalled ({}) {} ms within {} ms (avg10 {avg10:.1}%)",
                 line.as_str(),

@@ -15,6 +15,18 @@ use tracer_ebpf::{BrakeRule, HEARTBEAT_SLOT};
 
 use crate::probe::{LoadError, Tracer, error_chain};
 
+/// The kernel rule of a budget's brake, aimed at the victim the agent
+/// prepared.
+pub fn rule(cfg: &crate::config::BrakeConfig, victim_tgid: u32) -> BrakeRule {
+    BrakeRule {
+        limit_ns: cfg.limit.0.as_nanos() as u64,
+        window_ns: cfg.window.0.as_nanos() as u64,
+        stale_ns: cfg.stale.0.as_nanos() as u64,
+        victim_tgid,
+        signal: cfg.signal.0 as u32,
+    }
+}
+
 pub struct Brake {
     rules: BpfHashMap<MapData, u64, BrakeRule>,
     state: BpfHashMap<MapData, u64, tracer_ebpf::BrakeState>,

@@ -74,6 +74,19 @@ impl Recording {
     }
 }
 
+/// A recording's tables as a hierarchy: an id no chunk named is `#id`.
+impl crate::model::Hierarchy for Recording {
+    fn path(&self, id: u64) -> Option<std::sync::Arc<str>> {
+        (id != 0).then(|| std::sync::Arc::from(Recording::path(self, id)))
+    }
+
+    fn id(&self, path: &str) -> Option<u64> {
+        self.cgroups
+            .iter()
+            .find_map(|(id, p)| (p == path).then_some(*id))
+    }
+}
+
 pub fn read(path: &Path) -> Result<Recording, ReadError> {
     let io = |source| ReadError::Io {
         path: path.display().to_string(),

@@ -188,7 +188,7 @@ pub fn jsonl(rec: &mut Recording, out: &mut dyn Write) -> io::Result<()> {
     for r in &records {
         let v = match r {
             Record::Event(e) => Presenter {
-                registry: rec,
+                paths: &*rec,
                 clock,
                 page_size: page,
             }

@@ -165,7 +165,7 @@ pub fn build(rec: &Recording) -> Report {
     let clock = rec.header.clock();
     let mut own: BTreeMap<u64, Own> = BTreeMap::new();
     let mut model = Model::new(0, u64::MAX / 4);
-    let mut reg = CgroupRegistry::from_paths(rec.cgroups.iter().map(|(id, p)| (*id, p.as_str())));
+    let reg = CgroupRegistry::from_paths(rec.cgroups.iter().map(|(id, p)| (*id, p.as_str())));
     let mut ooms = Vec::new();
     let mut actions = Vec::new();
     let mut samples: Vec<&Sample> = Vec::new();
@@ -176,7 +176,7 @@ pub fn build(rec: &Recording) -> Report {
     for r in records {
         match r {
             Record::Event(e) => {
-                model.apply(e, &mut reg);
+                model.apply(e, &reg);
                 match e {
                     Event::Throttle(t) if t.memcg_id != 0 => {
                         let o = own.entry(t.memcg_id).or_default();

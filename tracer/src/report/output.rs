@@ -6,45 +6,29 @@ use serde_json::{Map, Value, json};
 
 use crate::clock::{Clock, fmt_bytes, fmt_ns};
 use crate::event::{Event, Task};
-use crate::record::reader::Recording;
-use crate::sys::registry::CgroupRegistry;
+use crate::model::Hierarchy;
 
-/// Where cgroup paths come from: the live registry, or a recording's tables.
-pub trait CgroupPaths {
-    fn cgroup_path(&mut self, id: u64) -> Option<String>;
-}
-
-impl CgroupPaths for CgroupRegistry {
-    fn cgroup_path(&mut self, id: u64) -> Option<String> {
-        self.path(id).map(|p| p.to_string())
-    }
-}
-
-impl CgroupPaths for Recording {
-    fn cgroup_path(&mut self, id: u64) -> Option<String> {
-        (id != 0).then(|| self.path(id))
-    }
-}
-
+/// Turns events into lines. Paths come from a lookup (the live registry,
+/// with the event's ids resolved beforehand, or a recording's tables).
 pub struct Presenter<'a> {
-    pub registry: &'a mut dyn CgroupPaths,
+    pub paths: &'a dyn Hierarchy,
     pub clock: Clock,
     pub page_size: u64,
 }
 
 impl Presenter<'_> {
-    fn path(&mut self, id: u64) -> Option<String> {
-        self.registry.cgroup_path(id)
+    fn path(&self, id: u64) -> Option<String> {
+        self.paths.path(id).map(|p| p.to_string())
     }
 
-    fn path_value(&mut self, id: u64) -> Value {
+    fn path_value(&self, id: u64) -> Value {
         self.path(id).map_or(Value::Null, Value::String)
     }
 
     /// One JSON object: `type`, `ts` (RFC 3339), `mono_ns`, `cgroup` (the
     /// memory cgroup's path, null if unknown), `cgroup_id`, task fields
     /// where the event has a task, then the event's own fields.
-    pub fn json(&mut self, e: &Event) -> Value {
+    pub fn json(&self, e: &Event) -> Value {
         let mut m = Map::new();
         m.insert("type".into(), json!(e.type_name()));
         m.insert("ts".into(), json!(self.clock.rfc3339(e.ts_ns())));
@@ -122,7 +106,7 @@ impl Presenter<'_> {
     }
 
     /// One aligned text line.
-    pub fn text(&mut self, e: &Event) -> String {
+    pub fn text(&self, e: &Event) -> String {
         let when = self.clock.hms(e.ts_ns());
         let cgroup = self.path(e.memcg_id()).unwrap_or_else(|| {
             if e.memcg_id() == 0 {
@@ -191,7 +175,7 @@ impl Presenter<'_> {
         format!("{when} {:<14} {:<28} {detail}", e.type_name(), cgroup)
     }
 
-    fn over_high(&mut self, id: u64) -> String {
+    fn over_high(&self, id: u64) -> String {
         match self.path(id) {
             Some(p) => format!(", over high: {p}"),
             None => String::new(),
@@ -203,10 +187,11 @@ impl Presenter<'_> {
 mod tests {
     use super::*;
     use crate::event::{Comm, Lost, LostKind, OomKill, RssPages, Throttle};
+    use crate::sys::registry::CgroupRegistry;
 
-    fn presenter(reg: &mut CgroupRegistry) -> Presenter<'_> {
+    fn presenter(reg: &CgroupRegistry) -> Presenter<'_> {
         Presenter {
-            registry: reg,
+            paths: reg,
             clock: Clock { offset_ns: 0 },
             page_size: 4096,
         }
@@ -222,8 +207,8 @@ mod tests {
 
     #[test]
     fn throttle_json_has_the_documented_fields() {
-        let mut reg = CgroupRegistry::new(None);
-        let mut p = presenter(&mut reg);
+        let reg = CgroupRegistry::new(None);
+        let p = presenter(&reg);
         let e = Event::Throttle(Throttle {
             ts_ns: 3_000_000_000,
             start_ns: 1_000_000_000,
@@ -251,8 +236,8 @@ mod tests {
 
     #[test]
     fn oom_and_lost_json() {
-        let mut reg = CgroupRegistry::new(None);
-        let mut p = presenter(&mut reg);
+        let reg = CgroupRegistry::new(None);
+        let p = presenter(&reg);
         let o = p.json(&Event::OomKill(OomKill {
             ts_ns: 1,
             victim: task(),

@@ -140,20 +140,15 @@ impl SnapshotSource for LiveSource {
             self.last_lost = Instant::now();
         }
         while let Some(mut e) = self.source.try_next() {
-            if let crate::event::Event::OomKill(o) = &mut e
-                && o.victim_memcg_id == 0
-                && let Some((id, _)) = self.registry.cgroup_of_pid(o.victim.tgid.max(o.victim.pid))
-            {
-                o.victim_memcg_id = id;
-            }
+            self.registry.complete(&mut e);
             if let Some(t) = e.task() {
                 let tgid = t.tgid;
                 self.starts
                     .entry(tgid)
                     .or_insert_with(|| crate::sys::procs::start_time(tgid));
             }
-            self.model.apply(&e, &mut self.registry);
-            self.view.event(&e, &mut self.registry, &self.clock);
+            self.model.apply(&e, &self.registry);
+            self.view.event(&e, &self.registry, &self.clock);
         }
     }
 

@@ -95,8 +95,8 @@ impl ReplaySource {
             }
             match r {
                 Record::Event(e) => {
-                    self.model.apply(e, &mut self.registry);
-                    self.view.event(e, &mut self.registry, &self.clock);
+                    self.model.apply(e, &self.registry);
+                    self.view.event(e, &self.registry, &self.clock);
                 }
                 Record::Sample(s) => self.sample = Some(s.clone()),
                 Record::Action(a) => {

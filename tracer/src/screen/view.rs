@@ -8,7 +8,7 @@ use memtrace_ui::snapshot::{CgroupRow, LogKind, LogLine, Snapshot, Source, TaskR
 
 use crate::clock::Clock;
 use crate::event::Event;
-use crate::model::Model;
+use crate::model::{Hierarchy, Model};
 use crate::record::Sample;
 use crate::sys::registry::CgroupRegistry;
 
@@ -54,13 +54,13 @@ impl View {
 
     /// Adds a log line for the events worth one: OOM kills, the kernel
     /// brake, lost records.
-    pub fn event(&mut self, e: &Event, reg: &mut CgroupRegistry, clock: &Clock) {
+    pub fn event(&mut self, e: &Event, reg: &impl Hierarchy, clock: &Clock) {
         let time = clock
             .hms(e.ts_ns())
             .get(..8)
             .unwrap_or_default()
             .to_string();
-        let path = |reg: &mut CgroupRegistry, id: u64| {
+        let path = |reg: &dyn Hierarchy, id: u64| {
             reg.path(id)
                 .map_or_else(|| format!("#{id}"), |p| p.to_string())
         };
@@ -324,40 +324,29 @@ impl View {
 /// The agent's state, from its status file: budget state per cgroup path,
 /// and its recent actions.
 pub fn read_agent_status(path: &std::path::Path, view: &mut View) {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    if !path.exists() {
         view.agent.clear();
         return;
-    };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+    }
+    let Some(status) = crate::agent::status::read(path) else {
         return;
     };
-    view.agent = v["cgroups"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, s)| Some((k.clone(), s.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    for a in v["recent"].as_array().into_iter().flatten() {
-        let (Some(time), Some(kind), Some(text)) =
-            (a["time"].as_str(), a["kind"].as_str(), a["text"].as_str())
-        else {
-            continue;
-        };
-        let kind = match kind {
+    view.agent = status.cgroups.into_iter().collect();
+    for a in status.recent {
+        let kind = match a.kind.as_str() {
             "kill" | "would-kill" => LogKind::Kill,
             "breach" => LogKind::Breach,
             "warning" => LogKind::Warning,
             _ => LogKind::Info,
         };
+        let time = a.time.get(11..19).unwrap_or(&a.time).to_string();
         view.action(
-            format!("{time}{text}"),
+            format!("{}{}", a.time, a.text),
             0,
             LogLine {
-                time: time.get(11..19).unwrap_or(time).to_string(),
+                time,
                 kind,
-                text: text.to_string(),
+                text: a.text,
             },
         );
     }
@@ -372,7 +361,7 @@ mod tests {
 
     #[test]
     fn rows_rates_detail_and_warnings() {
-        let mut reg = CgroupRegistry::from_paths([(1u64, "/"), (5, "/work"), (6, "/idle")]);
+        let reg = CgroupRegistry::from_paths([(1u64, "/"), (5, "/work"), (6, "/idle")]);
         let mut model = Model::new(0, u64::MAX / 4);
         let task = Task {
             pid: 9,
@@ -391,7 +380,7 @@ mod tests {
                     reclaimed_pages: 0,
                     nr_pages: 1,
                 }),
-                &mut reg,
+                &reg,
             );
         }
         model.apply(
@@ -404,7 +393,7 @@ mod tests {
                 over_high_limit_pages: 0,
                 nr_pages: 1,
             }),
-            &mut reg,
+            &reg,
         );
         let sample = Sample {
             ts_ns: 10 * SEC,

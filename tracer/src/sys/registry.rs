@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::event::Event;
 use crate::kernel::{CgroupVersion, MemoryHierarchy};
+use crate::model::Hierarchy;
 
 /// How long a removed cgroup's path is kept for events that arrive late.
 pub const GONE_RETENTION: Duration = Duration::from_secs(600);
@@ -162,8 +164,9 @@ impl CgroupRegistry {
         self.by_path.retain(|_, id| by_id.contains_key(id));
     }
 
-    /// The path of a cgroup id, rescanning once if it is unknown.
-    pub fn path(&mut self, id: u64) -> Option<Arc<str>> {
+    /// The path of a cgroup id, rescanning once if it is unknown (I/O:
+    /// the collection stage calls this before the model sees the id).
+    pub fn resolve(&mut self, id: u64) -> Option<Arc<str>> {
         if id == 0 {
             return None;
         }
@@ -210,6 +213,22 @@ impl CgroupRegistry {
         self.by_id.iter().map(|(id, e)| (*id, &e.path))
     }
 
+    /// Completes an event from the system before the model sees it: an OOM
+    /// victim whose memory cgroup the kernel record could not name gets it
+    /// from `/proc/PID/cgroup`, and every id the event names is resolved,
+    /// so that the model and the presenters look them up without I/O.
+    pub fn complete(&mut self, e: &mut Event) {
+        if let Event::OomKill(o) = e
+            && o.victim_memcg_id == 0
+            && let Some((id, _)) = self.cgroup_of_pid(o.victim.tgid.max(o.victim.pid))
+        {
+            o.victim_memcg_id = id;
+        }
+        for id in e.cgroup_ids() {
+            self.resolve(id);
+        }
+    }
+
     /// The memory cgroup of a live process, from `/proc/PID/cgroup`; for
     /// events whose kernel record could not name it.
     pub fn cgroup_of_pid(&mut self, pid: u32) -> Option<(u64, Arc<str>)> {
@@ -231,6 +250,21 @@ impl CgroupRegistry {
 
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
+    }
+}
+
+impl Hierarchy for CgroupRegistry {
+    fn path(&self, id: u64) -> Option<Arc<str>> {
+        self.lookup(id)
+    }
+
+    fn id(&self, path: &str) -> Option<u64> {
+        self.by_path.get(path).copied()
+    }
+
+    /// Only a registry of a mounted hierarchy knows what was removed.
+    fn removed(&self, id: u64) -> bool {
+        self.root.is_some() && !self.is_live(id)
     }
 }
 
@@ -277,9 +311,9 @@ mod tests {
         std::fs::write(dir.join("a/memory.current"), "1\n").unwrap();
         let mut r = CgroupRegistry::for_root(&dir);
         let ino = |p: &str| std::fs::metadata(dir.join(p)).unwrap().ino();
-        assert_eq!(r.path(ino("a/b")).as_deref(), Some("/a/b"));
-        assert_eq!(r.path(ino("c")).as_deref(), Some("/c"));
-        assert_eq!(r.path(ino("")).as_deref(), Some("/"));
+        assert_eq!(r.resolve(ino("a/b")).as_deref(), Some("/a/b"));
+        assert_eq!(r.resolve(ino("c")).as_deref(), Some("/c"));
+        assert_eq!(r.resolve(ino("")).as_deref(), Some("/"));
         assert_eq!(r.id("/a"), Some(ino("a")));
         assert_eq!(r.len(), 4);
         assert_eq!(r.dir("/a/b"), Some(dir.join("a/b")));
@@ -295,7 +329,7 @@ mod tests {
         let late = std::fs::metadata(dir.join("late")).unwrap().ino();
         // Let the rescan rate limit pass.
         std::thread::sleep(RESCAN_INTERVAL);
-        assert_eq!(r.path(late).as_deref(), Some("/late"));
+        assert_eq!(r.resolve(late).as_deref(), Some("/late"));
         assert!(r.is_live(late));
         std::fs::remove_dir(dir.join("late")).unwrap();
         r.scan();
@@ -307,8 +341,8 @@ mod tests {
     #[test]
     fn unknown_and_zero_ids() {
         let mut r = CgroupRegistry::new(None);
-        assert!(r.path(0).is_none());
-        assert!(r.path(12345).is_none());
+        assert!(r.resolve(0).is_none());
+        assert!(r.resolve(12345).is_none());
         assert!(r.is_empty());
     }
 

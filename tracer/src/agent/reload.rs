@@ -1,0 +1,62 @@
+//! SIGHUP: a new configuration replaces the running one only when it is
+//! valid as a whole; the state of unchanged budgets (cool-downs, breaches)
+//! carries over, so a reload mid-incident does not allow a second kill.
+
+use super::Agent;
+use super::setup::{load_config, open_append, start_recorder};
+use crate::act::alert::Alerter;
+use crate::policy::budget::Policy;
+
+impl Agent {
+    pub(super) fn reload(&mut self) {
+        let cfg = match load_config(self.opts.config_path.as_ref()) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                self.counters.reloads_failed += 1;
+                log::error!("configuration NOT reloaded, the running one stays: {e}");
+                return;
+            }
+        };
+        log::info!(
+            "configuration reloaded from {}: {} budget(s), {} alert sink(s)",
+            cfg.source,
+            cfg.budgets.len(),
+            cfg.alerts.len()
+        );
+        let mut policy = Policy::new(cfg.budgets.clone());
+        policy.inherit(&self.policy);
+        self.policy = policy;
+        self.alerter = Alerter::start(&cfg.alerts);
+        if cfg.agent.kill_log != self.cfg.agent.kill_log {
+            self.kills.log = match &cfg.agent.kill_log {
+                Some(p) => open_append(p)
+                    .map_err(|e| log::error!("kill log {}: {e}", p.display()))
+                    .ok(),
+                None => None,
+            };
+        }
+        let (h, o) = (&cfg.host, &self.cfg.host);
+        if cfg.agent.metrics_listen != self.cfg.agent.metrics_listen
+            || (h.psi_window, h.psi_some_stall, h.psi_full_stall)
+                != (o.psi_window, o.psi_some_stall, o.psi_full_stall)
+        {
+            log::warn!("metrics_listen and the [host] PSI triggers take effect at the next start");
+        }
+        let a = &cfg.agent;
+        let b = &self.cfg.agent;
+        if (&a.record_dir, cfg.record_max_bytes, a.record_max_age)
+            != (&b.record_dir, self.cfg.record_max_bytes, b.record_max_age)
+        {
+            if let Some(old) = self.recorder.take() {
+                let _ = old.close();
+            }
+            self.recorder = start_recorder(&cfg, &self.tracer, &self.clock);
+        }
+        self.prepared.clear();
+        if let Some(b) = &mut self.brake {
+            b.retain(&|_| false);
+        }
+        self.cfg = cfg;
+        self.counters.reloads_ok += 1;
+    }
+}

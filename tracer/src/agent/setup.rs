@@ -1,0 +1,294 @@
+//! Starting the agent: the configuration, the probes, the consumers that
+//! need the kernel or the network (metrics endpoint, PSI triggers, the
+//! eBPF programs' own log), and making the process hard to starve or kill.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+use super::{Agent, AgentOptions, HORIZON_NS, kills, status};
+use crate::act::alert::Alerter;
+use crate::clock::{Clock, fmt_bytes, mono_now_ns};
+use crate::config::{AgentConfig, ConfigError};
+use crate::kernel::CgroupVersion;
+use crate::metrics::page::AgentCounters;
+use crate::model::Model;
+use crate::policy::budget::Policy;
+use crate::policy::estimate::Estimator;
+use crate::policy::host::HostWatch;
+use crate::probe::brake::Brake;
+use crate::probe::{LoadOptions, Probe, Tracer};
+use crate::record::Header;
+use crate::record::flight::FlightRecorder;
+use crate::sys::cgroupfs::HostMemory;
+use crate::sys::psi::PsiLine;
+use crate::sys::registry::CgroupRegistry;
+use crate::sys::sampler::Sampler;
+
+/// The eBPF programs' log (`aya-log`), read when its ring has records.
+pub(super) type EbpfLog = Option<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>>;
+
+/// Reads the configuration the way the agent does at start and on SIGHUP.
+pub fn load_config(path: Option<&PathBuf>) -> Result<AgentConfig, ConfigError> {
+    match path {
+        Some(p) => AgentConfig::load(p),
+        None => {
+            let default = std::path::Path::new(crate::config::DEFAULT_PATH);
+            if default.exists() {
+                AgentConfig::load(default)
+            } else {
+                Ok(AgentConfig::embedded())
+            }
+        }
+    }
+}
+
+/// Makes the agent hard to starve or kill: locked memory, the lowest OOM
+/// score, a high priority. Each failure is logged, none is fatal.
+fn harden() {
+    // SAFETY: mlockall and setpriority take plain flags.
+    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
+        log::warn!(
+            "could not lock the agent's memory (mlockall: {}); it may be paged out under pressure",
+            std::io::Error::last_os_error()
+        );
+    }
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
+        log::warn!("could not set the agent's oom_score_adj to -1000: {e}");
+    }
+    // SAFETY: as above.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) } != 0 {
+        log::warn!(
+            "could not raise the agent's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+impl Agent {
+    /// Loads the probes and everything the loop needs. The configuration is
+    /// validated by the caller first, so a bad one changes nothing.
+    pub fn new(opts: AgentOptions, cfg: AgentConfig) -> anyhow::Result<Self> {
+        harden();
+        let load = LoadOptions::from_env()?;
+        let mut tracer = Tracer::load(&load)?;
+        for d in &tracer.caps.degraded {
+            log::warn!("degraded: {d}");
+        }
+        let hierarchy = tracer.caps.kernel.cgroups.memory.clone();
+        let version = hierarchy.as_ref().map(|h| h.version);
+        if version == Some(CgroupVersion::V1) && !cfg.budgets.is_empty() {
+            log::warn!(
+                "the memory controller is on cgroup v1: memory.high does not exist, so budgets \
+                 cannot be exceeded here; OOM kills and the host's leading edge are still watched"
+            );
+        }
+        let throttle = tracer.caps.throttle_measured();
+        if !throttle && !cfg.budgets.is_empty() {
+            log::warn!(
+                "no throttle probe: budgets are checked against ESTIMATES from memory.pressure \
+                 and memory.events (once a second, not the instant a budget is crossed)"
+            );
+        }
+        let wants_brake = cfg.budgets.iter().any(|b| b.brake.is_some());
+        let brake = if wants_brake && throttle {
+            Some(Brake::new(&mut tracer)?)
+        } else {
+            if wants_brake {
+                log::warn!(
+                    "kernel brake unavailable: it runs in the throttle probe, which this kernel refuses"
+                );
+            }
+            None
+        };
+        let registry = CgroupRegistry::new(hierarchy.as_ref());
+        let self_pid = std::process::id();
+        let kill_log = match &cfg.agent.kill_log {
+            Some(p) => {
+                Some(open_append(p).with_context(|| format!("opening kill log {}", p.display()))?)
+            }
+            None => None,
+        };
+        let page_size = tracer.caps.kernel.page_size;
+        let hostname = tracer.caps.kernel.hostname.clone();
+        let alerter = Alerter::start(&cfg.alerts);
+        let clock = Clock::now();
+        let sampler = Sampler::new(
+            crate::config::filter::CgroupFilter::default(),
+            version,
+            page_size,
+        );
+        let recorder = start_recorder(&cfg, &tracer, &clock);
+        Ok(Self {
+            policy: Policy::new(cfg.budgets.clone()),
+            opts,
+            cfg,
+            tracer,
+            registry,
+            model: Model::new(self_pid, HORIZON_NS),
+            estimator: Estimator::default(),
+            alerter,
+            brake,
+            clock,
+            page_size,
+            version,
+            host: HostWatch::default(),
+            host_mem: HostMemory::default(),
+            sampler,
+            recorder,
+            prepared: HashMap::new(),
+            kills: kills::Pending::new(kill_log),
+            page: Arc::new(Mutex::new(Arc::new(String::new()))),
+            counters: AgentCounters::default(),
+            self_pid,
+            hostname,
+            started_ns: mono_now_ns(),
+            status: status::Recent::default(),
+        })
+    }
+
+    pub(super) async fn start_metrics(&mut self) -> String {
+        let listen = &self.cfg.agent.metrics_listen;
+        if listen == "off" {
+            return "off".into();
+        }
+        let Ok(addr) = listen.parse() else {
+            return "off (bad address)".into();
+        };
+        match crate::metrics::bind(addr).await {
+            Ok(l) => {
+                let at = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                tokio::spawn(crate::metrics::serve(l, self.page.clone()));
+                format!("http://{at}/metrics")
+            }
+            Err(e) => {
+                log::error!("{e}; the agent runs without metrics");
+                "UNAVAILABLE".into()
+            }
+        }
+    }
+
+    pub(super) fn start_psi_triggers(&self, tx: mpsc::UnboundedSender<PsiLine>) {
+        if self.cfg.host.enabled
+            && self.tracer.caps.kernel.psi
+            && let Err(e) = crate::sys::psi::start_psi_triggers(&self.cfg.host, tx)
+        {
+            log::warn!("host memory pressure is sampled, not triggered: {e}");
+        }
+    }
+
+    /// Forwards what the eBPF programs log (the kernel brake says when it
+    /// fires) to the agent's log. Without it the agent runs as well.
+    pub(super) fn start_ebpf_log(&mut self) -> EbpfLog {
+        let logger = match aya_log::EbpfLogger::init(self.tracer.ebpf_mut()) {
+            Ok(l) => l,
+            Err(e) => {
+                log::debug!("the eBPF programs' log is not read: {e}");
+                return None;
+            }
+        };
+        // SAFETY: the logger owns its ring buffer's fd and keeps it open
+        // and the same until it is dropped, inside the AsyncFd.
+        match unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) } {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                log::debug!("the eBPF programs' log is not read: {e}");
+                None
+            }
+        }
+    }
+
+    pub(super) fn log_ready(&self, metrics_at: &str) {
+        log::info!(
+            "memtrace agent ready: {} budget(s), {} alert sink(s), throttle probe {}, config {}, metrics {}{}",
+            self.cfg.budgets.len(),
+            self.cfg.alerts.len(),
+            match self
+                .tracer
+                .caps
+                .probe(Probe::Throttle)
+                .and_then(|p| p.attached)
+            {
+                Some(m) => format!("via {}", m.as_str()),
+                None => "UNAVAILABLE (estimates)".into(),
+            },
+            self.cfg.source,
+            metrics_at,
+            if self.opts.dry_run || self.cfg.agent.dry_run {
+                ", DRY RUN: nothing will be killed"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
+/// Waits for records in the eBPF programs' log and writes them to the
+/// agent's log; never returns when there is no log to read.
+pub(super) async fn ebpf_log_ready(log: &mut EbpfLog) {
+    let Some(fd) = log.as_mut() else {
+        return std::future::pending().await;
+    };
+    let Ok(mut guard) = fd.readable_mut().await else {
+        *log = None;
+        return;
+    };
+    // aya-log unwraps a record it cannot parse; a bad record must not take
+    // the agent down with it.
+    let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        guard.get_inner_mut().flush();
+    }));
+    guard.clear_ready();
+    if flushed.is_err() {
+        log::error!(
+            "the eBPF programs' log sent a record this build cannot read; no longer reading it"
+        );
+        *log = None;
+    }
+}
+
+/// Opens the flight recorder if the configuration asks for one; a failure
+/// is logged and the agent runs without it.
+pub(super) fn start_recorder(
+    cfg: &AgentConfig,
+    tracer: &Tracer,
+    clock: &Clock,
+) -> Option<FlightRecorder> {
+    let dir = cfg.agent.record_dir.as_ref()?;
+    let header = Header::for_this_host(&tracer.caps, &[], clock);
+    match FlightRecorder::new(
+        dir,
+        cfg.record_max_bytes,
+        cfg.agent.record_max_age.0,
+        header,
+    ) {
+        Ok(r) => {
+            log::info!(
+                "flight recorder: {} (at most {}, {:?})",
+                dir.display(),
+                fmt_bytes(cfg.record_max_bytes),
+                cfg.agent.record_max_age.0
+            );
+            Some(r)
+        }
+        Err(e) => {
+            log::error!("flight recorder not started: {e}");
+            None
+        }
+    }
+}
+
+/// Opens a file for appending, creating its directory.
+pub(super) fn open_append(p: &std::path::Path) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = p.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+}

@@ -1,0 +1,353 @@
+//! The tables of the configuration file and their defaults: `[agent]`,
+//! `[[budget]]` (with its `brake`), `[[alert]]` and `[host]`.
+//! docs/configuration.md documents every key.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::values::{CgroupGlob, Dur, Pattern, Percent, Signal};
+
+/// What a budget does when it is exceeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Alert only.
+    Alert,
+    /// Kill the process with the largest RSS in the cgroup's subtree.
+    KillLargest,
+    /// Kill the process throttled longest in the window.
+    KillMostThrottled,
+    /// Kill every process of the cgroup (`cgroup.kill`).
+    KillCgroup,
+}
+
+impl Action {
+    pub fn kills(self) -> bool {
+        self != Self::Alert
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Alert => "alert",
+            Self::KillLargest => "kill-largest",
+            Self::KillMostThrottled => "kill-most-throttled",
+            Self::KillCgroup => "kill-cgroup",
+        }
+    }
+}
+
+/// The in-kernel brake of a budget: see [`crate::probe::brake`].
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrakeConfig {
+    /// Throttled time (summed over tasks) per window the kernel allows
+    /// while the agent is silent.
+    pub limit: Dur,
+    #[serde(default = "default_brake_window")]
+    pub window: Dur,
+    /// The agent counts as silent after this long without a heartbeat.
+    #[serde(default = "default_brake_stale")]
+    pub stale: Dur,
+    #[serde(default = "default_signal")]
+    pub signal: Signal,
+}
+
+fn default_brake_window() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_brake_stale() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+fn default_signal() -> Signal {
+    Signal(libc::SIGKILL)
+}
+
+/// One `[[budget]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub cgroup: CgroupGlob,
+    #[serde(default = "default_window")]
+    pub window: Dur,
+    pub max_throttled: Percent,
+    /// Warn when this share of the budget is used.
+    #[serde(default = "default_warn_at")]
+    pub warn_at: Percent,
+    #[serde(default = "default_action")]
+    pub action: Action,
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Processes never to kill (regex on comm or cmdline).
+    #[serde(default)]
+    pub avoid: Vec<Pattern>,
+    /// Processes to kill first (regex on comm or cmdline).
+    #[serde(default)]
+    pub prefer: Vec<Pattern>,
+    /// After a kill, wait until memory drops below memory.high, or this
+    /// long, before this budget may kill again.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: Dur,
+    #[serde(default)]
+    pub brake: Option<BrakeConfig>,
+}
+
+fn default_window() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_warn_at() -> Percent {
+    Percent(50.0)
+}
+fn default_action() -> Action {
+    Action::Alert
+}
+fn default_cooldown() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+impl BudgetConfig {
+    pub fn label(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.cgroup.pattern.clone())
+    }
+
+    /// The budget as throttled nanoseconds per window.
+    pub fn budget_ns(&self) -> u64 {
+        (self.window.0.as_nanos() as f64 * self.max_throttled.fraction()) as u64
+    }
+
+    pub fn window_ns(&self) -> u64 {
+        self.window.0.as_nanos() as u64
+    }
+}
+
+/// Alert destinations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlertKind {
+    /// Generic JSON POST.
+    Webhook,
+    Discord,
+    Slack,
+    /// Run a program (argv, no shell) with the alert in its environment.
+    Exec,
+}
+
+/// Events an alert sink can be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlertEvent {
+    /// A share of a budget used.
+    Warning,
+    /// A budget exceeded.
+    Breach,
+    /// The agent killed (or, dry run, would have killed).
+    Kill,
+    /// The kernel's OOM killer killed.
+    OomKill,
+    /// The host is running out of memory: swap, MemAvailable, PSI.
+    Host,
+    /// The in-kernel brake fired while the agent was silent.
+    Brake,
+}
+
+impl AlertEvent {
+    pub const ALL: [Self; 6] = [
+        Self::Warning,
+        Self::Breach,
+        Self::Kill,
+        Self::OomKill,
+        Self::Host,
+        Self::Brake,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Warning => "warning",
+            Self::Breach => "breach",
+            Self::Kill => "kill",
+            Self::OomKill => "oom-kill",
+            Self::Host => "host",
+            Self::Brake => "brake",
+        }
+    }
+}
+
+/// One `[[alert]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertConfig {
+    pub kind: AlertKind,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Destination URL (webhook, discord, slack).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Environment variable holding the URL (webhook URLs are secrets).
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// Bearer token sent as `Authorization` (webhook).
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Program and arguments (exec).
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Which events; default all.
+    #[serde(default)]
+    pub on: Option<Vec<AlertEvent>>,
+    /// Alerts with the same event and cgroup closer than this are folded
+    /// into the next one.
+    #[serde(default = "default_min_interval")]
+    pub min_interval: Dur,
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+}
+
+fn default_min_interval() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn default_timeout() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+
+impl AlertConfig {
+    pub fn label(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{:?}", self.kind).to_lowercase())
+    }
+
+    pub fn wants(&self, e: AlertEvent) -> bool {
+        self.on.as_ref().is_none_or(|on| on.contains(&e))
+    }
+}
+
+/// `[host]`: leading-edge alerts on the whole machine.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Alert when free swap stays below this share of total swap ...
+    #[serde(default = "default_swap_below")]
+    pub swap_free_below: Percent,
+    /// ... for this long.
+    #[serde(default = "default_swap_for")]
+    pub swap_for: Dur,
+    /// Alert when MemAvailable stays below this share of MemTotal ...
+    #[serde(default = "default_avail_below")]
+    pub mem_available_below: Percent,
+    /// ... for this long.
+    #[serde(default = "default_avail_for")]
+    pub mem_available_for: Dur,
+    /// PSI trigger: alert when tasks stalled on memory (`some`) for this
+    /// long within `psi_window`.
+    #[serde(default = "default_psi_some")]
+    pub psi_some_stall: Dur,
+    /// PSI trigger on `full` stalls (every task stalled).
+    #[serde(default = "default_psi_full")]
+    pub psi_full_stall: Dur,
+    #[serde(default = "default_psi_window")]
+    pub psi_window: Dur,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_swap_below() -> Percent {
+    Percent(15.0)
+}
+fn default_swap_for() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn default_avail_below() -> Percent {
+    Percent(10.0)
+}
+fn default_avail_for() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+// Windows are a multiple of 2 s: the kernel requires it of processes
+// without CAP_SYS_RESOURCE, which containers and sandboxes often drop.
+fn default_psi_some() -> Dur {
+    Dur(Duration::from_millis(300))
+}
+fn default_psi_full() -> Dur {
+    Dur(Duration::from_millis(200))
+}
+fn default_psi_window() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            swap_free_below: default_swap_below(),
+            swap_for: default_swap_for(),
+            mem_available_below: default_avail_below(),
+            mem_available_for: default_avail_for(),
+            psi_some_stall: default_psi_some(),
+            psi_full_stall: default_psi_full(),
+            psi_window: default_psi_window(),
+        }
+    }
+}
+
+/// `[agent]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Log "would kill" instead of killing, for every budget.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Prometheus endpoint; `"off"` disables it.
+    #[serde(default = "default_metrics")]
+    pub metrics_listen: String,
+    /// Flight recorder directory (rolling recordings); unset: off.
+    #[serde(default)]
+    pub record_dir: Option<PathBuf>,
+    /// Flight recorder caps: total size and age of the kept files.
+    #[serde(default = "default_record_max_size")]
+    pub record_max_size: String,
+    #[serde(default = "default_record_max_age")]
+    pub record_max_age: Dur,
+    /// A JSON line per kill (and would-kill) is appended here.
+    #[serde(default)]
+    pub kill_log: Option<PathBuf>,
+    /// More processes never to kill, besides the built-in protected set.
+    #[serde(default)]
+    pub protect: Vec<Pattern>,
+}
+
+/// The default metrics address: loopback only.
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9478";
+
+fn default_metrics() -> String {
+    DEFAULT_METRICS.into()
+}
+fn default_record_max_size() -> String {
+    "256MiB".into()
+}
+fn default_record_max_age() -> Dur {
+    Dur(Duration::from_secs(24 * 3600))
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        Self {
+            dry_run: false,
+            metrics_listen: default_metrics(),
+            record_dir: None,
+            record_max_size: default_record_max_size(),
+            record_max_age: default_record_max_age(),
+            kill_log: None,
+            protect: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Parsing and validation tests: every error names the file, line and
+//! reason.
+
+use super::*;
+
+const FULL: &str = r#"
+[agent]
+dry_run = false
+metrics_listen = "127.0.0.1:9999"
+kill_log = "/var/log/memtrace/kills.jsonl"
+protect = ["^postgres$"]
+
+[[budget]]
+name = "work"
+cgroup = "/work*"
+window = "10s"
+max_throttled = "30%"
+warn_at = "60%"
+action = "kill-largest"
+avoid = ["^sshd", "--keep-me"]
+prefer = ["^ugrep$"]
+cooldown = "45s"
+brake = { limit = "20s", window = "30s", stale = "5s", signal = "SIGKILL" }
+
+[[budget]]
+cgroup = "/system.slice/*.service"
+max_throttled = 50
+
+[[alert]]
+kind = "webhook"
+url = "http://127.0.0.1:8080/hook"
+token_env = "HOOK_TOKEN"
+on = ["breach", "kill"]
+
+[[alert]]
+kind = "discord"
+url_env = "DISCORD_WEBHOOK_URL"
+
+[[alert]]
+kind = "exec"
+command = ["/usr/local/bin/page", "--urgent"]
+min_interval = "5m"
+
+[host]
+swap_free_below = "15%"
+swap_for = "2m"
+"#;
+
+#[test]
+fn full_example_parses() {
+    let c = AgentConfig::parse(FULL, "agent.toml").unwrap();
+    assert_eq!(c.budgets.len(), 2);
+    let b = &c.budgets[0];
+    assert_eq!(b.label(), "work");
+    assert_eq!(b.budget_ns(), 3_000_000_000);
+    assert_eq!(b.action, Action::KillLargest);
+    assert!(b.cgroup.matches("/work") && b.cgroup.matches("/workers"));
+    assert!(!b.cgroup.matches("/work/child"));
+    assert!(b.avoid[1].is_match("ugrep --keep-me x"));
+    let brake = b.brake.as_ref().unwrap();
+    assert_eq!(brake.limit.0, Duration::from_secs(20));
+    assert_eq!(brake.signal, Signal(libc::SIGKILL));
+    let d = &c.budgets[1];
+    assert_eq!(d.window.0, Duration::from_secs(10));
+    assert_eq!(d.max_throttled.fraction(), 0.5);
+    assert_eq!(d.action, Action::Alert);
+    assert_eq!(c.alerts.len(), 3);
+    assert!(c.alerts[0].wants(AlertEvent::Kill) && !c.alerts[0].wants(AlertEvent::Host));
+    assert!(c.alerts[1].wants(AlertEvent::Host));
+    assert_eq!(c.alerts[2].min_interval.0, Duration::from_secs(300));
+    assert_eq!(c.host.swap_for.0, Duration::from_secs(120));
+    assert_eq!(c.agent.metrics_listen, "127.0.0.1:9999");
+    assert_eq!(c.record_max_bytes, 256 << 20);
+    assert!(c.kills());
+}
+
+#[test]
+fn embedded_default_alerts_on_half_of_10s_and_kills_nothing() {
+    let c = AgentConfig::embedded();
+    assert_eq!(c.budgets.len(), 1);
+    let b = &c.budgets[0];
+    assert_eq!(b.window.0, Duration::from_secs(10));
+    assert_eq!(b.max_throttled.fraction(), 0.5);
+    assert_eq!(b.action, Action::Alert);
+    assert!(!c.kills());
+    assert!(b.cgroup.matches("/a") && b.cgroup.matches("/a/b/c"));
+    assert!(!b.cgroup.matches("/"));
+    assert_eq!(c.agent.metrics_listen, DEFAULT_METRICS);
+}
+
+fn err(text: &str) -> ConfigError {
+    AgentConfig::parse(text, "t.toml").unwrap_err()
+}
+
+#[test]
+fn errors_name_file_line_and_reason() {
+    let e = err("[[budget]]\ncgroup = \"/a\"\nmax_throttled = \"130%\"\n");
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.to_string().starts_with("t.toml:3:"), "{e}");
+    assert!(e.message.contains("130%"), "{e}");
+
+    let e = err("[[budget]]\ncgroup = \"/a\"\nmax_throttled = \"30%\"\nwindow = \"ten seconds\"\n");
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(e.message.contains("not a duration"), "{e}");
+
+    let e = err("[[budget]]\ncgroup = \"/a\"\nmax_throttled = \"30%\"\nwindow = 10\n");
+    assert!(e.message.contains("no unit"), "{e}");
+
+    let e = err("[[budget]]\ncgroup = \"/a/[x\"\nmax_throttled = \"30%\"\n");
+    assert_eq!(e.line, Some(2), "{e}");
+    assert!(e.message.contains("bad cgroup glob"), "{e}");
+
+    let e = err("[[budget]]\ncgroup = \"/a\"\nmax_throttled = \"30%\"\nmax_throtled = \"1%\"\n");
+    assert!(e.message.contains("max_throtled"), "{e}");
+    assert_eq!(e.line, Some(4), "{e}");
+
+    let e = err("[[budget]]\ncgroup = \"/a\"\nmax_throttled = \"30%\"\naction = \"kill-bigest\"\n");
+    assert!(e.message.contains("kill-largest"), "{e}");
+
+    let e = err("[[budget]]\ncgroup = \"/a\"\nmax_throttled = \"30%\"\navoid = [\"(\"]\n");
+    assert!(e.message.contains("regular expression"), "{e}");
+
+    let e = err("[frobnicate]\n");
+    assert!(e.message.contains("frobnicate"), "{e}");
+
+    let e = err("[[budget]]\ncgroup = \"/a\"\n");
+    assert!(e.message.contains("max_throttled"), "{e}");
+
+    let e = err("this is = = not toml");
+    assert_eq!(e.line, Some(1), "{e}");
+}
+
+#[test]
+fn cross_field_errors_point_at_the_table() {
+    let e = err("\n\n[[alert]]\nkind = \"webhook\"\n");
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.message.contains("needs `url` or `url_env`"), "{e}");
+    let e = err("[[alert]]\nkind = \"exec\"\ncommand = []\n");
+    assert!(e.message.contains("command"), "{e}");
+    let e = err("[[alert]]\nkind = \"slack\"\nurl = \"ftp://x\"\n");
+    assert!(e.message.contains("http://"), "{e}");
+    let e = err("[agent]\nmetrics_listen = \"everywhere\"\n");
+    assert_eq!(e.line, Some(2), "{e}");
+    let e = err("[agent]\nrecord_max_size = \"lots\"\n");
+    assert_eq!(e.line, Some(2), "{e}");
+    let e = err("[[budget]]\ncgroup = \"/a\"\nmax_throttled = \"30%\"\nwindow = \"0s\"\n");
+    assert!(e.message.contains("at least 100ms"), "{e}");
+    let e =
+        err("[[budget]]\ncgroup = \"/a\"\nmax_throttled = \"30%\"\nbrake = { limit = \"5s\" }\n");
+    assert!(e.message.contains("needs a kill action"), "{e}");
+    let brake = |b: &str| {
+        err(&format!(
+            "[[budget]]\ncgroup = \"/a\"\nmax_throttled = \"30%\"\naction = \"kill-largest\"\nbrake = {{ {b} }}\n"
+        ))
+    };
+    let e = brake("limit = \"5s\", window = \"10ms\"");
+    assert!(e.message.contains("between 100ms and 1h"), "{e}");
+    let e = brake("limit = \"0s\"");
+    assert!(e.message.contains("at least 1ms"), "{e}");
+    let e = err("[host]\npsi_window = \"20s\"\n");
+    assert!(
+        e.message.contains("between 500ms and 10s") && e.line == Some(2),
+        "{e}"
+    );
+}
+
+#[test]
+fn percent_and_size_parsing() {
+    assert!(
+        err("[[budget]]\ncgroup=\"/a\"\nmax_throttled=0\n")
+            .message
+            .contains("above 0")
+    );
+    assert!(
+        err("[[budget]]\ncgroup=\"/a\"\nmax_throttled=\"-5%\"\n")
+            .message
+            .contains("above 0")
+    );
+    assert_eq!(parse_size("1GiB"), Some(1 << 30));
+    assert_eq!(parse_size("500MB"), Some(500_000_000));
+    assert_eq!(parse_size("4096"), Some(4096));
+    assert_eq!(parse_size("1.5KiB"), Some(1536));
+    assert_eq!(parse_size("lots"), None);
+    assert_eq!(parse_size("1 PiB"), None);
+}
+
+#[test]
+fn the_documented_example_is_valid() {
+    let text = include_str!("../../../docs/examples/agent.toml");
+    let c = AgentConfig::parse(text, "docs/examples/agent.toml").unwrap();
+    assert_eq!(c.budgets.len(), 3);
+    assert!(c.budgets[0].brake.is_some());
+    assert_eq!(c.alerts.len(), 3);
+}
+
+#[test]
+fn garbage_never_panics() {
+    for text in [
+        "",
+        "\u{0}",
+        "[[budget]]",
+        "budget = 3",
+        "[[alert]]\nkind=1",
+        "[agent]\nprotect=[1]",
+    ] {
+        let _ = AgentConfig::parse(text, "x");
+    }
+}
