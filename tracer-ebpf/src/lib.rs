@@ -303,6 +303,139 @@ pub struct BrakeState {
 /// Index of the heartbeat slot in the `HEARTBEAT` array.
 pub const HEARTBEAT_SLOT: u32 = 0;
 
+// Layout of every struct that crosses the kernel/user boundary, checked by
+// the compiler on the bpf target and on the host alike. The decoder
+// (tracer/src/decode.rs) reads the records byte by byte as these structs,
+// the loader writes `KERNEL_CONFIG` and the brake maps as them, and the
+// programs were verified against them: a change of layout must be
+// deliberate, so these numbers change in the same commit. Every struct is
+// padding-free by construction (each field starts where the previous one
+// ends and the size is the sum of the fields), which is what "explicit
+// padding" in the crate doc means.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+
+    assert!(size_of::<TaskId>() == 24);
+    assert!(offset_of!(TaskId, pid) == 0);
+    assert!(offset_of!(TaskId, tgid) == 4);
+    assert!(offset_of!(TaskId, comm) == 8);
+
+    assert!(size_of::<ThrottleStartEvent>() == 72);
+    assert!(offset_of!(ThrottleStartEvent, kind) == 0);
+    assert!(offset_of!(ThrottleStartEvent, nr_pages) == 4);
+    assert!(offset_of!(ThrottleStartEvent, ts_ns) == 8);
+    assert!(offset_of!(ThrottleStartEvent, task) == 16);
+    assert!(offset_of!(ThrottleStartEvent, memcg_id) == 40);
+    assert!(offset_of!(ThrottleStartEvent, over_high_id) == 48);
+    assert!(offset_of!(ThrottleStartEvent, over_high_usage) == 56);
+    assert!(offset_of!(ThrottleStartEvent, over_high_limit) == 64);
+
+    assert!(size_of::<ThrottleEndEvent>() == 80);
+    assert!(offset_of!(ThrottleEndEvent, kind) == 0);
+    assert!(offset_of!(ThrottleEndEvent, nr_pages) == 4);
+    assert!(offset_of!(ThrottleEndEvent, ts_ns) == 8);
+    assert!(offset_of!(ThrottleEndEvent, task) == 16);
+    assert!(offset_of!(ThrottleEndEvent, memcg_id) == 40);
+    assert!(offset_of!(ThrottleEndEvent, over_high_id) == 48);
+    assert!(offset_of!(ThrottleEndEvent, start_ns) == 56);
+    assert!(offset_of!(ThrottleEndEvent, reclaim_ns) == 64);
+    assert!(offset_of!(ThrottleEndEvent, reclaimed_pages) == 72);
+
+    assert!(size_of::<ReclaimEvent>() == 64);
+    assert!(offset_of!(ReclaimEvent, kind) == 0);
+    assert!(offset_of!(ReclaimEvent, flags) == 4);
+    assert!(offset_of!(ReclaimEvent, ts_ns) == 8);
+    assert!(offset_of!(ReclaimEvent, task) == 16);
+    assert!(offset_of!(ReclaimEvent, memcg_id) == 40);
+    assert!(offset_of!(ReclaimEvent, start_ns) == 48);
+    assert!(offset_of!(ReclaimEvent, nr_reclaimed) == 56);
+
+    assert!(size_of::<OomKillEvent>() == 104);
+    assert!(offset_of!(OomKillEvent, kind) == 0);
+    assert!(offset_of!(OomKillEvent, flags) == 4);
+    assert!(offset_of!(OomKillEvent, ts_ns) == 8);
+    assert!(offset_of!(OomKillEvent, invoker) == 16);
+    assert!(offset_of!(OomKillEvent, victim) == 40);
+    assert!(offset_of!(OomKillEvent, victim_memcg_id) == 64);
+    assert!(offset_of!(OomKillEvent, oom_memcg_id) == 72);
+    assert!(offset_of!(OomKillEvent, anon_rss_pages) == 80);
+    assert!(offset_of!(OomKillEvent, file_rss_pages) == 88);
+    assert!(offset_of!(OomKillEvent, shmem_rss_pages) == 96);
+
+    assert!(size_of::<BrakeEvent>() == 80);
+    assert!(offset_of!(BrakeEvent, kind) == 0);
+    assert!(offset_of!(BrakeEvent, signal) == 4);
+    assert!(offset_of!(BrakeEvent, ts_ns) == 8);
+    assert!(offset_of!(BrakeEvent, task) == 16);
+    assert!(offset_of!(BrakeEvent, rule_memcg_id) == 40);
+    assert!(offset_of!(BrakeEvent, throttled_ns) == 48);
+    assert!(offset_of!(BrakeEvent, limit_ns) == 56);
+    assert!(offset_of!(BrakeEvent, heartbeat_age_ns) == 64);
+    assert!(offset_of!(BrakeEvent, result) == 72);
+
+    assert!(size_of::<KernelConfig>() == 136);
+    assert!(offset_of!(KernelConfig, flags) == 0);
+    assert!(offset_of!(KernelConfig, memory_cgrp_id) == 4);
+    assert!(offset_of!(KernelConfig, task_cgroups) == 8);
+    assert!(offset_of!(KernelConfig, css_set_subsys) == 12);
+    assert!(offset_of!(KernelConfig, css_cgroup) == 16);
+    assert!(offset_of!(KernelConfig, css_parent) == 20);
+    assert!(offset_of!(KernelConfig, cgroup_kn) == 24);
+    assert!(offset_of!(KernelConfig, kn_id) == 28);
+    assert!(offset_of!(KernelConfig, memcg_css) == 32);
+    assert!(offset_of!(KernelConfig, memcg_usage) == 36);
+    assert!(offset_of!(KernelConfig, memcg_high) == 40);
+    assert!(offset_of!(KernelConfig, task_nr_pages_over_high) == 44);
+    assert!(offset_of!(KernelConfig, task_pid) == 48);
+    assert!(offset_of!(KernelConfig, task_tgid) == 52);
+    assert!(offset_of!(KernelConfig, task_comm) == 56);
+    assert!(offset_of!(KernelConfig, task_mm) == 60);
+    assert!(offset_of!(KernelConfig, mm_rss_stat) == 64);
+    assert!(offset_of!(KernelConfig, mm_rss_stride) == 68);
+    assert!(offset_of!(KernelConfig, mm_rss_value) == 72);
+    assert!(offset_of!(KernelConfig, rss_file_idx) == 76);
+    assert!(offset_of!(KernelConfig, rss_anon_idx) == 80);
+    assert!(offset_of!(KernelConfig, rss_shmem_idx) == 84);
+    assert!(offset_of!(KernelConfig, memcg_reclaim_begin_memcg_arg) == 88);
+    assert!(offset_of!(KernelConfig, memcg_reclaim_end_memcg_arg) == 92);
+    assert!(offset_of!(KernelConfig, memcg_reclaim_end_nr_arg) == 96);
+    assert!(offset_of!(KernelConfig, direct_reclaim_end_nr_arg) == 100);
+    assert!(offset_of!(KernelConfig, tp_reclaim_end_nr_off) == 104);
+    assert!(offset_of!(KernelConfig, tp_victim_pid_off) == 108);
+    assert!(offset_of!(KernelConfig, tp_victim_comm_off) == 112);
+    assert!(offset_of!(KernelConfig, tp_victim_anon_off) == 116);
+    assert!(offset_of!(KernelConfig, tp_victim_file_off) == 120);
+    assert!(offset_of!(KernelConfig, tp_victim_shmem_off) == 124);
+    assert!(offset_of!(KernelConfig, page_shift) == 128);
+    assert!(offset_of!(KernelConfig, _pad) == 132);
+
+    assert!(size_of::<ThrottleState>() == 56);
+    assert!(offset_of!(ThrottleState, start_ns) == 0);
+    assert!(offset_of!(ThrottleState, memcg_id) == 8);
+    assert!(offset_of!(ThrottleState, over_high_id) == 16);
+    assert!(offset_of!(ThrottleState, reclaim_ns) == 24);
+    assert!(offset_of!(ThrottleState, reclaimed_pages) == 32);
+    assert!(offset_of!(ThrottleState, brake_rule_id) == 40);
+    assert!(offset_of!(ThrottleState, nr_pages) == 48);
+    assert!(offset_of!(ThrottleState, _pad) == 52);
+
+    assert!(size_of::<ReclaimState>() == 16);
+    assert!(offset_of!(ReclaimState, start_ns) == 0);
+    assert!(offset_of!(ReclaimState, memcg_id) == 8);
+
+    assert!(size_of::<BrakeRule>() == 32);
+    assert!(offset_of!(BrakeRule, limit_ns) == 0);
+    assert!(offset_of!(BrakeRule, window_ns) == 8);
+    assert!(offset_of!(BrakeRule, stale_ns) == 16);
+    assert!(offset_of!(BrakeRule, victim_tgid) == 24);
+    assert!(offset_of!(BrakeRule, signal) == 28);
+
+    assert!(size_of::<BrakeState>() == 24);
+    assert!(offset_of!(BrakeState, window_start_ns) == 0);
+    assert!(offset_of!(BrakeState, throttled_ns) == 8);
+    assert!(offset_of!(BrakeState, fired_ns) == 16);
+};
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are `#[repr(C)]` plain data with explicit padding
