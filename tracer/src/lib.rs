@@ -40,6 +40,7 @@ pub mod kernel;
 pub mod kill;
 pub mod metrics;
 pub mod model;
+pub mod names;
 pub mod output;
 pub mod policy;
 pub mod probes;
