@@ -30,6 +30,8 @@
 //! - [`act`]: side effects: kills and alerts.
 //! - [`agent`]: the daemon's loop, which feeds the policy and acts.
 //! - [`record`], [`metrics`], [`screen`], [`report`]: the other consumers.
+//! - [`names`]: who a cgroup is (systemd unit, user, container, pod), from
+//!   its path.
 //! - [`config`]: the agent's configuration; [`cli`]: the command line.
 
 pub mod act;
@@ -41,6 +43,7 @@ pub mod event;
 pub mod kernel;
 pub mod metrics;
 pub mod model;
+pub mod names;
 pub mod policy;
 pub mod probe;
 pub mod record;
