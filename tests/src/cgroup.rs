@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use memtrace::kernel::{CgroupLayout, CgroupVersion, MemoryHierarchy};
+use memtrace::{CgroupLayout, CgroupVersion, MemoryHierarchy};
 
 /// A cgroup created for a test and removed when dropped (its processes
 /// are killed first).

@@ -338,7 +338,6 @@ fn fit_path(p: &str, w: usize) -> String {
     format!("…{tail}")
 }
 
-#[allow(clippy::too_many_arguments)]
 fn draw_table(
     f: &mut Frame<'_>,
     area: Rect,

@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use memtrace::record::chunk;
-use memtrace::record::reader::Recording;
+use memtrace::chunk;
+use memtrace::reader::Recording;
 
 fuzz_target!(|data: &[u8]| {
     // Input: base timestamp (8 bytes), record count (4), then the payload.
@@ -23,10 +23,10 @@ fuzz_target!(|data: &[u8]| {
         cgroups: decoded.cgroups.into_iter().collect(),
         ..Default::default()
     };
-    let _ = memtrace::report::build(&rec).markdown();
+    let _ = memtrace::build_report(&rec).markdown();
     let sink = &mut std::io::sink();
-    let _ = memtrace::report::export::perfetto(&rec, sink);
-    let _ = memtrace::report::export::csv_events(&rec, sink);
-    let _ = memtrace::report::export::csv_samples(&rec, sink);
-    let _ = memtrace::report::export::jsonl(&mut rec, sink);
+    let _ = memtrace::export::perfetto(&rec, sink);
+    let _ = memtrace::export::csv_events(&rec, sink);
+    let _ = memtrace::export::csv_samples(&rec, sink);
+    let _ = memtrace::export::jsonl(&mut rec, sink);
 });

@@ -10,8 +10,8 @@ fuzz_target!(|data: &[u8]| {
     let mut with_magic = b"MEMTRACE".to_vec();
     with_magic.extend_from_slice(data);
     for input in [data, &with_magic[..]] {
-        if let Ok(rec) = memtrace::record::reader::parse(input) {
-            let _ = memtrace::report::build(&rec).markdown();
+        if let Ok(rec) = memtrace::reader::parse(input) {
+            let _ = memtrace::build_report(&rec).markdown();
         }
     }
 });

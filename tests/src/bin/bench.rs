@@ -13,14 +13,14 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use memtrace::clock::Clock;
-use memtrace::event::{Comm, Event, Reclaim, Task, Throttle};
-use memtrace::model::Model;
-use memtrace::record::Header;
-use memtrace::record::reader;
-use memtrace::record::writer::{Fsync, Writer};
-use memtrace::screen::view::{Identity, View};
-use memtrace::sys::registry::CgroupRegistry;
+use memtrace::CgroupRegistry;
+use memtrace::Clock;
+use memtrace::Header;
+use memtrace::Model;
+use memtrace::reader;
+use memtrace::writer::{Fsync, Writer};
+use memtrace::{Comm, Event, Reclaim, Task, Throttle};
+use memtrace::{Identity, View};
 use memtrace_ui::canvas::{Theme, draw};
 use memtrace_ui::{App, Mode, Source};
 use ratatui::Terminal;
@@ -316,9 +316,7 @@ fn probe_cost(out: &mut Vec<String>, memtrace: &str) {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    let layout = memtrace::kernel::CgroupLayout::detect()
-        .ok()
-        .and_then(|l| l.memory);
+    let layout = memtrace::CgroupLayout::detect().ok().and_then(|l| l.memory);
     if let Some(h) = layout
         && let Ok(cg) = memtrace_tests::cgroup::TestCgroup::create_in(
             &h,

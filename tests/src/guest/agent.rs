@@ -56,7 +56,9 @@ impl Stage {
     }
 
     fn now_ms(&self) -> f64 {
-        self.client.as_ref().map_or(0.0, |c| c.now_ms())
+        self.client
+            .as_ref()
+            .map_or(0.0, super::workload::LatencyClient::now_ms)
     }
 }
 

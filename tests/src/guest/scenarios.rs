@@ -64,7 +64,7 @@ pub const MIB: u64 = 1 << 20;
 
 pub fn v2_cgroup(path: &str) -> Result<TestCgroup> {
     let cg = TestCgroup::create(path)?;
-    if cg.version() != memtrace::kernel::CgroupVersion::V2 {
+    if cg.version() != memtrace::CgroupVersion::V2 {
         bail!("the VM scenarios need the memory controller on cgroup v2");
     }
     Ok(cg)

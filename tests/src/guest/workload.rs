@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use memtrace::model::IntervalUnion;
+use memtrace::IntervalUnion;
 use serde_json::Value;
 
 use crate::cgroup::{TestCgroup, flat_key, psi_total};

@@ -40,11 +40,6 @@ impl CgroupFilter {
         Ok(Self { globs })
     }
 
-    /// No globs: everything matches.
-    pub fn is_empty(&self) -> bool {
-        self.globs.is_empty()
-    }
-
     pub fn matches(&self, path: &str) -> bool {
         self.globs.is_empty() || ancestors(path).any(|p| self.globs.iter().any(|g| g.is_match(p)))
     }

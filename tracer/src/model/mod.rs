@@ -13,7 +13,7 @@
 pub mod intervals;
 pub mod throttle;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use hdrhistogram::Histogram;
@@ -363,29 +363,6 @@ impl Model {
             .collect();
         v.sort_by_key(|&(_, ns)| std::cmp::Reverse(ns));
         v
-    }
-}
-
-/// Recent samples of a value, one per tick, for charts.
-#[derive(Clone, Debug, Default)]
-pub struct Series {
-    pub points: VecDeque<f32>,
-    pub cap: usize,
-}
-
-impl Series {
-    pub fn with_capacity(cap: usize) -> Self {
-        Self {
-            points: VecDeque::with_capacity(cap),
-            cap,
-        }
-    }
-
-    pub fn push(&mut self, v: f32) {
-        if self.points.len() == self.cap {
-            self.points.pop_front();
-        }
-        self.points.push_back(v);
     }
 }
 

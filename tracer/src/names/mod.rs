@@ -216,11 +216,6 @@ impl Identity {
         }
     }
 
-    /// The identity of a cgroup path; see [`identify`].
-    pub fn from_path(path: &str) -> Self {
-        identify(path)
-    }
-
     pub fn kind(&self) -> Kind {
         self.kind
     }

@@ -95,8 +95,4 @@ impl Brake {
             self.installed.remove(&id);
         }
     }
-
-    pub fn installed(&self) -> usize {
-        self.installed.len()
-    }
 }

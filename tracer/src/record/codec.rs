@@ -96,6 +96,7 @@ impl<'a> Cursor<'a> {
         self.take(n)
     }
 
+    #[cfg(test)]
     pub fn string(&mut self) -> Result<String, CodecError> {
         std::str::from_utf8(self.bytes()?)
             .map(str::to_string)

@@ -179,7 +179,7 @@ impl Writer {
         match self.fsync {
             Fsync::Every => self.sync()?,
             Fsync::Interval if self.last_sync.elapsed() + TICK_SLACK >= FLUSH_INTERVAL => {
-                self.sync()?
+                self.sync()?;
             }
             _ => {}
         }

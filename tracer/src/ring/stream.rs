@@ -130,9 +130,4 @@ impl EventSource {
             }
         }
     }
-
-    /// Total records lost so far, over all kinds.
-    pub fn lost_total(&self) -> u64 {
-        self.lost_seen.iter().sum()
-    }
 }

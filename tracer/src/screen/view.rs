@@ -117,7 +117,10 @@ impl View {
     }
 
     /// Builds a frame at monotonic time `now`.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one frame is built from every source of the screen at once"
+    )]
     pub fn build(
         &mut self,
         model: &Model,

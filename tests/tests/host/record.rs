@@ -1,27 +1,17 @@
 //! Recordings on this machine's real kernel: a squeezed v1 memory cgroup
 //! recorded, reported and exported; the recorder SIGKILLed at random
 //! moments; a real recording corrupted at random offsets. Root only.
-#![cfg(feature = "root-tests")]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use memtrace::record::reader;
+use memtrace::reader;
 use memtrace_tests::cgroup::TestCgroup;
 use memtrace_tests::run::{in_cgroup, workspace_bin};
-use serde_json::Value;
 
-fn squeeze(cg: &TestCgroup) -> u32 {
-    let child = in_cgroup(&workspace_bin("hog"), &cg.procs_file())
-        .args(["--mb", "200", "--step-mb", "8"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    assert!(!child.wait_with_output().unwrap().status.success());
-    pid
-}
+use super::squeeze;
+use serde_json::Value;
 
 /// Starts `memtrace -vv record`; returns it and a channel of its stderr.
 fn recorder(
@@ -62,6 +52,7 @@ fn tmp(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn a_recorded_squeeze_reports_and_exports_the_oom_kill_and_reclaim() {
+    let _serial = super::serial();
     let cg = TestCgroup::create(&format!("memtrace-rec-{}", std::process::id())).unwrap();
     cg.set_max(64 << 20).unwrap();
     let file = tmp("squeeze");
@@ -158,6 +149,7 @@ fn a_recorded_squeeze_reports_and_exports_the_oom_kill_and_reclaim() {
 
 #[test]
 fn sigkill_at_random_moments_keeps_every_flushed_chunk() {
+    let _serial = super::serial();
     let cg = TestCgroup::create(&format!("memtrace-kill-{}", std::process::id())).unwrap();
     cg.set_max(64 << 20).unwrap();
     let file = tmp("sigkill");
@@ -215,6 +207,7 @@ fn sigkill_at_random_moments_keeps_every_flushed_chunk() {
 
 #[test]
 fn random_corruption_of_a_real_recording_loses_only_damaged_chunks() {
+    let _serial = super::serial();
     let cg = TestCgroup::create(&format!("memtrace-corrupt-{}", std::process::id())).unwrap();
     cg.set_max(64 << 20).unwrap();
     let file = tmp("corrupt");

@@ -1,6 +1,5 @@
 //! `memtrace top` and `memtrace replay` in a real terminal (tmux): what an
 //! operator sees, and the keys. Root only.
-#![cfg(feature = "root-tests")]
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -93,6 +92,7 @@ fn row<'a>(screen: &'a str, path: &str) -> Option<&'a str> {
 
 #[test]
 fn top_shows_a_squeezed_cgroup_with_reclaim_and_the_oom_kill_and_keys_work() {
+    let _serial = super::serial();
     let name = format!("memtrace-top-{}", std::process::id());
     let cg = TestCgroup::create(&name).unwrap();
     cg.set_max(64 << 20).unwrap();
@@ -178,6 +178,7 @@ fn vm_recording() -> PathBuf {
 
 #[test]
 fn replay_of_the_vm_livelock_shows_the_throttled_cgroup_and_the_hog() {
+    let _serial = super::serial();
     let file = vm_recording();
     let replay = format!(
         "{} replay {} --speed 4 --interval 300ms",
@@ -214,6 +215,7 @@ fn replay_of_the_vm_livelock_shows_the_throttled_cgroup_and_the_hog() {
 
 #[test]
 fn replay_of_garbage_is_a_clear_error() {
+    let _serial = super::serial();
     let bad = std::env::temp_dir().join(format!("memtrace-garbage-{}.mtr", std::process::id()));
     std::fs::write(&bad, b"not a recording at all").unwrap();
     let out = Command::new(workspace_bin("memtrace"))

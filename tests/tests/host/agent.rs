@@ -1,16 +1,16 @@
 //! The agent on this machine's real kernel: alert sinks against a real
 //! HTTP receiver on loopback and a real exec'd program, the Prometheus
 //! endpoint, and SIGHUP reloads. Root only.
-#![cfg(feature = "root-tests")]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Stdio;
 use std::time::Duration;
 
 use memtrace_tests::cgroup::TestCgroup;
 use memtrace_tests::http_sink::HttpSink;
-use memtrace_tests::run::{AgentRun, in_cgroup, workspace_bin};
+use memtrace_tests::run::{AgentRun, workspace_bin};
+
+use super::squeeze;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -40,17 +40,9 @@ fn value(page: &str, name: &str, labels: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
 }
 
-fn squeeze(cg: &TestCgroup) {
-    let out = in_cgroup(&workspace_bin("hog"), &cg.procs_file())
-        .args(["--mb", "200", "--step-mb", "8"])
-        .stdout(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "the hog should have been OOM-killed");
-}
-
 #[test]
 fn alerts_reach_every_sink_and_metrics_count_them() {
+    let _serial = super::serial();
     let cg = TestCgroup::create(&format!("memtrace-agent-{}", std::process::id())).unwrap();
     cg.set_max(64 << 20).unwrap();
     let sink = HttpSink::start().unwrap();
@@ -245,16 +237,11 @@ on = ["oom-kill"]
     );
     let ooms: usize = files
         .iter()
-        .map(|f| memtrace::record::reader::read(f).unwrap())
+        .map(|f| memtrace::reader::read(f).unwrap())
         .map(|r| {
             r.records
                 .iter()
-                .filter(|x| {
-                    matches!(
-                        x,
-                        memtrace::record::Record::Event(memtrace::event::Event::OomKill(_))
-                    )
-                })
+                .filter(|x| matches!(x, memtrace::Record::Event(memtrace::Event::OomKill(_))))
                 .count()
         })
         .sum();
@@ -266,6 +253,7 @@ on = ["oom-kill"]
 
 #[test]
 fn sighup_reloads_a_valid_file_and_keeps_the_running_one_on_a_bad_file() {
+    let _serial = super::serial();
     let port = free_port();
     let config = std::env::temp_dir().join(format!("memtrace-hup-{}.toml", std::process::id()));
     let good = format!(

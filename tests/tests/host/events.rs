@@ -1,7 +1,6 @@
 //! Host integration tests: memtrace on the real kernel of this machine,
 //! against a real memory cgroup squeezed until the OOM killer fires.
 //! Root only (`--features root-tests`, as `cargo xtask test` runs them).
-#![cfg(feature = "root-tests")]
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -15,6 +14,7 @@ use serde_json::Value;
 /// and the kernel's own counter must agree that one OOM kill happened.
 #[test]
 fn squeezed_cgroup_reports_reclaim_and_the_oom_kill() {
+    let _serial = super::serial();
     let memtrace = workspace_bin("memtrace");
     let hog = workspace_bin("hog");
     let cg = TestCgroup::create(&format!("memtrace-test-{}", std::process::id())).unwrap();
@@ -70,6 +70,7 @@ fn squeezed_cgroup_reports_reclaim_and_the_oom_kill() {
 /// whether anything is missing, and the cgroup layout matches mountinfo.
 #[test]
 fn check_reports_this_kernel() {
+    let _serial = super::serial();
     let memtrace = workspace_bin("memtrace");
     let out = Command::new(&memtrace)
         .args(["check", "--json"])
@@ -137,6 +138,7 @@ fn check_reports_this_kernel() {
 /// Without privileges memtrace exits 3 and says what to do.
 #[test]
 fn unprivileged_run_exits_3_with_advice() {
+    let _serial = super::serial();
     let memtrace = workspace_bin("memtrace");
     let out = Command::new("setpriv")
         .args([
@@ -157,6 +159,7 @@ fn unprivileged_run_exits_3_with_advice() {
 /// Bad usage exits 2 with a message naming the problem.
 #[test]
 fn bad_usage_exits_2() {
+    let _serial = super::serial();
     let memtrace = workspace_bin("memtrace");
     for (args, needle) in [
         (
