@@ -69,7 +69,10 @@ pub(crate) struct Ancestry {
 
 /// Walks from a memory cgroup to the root: finds the ancestor-or-self
 /// furthest over its memory.high (the kernel's own penalty comes from the
-/// largest overage) and the nearest cgroup with a brake rule.
+/// largest overage: the cause of the throttling) and the nearest cgroup
+/// with a brake rule at or below that cause. A rule above the cause is
+/// never used: its victim could sit outside the subtree whose memory.high
+/// is enforced, and killing it would not end this throttling.
 #[inline(always)]
 pub(crate) fn walk_ancestry(css_start: u64) -> Ancestry {
     let mut out = Ancestry {
@@ -82,7 +85,12 @@ pub(crate) fn walk_ancestry(css_start: u64) -> Ancestry {
     let counters = has(config_flags::MEMCG_COUNTERS);
     let mut best_overage = 0u64;
     let mut css = css_start;
-    for _ in 0..MAX_CGROUP_DEPTH {
+    // Levels up from the charged cgroup (0) of the cause and the nearest
+    // rule.
+    let mut over_high_level = u32::MAX;
+    let mut rule_level = u32::MAX;
+    let mut rule_id = 0u64;
+    for level in 0..MAX_CGROUP_DEPTH {
         if css == 0 {
             break;
         }
@@ -99,13 +107,18 @@ pub(crate) fn walk_ancestry(css_start: u64) -> Ancestry {
                     out.over_high_id = id;
                     out.over_high_usage = usage;
                     out.over_high_limit = high;
+                    over_high_level = level;
                 }
             }
         }
-        if out.brake_rule_id == 0 && unsafe { BRAKE_RULES.get(id) }.is_some() {
-            out.brake_rule_id = id;
+        if rule_id == 0 && unsafe { BRAKE_RULES.get(id) }.is_some() {
+            rule_id = id;
+            rule_level = level;
         }
         css = read::<u64>(css, kc!(css_parent)).unwrap_or(0);
+    }
+    if rule_level <= over_high_level && over_high_level != u32::MAX {
+        out.brake_rule_id = rule_id;
     }
     out
 }

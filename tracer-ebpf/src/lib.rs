@@ -178,6 +178,9 @@ pub mod config_flags {
     pub const TASK_FIELDS: u32 = 16;
     /// The mm RSS counter offsets are valid.
     pub const MM_RSS: u32 = 32;
+    /// `task_group_leader`, `task_start_boottime` and `clock_tick_ns` are
+    /// valid: the brake checks its victim's start time, not only its tgid.
+    pub const TASK_START: u32 = 64;
 }
 
 /// Sentinel for "this raw tracepoint has no such argument".
@@ -242,6 +245,12 @@ pub struct KernelConfig {
     pub tp_victim_shmem_off: u32,
     /// log2 of the page size, to turn the tracepoint's kB into pages.
     pub page_shift: u32,
+    /// `task_struct.group_leader` and `task_struct.start_boottime`.
+    pub task_group_leader: u32,
+    pub task_start_boottime: u32,
+    /// Nanoseconds per clock tick (`sysconf(_SC_CLK_TCK)`): start times in
+    /// `/proc/PID/stat` are in ticks.
+    pub clock_tick_ns: u32,
     pub _pad: u32,
 }
 
@@ -288,6 +297,10 @@ pub struct BrakeRule {
     /// can signal no other task from here.
     pub victim_tgid: u32,
     pub signal: u32,
+    /// The victim's start time in clock ticks since boot, as
+    /// `/proc/PID/stat` gives it (0: check the tgid only): a pid reused by
+    /// another process is not the victim.
+    pub victim_start_ticks: u64,
 }
 
 /// Kernel-side accounting of one brake rule.
@@ -373,7 +386,7 @@ const _: () = {
     assert!(offset_of!(BrakeEvent, heartbeat_age_ns) == 64);
     assert!(offset_of!(BrakeEvent, result) == 72);
 
-    assert!(size_of::<KernelConfig>() == 136);
+    assert!(size_of::<KernelConfig>() == 148);
     assert!(offset_of!(KernelConfig, flags) == 0);
     assert!(offset_of!(KernelConfig, memory_cgrp_id) == 4);
     assert!(offset_of!(KernelConfig, task_cgroups) == 8);
@@ -407,7 +420,10 @@ const _: () = {
     assert!(offset_of!(KernelConfig, tp_victim_file_off) == 120);
     assert!(offset_of!(KernelConfig, tp_victim_shmem_off) == 124);
     assert!(offset_of!(KernelConfig, page_shift) == 128);
-    assert!(offset_of!(KernelConfig, _pad) == 132);
+    assert!(offset_of!(KernelConfig, task_group_leader) == 132);
+    assert!(offset_of!(KernelConfig, task_start_boottime) == 136);
+    assert!(offset_of!(KernelConfig, clock_tick_ns) == 140);
+    assert!(offset_of!(KernelConfig, _pad) == 144);
 
     assert!(size_of::<ThrottleState>() == 56);
     assert!(offset_of!(ThrottleState, start_ns) == 0);
@@ -423,12 +439,13 @@ const _: () = {
     assert!(offset_of!(ReclaimState, start_ns) == 0);
     assert!(offset_of!(ReclaimState, memcg_id) == 8);
 
-    assert!(size_of::<BrakeRule>() == 32);
+    assert!(size_of::<BrakeRule>() == 40);
     assert!(offset_of!(BrakeRule, limit_ns) == 0);
     assert!(offset_of!(BrakeRule, window_ns) == 8);
     assert!(offset_of!(BrakeRule, stale_ns) == 16);
     assert!(offset_of!(BrakeRule, victim_tgid) == 24);
     assert!(offset_of!(BrakeRule, signal) == 28);
+    assert!(offset_of!(BrakeRule, victim_start_ticks) == 32);
 
     assert!(size_of::<BrakeState>() == 24);
     assert!(offset_of!(BrakeState, window_start_ns) == 0);

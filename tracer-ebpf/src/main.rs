@@ -10,12 +10,14 @@
 //! direct reclaim ─► reclaim.rs                   │
 //! OOM ────────────► oom.rs (OOM_MEMCG: the memcg being OOM-handled)
 //!                   │
-//!                   └─► EVENTS ring buffer ─► user space (stream.rs, decode.rs)
+//!                   ├─► EVENTS ring: throttle, OOM, brake ─► user space (ring/)
+//!                   └─► RECLAIM_EVENTS ring: reclaim passes
 //!                        (reservation failures counted in LOST)
+//! task exit ──────► exit.rs: drops the task's entries from the maps above
 //! ```
 //!
 //! One module per hook: [`cgroup`] (the memory-cgroup walk every hook
-//! shares), [`throttle`], [`brake`], [`reclaim`], [`oom`]. This file holds
+//! shares), [`throttle`], [`brake`], [`reclaim`], [`oom`], [`exit`]. This file holds
 //! what they all use: `KERNEL_CONFIG`, every map, and the small helpers
 //! that read kernel memory and write records.
 //!
@@ -24,13 +26,16 @@
 //! tracepoint for reclaim and OOM); user space loads the programs of the
 //! mechanism the kernel allows and leaves the others unloaded. The shared
 //! logic lives in plain functions the per-mechanism entry points call.
-//! User space (`tracer/src/probes.rs`, `brake.rs`, `stream.rs`) finds the
+//! User space (`tracer/src/probe/`, `tracer/src/ring/`) finds the
 //! programs and maps by name: renaming one breaks the loader.
 //!
 //! Kernel struct offsets come from the `KERNEL_CONFIG` global, which user
 //! space fills from BTF before loading: Rust eBPF has no CO-RE.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// The brake adds to a shared counter with BPF's atomic add (brake.rs).
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "atomic_xadd: the bpf target has no atomic types with fetch_add")]
 
 #[cfg(not(target_arch = "bpf"))]
 compile_error!(
@@ -40,7 +45,7 @@ compile_error!(
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel},
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::RawTracePointContext,
 };
 use tracer_ebpf::{
@@ -61,17 +66,25 @@ macro_rules! kc {
 
 mod brake;
 mod cgroup;
+mod exit;
 mod oom;
 mod reclaim;
 mod throttle;
 
-/// Every record, in order, to user space. A ring buffer rather than a
-/// perf buffer: one buffer shared by all CPUs keeps records in order and
-/// reservation can fail cleanly (counted in `LOST`). 1 MiB here is only the
+/// The records the agent decides on, in order, to user space: throttle
+/// episodes, OOM kills, the brake. A ring buffer rather than a perf
+/// buffer: one buffer shared by all CPUs keeps records in order and
+/// reservation can fail cleanly (counted in `LOST`). Reclaim passes have a
+/// ring of their own (`RECLAIM_EVENTS`), so a reclaim storm can never
+/// crowd out the end of a throttle episode. 1 MiB here is only the
 /// declared size; the loader sets the real one (`LoadOptions::ring_bytes`,
-/// default 1 MiB) with `map_max_entries("EVENTS", ...)`.
+/// default 1 MiB) with `map_max_entries`.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Reclaim passes (memcg and direct), many per second under pressure.
+#[map]
+static RECLAIM_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 /// Ring-buffer reservation failures per record kind. Per-CPU, so the
 /// increment needs no atomics; one slot per kind (`kind::COUNT`), indexed
@@ -79,30 +92,31 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 0);
 
-/// Tasks inside the throttle function, by thread id: a hash map, because
-/// thread ids are sparse. LRU: an exit can be missed (a kretprobe out of
-/// instances, programs detached between entry and exit), and a stale entry
-/// must make room rather than make new episodes fail to insert. 16384
-/// threads throttled at once is far above any real host.
+/// Tasks inside the throttle function, by thread id: what user space
+/// reads to know, before any kill, who is being throttled right now. A
+/// preallocated hash map, never LRU: an LRU map evicts live entries (its
+/// free lists are per CPU), and an evicted entry is an episode whose end
+/// is never seen. Entries of tasks that exit are deleted by [`exit`];
+/// a full map is counted in `LOST`. 16384 threads throttled at once is far
+/// above any real host.
 #[map]
-static THROTTLE: LruHashMap<u32, ThrottleState> = LruHashMap::with_max_entries(16384, 0);
+static THROTTLE: HashMap<u32, ThrottleState> = HashMap::with_max_entries(16384, 0);
 
-/// Tasks inside a memcg reclaim pass, by thread id. LRU and sized like
-/// `THROTTLE`, for the same reasons: a missed end must not leak.
+/// Tasks inside a memcg reclaim pass, by thread id. Preallocated and
+/// cleaned at task exit, like `THROTTLE`.
 #[map]
-static MEMCG_RECLAIM: LruHashMap<u32, ReclaimState> = LruHashMap::with_max_entries(16384, 0);
+static MEMCG_RECLAIM: HashMap<u32, ReclaimState> = HashMap::with_max_entries(16384, 0);
 
-/// Tasks inside a direct reclaim pass, by thread id. LRU and sized like
-/// `THROTTLE`, for the same reasons.
+/// Tasks inside a direct reclaim pass, by thread id, like `MEMCG_RECLAIM`.
 #[map]
-static DIRECT_RECLAIM: LruHashMap<u32, ReclaimState> = LruHashMap::with_max_entries(16384, 0);
+static DIRECT_RECLAIM: HashMap<u32, ReclaimState> = HashMap::with_max_entries(16384, 0);
 
 /// The memory cgroup being OOM-handled by a task, by thread id, between
-/// entry and exit of `mem_cgroup_out_of_memory`. LRU, so a missed exit
-/// cannot leak; smaller than the others because only tasks inside a memcg
-/// OOM are in it, and they are few at any one time.
+/// entry and exit of `mem_cgroup_out_of_memory`. Smaller than the others
+/// because only tasks inside a memcg OOM are in it, and they are few at
+/// any one time; cleaned at task exit.
 #[map]
-static OOM_MEMCG: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
+static OOM_MEMCG: HashMap<u32, u64> = HashMap::with_max_entries(1024, 0);
 
 /// Brake rules by memory cgroup id, written by the agent. A plain hash
 /// map, never LRU: the kernel must not evict a rule the agent installed.
@@ -136,10 +150,10 @@ fn count_lost(record_kind: u32) {
     }
 }
 
-/// Writes one record to `EVENTS`, or counts it lost.
+/// Writes one record to a ring, or counts it lost.
 #[inline(always)]
-fn emit<T: 'static>(record_kind: u32, record: &T) {
-    if EVENTS.output::<T>(record, 0).is_err() {
+fn emit<T: 'static>(ring: &RingBuf, record_kind: u32, record: &T) {
+    if ring.output::<T>(record, 0).is_err() {
         count_lost(record_kind);
     }
 }

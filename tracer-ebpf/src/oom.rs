@@ -21,7 +21,7 @@ use aya_ebpf::{
 use tracer_ebpf::{NO_ARG, OomKillEvent, config_flags, kind, oom_flags};
 
 use crate::cgroup::{css_cgroup_id, memcg_ptr_id, task_memory_css};
-use crate::{OOM_MEMCG, current_task_id, emit, has, raw_arg, read};
+use crate::{EVENTS, OOM_MEMCG, current_task_id, emit, has, raw_arg, read};
 
 /// Fills the victim's identity, memory cgroup and RSS from its task_struct.
 #[inline(always)]
@@ -81,7 +81,7 @@ pub fn mark_victim_raw(ctx: RawTracePointContext) -> i32 {
     } else {
         event.victim.pid = arg0 as u32;
     }
-    emit(kind::OOM_KILL, &event);
+    emit(&EVENTS, kind::OOM_KILL, &event);
     0
 }
 
@@ -108,7 +108,7 @@ pub fn mark_victim_tp(ctx: TracePointContext) -> u32 {
         event.shmem_rss_pages = kb(kc!(tp_victim_shmem_off));
         event.flags |= oom_flags::RSS;
     }
-    emit(kind::OOM_KILL, &event);
+    emit(&EVENTS, kind::OOM_KILL, &event);
     0
 }
 

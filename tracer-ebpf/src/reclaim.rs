@@ -13,16 +13,18 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{raw_tracepoint, tracepoint},
-    maps::LruHashMap,
+    maps::HashMap,
     programs::{RawTracePointContext, TracePointContext},
 };
 use tracer_ebpf::{NO_ARG, ReclaimEvent, ReclaimState, kind, reclaim_flags};
 
 use crate::cgroup::{current_memcg_id, memcg_ptr_id};
-use crate::{DIRECT_RECLAIM, MEMCG_RECLAIM, THROTTLE, current_task_id, emit, raw_arg};
+use crate::{
+    DIRECT_RECLAIM, MEMCG_RECLAIM, RECLAIM_EVENTS, THROTTLE, current_task_id, emit, raw_arg,
+};
 
 #[inline(always)]
-fn reclaim_begin(map: &LruHashMap<u32, ReclaimState>, memcg_id: u64) {
+fn reclaim_begin(map: &HashMap<u32, ReclaimState>, memcg_id: u64) {
     let tid = bpf_get_current_pid_tgid() as u32;
     let state = ReclaimState {
         start_ns: unsafe { bpf_ktime_get_ns() },
@@ -34,7 +36,7 @@ fn reclaim_begin(map: &LruHashMap<u32, ReclaimState>, memcg_id: u64) {
 #[inline(always)]
 fn reclaim_end(
     record_kind: u32,
-    map: &LruHashMap<u32, ReclaimState>,
+    map: &HashMap<u32, ReclaimState>,
     nr_reclaimed: u64,
     memcg_at_end: u64,
 ) {
@@ -66,6 +68,7 @@ fn reclaim_end(
         }
     }
     emit(
+        &RECLAIM_EVENTS,
         record_kind,
         &ReclaimEvent {
             kind: record_kind,

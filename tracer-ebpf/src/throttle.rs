@@ -22,7 +22,7 @@ use tracer_ebpf::{ThrottleEndEvent, ThrottleStartEvent, ThrottleState, config_fl
 
 use crate::brake::{brake_account, brake_check};
 use crate::cgroup::{task_memory_css, walk_ancestry};
-use crate::{THROTTLE, count_lost, current_task_id, emit, has, read};
+use crate::{EVENTS, THROTTLE, count_lost, current_task_id, emit, has, read};
 
 /// Entry of the throttle function, whatever hooked it.
 #[inline(always)]
@@ -50,11 +50,17 @@ fn throttle_enter<C: EbpfContext>(ctx: &C) {
         nr_pages,
         _pad: 0,
     };
-    if THROTTLE.insert(who.pid, state, 0).is_err() {
+    // An entry left by this thread means its last exit was never seen (a
+    // kretprobe out of instances): that episode's end is lost.
+    if unsafe { THROTTLE.get(who.pid) }.is_some() {
         count_lost(kind::THROTTLE_END);
+    }
+    if THROTTLE.insert(who.pid, state, 0).is_err() {
+        count_lost(kind::THROTTLE_START);
         return;
     }
     emit(
+        &EVENTS,
         kind::THROTTLE_START,
         &ThrottleStartEvent {
             kind: kind::THROTTLE_START,
@@ -86,6 +92,7 @@ fn throttle_exit() {
         brake_account(state.brake_rule_id, now, duration);
     }
     emit(
+        &EVENTS,
         kind::THROTTLE_END,
         &ThrottleEndEvent {
             kind: kind::THROTTLE_END,

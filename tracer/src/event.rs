@@ -103,7 +103,29 @@ pub struct Throttle {
     pub nr_pages: u32,
 }
 
+impl ThrottleStart {
+    /// The memory cgroup whose memory.high the kernel is enforcing on this
+    /// task: the over-high ancestor-or-self, or, when the probe found none
+    /// over high at entry, the task's own memory cgroup.
+    pub fn cause(&self) -> u64 {
+        if self.over_high_id != 0 {
+            self.over_high_id
+        } else {
+            self.memcg_id
+        }
+    }
+}
+
 impl Throttle {
+    /// See [`ThrottleStart::cause`].
+    pub fn cause(&self) -> u64 {
+        if self.over_high_id != 0 {
+            self.over_high_id
+        } else {
+            self.memcg_id
+        }
+    }
+
     pub fn duration_ns(&self) -> u64 {
         self.ts_ns.saturating_sub(self.start_ns)
     }

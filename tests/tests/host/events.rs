@@ -79,7 +79,7 @@ fn check_reports_this_kernel() {
     let report: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
     let probes = report["probes"].as_array().unwrap();
-    assert_eq!(probes.len(), 5, "{report:#}");
+    assert_eq!(probes.len(), 6, "{report:#}");
     let mut all_ok = true;
     for p in probes {
         let attempts = p["attempts"].as_array().unwrap();

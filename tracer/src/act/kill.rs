@@ -2,8 +2,11 @@
 //! free the victim's memory at once, and `cgroup.kill` for whole cgroups.
 //!
 //! The hot path is [`Prepared::signal`]: a pidfd opened and verified ahead
-//! of time (the agent prepares its candidate every second), so delivering
-//! the kill is one syscall, with no allocation and no file reads.
+//! of time (the agent prepares its candidate every second, on a thread of
+//! its own), so delivering the kill is one syscall. The checks right
+//! before it ([`Prepared::still_in`], [`CauseMemory::over_high`]) read
+//! in-memory kernel files through descriptors opened with the victim, into
+//! stack buffers: no path lookup, no allocation, no disk.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -56,6 +59,12 @@ fn process_mrelease(fd: &OwnedFd) -> io::Result<()> {
 pub struct Prepared {
     pub info: ProcessInfo,
     fd: OwnedFd,
+    /// `/proc/PID`, opened with the pidfd: its `cgroup` file says where the
+    /// process is right before the signal.
+    proc_dir: Option<OwnedFd>,
+    /// The memory files of the cgroup whose memory.high caused the
+    /// throttling, to confirm it is still over right before the signal.
+    pub cause: Option<CauseMemory>,
 }
 
 impl Prepared {
@@ -64,14 +73,29 @@ impl Prepared {
     pub fn new(info: ProcessInfo) -> io::Result<Self> {
         let fd = pidfd_open(info.pid)?;
         // The pidfd pins the process; if its start time still matches,
-        // it is the one we chose.
+        // it is the one we chose, and so is the /proc directory opened
+        // after it.
         match start_time(info.pid) {
-            Some(t) if t == info.start_time => Ok(Self { info, fd }),
+            Some(t) if t == info.start_time => {
+                let proc_dir = open_dir(&format!("/proc/{}", info.pid)).ok();
+                Ok(Self {
+                    info,
+                    fd,
+                    proc_dir,
+                    cause: None,
+                })
+            }
             _ => Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("pid {} now names another process", info.pid),
             )),
         }
+    }
+
+    /// Also keeps the cause's memory files open (cgroup v2).
+    pub fn with_cause(mut self, cause_dir: &Path) -> Self {
+        self.cause = CauseMemory::open(cause_dir).ok();
+        self
     }
 
     /// Sends the signal. With SIGKILL, also releases its memory at once
@@ -93,16 +117,129 @@ impl Prepared {
         Ok(false)
     }
 
-    /// Whether it is still alive and in the cgroup subtree `path`: checked
-    /// right before the signal, since it was prepared up to a second ago.
+    /// Whether it is still in the cgroup subtree `path` (relative to the
+    /// memory hierarchy): checked right before the signal, since it was
+    /// prepared up to a second ago and a process can be moved.
     pub fn still_in(&self, path: &str, version: crate::kernel::CgroupVersion) -> bool {
-        crate::sys::procs::in_cgroup(self.info.pid, path, version)
+        let Some(dir) = &self.proc_dir else {
+            return crate::sys::procs::in_cgroup(self.info.pid, path, version);
+        };
+        let mut buf = [0u8; 4096];
+        match read_at(dir, c"cgroup", &mut buf) {
+            Some(n) => crate::sys::procs::cgroup_file_in(&buf[..n], path, version),
+            None => false,
+        }
     }
 
     /// The pidfd, which becomes readable when the process exits.
     pub fn into_fd(self) -> OwnedFd {
         self.fd
     }
+}
+
+/// `memory.current` and `memory.high` of one cgroup, open for reading.
+#[derive(Debug)]
+pub struct CauseMemory {
+    current: OwnedFd,
+    high: OwnedFd,
+}
+
+impl CauseMemory {
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        let dir = open_dir_path(dir)?;
+        let file = |name: &std::ffi::CStr| -> io::Result<OwnedFd> {
+            // SAFETY: a valid directory fd and a NUL-terminated name.
+            let fd = unsafe {
+                libc::openat(
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    libc::O_RDONLY | libc::O_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: a fresh descriptor we own.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        };
+        Ok(Self {
+            current: file(c"memory.current")?,
+            high: file(c"memory.high")?,
+        })
+    }
+
+    /// Whether usage is over memory.high right now; `None` when the files
+    /// cannot be read (the cgroup is gone).
+    pub fn over_high(&self) -> Option<bool> {
+        let mut cur = [0u8; 32];
+        let mut high = [0u8; 32];
+        let n = pread_all(&self.current, &mut cur)?;
+        let m = pread_all(&self.high, &mut high)?;
+        let current = parse_u64(&cur[..n])?;
+        let high = trim(&high[..m]);
+        if high == b"max" {
+            return Some(false);
+        }
+        Some(current > parse_u64(high)?)
+    }
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    &b[..end]
+}
+
+fn parse_u64(b: &[u8]) -> Option<u64> {
+    std::str::from_utf8(trim(b)).ok()?.parse().ok()
+}
+
+fn pread_all(fd: &OwnedFd, buf: &mut [u8]) -> Option<usize> {
+    // SAFETY: buf is valid for writes of its length.
+    let n = unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    usize::try_from(n).ok()
+}
+
+fn open_dir(path: &str) -> io::Result<OwnedFd> {
+    open_dir_path(Path::new(path))
+}
+
+fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads a file under a directory fd into `buf`; `None` on any error.
+fn read_at(dir: &OwnedFd, name: &std::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
+    // SAFETY: a valid directory fd and a NUL-terminated name.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh descriptor we own, closed when dropped.
+    let file = unsafe { OwnedFd::from_raw_fd(fd) };
+    pread_all(&file, buf)
 }
 
 /// Kills every process of a cgroup with `cgroup.kill` (cgroup v2, Linux

@@ -1,15 +1,20 @@
 //! Warnings and breaches, carried out by the rules of
 //! [`crate::policy::enforce`]: the agent reads what the rules need from
-//! the kernel, asks them, and acts. The kill itself is in `kills`.
+//! the kernel, asks them, and acts. Kernel truth comes before every kill:
+//! the episodes in progress are checked against the kernel's map of
+//! throttled tasks (an end record may have been lost), the line is
+//! measured again, and the cause must be over its memory.high right now.
+//! The kill itself is in `kills`; telling people comes after the signal.
 
 use super::{Agent, share};
 use crate::act::alert::{BudgetDetails, Details, Throttled};
-use crate::clock::fmt_ns;
+use crate::clock::{fmt_ns, mono_now_ns};
 use crate::config::{Action, AlertEvent};
 use crate::kernel::CgroupVersion;
+use crate::model::Hierarchy;
 use crate::policy::budget::{Decision, Finding};
-use crate::policy::enforce::{Recheck, livelock};
-use crate::sys::registry::ancestors;
+use crate::policy::enforce::{Recheck, verdict};
+use crate::probe::inflight::is_inside;
 
 impl Agent {
     pub(super) fn decide(&mut self, decisions: Vec<Decision>) {
@@ -41,7 +46,7 @@ impl Agent {
                 throttled_ms: ns / 1_000_000,
             })
             .collect();
-        let victim = self.prepared.get(&(f.budget, f.cgroup)).map(|v| &v.info);
+        let victim = self.prepared.get(&(f.budget, f.line())).map(|v| &v.info);
         BudgetDetails {
             budget: b.label(),
             throttled_ms: f.used_ns / 1_000_000,
@@ -85,30 +90,105 @@ impl Agent {
     }
 
     fn on_breach(&mut self, f: &Finding) {
-        let budget = self.policy.budgets[f.budget].clone();
-        if f.retry {
-            // Reported already: act again only while the livelock lasts.
-            let now = crate::clock::mono_now_ns();
-            let state = livelock(self.over_high_now(&f.path), &self.model, f.cgroup, now);
-            match self.policy.recheck(f, state, now) {
-                Recheck::Act if budget.action.kills() => self.act(f),
-                Recheck::Act | Recheck::LookAgain => {}
-                Recheck::Over => log::info!(
-                    "{}: back under memory.high; budget `{}` breach is over",
+        let now = mono_now_ns();
+        let used = self.confirm(f, now);
+        let over = self.cause_over_high(f);
+        let state = verdict(used, f, over, &self.model, now);
+        match self.policy.recheck(f, state, now) {
+            Recheck::Act => {}
+            Recheck::LookAgain => {
+                log::debug!(
+                    "{}: budget `{}` crossed, but the kernel does not confirm it now; looking again",
                     f.path,
-                    budget.label()
-                ),
+                    self.policy.budgets[f.budget].label()
+                );
+                return;
             }
-            return;
+            Recheck::Over => {
+                log::info!(
+                    "{}: {} is back under memory.high; budget `{}` breach is over",
+                    f.path,
+                    f.cause_path,
+                    self.policy.budgets[f.budget].label()
+                );
+                return;
+            }
         }
+        // What the kernel confirmed is what is told.
+        let f = &Finding {
+            used_ns: used,
+            ..f.clone()
+        };
+        let kills = self.policy.budgets[f.budget].action.kills();
+        // The signal first: reporting the breach allocates, logs and
+        // queues, all of which can wait a millisecond.
+        let killed = kills && self.act(f);
+        if self.policy.first_report(f.budget, f.line()) {
+            self.tell_breach(f);
+        }
+        if kills && !killed && !f.retry {
+            log::debug!("{}: no kill yet for this breach", f.path);
+        }
+    }
+
+    /// The line's throttled time now, after its episodes in progress were
+    /// checked against the kernel's map of tasks inside the throttle
+    /// function (one the kernel no longer has lost its end record).
+    pub(super) fn confirm(&mut self, f: &Finding, now: u64) -> u64 {
+        if f.estimate {
+            return f.used_ns;
+        }
+        self.reconcile(now);
+        self.policy
+            .used(f.budget, f.line(), &self.model, now)
+            .unwrap_or(0)
+    }
+
+    /// Checks every episode in progress against the kernel now.
+    pub(super) fn reconcile(&mut self, now: u64) -> Vec<u64> {
+        let Some(inflight) = &self.inflight else {
+            return Vec::new();
+        };
+        inflight.read(&mut self.inside);
+        let inside = &self.inside;
+        self.model
+            .reconcile(now, &|tid, start| is_inside(inside, tid, start))
+    }
+
+    /// Whether the breach's cause is over its memory.high right now: read
+    /// through the prepared victim's open files when there is one, else
+    /// from the cause's directory. `None` without cgroup v2.
+    fn cause_over_high(&self, f: &Finding) -> Option<bool> {
+        if self.version != Some(CgroupVersion::V2) {
+            return None;
+        }
+        if let Some(over) = self
+            .prepared
+            .get(&(f.budget, f.line()))
+            .and_then(|v| v.cause.as_ref())
+            .and_then(crate::act::kill::CauseMemory::over_high)
+        {
+            return Some(over);
+        }
+        let dir = self
+            .registry
+            .path(f.cause)
+            .and_then(|p| self.registry.dir(&p))?;
+        Some(crate::sys::cgroupfs::over_high_now(&dir))
+    }
+
+    /// Logs, alerts and records a breach the kernel confirmed.
+    fn tell_breach(&mut self, f: &Finding) {
         self.counters.breaches += 1;
+        let budget = &self.policy.budgets[f.budget];
         let summary = format!(
-            "{} throttled {} of the last {} ({:.0}% > {:.0}%): budget `{}` exceeded",
+            "{} throttled {} of the last {} ({:.0}% > {:.0}%) by {} over memory.high: budget `{}` exceeded",
             f.path,
             fmt_ns(f.used_ns),
             fmt_ns(f.window_ns),
             share(f.used_ns, f.window_ns),
             budget.max_throttled.0,
+            f.cause_path,
             budget.label()
         );
         log::warn!(
@@ -126,30 +206,14 @@ impl Agent {
             f.estimate,
             f.at_ns,
         );
-        if budget.action.kills() {
-            self.act(f);
-        }
-    }
-
-    /// Whether the cgroup line of `path` is over memory.high right now:
-    /// two small reads per ancestor, so a decision does not trust a sample
-    /// a second old. `None` without cgroup v2 (no memory.high to read).
-    fn over_high_now(&self, path: &str) -> Option<bool> {
-        if self.version != Some(CgroupVersion::V2) {
-            return None;
-        }
-        Some(
-            ancestors(path)
-                .filter_map(|a| self.registry.dir(a))
-                .any(|dir| crate::sys::cgroupfs::over_high_now(&dir)),
-        )
     }
 
     /// Kills for a breach, unless a cool-down holds it back; when nothing
     /// could be killed the policy tries again while the breach lasts: a
-    /// livelock the first kill did not end still gets a second.
-    fn act(&mut self, f: &Finding) {
-        let now = crate::clock::mono_now_ns();
+    /// livelock the first kill did not end still gets a second. Returns
+    /// whether it killed.
+    fn act(&mut self, f: &Finding) -> bool {
+        let now = mono_now_ns();
         if let Some(until) = self.policy.hold_kill(f, &self.model, now) {
             if !f.retry {
                 log::warn!(
@@ -158,15 +222,15 @@ impl Agent {
                     fmt_ns(until.saturating_sub(f.at_ns))
                 );
             }
-            return;
+            return false;
         }
-        let budget = self.policy.budgets[f.budget].clone();
-        let killed = match budget.action {
-            Action::KillCgroup => self.kill_cgroup(f, &budget),
-            _ => self.kill_one(f, &budget),
+        let killed = match self.policy.budgets[f.budget].action {
+            Action::KillCgroup => self.kill_cgroup(f),
+            _ => self.kill_one(f),
         };
         if !killed {
             self.policy.nothing_killed(f, now);
         }
+        killed
     }
 }

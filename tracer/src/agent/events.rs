@@ -1,26 +1,35 @@
 //! What arrives from the kernel: each event is completed from the system
-//! (its cgroup ids resolved), applied to the model, recorded, told to
-//! people when it is news on its own (an OOM kill, the kernel brake, lost
-//! records), and the budgets of the cgroups it touched are evaluated.
+//! (its cgroup ids resolved), applied to the model, queued for the
+//! recorder, told to people when it is news on its own (an OOM kill, the
+//! kernel brake, lost records), and the budgets of the cgroups it touched
+//! are evaluated. A lost record makes the model check its episodes in
+//! progress against the kernel at once; the first throttling of a cause
+//! asks for its victims at once.
 
 use super::Agent;
 use crate::act::alert::{BrakeDetails, Details, OomDetails};
 use crate::clock::{fmt_bytes, fmt_ns};
 use crate::config::AlertEvent;
-use crate::event::{Brake, Event, OomKill};
+use crate::event::{Brake, Event, LostKind, OomKill};
 use crate::model::Hierarchy;
-use crate::record::flight::FlightRecorder;
 
 impl Agent {
     pub(super) fn on_event(&mut self, mut e: Event) {
         self.registry.complete(&mut e);
-        let touched = self.model.apply(&e, &self.registry);
-        if let Some(w) = self.recorder.as_mut().and_then(FlightRecorder::writer) {
-            let reg = &mut self.registry;
-            if let Err(err) = w.event(&e, &mut |id| reg.resolve(id)) {
-                log::error!("flight recorder stopped: {err}");
-                self.recorder = None;
+        let mut touched = self.model.apply(&e, &self.registry);
+        let mut paths: [(u64, Option<std::sync::Arc<str>>); 3] = Default::default();
+        for (slot, id) in paths.iter_mut().zip(e.cgroup_ids()) {
+            *slot = (id, self.registry.path(id));
+        }
+        self.recorder.event(&e, paths);
+        match &e {
+            Event::ThrottleStart(s) => self.ask_victims_for(s.cause(), e.ts_ns()),
+            Event::Lost(l)
+                if matches!(l.kind, LostKind::ThrottleStart | LostKind::Throttle) =>
+            {
+                touched.extend(self.reconcile(e.ts_ns()));
             }
+            _ => {}
         }
         match &e {
             Event::OomKill(o) => self.on_oom_kill(o),

@@ -1,10 +1,10 @@
 //! Delivering a kill and accounting for it: the victim prepared ahead
-//! (pidfd, start time) is signalled, the kill is logged, alerted and
-//! recorded, and its kill-log line waits for the victim's exit time,
-//! which a task watches on the pidfd off the loop.
+//! (pidfd, start time) is checked to still be in its line and signalled;
+//! only then is the kill logged, alerted and recorded, and its kill-log
+//! line waits for the victim's exit time, which a task watches on the
+//! pidfd off the loop.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
@@ -13,13 +13,15 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use super::Agent;
+use super::prepare::{self, Job, Ranking};
 use crate::act::alert::{BudgetDetails, Details};
 use crate::act::kill::{Prepared, kill_cgroup};
 use crate::clock::{fmt_bytes, fmt_ns, mono_now_ns};
-use crate::config::{AlertEvent, BudgetConfig};
+use crate::config::{Action, AlertEvent};
+use crate::kernel::CgroupVersion;
 use crate::model::Hierarchy;
-use crate::policy::budget::Finding;
-use crate::policy::victim::{self, Rank, Rules};
+use crate::policy::budget::{Finding, Line};
+use crate::policy::victim::{self, Rules};
 use crate::sys::procs::{ProcessInfo, subtree_processes};
 
 /// How long to wait for a killed process to exit before giving up timing it.
@@ -80,78 +82,70 @@ struct PendingKill {
     signal_ns: u64,
 }
 
-/// Kills waiting for their victims' exit, and the kill log.
+/// Kills waiting for their victims' exit.
 pub(super) struct Pending {
     waiting: HashMap<u64, PendingKill>,
     next_id: u64,
     exits_tx: mpsc::UnboundedSender<ExitReport>,
     pub(super) exits: mpsc::UnboundedReceiver<ExitReport>,
-    pub(super) log: Option<std::fs::File>,
 }
 
 impl Pending {
-    pub(super) fn new(log: Option<std::fs::File>) -> Self {
+    pub(super) fn new() -> Self {
         let (exits_tx, exits) = mpsc::unbounded_channel();
         Self {
             waiting: HashMap::new(),
             next_id: 0,
             exits_tx,
             exits,
-            log,
-        }
-    }
-
-    fn write(&mut self, record: &KillRecord) {
-        let Some(f) = &mut self.log else { return };
-        let line = match serde_json::to_string(record) {
-            Ok(l) => l,
-            Err(e) => {
-                log::error!("kill log: cannot encode the record: {e}");
-                return;
-            }
-        };
-        if let Err(e) = writeln!(f, "{line}") {
-            log::error!("kill log: {e}");
         }
     }
 }
 
+/// A kill that was delivered (or, dry run, would have been).
+pub(super) struct Delivered {
+    victim: Prepared,
+    released: bool,
+    signal_ns: u64,
+}
+
 impl Agent {
-    /// Chooses and verifies the victim of a budget in a cgroup.
-    pub(super) fn prepare(&mut self, b: usize, cgroup: u64, now: u64) -> Option<Prepared> {
+    /// What the victim thread needs to choose a line's victim now.
+    pub(super) fn job(&self, b: usize, line: Line, now: u64) -> Option<Job> {
         let budget = &self.policy.budgets[b];
-        let path = self.registry.path(cgroup)?;
+        let path = self.registry.path(line.cgroup)?;
         let dir = self.registry.dir(&path)?;
-        let procs = subtree_processes(&dir, &path, self.page_size, self.wants_cmdline(budget));
-        let throttled: HashMap<u32, u64> = self
-            .model
-            .most_throttled(cgroup, now, budget.window_ns())
-            .into_iter()
-            .collect();
-        let rank = match budget.action {
-            crate::config::Action::KillMostThrottled => Rank::MostThrottled(&throttled),
-            _ => Rank::Largest,
+        let cause_dir = (self.version == Some(CgroupVersion::V2))
+            .then(|| {
+                self.registry
+                    .path(line.cause)
+                    .and_then(|p| self.registry.dir(&p))
+            })
+            .flatten();
+        let ranking = match budget.action {
+            Action::KillMostThrottled => Ranking::MostThrottled(
+                self.model
+                    .most_throttled(line.cgroup, now, budget.window_ns())
+                    .into_iter()
+                    .collect(),
+            ),
+            _ => Ranking::Largest,
         };
-        let rules = Rules {
-            self_pid: self.self_pid,
-            protect: &self.cfg.agent.protect,
-            avoid: &budget.avoid,
-            prefer: &budget.prefer,
-        };
-        let choice = victim::choose(procs, rank, &rules);
-        for s in &choice.spared {
-            log::debug!("{path}: spared {}[{}]: {}", s.comm, s.pid, s.reason);
-        }
-        Prepared::new(choice.victim?).ok()
+        Some(Job {
+            key: (b, line),
+            dir,
+            path: path.to_string(),
+            cause_dir,
+            ranking,
+            protect: self.cfg.agent.protect.clone(),
+            avoid: budget.avoid.clone(),
+            prefer: budget.prefer.clone(),
+            with_cmdline: self.wants_cmdline(budget),
+        })
     }
 
-    fn kill_record(
-        &self,
-        f: &Finding,
-        budget: &BudgetConfig,
-        v: &ProcessInfo,
-        dry: bool,
-    ) -> KillRecord {
+    fn kill_record(&self, f: &Finding, v: &ProcessInfo, dry: bool) -> KillRecord {
+        let budget = &self.policy.budgets[f.budget];
         KillRecord {
             time: self.clock.rfc3339(f.at_ns),
             budget: budget.label(),
@@ -176,20 +170,30 @@ impl Agent {
         }
     }
 
-    /// Signals the victim prepared for this breach (or one chosen now, in
-    /// the first second), choosing again once if it left the cgroup or is
-    /// gone. Returns the victim and whether its memory was released.
-    fn deliver(&mut self, f: &Finding, dry: bool) -> Option<(Prepared, bool, u64)> {
-        let mut victim = self.prepared.remove(&(f.budget, f.cgroup));
+    /// The kill path: signals the victim prepared for this breach's line
+    /// (or, in the rare breach before any was prepared, one chosen now),
+    /// after checking it is still inside the line; chooses again once if
+    /// it left or is gone. Nothing is logged or allocated before the
+    /// signal but on that rare first-second path.
+    pub(super) fn deliver(&mut self, f: &Finding, dry: bool) -> Option<Delivered> {
+        let mut victim = self.prepared.remove(&(f.budget, f.line()));
         for _ in 0..2 {
-            let v = victim
-                .take()
-                .or_else(|| self.prepare(f.budget, f.cgroup, f.at_ns))?;
+            let v = match victim.take() {
+                Some(v) => v,
+                None => {
+                    let job = self.job(f.budget, f.line(), f.at_ns)?;
+                    prepare::choose(&job, self.self_pid, &self.own_exe, self.page_size)?
+                }
+            };
             if dry {
-                return Some((v, false, mono_now_ns()));
+                return Some(Delivered {
+                    victim: v,
+                    released: false,
+                    signal_ns: mono_now_ns(),
+                });
             }
-            // Prepared up to a second ago: it must still be alive and in
-            // this cgroup's subtree (a process can be moved).
+            // Prepared up to a second ago: it must still be in the line's
+            // subtree (a process can be moved).
             if !self.version.is_some_and(|ver| v.still_in(&f.path, ver)) {
                 log::warn!(
                     "{}: victim {}[{}] left the cgroup or is exiting; choosing again",
@@ -201,7 +205,13 @@ impl Agent {
             }
             let signal_ns = mono_now_ns();
             match v.signal(libc::SIGKILL) {
-                Ok(released) => return Some((v, released, signal_ns)),
+                Ok(released) => {
+                    return Some(Delivered {
+                        victim: v,
+                        released,
+                        signal_ns,
+                    });
+                }
                 // Gone since it was prepared: choose again, once.
                 Err(e) => log::warn!(
                     "{}: victim {}[{}] could not be signalled ({e}); choosing again",
@@ -214,60 +224,74 @@ impl Agent {
         None
     }
 
-    /// Kills (or, dry run, would kill) the victim; false when there was
-    /// nothing to kill.
-    pub(super) fn kill_one(&mut self, f: &Finding, budget: &BudgetConfig) -> bool {
-        let dry = self.dry(budget);
-        let Some((v, released, signal_ns)) = self.deliver(f, dry) else {
+    /// Kills (or, dry run, would kill) one process for a breach; false when
+    /// there was nothing to kill. The signal goes first, the telling after.
+    pub(super) fn kill_one(&mut self, f: &Finding) -> bool {
+        let dry = self.dry(&self.policy.budgets[f.budget]);
+        let Some(d) = self.deliver(f, dry) else {
             if !f.retry {
                 self.counters.nothing_to_kill += 1;
                 log::error!(
                     "{}: budget `{}` exceeded but no process may be killed (all protected, avoided or gone); trying again while it lasts",
                     f.path,
-                    budget.label()
+                    self.policy.budgets[f.budget].label()
                 );
             }
             return false;
         };
-        self.policy.killed(f.budget, f.cgroup, signal_ns);
-        let mut record = self.kill_record(f, budget, &v.info, dry);
+        self.policy.killed(f.budget, f.line(), d.signal_ns);
+        self.tell_kill(f, d, dry);
+        true
+    }
+
+    /// Logs, counts, alerts and records a delivered kill, and starts
+    /// watching for the victim's exit.
+    fn tell_kill(&mut self, f: &Finding, d: Delivered, dry: bool) {
+        let Delivered {
+            victim: v,
+            released,
+            signal_ns,
+        } = d;
+        let label = self.policy.budgets[f.budget].label();
+        let action = self.policy.budgets[f.budget].action.as_str();
+        let mut record = self.kill_record(f, &v.info, dry);
         let breach_to_signal = signal_ns.saturating_sub(f.crossed_ns);
         let verb = if dry { "WOULD KILL" } else { "KILL" };
         log::warn!(
-            "{verb} {}[{}] rss {} in {} (budget `{}`: throttled {} of {}){}",
+            "{verb} {}[{}] rss {} in {} (budget `{label}`: throttled {} of {}, over memory.high: {}){}",
             v.info.comm,
             v.info.pid,
             fmt_bytes(v.info.rss_bytes),
             f.path,
-            budget.label(),
             fmt_ns(f.used_ns),
             fmt_ns(f.window_ns),
+            f.cause_path,
             if dry {
                 String::new()
             } else {
                 format!(", breach to signal {}", fmt_ns(breach_to_signal))
             }
         );
-        let mut d = self.finding_details(f);
-        d.pid = Some(v.info.pid);
-        d.comm = Some(v.info.comm.clone());
-        d.rss_bytes = Some(v.info.rss_bytes);
-        d.dry_run = Some(dry);
+        let mut details = self.finding_details(f);
+        details.pid = Some(v.info.pid);
+        details.comm = Some(v.info.comm.clone());
+        details.rss_bytes = Some(v.info.rss_bytes);
+        details.dry_run = Some(dry);
         if dry {
             self.counters.would_kill += 1;
-            self.kills.write(&record);
+            self.write_kill_log(&record);
             let summary = format!(
                 "would kill {}[{}] in {} (dry run)",
                 v.info.comm, v.info.pid, f.path
             );
             self.record_action("would-kill", f.cgroup, f.at_ns, &record, &summary);
-            self.kill_alert(f, summary, d);
-            return true;
+            self.kill_alert(f, summary, details);
+            return;
         }
         *self
             .counters
             .kills
-            .entry((budget.label(), f.path.clone(), budget.action.as_str()))
+            .entry((label, f.path.clone(), action))
             .or_default() += 1;
         self.counters.breach_to_signal.record(breach_to_signal, 0);
         record.breach_to_signal_ns = Some(breach_to_signal);
@@ -280,7 +304,7 @@ impl Agent {
             f.path
         );
         self.record_action("kill", f.cgroup, signal_ns, &record, &text);
-        d.breach_to_signal_ms = Some(breach_to_signal as f64 / 1e6);
+        details.breach_to_signal_ms = Some(breach_to_signal as f64 / 1e6);
         let summary = format!(
             "killed {}[{}] (rss {}) in {}: throttled {} of {}",
             v.info.comm,
@@ -290,9 +314,8 @@ impl Agent {
             fmt_ns(f.used_ns),
             fmt_ns(f.window_ns)
         );
-        self.kill_alert(f, summary, d);
+        self.kill_alert(f, summary, details);
         self.wait_exit(v.into_fd(), record, signal_ns);
-        true
     }
 
     fn kill_alert(&self, f: &Finding, summary: String, d: BudgetDetails) {
@@ -307,10 +330,13 @@ impl Agent {
         );
     }
 
-    /// Kills every process of the cgroup but the protected and avoided;
-    /// false when there was none to kill.
-    pub(super) fn kill_cgroup(&mut self, f: &Finding, budget: &BudgetConfig) -> bool {
+    /// Kills every process of the line's cgroup but the protected and
+    /// avoided; false when there was none to kill. This action scans the
+    /// subtree when it acts: it kills many, and `cgroup.kill` is one write.
+    pub(super) fn kill_cgroup(&mut self, f: &Finding) -> bool {
+        let budget = &self.policy.budgets[f.budget];
         let dry = self.dry(budget);
+        let label = budget.label();
         let Some(dir) = self.registry.dir(&f.path) else {
             return false;
         };
@@ -320,6 +346,7 @@ impl Agent {
         }
         let rules = Rules {
             self_pid: self.self_pid,
+            own_exe: &self.own_exe,
             protect: &self.cfg.agent.protect,
             avoid: &budget.avoid,
             prefer: &[],
@@ -334,29 +361,12 @@ impl Agent {
             return false;
         }
         let signal_ns = mono_now_ns();
-        let record = KillRecord {
-            time: self.clock.rfc3339(f.at_ns),
-            budget: budget.label(),
-            cgroup: f.path.clone(),
-            action: "kill-cgroup",
-            dry_run: dry,
-            victim: None,
-            pids: Some(procs.iter().map(|p| p.pid).collect()),
-            throttled_ns: f.used_ns,
-            budget_ns: None,
-            window_ns: None,
-            estimate: None,
-            breach_to_signal_ns: Some(signal_ns.saturating_sub(f.crossed_ns)),
-            memory_released: None,
-            signal_to_exit_ns: None,
-        };
         if dry {
             log::warn!(
                 "WOULD KILL every process of {} ({} processes)",
                 f.path,
                 procs.len()
             );
-            self.counters.would_kill += 1;
         } else if protected.is_empty() && kill_cgroup(&dir).unwrap_or(false) {
             log::warn!(
                 "KILL cgroup {} ({} processes) via cgroup.kill",
@@ -373,28 +383,43 @@ impl Agent {
                     protected.join(", ")
                 );
             }
-            for p in procs
-                .into_iter()
-                .filter(|p| victim::spared(p, &rules).is_none())
-            {
-                if let Ok(v) = Prepared::new(p) {
+            for p in procs.iter().filter(|p| victim::spared(p, &rules).is_none()) {
+                if let Ok(v) = Prepared::new(p.clone()) {
                     let _ = v.signal(libc::SIGKILL);
                 }
             }
             log::warn!("KILL processes of {} one by one", f.path);
         }
-        if !dry {
+        let record = KillRecord {
+            time: self.clock.rfc3339(f.at_ns),
+            budget: label.clone(),
+            cgroup: f.path.clone(),
+            action: "kill-cgroup",
+            dry_run: dry,
+            victim: None,
+            pids: Some(procs.iter().map(|p| p.pid).collect()),
+            throttled_ns: f.used_ns,
+            budget_ns: None,
+            window_ns: None,
+            estimate: None,
+            breach_to_signal_ns: Some(signal_ns.saturating_sub(f.crossed_ns)),
+            memory_released: None,
+            signal_to_exit_ns: None,
+        };
+        if dry {
+            self.counters.would_kill += 1;
+        } else {
             *self
                 .counters
                 .kills
-                .entry((budget.label(), f.path.clone(), "kill-cgroup"))
+                .entry((label, f.path.clone(), "kill-cgroup"))
                 .or_default() += 1;
             self.counters
                 .breach_to_signal
                 .record(signal_ns.saturating_sub(f.crossed_ns), 0);
         }
-        self.policy.killed(f.budget, f.cgroup, signal_ns);
-        self.kills.write(&record);
+        self.policy.killed(f.budget, f.line(), signal_ns);
+        self.write_kill_log(&record);
         let mut d = self.finding_details(f);
         d.dry_run = Some(dry);
         let summary = format!(
@@ -411,6 +436,14 @@ impl Agent {
         );
         self.kill_alert(f, summary, d);
         true
+    }
+
+    /// Queues a kill-log line for the files thread.
+    fn write_kill_log(&self, record: &KillRecord) {
+        match serde_json::to_string(record) {
+            Ok(line) => self.files.kill_line(line),
+            Err(e) => log::error!("kill log: cannot encode the record: {e}"),
+        }
     }
 
     /// Times the victim's exit on its pidfd, off the loop.
@@ -457,7 +490,7 @@ impl Agent {
                 log::error!("pid {pid} had not exited {EXIT_WAIT:?} after SIGKILL");
             }
         }
-        self.kills.write(&record);
+        self.write_kill_log(&record);
     }
 
     /// At shutdown: a kill just made still gets its kill-log line. Waits a
@@ -475,7 +508,7 @@ impl Agent {
         left.sort_by_key(|k| k.signal_ns);
         for mut k in left {
             k.record.signal_to_exit_ns = Some(None);
-            self.kills.write(&k.record);
+            self.write_kill_log(&k.record);
         }
     }
 }

@@ -17,21 +17,30 @@
 //!
 //! The files of this folder are the loop's concerns: [`setup`] (start,
 //! hardening), `events` (what arrives from the kernel), `enforce` (breaches
-//! and warnings, by the rules of [`crate::policy::enforce`]), `kills`
-//! (delivering a kill and its kill-log line), `notify` (alerts), `tick`
-//! (the once-a-second work), `reload` (SIGHUP), [`status`] (what `top`
-//! reads).
+//! and warnings, by the rules of [`crate::policy::enforce`], checked
+//! against the kernel first), `kills` (delivering a kill, then telling
+//! about it), `prepare` (victims chosen ahead, on their own thread),
+//! `background` (the recorder, the kill log and status file, the samples:
+//! each on its own thread), `notify` (alerts), `tick` (the once-a-second
+//! work), `reload` (SIGHUP), [`status`] (what `top` reads).
 //!
-//! Delivering a kill needs no allocation and no file I/O: every second the
-//! loop prepares each watched cgroup's victim (its pidfd opened and
-//! verified), and the breach handler only signals it. The agent locks its
-//! memory, lowers its own OOM score, raises its priority and never counts
-//! or kills itself.
+//! The loop is the kill path, and nothing on it waits on a disk or scans
+//! /proc: victims are prepared ahead on another thread (pidfd, start time,
+//! the cause's memory files opened), recording, the kill log, the status
+//! file and the samples are queued to threads of their own, and the kernel
+//! brake's heartbeat is beaten by this loop, so it proves the kill path
+//! itself is alive. From a breach to the signal the loop reads the kernel's
+//! map of throttled tasks, two memory files and the victim's cgroup file,
+//! then signals; everything else comes after. The agent locks its memory,
+//! lowers its own OOM score, raises its priority and never counts or kills
+//! itself.
 
+mod background;
 mod enforce;
 mod events;
 mod kills;
 mod notify;
+mod prepare;
 mod reload;
 pub mod setup;
 pub mod status;
@@ -51,15 +60,14 @@ use crate::kernel::CgroupVersion;
 use crate::metrics::Page;
 use crate::metrics::page::AgentCounters;
 use crate::model::Model;
-use crate::policy::budget::Policy;
+use crate::policy::budget::{Line, Policy};
 use crate::policy::estimate::Estimator;
 use crate::policy::host::HostWatch;
 use crate::probe::Tracer;
 use crate::probe::brake::Brake;
-use crate::record::flight::FlightRecorder;
+use crate::probe::inflight::{InFlight, Inside};
 use crate::sys::cgroupfs::HostMemory;
 use crate::sys::registry::CgroupRegistry;
-use crate::sys::sampler::Sampler;
 
 pub use setup::load_config;
 pub use status::STATUS_FILE;
@@ -93,11 +101,23 @@ pub struct Agent {
     version: Option<CgroupVersion>,
     host: HostWatch,
     host_mem: HostMemory,
-    sampler: Sampler,
-    recorder: Option<FlightRecorder>,
-    /// Victims chosen and verified ahead, by (budget, cgroup).
-    prepared: HashMap<(usize, u64), Prepared>,
+    sampler: background::SamplerThread,
+    recorder: background::Recorder,
+    files: background::Files,
+    /// The kernel's map of threads inside the throttle function, and a
+    /// buffer to read it into (reused: the kill path allocates nothing).
+    inflight: Option<InFlight>,
+    inside: Vec<Inside>,
+    /// Victims chosen and verified ahead, by (budget, line).
+    prepared: HashMap<(usize, Line), Prepared>,
+    preparer: prepare::Preparer,
+    /// Causes a victim was asked for since the last tick.
+    asked: std::collections::HashSet<u64>,
+    /// Cgroups with a memory.high, from the latest sample: the causes the
+    /// kernel brake has rules for.
+    limited_high: Vec<u64>,
     kills: kills::Pending,
+    own_exe: String,
     page: Page,
     counters: AgentCounters,
     self_pid: u32,
@@ -143,10 +163,12 @@ impl Agent {
                 // Not biased: a burst of events must not starve the
                 // heartbeat, the timers or the signals.
                 e = source.next() => self.on_event(e),
-                _ = sleep_until_mono(deadline) => self.on_deadline(mono_now_ns()),
+                _ = sleep_until_mono(deadline) => self.on_deadline(&mut source, mono_now_ns()),
                 _ = beat.tick() => self.on_beat(mono_now_ns()),
                 _ = tick.tick() => self.tick(mono_now_ns()),
                 () = setup::ebpf_log_ready(&mut ebpf_log) => {}
+                Some(batch) = self.preparer.answers.recv() => self.on_prepared(batch),
+                Some(s) = self.sampler.samples.recv() => self.on_sample(s),
                 Some(line) = psi_rx.recv() => self.on_psi(line),
                 Some(exit) = self.kills.exits.recv() => self.on_exit(exit),
                 _ = hup.recv() => self.reload(),
@@ -169,33 +191,41 @@ impl Agent {
         }
     }
 
-    /// The deadline timer fired: evaluate what may have crossed.
-    fn on_deadline(&mut self, now: u64) {
+    /// The deadline timer fired: evaluate what may have crossed. Events
+    /// already in the ring come first: an episode's end waiting there must
+    /// not count as throttling still going on.
+    fn on_deadline(&mut self, source: &mut crate::ring::EventSource, now: u64) {
+        source.drain();
+        while let Some(e) = source.try_next() {
+            self.on_event(e);
+        }
         let ids = self.policy.due(&self.model, now);
         let decisions = self.policy.evaluate(&self.model, &ids, now);
         self.policy.expire_retries(now);
         self.decide(decisions);
     }
 
-    /// Four times a second: the kernel brake's heartbeat, and the flight
-    /// recorder's chunk when one is due (it writes at least once a
-    /// second; checking four times a second keeps it from slipping).
+    /// Four times a second: the kernel brake's heartbeat, beaten by the
+    /// kill path itself, so a stalled loop lets the brake act.
     fn on_beat(&mut self, now: u64) {
         if let Some(b) = &mut self.brake {
             b.beat(now);
         }
-        self.tick_recorder();
     }
 
-    async fn stop(&mut self) {
+    async fn stop(self) {
         log::info!("memtrace agent stopping");
-        self.finish_kill_log().await;
-        if let Some(rec) = self.recorder.take()
-            && let Err(e) = rec.close()
-        {
-            log::error!("flight recorder: {e}");
-        }
-        let _ = std::fs::remove_file(&self.opts.status_file);
+        let mut this = self;
+        this.finish_kill_log().await;
+        let Self {
+            recorder,
+            files,
+            opts,
+            ..
+        } = this;
+        recorder.close();
+        files.close();
+        let _ = std::fs::remove_file(&opts.status_file);
     }
 
     /// A cgroup's path for people: `#id` when unknown, `?` for none.

@@ -3,7 +3,7 @@
 //! carries over, so a reload mid-incident does not allow a second kill.
 
 use super::Agent;
-use super::setup::{load_config, open_append, start_recorder};
+use super::setup::{load_config, open_append, recorder_setup};
 use crate::act::alert::Alerter;
 use crate::policy::budget::Policy;
 
@@ -28,12 +28,12 @@ impl Agent {
         self.policy = policy;
         self.alerter = Alerter::start(&cfg.alerts);
         if cfg.agent.kill_log != self.cfg.agent.kill_log {
-            self.kills.log = match &cfg.agent.kill_log {
+            self.files.kill_log(match &cfg.agent.kill_log {
                 Some(p) => open_append(p)
                     .map_err(|e| log::error!("kill log {}: {e}", p.display()))
                     .ok(),
                 None => None,
-            };
+            });
         }
         let (h, o) = (&cfg.host, &self.cfg.host);
         if cfg.agent.metrics_listen != self.cfg.agent.metrics_listen
@@ -47,16 +47,15 @@ impl Agent {
         if (&a.record_dir, cfg.record_max_bytes, a.record_max_age)
             != (&b.record_dir, self.cfg.record_max_bytes, b.record_max_age)
         {
-            if let Some(old) = self.recorder.take() {
-                let _ = old.close();
-            }
-            self.recorder = start_recorder(&cfg, &self.tracer, &self.clock);
+            self.recorder
+                .restart(recorder_setup(&cfg, &self.tracer, &self.clock));
         }
+        // Victims and brake rules follow the new budgets at once.
         self.prepared.clear();
-        if let Some(b) = &mut self.brake {
-            b.retain(&|_| false);
-        }
         self.cfg = cfg;
         self.counters.reloads_ok += 1;
+        let now = crate::clock::mono_now_ns();
+        self.request_victims(now);
+        self.update_brake();
     }
 }

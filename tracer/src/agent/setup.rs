@@ -10,9 +10,10 @@ use anyhow::Context;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
-use super::{Agent, AgentOptions, HORIZON_NS, kills, status};
+use super::prepare::Preparer;
+use super::{Agent, AgentOptions, HORIZON_NS, background, kills, status};
 use crate::act::alert::Alerter;
-use crate::clock::{Clock, fmt_bytes, mono_now_ns};
+use crate::clock::{Clock, mono_now_ns};
 use crate::config::{AgentConfig, ConfigError};
 use crate::kernel::CgroupVersion;
 use crate::metrics::page::AgentCounters;
@@ -21,13 +22,12 @@ use crate::policy::budget::Policy;
 use crate::policy::estimate::Estimator;
 use crate::policy::host::HostWatch;
 use crate::probe::brake::Brake;
+use crate::probe::inflight::InFlight;
 use crate::probe::{LoadOptions, Probe, Tracer};
 use crate::record::Header;
-use crate::record::flight::FlightRecorder;
 use crate::sys::cgroupfs::HostMemory;
 use crate::sys::psi::PsiLine;
 use crate::sys::registry::CgroupRegistry;
-use crate::sys::sampler::Sampler;
 
 /// The eBPF programs' log (`aya-log`), read when its ring has records.
 pub(super) type EbpfLog = Option<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>>;
@@ -94,8 +94,10 @@ impl Agent {
                  and memory.events (once a second, not the instant a budget is crossed)"
             );
         }
+        // The brake's maps are taken whenever the throttle probe runs, so a
+        // brake added by a reload works too.
         let wants_brake = cfg.budgets.iter().any(|b| b.brake.is_some());
-        let brake = if wants_brake && throttle {
+        let brake = if throttle {
             Some(Brake::new(&mut tracer)?)
         } else {
             if wants_brake {
@@ -103,6 +105,11 @@ impl Agent {
                     "kernel brake unavailable: it runs in the throttle probe, which this kernel refuses"
                 );
             }
+            None
+        };
+        let inflight = if throttle {
+            Some(InFlight::new(&mut tracer)?)
+        } else {
             None
         };
         let registry = CgroupRegistry::new(hierarchy.as_ref());
@@ -117,12 +124,11 @@ impl Agent {
         let hostname = tracer.caps.kernel.hostname.clone();
         let alerter = Alerter::start(&cfg.alerts);
         let clock = Clock::now();
-        let sampler = Sampler::new(
-            crate::config::filter::CgroupFilter::default(),
-            version,
-            page_size,
-        );
-        let recorder = start_recorder(&cfg, &tracer, &clock);
+        let sampler = background::SamplerThread::start(hierarchy.clone(), page_size);
+        let recorder = background::Recorder::start(recorder_setup(&cfg, &tracer, &clock));
+        let own_exe = std::fs::read_link("/proc/self/exe")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Ok(Self {
             policy: Policy::new(cfg.budgets.clone()),
             opts,
@@ -140,8 +146,15 @@ impl Agent {
             host_mem: HostMemory::default(),
             sampler,
             recorder,
+            files: background::Files::start(kill_log),
+            inflight,
+            inside: Vec::with_capacity(1024),
             prepared: HashMap::new(),
-            kills: kills::Pending::new(kill_log),
+            preparer: Preparer::start(self_pid, page_size),
+            asked: std::collections::HashSet::new(),
+            limited_high: Vec::new(),
+            kills: kills::Pending::new(),
+            own_exe,
             page: Arc::new(Mutex::new(Arc::new(String::new()))),
             counters: AgentCounters::default(),
             self_pid,
@@ -251,35 +264,19 @@ pub(super) async fn ebpf_log_ready(log: &mut EbpfLog) {
     }
 }
 
-/// Opens the flight recorder if the configuration asks for one; a failure
-/// is logged and the agent runs without it.
-pub(super) fn start_recorder(
+/// Where the flight recorder writes, if the configuration asks for one.
+pub(super) fn recorder_setup(
     cfg: &AgentConfig,
     tracer: &Tracer,
     clock: &Clock,
-) -> Option<FlightRecorder> {
+) -> Option<background::RecorderSetup> {
     let dir = cfg.agent.record_dir.as_ref()?;
-    let header = Header::for_this_host(&tracer.caps, &[], clock);
-    match FlightRecorder::new(
-        dir,
-        cfg.record_max_bytes,
-        cfg.agent.record_max_age.0,
-        header,
-    ) {
-        Ok(r) => {
-            log::info!(
-                "flight recorder: {} (at most {}, {:?})",
-                dir.display(),
-                fmt_bytes(cfg.record_max_bytes),
-                cfg.agent.record_max_age.0
-            );
-            Some(r)
-        }
-        Err(e) => {
-            log::error!("flight recorder not started: {e}");
-            None
-        }
-    }
+    Some(background::RecorderSetup {
+        dir: dir.clone(),
+        max_bytes: cfg.record_max_bytes,
+        max_age: cfg.agent.record_max_age.0,
+        header: Header::for_this_host(&tracer.caps, &[], clock),
+    })
 }
 
 /// Opens a file for appending, creating its directory.

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use super::Agent;
 use crate::model::Hierarchy;
 use crate::record::Action as RecordedAction;
-use crate::record::flight::FlightRecorder;
 
 /// Where the agent publishes its state for `memtrace top`.
 pub const STATUS_FILE: &str = "/run/memtrace/agent.json";
@@ -81,19 +80,18 @@ impl Agent {
             cgroup: self.registry.path(cgroup).map(|p| p.to_string()),
             text: text.to_string(),
         });
-        if let Some(w) = self.recorder.as_mut().and_then(FlightRecorder::writer) {
-            let a = RecordedAction {
-                ts_ns,
-                cgroup_id: cgroup,
-                kind: kind.to_string(),
-                details: serde_json::to_string(details).unwrap_or_default(),
-            };
-            let reg = &mut self.registry;
-            if let Err(e) = w.action(&a, &mut |id| reg.resolve(id)) {
-                log::error!("flight recorder stopped: {e}");
-                self.recorder = None;
-            }
-        }
+        let a = RecordedAction {
+            ts_ns,
+            cgroup_id: cgroup,
+            kind: kind.to_string(),
+            details: serde_json::to_string(details).unwrap_or_default(),
+        };
+        let paths = self
+            .registry
+            .path(cgroup)
+            .map(|p| vec![(cgroup, p)])
+            .unwrap_or_default();
+        self.recorder.action(a, paths);
     }
 
     /// The status as of `now`.
@@ -117,18 +115,11 @@ impl Agent {
         }
     }
 
-    /// Writes the status file, atomically (a reader never sees half).
+    /// Queues the status file for the files thread, which writes it
+    /// atomically (a reader never sees half).
     pub(super) fn write_status(&self, now: u64) {
-        let Ok(text) = serde_json::to_string(&self.status(now)) else {
-            return;
-        };
-        let path = &self.opts.status_file;
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let tmp = path.with_extension("json.tmp");
-        if std::fs::write(&tmp, text).is_ok() {
-            let _ = std::fs::rename(&tmp, path);
+        if let Ok(text) = serde_json::to_string(&self.status(now)) {
+            self.files.status(self.opts.status_file.clone(), text);
         }
     }
 }

@@ -1,16 +1,20 @@
-//! The once-a-second work: keep the model's names current, sample the
-//! cgroups and the host, judge the host's leading edge, prepare victims
-//! and the kernel brake's rules, and publish the metrics page and the
-//! status file.
+//! The once-a-second work: keep the model's names current and its episodes
+//! in progress true to the kernel, ask for a sample and for victims (both
+//! taken on other threads), judge the host's leading edge, keep the kernel
+//! brake's rules in step, and publish the metrics page and the status
+//! file. Also what comes back from those threads: samples and victims.
 
 use std::sync::Arc;
 
 use super::Agent;
+use super::background::Sampled;
+use super::prepare::Answer;
 use crate::kernel::CgroupVersion;
 use crate::metrics::page::{PageInput, ProcessUsage, SinkCounts, render};
 use crate::model::Hierarchy;
-use crate::record::flight::FlightRecorder;
+use crate::policy::budget::Line;
 use crate::sys::cgroupfs::HostMemory;
+use tracer_ebpf::BrakeRule;
 
 /// A cgroup with an event this recent is sampled with its processes.
 const ACTIVE_NS: u64 = 10_000_000_000;
@@ -25,22 +29,15 @@ impl Agent {
             self.policy.forget(id);
             self.estimator.forget(id);
         }
+        let changed = self.reconcile(now);
+        if !changed.is_empty() {
+            let decisions = self.policy.evaluate(&self.model, &changed, now);
+            self.decide(decisions);
+        }
         self.host_mem = HostMemory::read();
         for f in self.host.tick(&self.cfg.host, now, &self.host_mem) {
             self.host_alert(f, now);
         }
-        self.sample_cgroups(now);
-        self.prepare_victims(now);
-        self.render_metrics(now);
-        self.write_status(now);
-    }
-
-    /// Samples the host and the cgroups that matter (those with activity,
-    /// and every cgroup with a memory limit, which includes every cgroup a
-    /// budget can apply to), feeds the samples to the policy (cool-downs
-    /// end when memory drops; estimates without the throttle probe) and
-    /// to the flight recorder.
-    fn sample_cgroups(&mut self, now: u64) {
         let active: Vec<u64> = self
             .model
             .cgroups
@@ -50,10 +47,27 @@ impl Agent {
             })
             .map(|s| s.id)
             .collect();
-        let sample = self.sampler.sample(now, &mut self.registry, &active);
+        self.sampler.request(now, active);
+        self.asked.clear();
+        self.request_victims(now);
+        self.update_brake();
+        self.render_metrics(now);
+        self.write_status(now);
+    }
+
+    /// A sample arrived from the sampler thread: cool-downs end when memory
+    /// drops, estimates without the throttle probe, the model's memory
+    /// readings, the brake's causes, and the recorder.
+    pub(super) fn on_sample(&mut self, s: Sampled) {
+        let Sampled { sample, paths } = s;
+        let now = sample.ts_ns;
         let estimating =
             !self.tracer.caps.throttle_measured() && self.version == Some(CgroupVersion::V2);
+        self.limited_high.clear();
         for c in &sample.cgroups {
+            if c.mem.high.is_some() {
+                self.limited_high.push(c.id);
+            }
             self.policy.memory_dropped(c.id, &c.mem, now);
             if estimating && let Some(path) = self.registry.path(c.id) {
                 for b in self.policy.budgets_of(c.id, &path) {
@@ -70,58 +84,91 @@ impl Agent {
                 st.memory = Some(c.mem);
             }
         }
-        if let Some(w) = self.recorder.as_mut().and_then(FlightRecorder::writer) {
-            let reg = &mut self.registry;
-            if let Err(e) = w.sample(&sample, &mut |id| reg.resolve(id)) {
-                log::error!("flight recorder stopped: {e}");
-                self.recorder = None;
-            }
-        }
+        self.recorder.sample(sample, paths);
     }
 
-    /// Lets the flight recorder write its chunk when one is due.
-    pub(super) fn tick_recorder(&mut self) {
-        if let Some(rec) = &mut self.recorder
-            && let Err(e) = rec.tick()
-        {
-            log::error!("flight recorder stopped: {e}");
-            self.recorder = None;
-        }
-    }
-
-    /// Keeps a verified victim ready for every killing budget whose cgroup
-    /// is being throttled, and the kernel brake's rules in step.
-    fn prepare_victims(&mut self, now: u64) {
+    /// Asks the victim thread for every line that wants a victim ahead of
+    /// a breach, and forgets victims no line wants.
+    pub(super) fn request_victims(&mut self, now: u64) {
         let wanted = self.policy.victims_wanted(&self.model, now);
         self.prepared.retain(|k, _| wanted.contains(k));
-        for &(b, id) in &wanted {
-            // Re-choose each tick: the largest process can change.
-            match self.prepare(b, id, now) {
+        let jobs: Vec<_> = wanted
+            .iter()
+            .filter_map(|&(b, line)| self.job(b, line, now))
+            .collect();
+        if !jobs.is_empty() && !self.preparer.send(jobs) {
+            log::debug!("the victim thread is still busy; victims are a second older");
+        }
+    }
+
+    /// The first throttling of a cause with no victim ready: ask now, not
+    /// at the next tick.
+    pub(super) fn ask_victims_for(&mut self, cause: u64, now: u64) {
+        if self.prepared.keys().any(|(_, l)| l.cause == cause) || !self.asked.insert(cause) {
+            return;
+        }
+        self.request_victims(now);
+    }
+
+    /// Victims came back from the victim thread.
+    pub(super) fn on_prepared(&mut self, answers: Vec<Answer>) {
+        for a in answers {
+            match a.victim {
                 Some(v) => {
-                    self.prepared.insert((b, id), v);
+                    self.prepared.insert(a.key, v);
                 }
                 None => {
-                    self.prepared.remove(&(b, id));
+                    self.prepared.remove(&a.key);
                 }
             }
         }
+        self.update_brake();
+    }
+
+    /// Keeps the kernel brake's rules in step: one rule for every cause
+    /// with a memory.high in the scope of a budget with a brake (present
+    /// from the start, so the kernel counts from the first episode), aimed
+    /// at the victim prepared for it, if any; where several budgets cover
+    /// one cgroup, the tightest limit wins.
+    pub(super) fn update_brake(&mut self) {
         let Some(brake) = &mut self.brake else {
             return;
         };
-        let mut keep = Vec::new();
-        for &(b, id) in &wanted {
-            let budget = &self.policy.budgets[b];
+        let global_dry = self.opts.dry_run || self.cfg.agent.dry_run;
+        let mut offers: std::collections::HashMap<u64, Vec<BrakeRule>> =
+            std::collections::HashMap::new();
+        for (b, budget) in self.policy.budgets.iter().enumerate() {
             // A dry run kills nothing, from user space or the kernel.
-            if self.opts.dry_run || self.cfg.agent.dry_run || budget.dry_run {
+            let Some(cfg) = &budget.brake else { continue };
+            if global_dry || budget.dry_run {
                 continue;
             }
-            let (Some(cfg), Some(v)) = (&budget.brake, self.prepared.get(&(b, id))) else {
-                continue;
-            };
-            brake.set(id, crate::probe::brake::rule(cfg, v.info.pid));
-            keep.push(id);
+            for &id in &self.limited_high {
+                let Some(path) = self.registry.path(id) else {
+                    continue;
+                };
+                if crate::sys::registry::ancestors(&path).any(|a| budget.cgroup.matches(a)) {
+                    let v = self.prepared.get(&(b, Line::own(id))).map(|v| &v.info);
+                    let (pid, start) = v.map_or((0, 0), |v| (v.pid, v.start_time));
+                    let rule = crate::probe::brake::rule(cfg, pid, start);
+                    offers.entry(id).or_default().push(rule);
+                }
+            }
+            for ((pb, line), v) in &self.prepared {
+                if *pb == b {
+                    let rule = crate::probe::brake::rule(cfg, v.info.pid, v.info.start_time);
+                    offers.entry(line.cgroup).or_default().push(rule);
+                }
+            }
         }
-        brake.retain(&|id| keep.contains(&id));
+        let rules: std::collections::HashMap<u64, BrakeRule> = offers
+            .into_iter()
+            .filter_map(|(id, v)| Some((id, crate::probe::brake::tightest(&v)?)))
+            .collect();
+        for (id, rule) in &rules {
+            brake.set(*id, *rule);
+        }
+        brake.retain(&|id| rules.contains_key(&id));
     }
 
     fn render_metrics(&mut self, now: u64) {

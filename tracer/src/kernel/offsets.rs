@@ -143,6 +143,27 @@ pub fn resolve(
         c.flags |= config_flags::TASK_FIELDS;
     }
 
+    if let Some((leader, start)) = group(
+        p,
+        "kernel brake victim start time",
+        (|| {
+            Ok((
+                btf.field_offset("task_struct", &["group_leader"])?,
+                btf.field_offset("task_struct", &["start_boottime"])?,
+            ))
+        })(),
+    ) {
+        c.task_group_leader = leader;
+        c.task_start_boottime = start;
+        // /proc/PID/stat start times are in clock ticks of the boot clock.
+        // SAFETY: sysconf takes a constant and returns a number.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        if ticks > 0 {
+            c.clock_tick_ns = (1_000_000_000 / ticks) as u32;
+            c.flags |= config_flags::TASK_START;
+        }
+    }
+
     if let Some((base, stride, value)) = group(p, "OOM victim RSS", rss_layout(btf)) {
         let idx = |name: &str| btf.enum_value(name).map(|v| v as u32);
         match (
@@ -316,6 +337,8 @@ mod tests {
                 ("comm", comm, 1500),
                 ("cgroups", u64t, 2000),
                 ("memcg_nr_pages_over_high", u32t, 2400),
+                ("group_leader", u64t, 2600),
+                ("start_boottime", u64t, 2700),
             ],
         );
         b.enumeration("cgroup_subsys_id", &[("memory_cgrp_id", 4)]);
@@ -387,8 +410,11 @@ mod tests {
             | config_flags::NR_PAGES_OVER_HIGH
             | config_flags::VICTIM_IS_TASK
             | config_flags::TASK_FIELDS
-            | config_flags::MM_RSS;
+            | config_flags::MM_RSS
+            | config_flags::TASK_START;
         assert_eq!(c.flags, all);
+        assert_eq!((c.task_group_leader, c.task_start_boottime), (2600, 2700));
+        assert_eq!(c.clock_tick_ns, 10_000_000);
         assert_eq!(r.throttle_fn, Some("__mem_cgroup_handle_over_high"));
         assert!(r.oom_memcg_fn);
     }

@@ -97,24 +97,35 @@ impl ReclaimStats {
     }
 }
 
-/// One process's throttling, in one cgroup.
+/// One process's throttling, in one cgroup's subtree.
 #[derive(Clone, Debug, Default)]
 pub struct TaskStats {
     pub tgid: u32,
     pub comm: Comm,
-    pub episodes: u64,
-    /// Union of its threads' episodes, all time.
-    pub throttled_ns: u64,
-    recent: IntervalUnion,
-    /// Threads inside the throttle function now.
-    pub in_throttle: u32,
+    /// The union of its threads' episodes, those in progress included.
+    pub throttle: ThrottleTracker,
     pub last_seen_ns: u64,
 }
 
 impl TaskStats {
-    /// Throttled time in `[now - window, now]` (completed episodes).
+    /// Throttled time in `[now - window, now]`, counting episodes still
+    /// in progress: a task stuck inside the function is the most throttled.
     pub fn throttled_in(&self, now: u64, window: u64) -> u64 {
-        self.recent.covered(now.saturating_sub(window), now)
+        self.throttle.throttled_in(now, window)
+    }
+
+    /// Threads inside the throttle function now.
+    pub fn in_throttle(&self) -> usize {
+        self.throttle.in_progress()
+    }
+
+    pub fn episodes(&self) -> u64 {
+        self.throttle.episodes
+    }
+
+    /// All its throttled time, completed episodes.
+    pub fn throttled_ns(&self) -> u64 {
+        self.throttle.total_ns
     }
 }
 
@@ -123,8 +134,13 @@ impl TaskStats {
 pub struct CgroupState {
     pub id: u64,
     pub path: Arc<str>,
-    /// Throttling of the subtree.
+    /// Throttling of the subtree, whatever its cause: what people see.
     pub throttle: ThrottleTracker,
+    /// Throttling of the subtree by cause: the memory cgroup whose
+    /// memory.high the kernel was enforcing (the over-high ancestor the
+    /// probe found). What budgets decide on: a livelock is ended inside
+    /// the cgroup that causes it.
+    pub caused: HashMap<u64, ThrottleTracker>,
     /// Processes throttled in the subtree, by tgid.
     pub tasks: HashMap<u32, TaskStats>,
     /// Reclaim the kernel attributed to this cgroup itself.
@@ -142,6 +158,7 @@ impl CgroupState {
             id,
             path,
             throttle: ThrottleTracker::default(),
+            caused: HashMap::new(),
             tasks: HashMap::new(),
             reclaim: ReclaimStats::default(),
             oom_kills: 0,
@@ -165,6 +182,12 @@ pub struct Model {
     pub lost: BTreeMap<&'static str, u64>,
     pub direct_reclaim: ReclaimStats,
     pub brakes: u64,
+    /// A live source checks episodes in progress against the kernel
+    /// ([`Model::reconcile`]); a recording cannot, and caps them instead.
+    reconciled: bool,
+    /// Episodes in progress that reconciliation ended: their end records
+    /// were lost.
+    pub reconciled_episodes: u64,
 }
 
 impl Model {
@@ -178,6 +201,8 @@ impl Model {
             lost: BTreeMap::new(),
             direct_reclaim: ReclaimStats::default(),
             brakes: 0,
+            reconciled: false,
+            reconciled_episodes: 0,
         }
     }
 
@@ -226,33 +251,36 @@ impl Model {
         let now = e.ts_ns();
         match e {
             Event::ThrottleStart(s) if s.memcg_id != 0 => {
+                let cause = s.cause();
                 let chain = self.ancestry(s.memcg_id, reg);
                 for &id in &chain {
                     let st = self.state(id, reg);
                     st.throttle.begin(s.task.pid, s.ts_ns);
+                    st.caused.entry(cause).or_default().begin(s.task.pid, s.ts_ns);
                     st.last_activity_ns = now;
                     let t = st.tasks.entry(s.task.tgid).or_default();
                     t.tgid = s.task.tgid;
                     t.comm = s.task.comm;
-                    t.in_throttle += 1;
+                    t.throttle.begin(s.task.pid, s.ts_ns);
                     t.last_seen_ns = now;
                 }
                 chain
             }
             Event::Throttle(t) if t.memcg_id != 0 => {
+                let cause = t.cause();
                 let chain = self.ancestry(t.memcg_id, reg);
                 for &id in &chain {
                     let st = self.state(id, reg);
                     st.throttle.end(t.task.pid, t.start_ns, t.ts_ns);
+                    st.caused
+                        .entry(cause)
+                        .or_default()
+                        .end(t.task.pid, t.start_ns, t.ts_ns);
                     st.last_activity_ns = now;
                     let task = st.tasks.entry(t.task.tgid).or_default();
                     task.tgid = t.task.tgid;
                     task.comm = t.task.comm;
-                    task.episodes += 1;
-                    let before = task.recent.total();
-                    task.recent.add(t.start_ns, t.ts_ns);
-                    task.throttled_ns += task.recent.total().saturating_sub(before);
-                    task.in_throttle = task.in_throttle.saturating_sub(1);
+                    task.throttle.end(t.task.pid, t.start_ns, t.ts_ns);
                     task.last_seen_ns = now;
                 }
                 chain
@@ -298,14 +326,46 @@ impl Model {
     /// Forgets history older than the horizon, and processes gone quiet.
     pub fn gc(&mut self, now: u64) {
         let from = now.saturating_sub(self.horizon_ns);
+        let reconciled = self.reconciled;
         for st in self.cgroups.values_mut() {
-            st.throttle.forget_before(from, now);
-            st.tasks
-                .retain(|_, t| t.in_throttle > 0 || t.last_seen_ns >= from);
-            for t in st.tasks.values_mut() {
-                t.recent.forget_before(from);
+            st.throttle.forget_before(from, now, reconciled);
+            for c in st.caused.values_mut() {
+                c.forget_before(from, now, reconciled);
             }
+            st.caused.retain(|_, c| !c.is_empty());
+            for t in st.tasks.values_mut() {
+                t.throttle.forget_before(from, now, reconciled);
+            }
+            st.tasks
+                .retain(|_, t| t.in_throttle() > 0 || t.last_seen_ns >= from);
         }
+    }
+
+    /// Checks every episode in progress against the kernel's map of tasks
+    /// inside the throttle function (`inside(tid, start)`): one the kernel
+    /// no longer has lost its end record and ends where it was last seen.
+    /// Returns the cgroups whose throttling changed, for the policy.
+    pub fn reconcile(&mut self, now: u64, inside: &impl Fn(u32, u64) -> bool) -> Vec<u64> {
+        self.reconciled = true;
+        let mut changed = Vec::new();
+        // Every episode counts in each ancestor: the most any one cgroup
+        // ended is the number of episodes.
+        let mut ended = 0;
+        for st in self.cgroups.values_mut() {
+            let n = st.throttle.reconcile(now, inside);
+            for c in st.caused.values_mut() {
+                c.reconcile(now, inside);
+            }
+            for t in st.tasks.values_mut() {
+                t.throttle.reconcile(now, inside);
+            }
+            if n > 0 {
+                changed.push(st.id);
+            }
+            ended = ended.max(n);
+        }
+        self.reconciled_episodes += ended as u64;
+        changed
     }
 
     /// Ids whose path was not known when they were first seen (`#id`):
@@ -418,7 +478,10 @@ mod tests {
         for id in [a, b] {
             let st = &m.cgroups[&id];
             assert_eq!(st.throttle.total_ns, 2 * S);
-            assert_eq!(st.tasks[&10].throttled_ns, 2 * S);
+            assert_eq!(st.tasks[&10].throttled_ns(), 2 * S);
+            // Both count it as caused by /a, the over-high cgroup.
+            assert_eq!(st.caused[&a].total_ns, 2 * S);
+            assert_eq!(st.caused.len(), 1);
         }
         assert_eq!(&*m.cgroups[&b].path, "/a/b");
         assert_eq!(m.most_throttled(a, 3 * S, 10 * S), vec![(10, 2 * S)]);

@@ -1,23 +1,38 @@
-//! Throttled time of one cgroup: completed episodes as a union of
-//! intervals, plus the episodes still in progress, which count as they run.
+//! Throttled time of one cgroup (or task, or cause): completed episodes as
+//! a union of intervals, plus the episodes still in progress, which count
+//! as they run, for as long as they last.
+//!
+//! An episode whose end record never arrives must not count forever: the
+//! live sources [`reconcile`](ThrottleTracker::reconcile) every episode in
+//! progress against the kernel's own map of tasks inside the throttle
+//! function, and one the kernel no longer has ends where it was last seen.
+//! A recording has no kernel to ask: there, an episode without an end is
+//! dropped after [`MAX_UNCONFIRMED_NS`].
 
 use std::collections::HashMap;
 
 use super::IntervalUnion;
 
-/// An episode with no end after this long is dropped: its end record was
-/// lost, the task cannot still be in the function. The kernel sleeps at
-/// most 2 s per call (MEMCG_MAX_HIGH_DELAY_JIFFIES) after a bounded
-/// reclaim, so 10 s is far past any real episode, yet short enough that a
-/// missed return (the kretprobe fallback drops returns beyond its
-/// `maxactive` instances) does not count as throttling for long.
-pub const MAX_EPISODE_NS: u64 = 10_000_000_000;
+/// Without a kernel to confirm it, an episode with no end is dropped after
+/// this long: the kernel sleeps at most 2 s per call
+/// (MEMCG_MAX_HIGH_DELAY_JIFFIES) after a bounded reclaim, so 10 s is far
+/// past any real episode of a recording.
+pub const MAX_UNCONFIRMED_NS: u64 = 10_000_000_000;
+
+/// An episode in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ongoing {
+    start: u64,
+    /// The last time the kernel said the task was still inside (its start
+    /// until the first reconciliation).
+    confirmed: u64,
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct ThrottleTracker {
     done: IntervalUnion,
-    /// Start of each task's episode in progress, by thread id.
-    ongoing: HashMap<u32, u64>,
+    /// Each task's episode in progress, by thread id.
+    ongoing: HashMap<u32, Ongoing>,
     /// Union of all completed episodes since the start, ns.
     pub total_ns: u64,
     pub episodes: u64,
@@ -25,12 +40,22 @@ pub struct ThrottleTracker {
 
 impl ThrottleTracker {
     pub fn begin(&mut self, tid: u32, start: u64) {
-        self.ongoing.insert(tid, start);
+        self.ongoing.insert(
+            tid,
+            Ongoing {
+                start,
+                confirmed: start,
+            },
+        );
     }
 
     /// A completed episode (its begin may or may not have been seen).
     pub fn end(&mut self, tid: u32, start: u64, end: u64) {
         self.ongoing.remove(&tid);
+        self.add_done(start, end);
+    }
+
+    fn add_done(&mut self, start: u64, end: u64) {
         let before = self.done.total();
         self.done.add(start, end);
         self.total_ns += self.done.total().saturating_sub(before);
@@ -56,11 +81,16 @@ impl ThrottleTracker {
 
     /// Earliest start among episodes in progress.
     pub fn ongoing_since(&self) -> Option<u64> {
-        self.ongoing.values().copied().min()
+        self.ongoing.values().map(|o| o.start).min()
     }
 
     pub fn in_progress(&self) -> usize {
         self.ongoing.len()
+    }
+
+    /// Whether nothing is in progress and nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.ongoing.is_empty() && self.done.is_empty()
     }
 
     /// When the window's throttled time can first reach `budget`, if it can
@@ -73,19 +103,44 @@ impl ThrottleTracker {
         Some(now + budget.saturating_sub(used))
     }
 
-    /// Forgets history before `t` and episodes stuck since long before.
-    pub fn forget_before(&mut self, t: u64, now: u64) {
+    /// Checks every episode in progress against the kernel: `inside(tid,
+    /// start)` says whether that thread is still inside the throttle
+    /// function in the episode that began at `start`. An episode the kernel
+    /// no longer has lost its end record: it ends where it was last seen,
+    /// so it never counts time nobody saw. Returns how many ended so.
+    pub fn reconcile(&mut self, now: u64, inside: &impl Fn(u32, u64) -> bool) -> usize {
+        let mut lost = Vec::new();
+        for (tid, o) in &mut self.ongoing {
+            if inside(*tid, o.start) {
+                o.confirmed = o.confirmed.max(now);
+            } else {
+                lost.push((*tid, *o));
+            }
+        }
+        for (tid, o) in &lost {
+            self.ongoing.remove(tid);
+            self.add_done(o.start, o.confirmed);
+        }
+        lost.len()
+    }
+
+    /// Forgets history before `t`. Without reconciliation (`confirmed`
+    /// false: a recording), episodes stuck for [`MAX_UNCONFIRMED_NS`] go
+    /// too.
+    pub fn forget_before(&mut self, t: u64, now: u64, reconciled: bool) {
         self.done.forget_before(t);
-        self.ongoing
-            .retain(|_, start| now.saturating_sub(*start) < MAX_EPISODE_NS);
+        if !reconciled {
+            self.ongoing
+                .retain(|_, o| now.saturating_sub(o.start) < MAX_UNCONFIRMED_NS);
+        }
     }
 
     /// Forgets everything before `t` for budget purposes (after a kill, the
     /// throttling that caused it must not cause another).
     pub fn reset_window(&mut self, t: u64) {
         self.done.forget_before(t);
-        for start in self.ongoing.values_mut() {
-            *start = (*start).max(t);
+        for o in self.ongoing.values_mut() {
+            o.start = o.start.max(t);
         }
     }
 }
@@ -159,13 +214,45 @@ mod tests {
     }
 
     #[test]
-    fn resets_and_stuck_episodes() {
+    fn a_long_episode_counts_for_as_long_as_the_kernel_confirms_it() {
+        let mut t = ThrottleTracker::default();
+        t.begin(7, S);
+        for now in (2..=40).map(|s| s * S) {
+            assert_eq!(t.reconcile(now, &|tid, start| tid == 7 && start == S), 0);
+            t.forget_before(now.saturating_sub(600 * S), now, true);
+        }
+        // 39 s inside the function, all of it counted: in a 10 s window
+        // the whole window.
+        assert_eq!(t.throttled_in(40 * S, 10 * S), 10 * S);
+        assert_eq!(t.in_progress(), 1);
+    }
+
+    #[test]
+    fn an_episode_the_kernel_no_longer_has_ends_where_it_was_last_seen() {
+        let mut t = ThrottleTracker::default();
+        t.begin(7, S);
+        assert_eq!(t.reconcile(2 * S, &|_, _| true), 0);
+        // Its end record was lost: at 3 s the kernel has no such task.
+        assert_eq!(t.reconcile(3 * S, &|_, _| false), 1);
+        assert_eq!(t.in_progress(), 0);
+        assert_eq!(t.throttled_in(20 * S, 30 * S), S, "1 s to 2 s only");
+        // A thread in a new episode (another start) is not the old one.
+        t.begin(8, 4 * S);
+        assert_eq!(t.reconcile(5 * S, &|_, start| start == 99), 1);
+        assert_eq!(t.throttled_in(20 * S, 30 * S), S);
+    }
+
+    #[test]
+    fn resets_and_unconfirmed_stuck_episodes() {
         let mut t = ThrottleTracker::default();
         t.end(1, 0, 4 * S);
         t.begin(2, 3 * S);
         t.reset_window(5 * S);
         assert_eq!(t.throttled_in(6 * S, 10 * S), S);
-        t.forget_before(0, 5 * S + MAX_EPISODE_NS);
+        // Reconciled sources keep it; a recording drops it after the cap.
+        t.forget_before(0, 5 * S + MAX_UNCONFIRMED_NS, true);
+        assert_eq!(t.in_progress(), 1);
+        t.forget_before(0, 5 * S + MAX_UNCONFIRMED_NS, false);
         assert_eq!(t.in_progress(), 0);
     }
 }

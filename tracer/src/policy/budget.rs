@@ -1,15 +1,35 @@
-//! Throttle budgets: when a cgroup's throttled share of a window crosses its
+//! Throttle budgets: when the throttling a cgroup causes crosses its
 //! budget, decide, the instant it happens.
 //!
-//! A budget applies to every cgroup its glob selects, each counting its
-//! whole subtree. While an episode runs in such a cgroup the policy knows
-//! the earliest moment the budget can be crossed ([`Policy::next_deadline`])
-//! and the agent arms a timer for it, so a breach is acted on when it
-//! happens, not when the episode ends or at the next poll.
+//! Budgets decide on the cause. The kernel throttles a task because one
+//! memory cgroup, the task's own or an ancestor, is over its memory.high
+//! (the throttle probe names it: the over-high cgroup). Throttling is
+//! charged to that cause, and a budget judges each cause on its own: two
+//! sibling cgroups over their own memory.high, throttled in turn, are two
+//! incidents, each within budget, never one incident of their parent.
 //!
-//! When the kernel has no throttle probe, [`Estimator`] derives the
-//! throttled share from memory.pressure `full` and memory.events `high`,
-//! once per sample, and decisions say they are estimates.
+//! A budget watches the cgroups its glob selects and everything below
+//! them. For a cause `C` it judges one [`Line`]: the cgroup where a victim
+//! would be chosen, which is inside both `C`'s subtree (only memory there
+//! counts toward `C`'s memory.high) and the budget's scope:
+//! - `C` itself, when `C` is in the budget's scope (the whole over-high
+//!   subtree is then open to the victim choice, so `kill-largest` finds
+//!   the real hog);
+//! - otherwise each highest cgroup the budget selects inside `C` (a budget
+//!   on one service under an over-high slice acts inside that service).
+//!
+//! People still see the union of all throttling per cgroup; this module
+//! decides on the cause alone.
+//!
+//! While an episode runs in a line the policy knows the earliest moment its
+//! budget can be crossed ([`Policy::next_deadline`]) and the agent arms a
+//! timer for it, so a breach is acted on when it happens, not when the
+//! episode ends or at the next poll.
+//!
+//! When the kernel has no throttle probe, the estimator
+//! ([`super::estimate`]) derives the throttled share from memory.pressure
+//! `full` and memory.events `high`, once per sample, and decisions say they
+//! are estimates.
 
 use std::collections::HashMap;
 
@@ -30,12 +50,35 @@ pub enum Decision {
     Breach(Finding),
 }
 
+/// Where a budget judges throttling: the cgroup in which a victim would be
+/// chosen, and the over-high cgroup that causes the throttling. `cgroup` is
+/// `cause` or inside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Line {
+    pub cgroup: u64,
+    pub cause: u64,
+}
+
+impl Line {
+    /// A cgroup that is its own cause.
+    pub fn own(id: u64) -> Self {
+        Self {
+            cgroup: id,
+            cause: id,
+        }
+    }
+}
+
 /// The numbers behind a decision.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Finding {
     pub budget: usize,
+    /// The line's cgroup: where the victim is chosen.
     pub cgroup: u64,
     pub path: String,
+    /// The over-high cgroup the throttling is charged to.
+    pub cause: u64,
+    pub cause_path: String,
     /// Throttled time in the window when decided.
     pub used_ns: u64,
     pub budget_ns: u64,
@@ -52,11 +95,23 @@ pub struct Finding {
     pub retry: bool,
 }
 
-/// Per budget and cgroup.
+impl Finding {
+    pub fn line(&self) -> Line {
+        Line {
+            cgroup: self.cgroup,
+            cause: self.cause,
+        }
+    }
+}
+
+/// Per budget and line.
 #[derive(Clone, Debug, Default)]
 struct BudgetState {
     warned: bool,
     breached: bool,
+    /// The breach was told to people (logged, alerted): once per breach,
+    /// when the kernel first confirmed it.
+    reported: bool,
     /// Throttling before this does not count (set by a kill).
     floor_ns: u64,
     /// No kills until this time, or until memory drops below memory.high.
@@ -73,7 +128,9 @@ pub struct Policy {
     pub budgets: Vec<BudgetConfig>,
     /// Budgets each cgroup id is selected by.
     selected: HashMap<u64, Vec<usize>>,
-    state: HashMap<(usize, u64), BudgetState>,
+    /// Budgets judging each line, once its paths are known.
+    judged: HashMap<Line, Vec<usize>>,
+    state: HashMap<(usize, Line), BudgetState>,
 }
 
 impl Policy {
@@ -81,11 +138,12 @@ impl Policy {
         Self {
             budgets,
             selected: HashMap::new(),
+            judged: HashMap::new(),
             state: HashMap::new(),
         }
     }
 
-    /// The budgets that select a cgroup.
+    /// The budgets whose glob selects a cgroup.
     pub fn budgets_of(&mut self, id: u64, path: &str) -> Vec<usize> {
         self.selected
             .entry(id)
@@ -100,55 +158,99 @@ impl Policy {
             .clone()
     }
 
-    fn used(&self, b: usize, id: u64, model: &Model, now: u64) -> Option<u64> {
-        let st = model.cgroups.get(&id)?;
-        let budget = &self.budgets[b];
-        let floor = self.state.get(&(b, id)).map_or(0, |s| s.floor_ns);
-        let window = budget.window_ns().min(now.saturating_sub(floor));
-        Some(st.throttle.throttled_in(now, window))
+    /// The budgets that judge `line`, whose cgroup and cause have these
+    /// paths (see the module doc).
+    fn budgets_judging(&mut self, line: Line, path: &str, cause_path: &str) -> Vec<usize> {
+        if let Some(v) = self.judged.get(&line) {
+            return v.clone();
+        }
+        let budgets: Vec<usize> = (0..self.budgets.len())
+            .filter(|&b| {
+                let sel = |p: &str| self.budgets[b].cgroup.matches(p);
+                let cause_in_scope = ancestors(cause_path).any(sel);
+                if line.cgroup == line.cause {
+                    return cause_in_scope;
+                }
+                // Inside the cause: the highest selected cgroup there, when
+                // the cause itself is not in scope.
+                !cause_in_scope
+                    && sel(path)
+                    && ancestors(path)
+                        .skip(1)
+                        .take_while(|a| *a != cause_path)
+                        .all(|a| !sel(a))
+            })
+            .collect();
+        self.judged.insert(line, budgets.clone());
+        budgets
     }
 
-    /// Checks the budgets of `cgroups` (typically those an event touched,
-    /// nearest first) at `now`.
+    /// Every (budget, line) of a cgroup: one per cause of its throttling
+    /// and budget judging that line.
+    fn lines_of(&mut self, model: &Model, id: u64) -> Vec<(usize, Line)> {
+        let Some(st) = model.cgroups.get(&id) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut causes: Vec<u64> = st.caused.keys().copied().collect();
+        causes.sort_unstable();
+        for cause in causes {
+            let Some(cause_st) = model.cgroups.get(&cause) else {
+                continue;
+            };
+            // A cause below this cgroup is judged at the cause's own line.
+            let inside = cause == id || ancestors(&st.path).any(|a| a == &*cause_st.path);
+            if !inside {
+                continue;
+            }
+            let line = Line { cgroup: id, cause };
+            for b in self.budgets_judging(line, &st.path.clone(), &cause_st.path.clone()) {
+                out.push((b, line));
+            }
+        }
+        out
+    }
+
+    /// Throttled time a budget counts on a line now.
+    pub fn used(&self, b: usize, line: Line, model: &Model, now: u64) -> Option<u64> {
+        let tracker = model.cgroups.get(&line.cgroup)?.caused.get(&line.cause)?;
+        let budget = &self.budgets[b];
+        let floor = self.state.get(&(b, line)).map_or(0, |s| s.floor_ns);
+        let window = budget.window_ns().min(now.saturating_sub(floor));
+        Some(tracker.throttled_in(now, window))
+    }
+
+    fn finding(&self, b: usize, line: Line, model: &Model, used: u64, now: u64) -> Finding {
+        let budget = &self.budgets[b];
+        let path = |id| model.cgroups.get(&id).map_or_else(String::new, |s| s.path.to_string());
+        Finding {
+            budget: b,
+            cgroup: line.cgroup,
+            path: path(line.cgroup),
+            cause: line.cause,
+            cause_path: path(line.cause),
+            used_ns: used,
+            budget_ns: budget.budget_ns(),
+            window_ns: budget.window_ns(),
+            at_ns: now,
+            crossed_ns: now.saturating_sub(used.saturating_sub(budget.budget_ns())),
+            estimate: false,
+            retry: false,
+        }
+    }
+
+    /// Checks the budgets of the lines of `cgroups` (typically those an
+    /// event touched) at `now`.
     pub fn evaluate(&mut self, model: &Model, cgroups: &[u64], now: u64) -> Vec<Decision> {
         let mut out = Vec::new();
-        // Deepest first: when a cgroup and its ancestor both breach the
-        // same budget, the deepest is the one to act on.
-        let mut order: Vec<(u64, String)> = cgroups
-            .iter()
-            .filter_map(|id| model.cgroups.get(id).map(|s| (*id, s.path.to_string())))
-            .collect();
-        order.sort_by_key(|(_, p)| std::cmp::Reverse(p.matches('/').count()));
-        let mut breached_paths: HashMap<usize, Vec<String>> = HashMap::new();
-        for (id, path) in order {
-            for b in self.budgets_of(id, &path) {
-                let Some(used) = self.used(b, id, model, now) else {
+        for &id in cgroups {
+            for (b, line) in self.lines_of(model, id) {
+                let Some(used) = self.used(b, line, model, now) else {
                     continue;
                 };
-                let budget = &self.budgets[b];
-                let f = Finding {
-                    budget: b,
-                    cgroup: id,
-                    path: path.clone(),
-                    used_ns: used,
-                    budget_ns: budget.budget_ns(),
-                    window_ns: budget.window_ns(),
-                    at_ns: now,
-                    crossed_ns: now.saturating_sub(used.saturating_sub(budget.budget_ns())),
-                    estimate: false,
-                    retry: false,
-                };
-                let covered = breached_paths
-                    .get(&b)
-                    .is_some_and(|v| v.iter().any(|d| ancestors(d).any(|a| a == path)));
-                if let Some(d) = self.step(f, covered) {
-                    if matches!(d, Decision::Breach(_)) {
-                        breached_paths.entry(b).or_default().push(path.clone());
-                    }
+                let f = self.finding(b, line, model, used, now);
+                if let Some(d) = self.step(f) {
                     out.push(d);
-                }
-                if self.state.get(&(b, id)).is_some_and(|s| s.breached) {
-                    breached_paths.entry(b).or_default().push(path.clone());
                 }
             }
         }
@@ -156,15 +258,15 @@ impl Policy {
     }
 
     /// Updates one budget's state with a measurement; returns a decision
-    /// when it crosses the warning or the budget. `covered`: a descendant
-    /// already breached this budget, so this one stays silent.
-    fn step(&mut self, f: Finding, covered: bool) -> Option<Decision> {
+    /// when it crosses the warning or the budget.
+    fn step(&mut self, f: Finding) -> Option<Decision> {
         let budget = &self.budgets[f.budget];
         let warn_ns = (f.budget_ns as f64 * budget.warn_at.fraction()) as u64;
-        let st = self.state.entry((f.budget, f.cgroup)).or_default();
+        let st = self.state.entry((f.budget, f.line())).or_default();
         if (f.used_ns as f64) < f.budget_ns as f64 * REARM_SHARE && f.used_ns < warn_ns {
             st.warned = false;
             st.breached = false;
+            st.reported = false;
             return None;
         }
         if st.breached && st.retry_at.is_some_and(|t| f.at_ns >= t) {
@@ -173,10 +275,10 @@ impl Policy {
                 // Back within budget before it could act: this breach is
                 // over, a new crossing is a new one.
                 st.breached = false;
+            st.reported = false;
                 return None;
             }
-            let f = Finding { retry: true, ..f };
-            return (!covered).then_some(Decision::Breach(f));
+            return Some(Decision::Breach(Finding { retry: true, ..f }));
         }
         if f.used_ns >= f.budget_ns && f.budget_ns > 0 {
             if st.breached {
@@ -184,31 +286,25 @@ impl Policy {
             }
             st.breached = true;
             st.warned = true;
-            return (!covered).then_some(Decision::Breach(f));
+            return Some(Decision::Breach(f));
         }
         if f.used_ns >= warn_ns && !st.warned && !st.breached {
             st.warned = true;
-            return (!covered).then_some(Decision::Warn(f));
+            return Some(Decision::Warn(f));
         }
         None
+    }
+
+    /// Whether this breach is yet to be told to people; marks it told.
+    pub fn first_report(&mut self, budget: usize, line: Line) -> bool {
+        let st = self.state.entry((budget, line)).or_default();
+        !std::mem::replace(&mut st.reported, true)
     }
 
     /// The earliest time any budget can be crossed by an episode in
     /// progress: the agent's timer.
     pub fn next_deadline(&mut self, model: &Model, now: u64) -> Option<u64> {
         let mut best: Option<u64> = None;
-        let ids: Vec<(u64, String, u64)> = model
-            .cgroups
-            .values()
-            .filter(|s| s.throttle.in_progress() > 0)
-            .map(|s| {
-                (
-                    s.id,
-                    s.path.to_string(),
-                    s.throttle.ongoing_since().unwrap_or(now),
-                )
-            })
-            .collect();
         // Breaches waiting to act again.
         for st in self.state.values() {
             if st.breached
@@ -217,25 +313,35 @@ impl Policy {
                 best = Some(best.map_or(t, |x| x.min(t)));
             }
         }
-        for (id, path, _) in ids {
-            for b in self.budgets_of(id, &path) {
-                if self.state.get(&(b, id)).is_some_and(|s| s.breached) {
+        let busy: Vec<u64> = model
+            .cgroups
+            .values()
+            .filter(|s| s.caused.values().any(|c| c.in_progress() > 0))
+            .map(|s| s.id)
+            .collect();
+        for id in busy {
+            for (b, line) in self.lines_of(model, id) {
+                let state = self.state.get(&(b, line));
+                if state.is_some_and(|s| s.breached) {
                     continue;
                 }
-                let Some(st) = model.cgroups.get(&id) else {
+                let Some(tracker) = model
+                    .cgroups
+                    .get(&line.cgroup)
+                    .and_then(|s| s.caused.get(&line.cause))
+                else {
                     continue;
                 };
                 let budget = &self.budgets[b];
-                let floor = self.state.get(&(b, id)).map_or(0, |s| s.floor_ns);
+                let floor = state.map_or(0, |s| s.floor_ns);
                 let window = budget.window_ns().min(now.saturating_sub(floor));
                 let warn_ns = (budget.budget_ns() as f64 * budget.warn_at.fraction()) as u64;
-                let warned = self.state.get(&(b, id)).is_some_and(|s| s.warned);
-                let target = if warned {
+                let target = if state.is_some_and(|s| s.warned) {
                     budget.budget_ns()
                 } else {
                     warn_ns.min(budget.budget_ns())
                 };
-                if let Some(d) = st.throttle.deadline(now, window, target) {
+                if let Some(d) = tracker.deadline(now, window, target) {
                     best = Some(best.map_or(d, |x| x.min(d)));
                 }
             }
@@ -243,15 +349,15 @@ impl Policy {
         best
     }
 
-    /// Until when a kill in this cgroup is held back: a cool-down on it,
-    /// on an ancestor or on a descendant (one incident, one kill). None:
-    /// it may kill now.
+    /// Until when a kill in this line's cgroup is held back: a cool-down on
+    /// it, on an ancestor or on a descendant (one incident, one kill).
+    /// None: it may kill now.
     pub fn kill_blocked_until(&self, path: &str, model: &Model, now: u64) -> Option<u64> {
         self.state
             .iter()
-            .filter_map(|((_, id), s)| {
+            .filter_map(|((_, line), s)| {
                 let until = s.cooldown_until.filter(|t| now < *t)?;
-                let other = model.cgroups.get(id)?.path.to_string();
+                let other = model.cgroups.get(&line.cgroup)?.path.to_string();
                 let related = other == path
                     || ancestors(path).any(|a| a == other)
                     || ancestors(&other).any(|a| a == path);
@@ -262,19 +368,23 @@ impl Policy {
 
     /// A breach that could not act: report it again at `at` (the agent
     /// then tries once more), instead of never.
-    pub fn retry(&mut self, budget: usize, cgroup: u64, at: u64) {
-        if let Some(st) = self.state.get_mut(&(budget, cgroup)) {
+    pub fn retry(&mut self, budget: usize, line: Line, at: u64) {
+        if let Some(st) = self.state.get_mut(&(budget, line)) {
             st.retry_at = Some(at);
         }
     }
 
     /// Cgroups with a breach due to be reported again by `now`.
     pub fn due_retries(&self, now: u64) -> Vec<u64> {
-        self.state
+        let mut v: Vec<u64> = self
+            .state
             .iter()
             .filter(|(_, s)| s.breached && s.retry_at.is_some_and(|t| t <= now))
-            .map(|((_, id), _)| *id)
-            .collect()
+            .map(|((_, line), _)| line.cgroup)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     /// Drops retries still due after an evaluation: their cgroup left the
@@ -291,7 +401,10 @@ impl Policy {
     /// Forgets a cgroup: it is gone, or its path became known.
     pub fn forget(&mut self, id: u64) {
         self.selected.remove(&id);
-        self.state.retain(|(_, c), _| *c != id);
+        self.judged
+            .retain(|line, _| line.cgroup != id && line.cause != id);
+        self.state
+            .retain(|(_, line), _| line.cgroup != id && line.cause != id);
     }
 
     /// Keeps the state (cool-downs, breaches) of budgets a reload did not
@@ -306,20 +419,21 @@ impl Policy {
             }) else {
                 continue;
             };
-            for ((ob, id), st) in &old.state {
+            for ((ob, line), st) in &old.state {
                 if *ob == j {
-                    self.state.insert((i, *id), st.clone());
+                    self.state.insert((i, *line), st.clone());
                 }
             }
         }
     }
 
-    /// The incident behind a breach is over (the cgroup line is back under
+    /// The incident behind a breach is over (the cause is back under
     /// memory.high): forget it, so the throttling it counted can never
     /// justify a later kill.
-    pub fn settled(&mut self, budget: usize, cgroup: u64, now: u64) {
-        if let Some(st) = self.state.get_mut(&(budget, cgroup)) {
+    pub fn settled(&mut self, budget: usize, line: Line, now: u64) {
+        if let Some(st) = self.state.get_mut(&(budget, line)) {
             st.breached = false;
+            st.reported = false;
             st.warned = false;
             st.retry_at = None;
             st.floor_ns = now;
@@ -327,25 +441,26 @@ impl Policy {
     }
 
     /// After a kill: cool down, and forget the throttling that caused it.
-    pub fn killed(&mut self, budget: usize, cgroup: u64, now: u64) {
+    pub fn killed(&mut self, budget: usize, line: Line, now: u64) {
         let cooldown = self.budgets[budget].cooldown.0.as_nanos() as u64;
         let window = self.budgets[budget].window_ns();
-        let st = self.state.entry((budget, cgroup)).or_default();
+        let st = self.state.entry((budget, line)).or_default();
         st.cooldown_until = Some(now + cooldown.max(window));
         st.cooldown_min = now + window;
         st.floor_ns = now;
         st.breached = false;
+            st.reported = false;
         st.warned = false;
     }
 
-    /// Ends cool-downs whose cgroup is back under memory.high: "until
-    /// memory drops". Called with fresh samples.
+    /// Ends cool-downs whose cause is back under memory.high: "until
+    /// memory drops". Called with fresh samples of `cgroup`.
     pub fn memory_dropped(&mut self, cgroup: u64, mem: &CgroupMemory, now: u64) {
         if mem.over_high() {
             return;
         }
-        for ((_, id), st) in &mut self.state {
-            if *id == cgroup && st.cooldown_until.is_some_and(|t| now < t) {
+        for ((_, line), st) in &mut self.state {
+            if line.cause == cgroup && st.cooldown_until.is_some_and(|t| now < t) {
                 st.cooldown_until = Some(now.max(st.cooldown_min));
             }
         }
@@ -355,8 +470,8 @@ impl Policy {
     /// "breach", "cooldown".
     pub fn status(&self, cgroup: u64, now: u64) -> Option<&'static str> {
         let mut out = None;
-        for ((_, id), st) in &self.state {
-            if *id != cgroup {
+        for ((_, line), st) in &self.state {
+            if line.cgroup != cgroup {
                 continue;
             }
             let s = if st.cooldown_until.is_some_and(|t| now < t) {
@@ -380,7 +495,8 @@ impl Policy {
         out
     }
 
-    /// Feeds an estimate (fallback mode) for one budget and cgroup.
+    /// Feeds an estimate (no throttle probe) for one budget and cgroup,
+    /// which is its own cause: without the probe nothing names another.
     pub fn estimate(
         &mut self,
         budget: usize,
@@ -394,6 +510,8 @@ impl Policy {
             budget,
             cgroup,
             path: path.to_string(),
+            cause: cgroup,
+            cause_path: path.to_string(),
             used_ns,
             budget_ns: b.budget_ns(),
             window_ns: b.window_ns(),
@@ -402,7 +520,16 @@ impl Policy {
             estimate: true,
             retry: false,
         };
-        self.step(f, false)
+        self.step(f)
+    }
+
+    /// Every (budget, line) with a state, for the enforcement rules.
+    pub(super) fn lines(&mut self, model: &Model, ids: &[u64]) -> Vec<(usize, Line)> {
+        let mut v = Vec::new();
+        for &id in ids {
+            v.extend(self.lines_of(model, id));
+        }
+        v
     }
 }
 
@@ -452,10 +579,10 @@ mod tests {
         let [Decision::Breach(x)] = &ds[..] else {
             panic!("{ds:?}");
         };
-        p.retry(x.budget, x.cgroup, 5 * S);
+        p.retry(x.budget, x.line(), 5 * S);
         assert_eq!(p.due_retries(5 * S), vec![f.a]);
         // The line went back under memory.high: over.
-        p.settled(x.budget, x.cgroup, 5 * S);
+        p.settled(x.budget, x.line(), 5 * S);
         assert!(p.due_retries(6 * S).is_empty());
         assert!(p.evaluate(&f.model, &[f.a], 6 * S).is_empty());
         assert_eq!(p.next_deadline(&f.model, 6 * S), None);
@@ -477,14 +604,105 @@ mod tests {
     }
 
     #[test]
-    fn the_deepest_matching_cgroup_is_the_one_reported() {
+    fn a_breach_is_judged_at_the_over_high_cgroup() {
         let mut f = fixture();
         let mut p =
             policy("[[budget]]\ncgroup = \"/**\"\nmax_throttled = \"10%\"\nwarn_at = \"100%\"\n");
         let touched = f.end(0, 2 * S, f.b);
         let ds = p.evaluate(&f.model, &touched, 2 * S);
+        // /work is over its memory.high: the one line is /work, caused by
+        // /work, where the whole over-high subtree is open to the victim.
         assert_eq!(ds.len(), 1, "{ds:?}");
-        assert!(matches!(&ds[0], Decision::Breach(x) if x.path == "/work/job"));
+        assert!(
+            matches!(&ds[0], Decision::Breach(x) if x.path == "/work" && x.cause_path == "/work"),
+            "{ds:?}"
+        );
+    }
+
+    /// Builds `/w` with children `a`, `b` (each over its own memory.high in
+    /// turn) and `c` (no limit), like the bystander report.
+    fn siblings() -> (crate::sys::registry::CgroupRegistry, Model) {
+        let reg = crate::sys::registry::CgroupRegistry::from_paths([
+            (1, "/"),
+            (20, "/w"),
+            (21, "/w/a"),
+            (22, "/w/b"),
+            (23, "/w/c"),
+        ]);
+        (reg, Model::new(0, 600 * S))
+    }
+
+    fn episode(
+        m: &mut Model,
+        reg: &crate::sys::registry::CgroupRegistry,
+        tgid: u32,
+        memcg: u64,
+        cause: u64,
+        from: u64,
+        to: u64,
+    ) -> Vec<u64> {
+        m.apply(
+            &crate::event::Event::Throttle(crate::event::Throttle {
+                ts_ns: to,
+                start_ns: from,
+                task: crate::event::Task {
+                    pid: tgid,
+                    tgid,
+                    comm: crate::event::Comm::new("w"),
+                },
+                memcg_id: memcg,
+                over_high_id: cause,
+                reclaim_ns: 0,
+                reclaimed_pages: 0,
+                nr_pages: 1,
+            }),
+            reg,
+        )
+    }
+
+    #[test]
+    fn siblings_throttled_in_turn_are_two_incidents_each_within_budget() {
+        let (reg, mut m) = siblings();
+        let mut p = policy(
+            "[[budget]]\ncgroup = \"/**\"\nwindow = \"10s\"\nmax_throttled = \"70%\"\naction = \"kill-largest\"\n",
+        );
+        let mut ds = Vec::new();
+        // /w/a then /w/b, 2 s each in turn: /w is throttled 100 % of the
+        // window, but neither cause comes near 7 s.
+        for i in 0..5u64 {
+            let (memcg, t0) = if i % 2 == 0 { (21, i * 2 * S) } else { (22, i * 2 * S) };
+            let touched = episode(&mut m, &reg, 100 + memcg as u32, memcg, memcg, t0, t0 + 2 * S);
+            ds.extend(p.evaluate(&m, &touched, t0 + 2 * S));
+        }
+        assert!(
+            ds.iter().all(|d| !matches!(d, Decision::Breach(_))),
+            "no breach: {ds:?}"
+        );
+        // The union at /w is there for people.
+        assert_eq!(m.cgroups[&20].throttle.throttled_in(10 * S, 10 * S), 10 * S);
+        // An ancestor not over high judges nothing of its own.
+        assert!(p.lines_of(&m, 20).is_empty());
+    }
+
+    #[test]
+    fn a_budget_below_the_cause_acts_in_its_own_cgroup() {
+        // The slice /w is over its memory.high; the budget selects only the
+        // service /w/a: its line is /w/a (inside the cause), caused by /w.
+        let (reg, mut m) = siblings();
+        let mut p = policy(
+            "[[budget]]\ncgroup = \"/w/a\"\nwindow = \"10s\"\nmax_throttled = \"30%\"\naction = \"kill-largest\"\n",
+        );
+        let touched = episode(&mut m, &reg, 7, 21, 20, 0, 4 * S);
+        let ds = p.evaluate(&m, &touched, 4 * S);
+        match &ds[..] {
+            [Decision::Breach(x)] => {
+                assert_eq!((x.path.as_str(), x.cause_path.as_str()), ("/w/a", "/w"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Throttling of /w/b by the same cause is not this budget's.
+        let touched = episode(&mut m, &reg, 8, 22, 20, 5 * S, 9 * S);
+        assert!(p.evaluate(&m, &touched, 9 * S).is_empty());
     }
 
     #[test]
@@ -493,7 +711,7 @@ mod tests {
         let mut p = policy(WORK);
         f.end(0, S, f.b);
         assert_eq!(p.kill_blocked_until("/work", &f.model, 2 * S), None);
-        p.killed(0, f.a, 2 * S);
+        p.killed(0, Line::own(f.a), 2 * S);
         assert_eq!(p.kill_blocked_until("/work", &f.model, 3 * S), Some(32 * S));
         assert!(
             p.kill_blocked_until("/work/job", &f.model, 3 * S).is_some(),
@@ -518,7 +736,7 @@ mod tests {
         assert_eq!(p.kill_blocked_until("/work", &f.model, 6 * S), Some(12 * S));
         assert_eq!(p.kill_blocked_until("/work", &f.model, 12 * S), None);
         // Throttling before the kill no longer counts.
-        assert_eq!(p.used(0, f.a, &f.model, 12 * S), Some(0));
+        assert_eq!(p.used(0, Line::own(f.a), &f.model, 12 * S), Some(0));
     }
 
     #[test]
@@ -532,7 +750,7 @@ mod tests {
         let d = p.next_deadline(&f.model, d).unwrap();
         assert!(matches!(&p.evaluate(&f.model, &[f.a], d)[..], [Decision::Breach(x)] if !x.retry));
         // The agent could not kill (cool-down): try again in a second.
-        p.retry(0, f.a, d + S);
+        p.retry(0, Line::own(f.a), d + S);
         assert_eq!(p.next_deadline(&f.model, d), Some(d + S));
         assert!(p.evaluate(&f.model, &[f.a], d + S / 2).is_empty());
         assert_eq!(p.due_retries(d + S), vec![f.a]);
@@ -559,16 +777,16 @@ mod tests {
         f.end(100 * S, 103 * S, b);
         // Blocked; by the retry the window (101..111 s) holds 2 s: under
         // the 3 s budget, over the re-arm point.
-        p.retry(0, f.a, 111 * S);
-        assert_eq!(p.used(0, f.a, &f.model, 111 * S), Some(2 * S));
+        p.retry(0, Line::own(f.a), 111 * S);
+        assert_eq!(p.used(0, Line::own(f.a), &f.model, 111 * S), Some(2 * S));
         let due = p.due_retries(111 * S);
         assert_eq!(due, vec![f.a]);
         assert!(p.evaluate(&f.model, &due, 111 * S).is_empty());
         assert_eq!(p.status(f.a, 111 * S), Some("warning"));
         assert_eq!(p.next_deadline(&f.model, 111 * S), None);
         // A retry for a cgroup nobody evaluates is dropped, not spun on.
-        p.state.get_mut(&(0, f.a)).unwrap().breached = true;
-        p.retry(0, f.a, 112 * S);
+        p.state.get_mut(&(0, Line::own(f.a))).unwrap().breached = true;
+        p.retry(0, Line::own(f.a), 112 * S);
         p.expire_retries(112 * S);
         assert!(p.due_retries(112 * S).is_empty());
         assert_eq!(p.next_deadline(&f.model, 112 * S), None);
@@ -580,7 +798,7 @@ mod tests {
         let mut old = policy(WORK);
         f.end(0, S, f.b);
         let _ = old.budgets_of(f.a, "/work");
-        old.killed(0, f.a, 2 * S);
+        old.killed(0, Line::own(f.a), 2 * S);
         let mut new = policy(&format!(
             "{WORK}[[budget]]\ncgroup = \"/other\"\nmax_throttled = \"10%\"\n"
         ));

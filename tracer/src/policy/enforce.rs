@@ -15,7 +15,7 @@
 //!
 //! [`Decision`]: super::budget::Decision
 
-use super::budget::{Finding, Policy};
+use super::budget::{Finding, Line, Policy};
 use crate::model::Model;
 
 /// How soon an unsure breach, or a cool-down that may end early, is
@@ -44,18 +44,19 @@ pub enum Livelock {
     Over,
 }
 
-/// Whether the livelock behind a breach in `cgroup` goes on.
-/// `over_high_now` is whether the cgroup or an ancestor is over its
-/// memory.high right now, read from the kernel just before; `None` when
-/// the kernel has no memory.high (cgroup v1), where it is assumed to go
-/// on.
-pub fn livelock(over_high_now: Option<bool>, model: &Model, cgroup: u64, now: u64) -> Livelock {
+/// Whether the livelock behind a breach on `line` goes on.
+/// `over_high_now` is whether the line's cause is over its memory.high
+/// right now, read from the kernel just before; `None` when the kernel has
+/// no memory.high (cgroup v1), where it is assumed to go on.
+pub fn livelock(over_high_now: Option<bool>, model: &Model, line: Line, now: u64) -> Livelock {
     match over_high_now {
         None | Some(true) => Livelock::GoesOn,
         Some(false) => {
-            let recent = model.cgroups.get(&cgroup).is_some_and(|s| {
-                s.throttle.in_progress() > 0 || s.throttle.throttled_in(now, RECENT_NS) > 0
-            });
+            let recent = model
+                .cgroups
+                .get(&line.cgroup)
+                .and_then(|s| s.caused.get(&line.cause))
+                .is_some_and(|c| c.in_progress() > 0 || c.throttled_in(now, RECENT_NS) > 0);
             if recent {
                 Livelock::Unsure
             } else {
@@ -65,7 +66,29 @@ pub fn livelock(over_high_now: Option<bool>, model: &Model, cgroup: u64, now: u6
     }
 }
 
-/// What to do with a retried breach.
+/// The kernel's verdict on a breach, right before acting on it:
+/// `used_now` is the line's throttled time after its episodes in progress
+/// were checked against the kernel's map of throttled tasks, and
+/// `over_high_now` whether the cause is over its memory.high now. Time the
+/// kernel does not confirm is no breach; a confirmed one acts only while
+/// the cause is over memory.high.
+pub fn verdict(
+    used_now: u64,
+    f: &Finding,
+    over_high_now: Option<bool>,
+    model: &Model,
+    now: u64,
+) -> Livelock {
+    if used_now < f.budget_ns && !f.estimate {
+        return match livelock(Some(false), model, f.line(), now) {
+            Livelock::Over => Livelock::Over,
+            _ => Livelock::Unsure,
+        };
+    }
+    livelock(over_high_now, model, f.line(), now)
+}
+
+/// What to do with a breach, once the kernel has been asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Recheck {
     /// The livelock goes on: act again.
@@ -77,17 +100,17 @@ pub enum Recheck {
 }
 
 impl Policy {
-    /// Decides a retried breach from what the kernel says now, and keeps
-    /// the budget's state in step (a retry armed, or the breach settled).
+    /// Decides a breach from what the kernel says now, and keeps the
+    /// budget's state in step (a retry armed, or the breach settled).
     pub fn recheck(&mut self, f: &Finding, state: Livelock, now: u64) -> Recheck {
         match state {
             Livelock::GoesOn => Recheck::Act,
             Livelock::Unsure => {
-                self.retry(f.budget, f.cgroup, now + LOOK_AGAIN_NS);
+                self.retry(f.budget, f.line(), now + LOOK_AGAIN_NS);
                 Recheck::LookAgain
             }
             Livelock::Over => {
-                self.settled(f.budget, f.cgroup, now);
+                self.settled(f.budget, f.line(), now);
                 Recheck::Over
             }
         }
@@ -99,13 +122,13 @@ impl Policy {
     /// `None`: kill now.
     pub fn hold_kill(&mut self, f: &Finding, model: &Model, now: u64) -> Option<u64> {
         let until = self.kill_blocked_until(&f.path, model, now)?;
-        self.retry(f.budget, f.cgroup, until.min(now + LOOK_AGAIN_NS));
+        self.retry(f.budget, f.line(), until.min(now + LOOK_AGAIN_NS));
         Some(until)
     }
 
     /// A kill found no process it may kill: try again while it lasts.
     pub fn nothing_killed(&mut self, f: &Finding, now: u64) {
-        self.retry(f.budget, f.cgroup, now + NOTHING_TO_KILL_RETRY_NS);
+        self.retry(f.budget, f.line(), now + NOTHING_TO_KILL_RETRY_NS);
     }
 
     /// The cgroups to evaluate when the deadline timer fires: those with
@@ -114,7 +137,7 @@ impl Policy {
         let mut ids: Vec<u64> = model
             .cgroups
             .values()
-            .filter(|s| s.throttle.in_progress() > 0)
+            .filter(|s| s.caused.values().any(|c| c.in_progress() > 0))
             .map(|s| s.id)
             .collect();
         ids.extend(self.due_retries(now));
@@ -123,27 +146,37 @@ impl Policy {
         ids
     }
 
-    /// Every (budget, cgroup) that wants a victim prepared ahead of a
-    /// breach: killing budgets over the cgroups throttled within
+    /// Every (budget, line) that wants a victim prepared ahead of a
+    /// breach: killing budgets over the lines throttled within
     /// [`VICTIM_HORIZON_NS`], sorted.
-    pub fn victims_wanted(&mut self, model: &Model, now: u64) -> Vec<(usize, u64)> {
-        let mut active: Vec<(u64, String)> = model
+    pub fn victims_wanted(&mut self, model: &Model, now: u64) -> Vec<(usize, Line)> {
+        let mut active: Vec<u64> = model
             .cgroups
             .values()
             .filter(|s| {
-                s.throttle.in_progress() > 0 || s.throttle.throttled_in(now, VICTIM_HORIZON_NS) > 0
+                s.caused.values().any(|c| {
+                    c.in_progress() > 0 || c.throttled_in(now, VICTIM_HORIZON_NS) > 0
+                })
             })
-            .map(|s| (s.id, s.path.to_string()))
+            .map(|s| s.id)
             .collect();
         active.sort_unstable();
-        let mut wanted = Vec::new();
-        for (id, path) in &active {
-            for b in self.budgets_of(*id, path) {
-                if self.budgets[b].action.kills() {
-                    wanted.push((b, *id));
-                }
-            }
-        }
+        let mut wanted: Vec<(usize, Line)> = self
+            .lines(model, &active)
+            .into_iter()
+            .filter(|&(b, line)| {
+                self.budgets[b].action.kills()
+                    && model
+                        .cgroups
+                        .get(&line.cgroup)
+                        .and_then(|s| s.caused.get(&line.cause))
+                        .is_some_and(|c| {
+                            c.in_progress() > 0 || c.throttled_in(now, VICTIM_HORIZON_NS) > 0
+                        })
+            })
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
         wanted
     }
 }
@@ -174,10 +207,10 @@ mod tests {
         let mut p = policy(WORK);
         let x = breach(&mut f, &mut p);
         assert_eq!(
-            livelock(Some(true), &f.model, f.a, x.at_ns),
+            livelock(Some(true), &f.model, Line::own(f.a), x.at_ns),
             Livelock::GoesOn
         );
-        assert_eq!(livelock(None, &f.model, f.a, x.at_ns), Livelock::GoesOn);
+        assert_eq!(livelock(None, &f.model, Line::own(f.a), x.at_ns), Livelock::GoesOn);
         assert_eq!(p.recheck(&x, Livelock::GoesOn, x.at_ns), Recheck::Act);
     }
 
@@ -188,13 +221,13 @@ mod tests {
         let x = breach(&mut f, &mut p);
         // The episode still runs: unsure.
         let now = x.at_ns;
-        assert_eq!(livelock(Some(false), &f.model, f.a, now), Livelock::Unsure);
+        assert_eq!(livelock(Some(false), &f.model, Line::own(f.a), now), Livelock::Unsure);
         assert_eq!(p.recheck(&x, Livelock::Unsure, now), Recheck::LookAgain);
         assert_eq!(p.due_retries(now + LOOK_AGAIN_NS), vec![f.a]);
         // Ended half a second ago: still unsure.
         f.end(100 * S, now, f.b);
         assert_eq!(
-            livelock(Some(false), &f.model, f.a, now + S / 2),
+            livelock(Some(false), &f.model, Line::own(f.a), now + S / 2),
             Livelock::Unsure
         );
     }
@@ -206,7 +239,7 @@ mod tests {
         let x = breach(&mut f, &mut p);
         f.end(100 * S, x.at_ns, f.b);
         let later = x.at_ns + 2 * S;
-        assert_eq!(livelock(Some(false), &f.model, f.a, later), Livelock::Over);
+        assert_eq!(livelock(Some(false), &f.model, Line::own(f.a), later), Livelock::Over);
         assert_eq!(p.recheck(&x, Livelock::Over, later), Recheck::Over);
         // The throttling of the ended incident never counts again.
         assert!(p.evaluate(&f.model, &[f.a], later + S).is_empty());
@@ -219,7 +252,7 @@ mod tests {
         let mut p = policy(WORK);
         let x = breach(&mut f, &mut p);
         assert_eq!(p.hold_kill(&x, &f.model, x.at_ns), None, "no kill yet");
-        p.killed(x.budget, x.cgroup, x.at_ns);
+        p.killed(x.budget, x.line(), x.at_ns);
         // The hog goes on: 3 s after the kill the budget breaches again.
         let again = x.at_ns + 3 * S;
         let y = match p.evaluate(&f.model, &[f.a], again).as_slice() {
@@ -266,10 +299,10 @@ mod tests {
         assert!(p.victims_wanted(&f.model, 0).is_empty());
         f.end(S, 2 * S, f.b);
         // /work (budget 0 kills); /work/job only by the alert budget.
-        assert_eq!(p.victims_wanted(&f.model, 3 * S), vec![(0, f.a)]);
+        assert_eq!(p.victims_wanted(&f.model, 3 * S), vec![(0, Line::own(f.a))]);
         assert_eq!(
             p.victims_wanted(&f.model, 2 * S + VICTIM_HORIZON_NS - 1),
-            vec![(0, f.a)]
+            vec![(0, Line::own(f.a))]
         );
         assert!(
             p.victims_wanted(&f.model, 2 * S + VICTIM_HORIZON_NS + 1)

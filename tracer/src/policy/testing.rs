@@ -10,12 +10,15 @@ use super::budget::Policy;
 
 pub(crate) const S: u64 = 1_000_000_000;
 
-/// `/work` (id 10) and `/work/job` (id 11) under the root (id 1).
+/// `/work` (id 10) and `/work/job` (id 11) under the root (id 1). The hog
+/// runs in `/work/job`; `/work` is over its memory.high (the cause).
 pub(crate) struct Fixture {
     pub reg: CgroupRegistry,
     pub model: Model,
     pub a: u64,
     pub b: u64,
+    /// The over-high cgroup the fixture's episodes name.
+    pub cause: u64,
 }
 
 pub(crate) fn fixture() -> Fixture {
@@ -24,6 +27,7 @@ pub(crate) fn fixture() -> Fixture {
         model: Model::new(0, 600 * S),
         a: 10,
         b: 11,
+        cause: 10,
     }
 }
 
@@ -49,7 +53,7 @@ impl Fixture {
             ts_ns: at,
             task: task(),
             memcg_id: memcg,
-            over_high_id: memcg,
+            over_high_id: self.cause,
             over_high_usage_pages: 0,
             over_high_limit_pages: 0,
             nr_pages: 1,
@@ -64,7 +68,7 @@ impl Fixture {
             start_ns: from,
             task: task(),
             memcg_id: memcg,
-            over_high_id: memcg,
+            over_high_id: self.cause,
             reclaim_ns: 0,
             reclaimed_pages: 0,
             nr_pages: 1,

@@ -2,25 +2,84 @@
 //! processes. Pure functions over [`ProcessInfo`], so every rule is unit
 //! tested without killing anything.
 //!
-//! Never chosen, whatever the configuration: pid 1, kernel threads, the
-//! agent itself, systemd and sshd (the admin's way in), processes with
-//! `oom_score_adj` -1000, and anything matching an `avoid` or `protect`
-//! rule. Among the rest, `prefer` matches go first.
+//! Never chosen, whatever the configuration: pid 1, kernel threads,
+//! memtrace itself, init and systemd, sshd (the admin's way in), the
+//! container runtimes and the kubelet, processes with `oom_score_adj`
+//! -1000, and anything matching an `avoid` or `protect` rule. Among the
+//! rest, `prefer` matches go first.
+//!
+//! The built-in set is recognised by identity, never by name: a process can
+//! call itself `sshd`, but it cannot change its executable or, without
+//! root, its cgroup. A program is protected when its executable is one of
+//! the known system paths, or when it lives in the service cgroup of one of
+//! them (`/init.scope`, `ssh.service`, `containerd.service`, ...).
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 
-use regex::Regex;
 use serde::Serialize;
 
 use crate::config::Pattern;
 use crate::sys::procs::ProcessInfo;
 
-/// The built-in protected names.
-static BUILTIN: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(systemd|systemd-.+|sshd|sshd-session|sshd-auth|init|memtrace)$")
-        .expect("valid built-in regex")
-});
+/// Executables protected by default.
+const PROTECTED_EXES: &[&str] = &[
+    "/sbin/init",
+    "/usr/sbin/init",
+    "/usr/sbin/sshd",
+    "/usr/lib/openssh/sshd-session",
+    "/usr/lib/openssh/sshd-auth",
+    "/usr/libexec/openssh/sshd-session",
+    "/usr/libexec/openssh/sshd-auth",
+    "/usr/bin/containerd",
+    "/usr/local/bin/containerd",
+    "/usr/bin/dockerd",
+    "/usr/local/bin/dockerd",
+    "/usr/bin/crio",
+    "/usr/local/bin/crio",
+    "/usr/bin/conmon",
+    "/usr/local/bin/conmon",
+    "/usr/libexec/podman/conmon",
+    "/usr/bin/kubelet",
+    "/usr/local/bin/kubelet",
+];
+
+/// Executable path prefixes protected by default: systemd and its
+/// helpers, the containerd shims.
+const PROTECTED_EXE_PREFIXES: &[&str] = &[
+    "/usr/lib/systemd/systemd",
+    "/lib/systemd/systemd",
+    "/usr/bin/containerd-shim",
+    "/usr/local/bin/containerd-shim",
+];
+
+/// Service cgroups (their last path segment) whose processes are protected
+/// by default: init, the admin's way in, the runtimes.
+const PROTECTED_UNITS: &[&str] = &[
+    "ssh.service",
+    "sshd.service",
+    "containerd.service",
+    "docker.service",
+    "crio.service",
+    "kubelet.service",
+];
+
+/// Whether the process is one of the built-in protected programs, and
+/// which; `own_exe` is memtrace's own executable.
+fn builtin(p: &ProcessInfo, own_exe: &str) -> Option<String> {
+    // A deleted or replaced binary reads " (deleted)": still the program.
+    let exe = p.exe.strip_suffix(" (deleted)").unwrap_or(&p.exe);
+    if !exe.is_empty() && exe == own_exe {
+        return Some("memtrace".into());
+    }
+    if PROTECTED_EXES.contains(&exe) || PROTECTED_EXE_PREFIXES.iter().any(|x| exe.starts_with(x)) {
+        return Some(format!("protected by default ({exe})"));
+    }
+    let unit = p.cgroup.rsplit('/').next().unwrap_or("");
+    if p.cgroup == "/init.scope" || PROTECTED_UNITS.contains(&unit) {
+        return Some(format!("protected by default (cgroup {})", p.cgroup));
+    }
+    None
+}
 
 /// How the victim is ranked.
 #[derive(Clone, Copy, Debug)]
@@ -50,6 +109,8 @@ pub struct Choice {
 #[derive(Clone, Copy, Debug)]
 pub struct Rules<'a> {
     pub self_pid: u32,
+    /// memtrace's own executable: every memtrace process is protected.
+    pub own_exe: &'a str,
     pub protect: &'a [Pattern],
     pub avoid: &'a [Pattern],
     pub prefer: &'a [Pattern],
@@ -72,8 +133,8 @@ pub fn protected(p: &ProcessInfo, rules: &Rules<'_>) -> Option<String> {
     if p.kernel_thread {
         return Some("kernel thread".into());
     }
-    if BUILTIN.is_match(&p.comm) {
-        return Some(format!("protected by default ({})", p.comm));
+    if let Some(why) = builtin(p, rules.own_exe) {
+        return Some(why);
     }
     if p.oom_score_adj == -1000 {
         return Some("oom_score_adj is -1000".into());
@@ -144,11 +205,21 @@ mod tests {
             kernel_thread: false,
             oom_score_adj: 0,
             cgroup: "/work".into(),
+            exe: format!("/usr/bin/{comm}"),
+        }
+    }
+
+    /// A process with this executable, in this cgroup.
+    fn at(pid: u32, comm: &str, exe: &str, cgroup: &str) -> ProcessInfo {
+        ProcessInfo {
+            exe: exe.into(),
+            cgroup: cgroup.into(),
+            ..p(pid, comm, 10_000)
         }
     }
 
     fn pat(s: &str) -> Pattern {
-        Pattern(Regex::new(s).unwrap())
+        Pattern(regex::Regex::new(s).unwrap())
     }
 
     const NONE: &[Pattern] = &[];
@@ -156,6 +227,7 @@ mod tests {
     fn rules<'a>(avoid: &'a [Pattern], prefer: &'a [Pattern], protect: &'a [Pattern]) -> Rules<'a> {
         Rules {
             self_pid: 4242,
+            own_exe: "/usr/bin/memtrace",
             protect,
             avoid,
             prefer,
@@ -180,23 +252,61 @@ mod tests {
         let mut adj = p(21, "postgres", 8000);
         adj.oom_score_adj = -1000;
         let all = vec![
-            p(1, "systemd", 10_000),
+            at(1, "systemd", "/usr/lib/systemd/systemd", "/init.scope"),
             p(4242, "memtrace", 10_000),
-            p(30, "sshd", 10_000),
-            p(31, "sshd-session", 10_000),
-            p(32, "systemd-journald", 10_000),
+            at(30, "sshd", "/usr/sbin/sshd", "/system.slice/ssh.service"),
+            at(
+                31,
+                "sshd-session",
+                "/usr/lib/openssh/sshd-session",
+                "/user.slice/user-0.slice/session-1.scope",
+            ),
+            at(
+                32,
+                "systemd-journal",
+                "/usr/lib/systemd/systemd-journald",
+                "/system.slice/systemd-journald.service",
+            ),
+            at(33, "containerd-shim", "/usr/bin/containerd-shim-runc-v2", "/w"),
+            at(34, "dockerd", "/usr/bin/dockerd", "/system.slice/docker.service"),
+            at(35, "kubelet", "/usr/local/bin/kubelet", "/w"),
+            at(36, "conmon", "/usr/bin/conmon", "/w"),
+            at(37, "top", "/usr/bin/memtrace", "/w"),
             kthread,
             adj,
             p(40, "victim", 1),
         ];
         let c = choose(all, Rank::Largest, &rules(NONE, NONE, NONE));
         assert_eq!(c.victim.unwrap().pid, 40);
-        assert_eq!(c.spared.len(), 7);
+        assert_eq!(c.spared.len(), 12);
         let reasons: Vec<&str> = c.spared.iter().map(|s| s.reason.as_str()).collect();
         assert!(reasons.contains(&"pid 1"));
         assert!(reasons.contains(&"the memtrace agent itself"));
         assert!(reasons.contains(&"kernel thread"));
         assert!(reasons.contains(&"oom_score_adj is -1000"));
+        assert!(reasons.contains(&"memtrace"), "{reasons:?}");
+    }
+
+    #[test]
+    fn a_name_is_not_an_identity() {
+        // A hog that calls itself sshd, or systemd, in a work cgroup.
+        let fake_sshd = at(50, "sshd", "/tmp/hogs/sshd", "/work");
+        let fake_systemd = at(51, "systemd", "/home/u/systemd", "/work");
+        let c = choose(
+            vec![fake_sshd.clone(), fake_systemd, p(52, "small", 1)],
+            Rank::Largest,
+            &rules(NONE, NONE, NONE),
+        );
+        assert!(c.spared.is_empty(), "{:?}", c.spared);
+        assert_eq!(c.victim.unwrap().pid, 50);
+        // The real one, by executable, and anything in its service cgroup.
+        let real = at(60, "sshd", "/usr/sbin/sshd", "/system.slice/ssh.service");
+        let helper = at(61, "sh", "/usr/bin/sh", "/system.slice/ssh.service");
+        let c = choose(vec![real, helper], Rank::Largest, &rules(NONE, NONE, NONE));
+        assert!(c.victim.is_none());
+        // A deleted binary after an upgrade is still the program.
+        let upgraded = at(62, "sshd", "/usr/sbin/sshd (deleted)", "/work");
+        assert!(protected(&upgraded, &rules(NONE, NONE, NONE)).is_some());
     }
 
     #[test]

@@ -80,15 +80,17 @@ fn entry_exit(
         };
     };
     let f = func.to_string();
+    // The exit first: a task that enters after the entry program is
+    // attached must find its exit watched, or its episode never ends.
     let (hooks, precondition) = match mechanism {
         Mechanism::Fentry => (
             vec![
-                Hook::Fentry {
-                    prog: progs[0],
-                    func: f.clone(),
-                },
                 Hook::Fexit {
                     prog: progs[1],
+                    func: f.clone(),
+                },
+                Hook::Fentry {
+                    prog: progs[0],
                     func: f.clone(),
                 },
             ],
@@ -96,12 +98,12 @@ fn entry_exit(
         ),
         _ => (
             vec![
-                Hook::Kprobe {
-                    prog: progs[2],
-                    func: f.clone(),
-                },
                 Hook::Kretprobe {
                     prog: progs[3],
+                    func: f.clone(),
+                },
+                Hook::Kprobe {
+                    prog: progs[2],
                     func: f.clone(),
                 },
             ],
@@ -162,6 +164,27 @@ pub(super) fn candidates(probe: Probe, r: &Resolved) -> Vec<Candidate> {
                 "mm_vmscan_direct_reclaim_end",
             ),
         ),
+        Probe::TaskExit => vec![
+            Candidate {
+                mechanism: Mechanism::RawTracepoint,
+                target: "sched_process_exit".into(),
+                hooks: vec![Hook::Raw {
+                    prog: "task_exit_raw",
+                    tp: "sched_process_exit",
+                }],
+                precondition: None,
+            },
+            Candidate {
+                mechanism: Mechanism::Tracepoint,
+                target: "sched/sched_process_exit".into(),
+                hooks: vec![Hook::Tp {
+                    prog: "task_exit_tp",
+                    category: "sched",
+                    name: "sched_process_exit",
+                }],
+                precondition: None,
+            },
+        ],
         Probe::OomKill => vec![
             Candidate {
                 mechanism: Mechanism::RawTracepoint,

@@ -1,12 +1,14 @@
 //! The kernel brake: a last resort that works when the agent cannot.
 //!
 //! For each budget with a `brake`, the agent writes a rule into the
-//! `BRAKE_RULES` map for every cgroup the budget watches, naming the victim
-//! it would kill there (avoid and protect rules applied), and beats
-//! `HEARTBEAT` four times a second. The throttle program counts each rule's
-//! throttled time in the kernel and, only while the heartbeat is stale,
-//! signals that victim when it is the task being throttled. A frozen,
-//! stopped or starved agent still ends the livelock.
+//! `BRAKE_RULES` map for every cgroup with a memory.high the budget
+//! watches, from the start, naming the victim it would kill there (avoid
+//! and protect rules applied; pid and start time) once it has one, and
+//! beats `HEARTBEAT` four times a second. The throttle program counts each
+//! rule's throttled time in the kernel and, only once the agent has beaten
+//! and only while the heartbeat is stale, signals that victim when it is
+//! the task being throttled. A frozen, stopped or starved agent still ends
+//! the livelock.
 
 use std::collections::HashMap;
 
@@ -16,15 +18,28 @@ use tracer_ebpf::{BrakeRule, HEARTBEAT_SLOT};
 use crate::probe::{LoadError, Tracer, error_chain};
 
 /// The kernel rule of a budget's brake, aimed at the victim the agent
-/// prepared.
-pub fn rule(cfg: &crate::config::BrakeConfig, victim_tgid: u32) -> BrakeRule {
+/// prepared (tgid 0: none yet; the kernel counts, but signals no one).
+pub fn rule(cfg: &crate::config::BrakeConfig, victim_tgid: u32, start_ticks: u64) -> BrakeRule {
     BrakeRule {
         limit_ns: cfg.limit.0.as_nanos() as u64,
         window_ns: cfg.window.0.as_nanos() as u64,
         stale_ns: cfg.stale.0.as_nanos() as u64,
         victim_tgid,
         signal: cfg.signal.0 as u32,
+        victim_start_ticks: start_ticks,
     }
+}
+
+/// Of several budgets' rules for one cgroup, the one that acts: one with a
+/// victim over one without, then the smallest share of its window.
+pub fn tightest(rules: &[BrakeRule]) -> Option<BrakeRule> {
+    rules.iter().copied().min_by(|a, b| {
+        let share = |r: &BrakeRule| (u128::from(r.limit_ns), u128::from(r.window_ns.max(1)));
+        let ((la, wa), (lb, wb)) = (share(a), share(b));
+        (a.victim_tgid == 0)
+            .cmp(&(b.victim_tgid == 0))
+            .then((la * wb).cmp(&(lb * wa)))
+    })
 }
 
 pub struct Brake {
@@ -64,9 +79,21 @@ impl Brake {
     /// Installs or updates the rule of one cgroup.
     pub fn set(&mut self, memcg_id: u64, rule: BrakeRule) {
         let same = self.installed.get(&memcg_id).is_some_and(|r| {
-            r.victim_tgid == rule.victim_tgid
-                && r.limit_ns == rule.limit_ns
-                && r.window_ns == rule.window_ns
+            (
+                r.victim_tgid,
+                r.victim_start_ticks,
+                r.limit_ns,
+                r.window_ns,
+                r.stale_ns,
+                r.signal,
+            ) == (
+                rule.victim_tgid,
+                rule.victim_start_ticks,
+                rule.limit_ns,
+                rule.window_ns,
+                rule.stale_ns,
+                rule.signal,
+            )
         });
         if same {
             return;

@@ -47,15 +47,17 @@ pub enum Probe {
     DirectReclaim,
     OomKill,
     OomMemcg,
+    TaskExit,
 }
 
 impl Probe {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Throttle,
         Self::MemcgReclaim,
         Self::DirectReclaim,
         Self::OomKill,
         Self::OomMemcg,
+        Self::TaskExit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +67,7 @@ impl Probe {
             Self::DirectReclaim => "direct_reclaim",
             Self::OomKill => "oom_kill",
             Self::OomMemcg => "oom_memcg",
+            Self::TaskExit => "task_exit",
         }
     }
 
@@ -75,6 +78,7 @@ impl Probe {
             Self::DirectReclaim => "global direct reclaim",
             Self::OomKill => "OOM kills",
             Self::OomMemcg => "which memory cgroup ran out at an OOM",
+            Self::TaskExit => "per-task state dropped when a task exits",
         }
     }
 }
@@ -162,7 +166,24 @@ pub(super) fn degradations(caps: &Capabilities, r: &Resolved) -> Vec<String> {
         );
     }
     if ok(Probe::Throttle) && !r.has(tracer_ebpf::config_flags::MEMCG_COUNTERS) {
-        out.push("the over-high ancestor of a throttled cgroup is not identified".into());
+        out.push(
+            "the over-high ancestor of a throttled cgroup is not identified: budgets take each \
+             task's own memory cgroup as the cause of its throttling"
+                .into(),
+        );
+    }
+    if ok(Probe::Throttle) && !r.has(tracer_ebpf::config_flags::TASK_START) {
+        out.push(
+            "the kernel brake knows its victim by pid only (task start time missing from BTF)"
+                .into(),
+        );
+    }
+    if !ok(Probe::TaskExit) {
+        out.push(
+            "per-task entries of tasks that exit inside a hook are not dropped at once; \
+             a missed exit is counted as lost"
+                .into(),
+        );
     }
     if !r.has(tracer_ebpf::config_flags::CGROUP_WALK) {
         out.push("events cannot be attributed to memory cgroups (offsets missing from BTF)".into());

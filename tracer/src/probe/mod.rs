@@ -16,6 +16,7 @@
 
 mod attach;
 pub mod brake;
+pub mod inflight;
 mod caps;
 
 pub use attach::error_chain;
@@ -70,6 +71,19 @@ impl LoadOptions {
                 })?;
                 o.deny.insert(m);
             }
+        }
+        // Test knob: a small ring overflows at once, which is how the VM
+        // tests lose records on purpose.
+        if let Ok(v) = std::env::var("MEMTRACE_RING_BYTES") {
+            let bytes: u32 = v.trim().parse().map_err(|_| {
+                LoadError::Usage(format!("MEMTRACE_RING_BYTES: `{v}` is not a number of bytes"))
+            })?;
+            if !bytes.is_power_of_two() || bytes < 4096 {
+                return Err(LoadError::Usage(format!(
+                    "MEMTRACE_RING_BYTES: {bytes} must be a power of two of at least 4096"
+                )));
+            }
+            o.ring_bytes = bytes;
         }
         Ok(o)
     }
@@ -160,6 +174,7 @@ impl Tracer {
         let mut ebpf = EbpfLoader::new()
             .override_global("KERNEL_CONFIG", &resolved.config, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
+            .map_max_entries("RECLAIM_EVENTS", opts.ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| {
                 let msg = error_chain(&e);

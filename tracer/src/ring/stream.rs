@@ -1,10 +1,11 @@
 //! The event stream: ring buffer → decode → typed events, asynchronously.
 //!
-//! [`EventSource`] owns the `EVENTS` ring buffer and the `LOST` counters.
-//! It waits for the ring buffer's fd to become readable (tokio `AsyncFd`),
-//! drains and decodes every record, and once a second turns new
-//! reservation failures into [`Event::Lost`] events, so lost data is
-//! always reported, never silently dropped.
+//! [`EventSource`] owns the two ring buffers (`EVENTS`: throttle episodes,
+//! OOM kills, the brake; `RECLAIM_EVENTS`: reclaim passes) and the `LOST`
+//! counters. It waits for either ring's fd to become readable (tokio
+//! `AsyncFd`), drains and decodes every record, `EVENTS` first, and once a
+//! second turns new reservation failures into [`Event::Lost`] events, so
+//! lost data is always reported, never silently dropped.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub const LOST_POLL: Duration = Duration::from_secs(1);
 
 pub struct EventSource {
     ring: AsyncFd<RingBuf<MapData>>,
+    reclaim: AsyncFd<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
     lost_seen: [u64; tracer_ebpf::kind::COUNT as usize],
     pending: VecDeque<Event>,
@@ -37,22 +39,26 @@ impl EventSource {
     /// Must be called inside a tokio runtime.
     pub fn new(tracer: &mut Tracer) -> Result<Self, LoadError> {
         let ebpf = tracer.ebpf_mut();
-        let ring = ebpf
-            .take_map("EVENTS")
-            .ok_or_else(|| LoadError::Load("EVENTS map missing".into()))?;
-        let ring = RingBuf::try_from(ring).map_err(|e| LoadError::Load(error_chain(&e)))?;
+        let mut ring = |name: &str| -> Result<AsyncFd<RingBuf<MapData>>, LoadError> {
+            let map = ebpf
+                .take_map(name)
+                .ok_or_else(|| LoadError::Load(format!("{name} map missing")))?;
+            let ring = RingBuf::try_from(map).map_err(|e| LoadError::Load(error_chain(&e)))?;
+            // SAFETY: the RingBuf owns its map fd, which stays open for as
+            // long as the AsyncFd that owns the RingBuf.
+            unsafe { AsyncFd::register(ring) }.map_err(|e| LoadError::Load(e.to_string()))
+        };
+        let events = ring("EVENTS")?;
+        let reclaim = ring("RECLAIM_EVENTS")?;
         let lost = ebpf
             .take_map("LOST")
             .ok_or_else(|| LoadError::Load("LOST map missing".into()))?;
         let lost = PerCpuArray::try_from(lost).map_err(|e| LoadError::Load(error_chain(&e)))?;
-        // SAFETY: the RingBuf owns its map fd, which stays open for as long
-        // as the AsyncFd that owns the RingBuf.
-        let ring =
-            unsafe { AsyncFd::register(ring) }.map_err(|e| LoadError::Load(e.to_string()))?;
         let mut lost_tick = tokio::time::interval(LOST_POLL);
         lost_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(Self {
-            ring,
+            ring: events,
+            reclaim,
             lost,
             lost_seen: [0; tracer_ebpf::kind::COUNT as usize],
             pending: VecDeque::with_capacity(4096),
@@ -81,6 +87,18 @@ impl EventSource {
                         }
                     }
                 }
+                guard = self.reclaim.readable_mut() => {
+                    match guard {
+                        Ok(mut guard) => {
+                            guard.clear_ready();
+                            self.drain();
+                        }
+                        Err(e) => {
+                            log::error!("reclaim ring buffer poll failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
                 _ = self.lost_tick.tick() => self.poll_lost(),
             }
         }
@@ -91,19 +109,21 @@ impl EventSource {
         self.pending.pop_front()
     }
 
-    /// Moves every record in the ring buffer into the pending queue.
+    /// Moves every record of both rings into the pending queue, the
+    /// decisive ring first.
     pub fn drain(&mut self) {
-        let ring = self.ring.get_mut();
-        while let Some(item) = ring.next() {
-            match decode(&item) {
-                Ok(e) => {
-                    self.records += 1;
-                    self.pending.push_back(e);
-                }
-                Err(e) => {
-                    self.decode_errors += 1;
-                    if self.decode_errors <= 10 {
-                        log::warn!("undecodable record ({} bytes): {e}", item.len());
+        for ring in [self.ring.get_mut(), self.reclaim.get_mut()] {
+            while let Some(item) = ring.next() {
+                match decode(&item) {
+                    Ok(e) => {
+                        self.records += 1;
+                        self.pending.push_back(e);
+                    }
+                    Err(e) => {
+                        self.decode_errors += 1;
+                        if self.decode_errors <= 10 {
+                            log::warn!("undecodable record ({} bytes): {e}", item.len());
+                        }
                     }
                 }
             }

@@ -97,8 +97,12 @@ impl LiveSource {
         if start_time != Some(p.start_time) {
             return Err(gone());
         }
+        let own_exe = std::fs::read_link("/proc/self/exe")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let rules = Rules {
             self_pid: std::process::id(),
+            own_exe: &own_exe,
             protect: &[],
             avoid: &[],
             prefer: &[],

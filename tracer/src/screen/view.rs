@@ -297,8 +297,8 @@ impl View {
                 comm: t.comm.to_string(),
                 rss: rss.get(&t.tgid).copied(),
                 throttled_ns: t.throttled_in(now, 10 * SEC),
-                episodes: t.episodes,
-                state: if t.in_throttle > 0 {
+                episodes: t.episodes(),
+                state: if t.in_throttle() > 0 {
                     "throttled".into()
                 } else {
                     "running".into()

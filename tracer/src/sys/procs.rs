@@ -20,6 +20,9 @@ pub struct ProcessInfo {
     pub oom_score_adj: i32,
     /// The cgroup path (relative to the hierarchy) it was found in.
     pub cgroup: String,
+    /// Its executable (`/proc/PID/exe`), empty when unreadable: who a
+    /// process is, which it cannot change by renaming itself.
+    pub exe: String,
 }
 
 /// PF_KTHREAD in /proc/PID/stat flags.
@@ -48,6 +51,10 @@ pub fn read_process(pid: u32, page_size: u64, with_cmdline: bool) -> Option<Proc
             })
             .unwrap_or_default()
     };
+    // readlink of exe takes no mmap lock on current kernels (RCU).
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let oom_score_adj = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -62,6 +69,7 @@ pub fn read_process(pid: u32, page_size: u64, with_cmdline: bool) -> Option<Proc
         kernel_thread: flags & PF_KTHREAD != 0 || pid == 2 || ppid == 2,
         oom_score_adj,
         cgroup: String::new(),
+        exe,
     })
 }
 
@@ -134,7 +142,16 @@ pub fn in_cgroup(pid: u32, path: &str, version: crate::kernel::CgroupVersion) ->
     if matches!(state, Some("Z" | "X" | "x")) {
         return false;
     }
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+    let Ok(text) = std::fs::read(format!("/proc/{pid}/cgroup")) else {
+        return false;
+    };
+    cgroup_file_in(&text, path, version)
+}
+
+/// Whether the memory hierarchy's line of a `/proc/PID/cgroup` file names
+/// `path` or a cgroup below it. Allocation-free: the kill path calls it.
+pub fn cgroup_file_in(text: &[u8], path: &str, version: crate::kernel::CgroupVersion) -> bool {
+    let Ok(text) = std::str::from_utf8(text) else {
         return false;
     };
     let own = text.lines().find_map(|line| {
