@@ -34,7 +34,11 @@ pub(crate) fn brake_account(rule_id: u64, now: u64, duration: u64) {
     let Some(rule) = (unsafe { BRAKE_RULES.get(rule_id) }).copied() else {
         return;
     };
-    let window = if rule.window_ns == 0 { 1 } else { rule.window_ns };
+    let window = if rule.window_ns == 0 {
+        1
+    } else {
+        rule.window_ns
+    };
     let bucket = now / window * window;
     if let Some(state) = BRAKE_STATE.get_ptr_mut(rule_id) {
         add(state, bucket, duration);
@@ -46,7 +50,9 @@ pub(crate) fn brake_account(rule_id: u64, now: u64, duration: u64) {
         fired_ns: 0,
     };
     // Another CPU may have created it in between: then add to its entry.
-    if BRAKE_STATE.insert(rule_id, fresh, BPF_NOEXIST as u64).is_err()
+    if BRAKE_STATE
+        .insert(rule_id, fresh, BPF_NOEXIST as u64)
+        .is_err()
         && let Some(state) = BRAKE_STATE.get_ptr_mut(rule_id)
     {
         add(state, bucket, duration);

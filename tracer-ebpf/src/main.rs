@@ -35,7 +35,10 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 // The brake adds to a shared counter with BPF's atomic add (brake.rs).
 #![feature(core_intrinsics)]
-#![expect(internal_features, reason = "atomic_xadd: the bpf target has no atomic types with fetch_add")]
+#![expect(
+    internal_features,
+    reason = "atomic_xadd: the bpf target has no atomic types with fetch_add"
+)]
 
 #[cfg(not(target_arch = "bpf"))]
 compile_error!(

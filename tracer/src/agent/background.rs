@@ -281,10 +281,7 @@ pub(super) struct SamplerThread {
 }
 
 impl SamplerThread {
-    pub(super) fn start(
-        hierarchy: Option<crate::kernel::MemoryHierarchy>,
-        page_size: u64,
-    ) -> Self {
+    pub(super) fn start(hierarchy: Option<crate::kernel::MemoryHierarchy>, page_size: u64) -> Self {
         let (tx, rx) = sync_channel::<(u64, Vec<u64>)>(1);
         let (out, samples) = tokio::sync::mpsc::unbounded_channel();
         let spawned = std::thread::Builder::new()

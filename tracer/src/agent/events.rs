@@ -24,9 +24,7 @@ impl Agent {
         self.recorder.event(&e, paths);
         match &e {
             Event::ThrottleStart(s) => self.ask_victims_for(s.cause(), e.ts_ns()),
-            Event::Lost(l)
-                if matches!(l.kind, LostKind::ThrottleStart | LostKind::Throttle) =>
-            {
+            Event::Lost(l) if matches!(l.kind, LostKind::ThrottleStart | LostKind::Throttle) => {
                 touched.extend(self.reconcile(e.ts_ns()));
             }
             _ => {}

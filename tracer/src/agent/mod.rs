@@ -118,6 +118,8 @@ pub struct Agent {
     limited_high: Vec<u64>,
     kills: kills::Pending,
     own_exe: String,
+    /// Kretprobe returns the kernel missed, as last read.
+    missed_returns: u64,
     page: Page,
     counters: AgentCounters,
     self_pid: u32,

@@ -155,6 +155,7 @@ impl Agent {
             limited_high: Vec::new(),
             kills: kills::Pending::new(),
             own_exe,
+            missed_returns: 0,
             page: Arc::new(Mutex::new(Arc::new(String::new()))),
             counters: AgentCounters::default(),
             self_pid,

@@ -29,6 +29,19 @@ impl Agent {
             self.policy.forget(id);
             self.estimator.forget(id);
         }
+        // Returns the kprobe fallback missed are episodes whose end is
+        // lost: reported as such, and the model reconciled.
+        if let Some(missed) = self.tracer.missed_returns()
+            && missed > self.missed_returns
+        {
+            let count = missed - self.missed_returns;
+            self.missed_returns = missed;
+            self.on_event(crate::event::Event::Lost(crate::event::Lost {
+                ts_ns: now,
+                kind: crate::event::LostKind::Throttle,
+                count,
+            }));
+        }
         let changed = self.reconcile(now);
         if !changed.is_empty() {
             let decisions = self.policy.evaluate(&self.model, &changed, now);

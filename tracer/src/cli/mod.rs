@@ -7,6 +7,7 @@
 mod agent;
 mod check;
 mod events;
+mod log;
 mod record;
 mod report;
 mod top;
@@ -180,9 +181,15 @@ pub fn init_logging(verbose: u8, daemon: bool) {
         (0, true) | (1, _) => "info",
         _ => "debug",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
-        .format_target(false)
-        .init();
+    let mut b =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
+    b.format_target(false);
+    // The daemon logs from its kill path: never let a stalled stderr (a
+    // journald under pressure) block it.
+    if daemon && let Some(q) = log::Queued::start() {
+        b.target(env_logger::Target::Pipe(Box::new(q)));
+    }
+    b.init();
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<u8> {

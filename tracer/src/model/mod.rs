@@ -256,7 +256,10 @@ impl Model {
                 for &id in &chain {
                     let st = self.state(id, reg);
                     st.throttle.begin(s.task.pid, s.ts_ns);
-                    st.caused.entry(cause).or_default().begin(s.task.pid, s.ts_ns);
+                    st.caused
+                        .entry(cause)
+                        .or_default()
+                        .begin(s.task.pid, s.ts_ns);
                     st.last_activity_ns = now;
                     let t = st.tasks.entry(s.task.tgid).or_default();
                     t.tgid = s.task.tgid;

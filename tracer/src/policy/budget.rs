@@ -222,7 +222,12 @@ impl Policy {
 
     fn finding(&self, b: usize, line: Line, model: &Model, used: u64, now: u64) -> Finding {
         let budget = &self.budgets[b];
-        let path = |id| model.cgroups.get(&id).map_or_else(String::new, |s| s.path.to_string());
+        let path = |id| {
+            model
+                .cgroups
+                .get(&id)
+                .map_or_else(String::new, |s| s.path.to_string())
+        };
         Finding {
             budget: b,
             cgroup: line.cgroup,
@@ -275,7 +280,7 @@ impl Policy {
                 // Back within budget before it could act: this breach is
                 // over, a new crossing is a new one.
                 st.breached = false;
-            st.reported = false;
+                st.reported = false;
                 return None;
             }
             return Some(Decision::Breach(Finding { retry: true, ..f }));
@@ -449,7 +454,7 @@ impl Policy {
         st.cooldown_min = now + window;
         st.floor_ns = now;
         st.breached = false;
-            st.reported = false;
+        st.reported = false;
         st.warned = false;
     }
 
@@ -670,8 +675,20 @@ mod tests {
         // /w/a then /w/b, 2 s each in turn: /w is throttled 100 % of the
         // window, but neither cause comes near 7 s.
         for i in 0..5u64 {
-            let (memcg, t0) = if i % 2 == 0 { (21, i * 2 * S) } else { (22, i * 2 * S) };
-            let touched = episode(&mut m, &reg, 100 + memcg as u32, memcg, memcg, t0, t0 + 2 * S);
+            let (memcg, t0) = if i % 2 == 0 {
+                (21, i * 2 * S)
+            } else {
+                (22, i * 2 * S)
+            };
+            let touched = episode(
+                &mut m,
+                &reg,
+                100 + memcg as u32,
+                memcg,
+                memcg,
+                t0,
+                t0 + 2 * S,
+            );
             ds.extend(p.evaluate(&m, &touched, t0 + 2 * S));
         }
         assert!(

@@ -154,9 +154,9 @@ impl Policy {
             .cgroups
             .values()
             .filter(|s| {
-                s.caused.values().any(|c| {
-                    c.in_progress() > 0 || c.throttled_in(now, VICTIM_HORIZON_NS) > 0
-                })
+                s.caused
+                    .values()
+                    .any(|c| c.in_progress() > 0 || c.throttled_in(now, VICTIM_HORIZON_NS) > 0)
             })
             .map(|s| s.id)
             .collect();
@@ -210,7 +210,10 @@ mod tests {
             livelock(Some(true), &f.model, Line::own(f.a), x.at_ns),
             Livelock::GoesOn
         );
-        assert_eq!(livelock(None, &f.model, Line::own(f.a), x.at_ns), Livelock::GoesOn);
+        assert_eq!(
+            livelock(None, &f.model, Line::own(f.a), x.at_ns),
+            Livelock::GoesOn
+        );
         assert_eq!(p.recheck(&x, Livelock::GoesOn, x.at_ns), Recheck::Act);
     }
 
@@ -221,7 +224,10 @@ mod tests {
         let x = breach(&mut f, &mut p);
         // The episode still runs: unsure.
         let now = x.at_ns;
-        assert_eq!(livelock(Some(false), &f.model, Line::own(f.a), now), Livelock::Unsure);
+        assert_eq!(
+            livelock(Some(false), &f.model, Line::own(f.a), now),
+            Livelock::Unsure
+        );
         assert_eq!(p.recheck(&x, Livelock::Unsure, now), Recheck::LookAgain);
         assert_eq!(p.due_retries(now + LOOK_AGAIN_NS), vec![f.a]);
         // Ended half a second ago: still unsure.
@@ -239,7 +245,10 @@ mod tests {
         let x = breach(&mut f, &mut p);
         f.end(100 * S, x.at_ns, f.b);
         let later = x.at_ns + 2 * S;
-        assert_eq!(livelock(Some(false), &f.model, Line::own(f.a), later), Livelock::Over);
+        assert_eq!(
+            livelock(Some(false), &f.model, Line::own(f.a), later),
+            Livelock::Over
+        );
         assert_eq!(p.recheck(&x, Livelock::Over, later), Recheck::Over);
         // The throttling of the ended incident never counts again.
         assert!(p.evaluate(&f.model, &[f.a], later + S).is_empty());

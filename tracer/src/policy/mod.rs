@@ -19,4 +19,6 @@ pub mod host;
 pub mod victim;
 
 #[cfg(test)]
+mod property;
+#[cfg(test)]
 mod testing;

@@ -10,6 +10,7 @@ use aya::programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint};
 
 use super::LoadOptions;
 use super::caps::{Attempt, Mechanism, Probe, ProbeReport};
+use super::kretprobe::Kretprobe;
 use crate::kernel::offsets::{OOM_MEMCG_FUNCTION, Resolved};
 use crate::kernel::tracefs;
 
@@ -255,12 +256,17 @@ fn kprobes_supported() -> bool {
         || tracefs::mount_point().is_some_and(|t| t.join("kprobe_events").exists())
 }
 
+/// Kretprobes made through tracefs, by program name: the loader keeps
+/// them for as long as the programs run.
+pub(super) type Kretprobes = Vec<(&'static str, Kretprobe)>;
+
 pub(super) fn attach_first(
     ebpf: &mut Ebpf,
     btf: Option<&aya::Btf>,
     opts: &LoadOptions,
     probe: Probe,
     candidates: &[Candidate],
+    kretprobes: &mut Kretprobes,
 ) -> ProbeReport {
     let mut report = ProbeReport {
         probe,
@@ -274,7 +280,7 @@ pub(super) fn attach_first(
         } else if let Some(why) = &c.precondition {
             Some(why.clone())
         } else {
-            attach_all(ebpf, btf, &c.hooks).err()
+            attach_all(ebpf, btf, &c.hooks, kretprobes).err()
         };
         let ok = error.is_none();
         report.attempts.push(Attempt {
@@ -292,20 +298,30 @@ pub(super) fn attach_first(
 
 /// Attaches every hook of a candidate, or none: a half-attached entry/exit
 /// pair would record episodes that never end.
-fn attach_all(ebpf: &mut Ebpf, btf: Option<&aya::Btf>, hooks: &[Hook]) -> Result<(), String> {
+fn attach_all(
+    ebpf: &mut Ebpf,
+    btf: Option<&aya::Btf>,
+    hooks: &[Hook],
+    kretprobes: &mut Kretprobes,
+) -> Result<(), String> {
     for (i, hook) in hooks.iter().enumerate() {
-        if let Err(e) = attach(ebpf, btf, hook) {
+        if let Err(e) = attach(ebpf, btf, hook, kretprobes) {
             for done in &hooks[..i] {
-                unload(ebpf, done);
+                unload(ebpf, done, kretprobes);
             }
-            unload(ebpf, hook);
+            unload(ebpf, hook, kretprobes);
             return Err(e);
         }
     }
     Ok(())
 }
 
-fn attach(ebpf: &mut Ebpf, btf: Option<&aya::Btf>, hook: &Hook) -> Result<(), String> {
+fn attach(
+    ebpf: &mut Ebpf,
+    btf: Option<&aya::Btf>,
+    hook: &Hook,
+    kretprobes: &mut Kretprobes,
+) -> Result<(), String> {
     let name = hook.prog();
     let prog = ebpf
         .program_mut(name)
@@ -333,12 +349,34 @@ fn attach(ebpf: &mut Ebpf, btf: Option<&aya::Btf>, hook: &Hook) -> Result<(), St
                 .map(drop)
                 .map_err(|e| explain(Mechanism::Fentry, &e))
         }
-        Hook::Kprobe { func, .. } | Hook::Kretprobe { func, .. } => {
+        Hook::Kprobe { func, .. } => {
             let p: &mut KProbe = prog.try_into().map_err(|e| error_chain(&e))?;
             p.load().map_err(|e| explain(Mechanism::Kprobe, &e))?;
             p.attach(func, 0)
                 .map(drop)
                 .map_err(|e| explain(Mechanism::Kprobe, &e))
+        }
+        Hook::Kretprobe { func, prog: name } => {
+            let p: &mut KProbe = prog.try_into().map_err(|e| error_chain(&e))?;
+            p.load().map_err(|e| explain(Mechanism::Kprobe, &e))?;
+            // Room for every task asleep in the function, through tracefs;
+            // the kernel's default instances only when that is refused.
+            let made = tracefs::mount_point().and_then(|dir| {
+                let fd = p.fd().ok()?;
+                Kretprobe::attach(dir, name, func, fd)
+                    .map_err(|e| log::debug!("kretprobe {name} through tracefs: {e}"))
+                    .ok()
+            });
+            match made {
+                Some(k) => {
+                    kretprobes.push((name, k));
+                    Ok(())
+                }
+                None => p
+                    .attach(func, 0)
+                    .map(drop)
+                    .map_err(|e| explain(Mechanism::Kprobe, &e)),
+            }
         }
         Hook::Raw { tp, .. } => {
             let p: &mut RawTracePoint = prog.try_into().map_err(|e| error_chain(&e))?;
@@ -358,7 +396,8 @@ fn attach(ebpf: &mut Ebpf, btf: Option<&aya::Btf>, hook: &Hook) -> Result<(), St
     }
 }
 
-fn unload(ebpf: &mut Ebpf, hook: &Hook) {
+fn unload(ebpf: &mut Ebpf, hook: &Hook, kretprobes: &mut Kretprobes) {
+    kretprobes.retain(|(name, _)| *name != hook.prog());
     let Some(prog) = ebpf.program_mut(hook.prog()) else {
         return;
     };

@@ -16,8 +16,9 @@
 
 mod attach;
 pub mod brake;
-pub mod inflight;
 mod caps;
+pub mod inflight;
+mod kretprobe;
 
 pub use attach::error_chain;
 use attach::{attach_first, candidates};
@@ -76,7 +77,9 @@ impl LoadOptions {
         // tests lose records on purpose.
         if let Ok(v) = std::env::var("MEMTRACE_RING_BYTES") {
             let bytes: u32 = v.trim().parse().map_err(|_| {
-                LoadError::Usage(format!("MEMTRACE_RING_BYTES: `{v}` is not a number of bytes"))
+                LoadError::Usage(format!(
+                    "MEMTRACE_RING_BYTES: `{v}` is not a number of bytes"
+                ))
             })?;
             if !bytes.is_power_of_two() || bytes < 4096 {
                 return Err(LoadError::Usage(format!(
@@ -131,6 +134,9 @@ pub fn check_privileges() -> Result<(), LoadError> {
 pub struct Tracer {
     ebpf: Ebpf,
     pub caps: Capabilities,
+    /// Kretprobes made through tracefs (kprobe fallback), removed when the
+    /// tracer is dropped.
+    kretprobes: attach::Kretprobes,
 }
 
 impl Tracer {
@@ -189,6 +195,7 @@ impl Tracer {
             })?;
 
         let mut probes = Vec::new();
+        let mut kretprobes = Vec::new();
         for probe in Probe::ALL {
             let candidates = candidates(probe, &resolved);
             probes.push(attach_first(
@@ -197,6 +204,7 @@ impl Tracer {
                 opts,
                 probe,
                 &candidates,
+                &mut kretprobes,
             ));
         }
 
@@ -224,7 +232,21 @@ impl Tracer {
                     .join("\n")
             )));
         }
-        Ok(Self { ebpf, caps })
+        Ok(Self {
+            ebpf,
+            caps,
+            kretprobes,
+        })
+    }
+
+    /// Returns the kprobe fallback's kretprobes missed so far (their
+    /// instances ran out): each is an episode whose end was lost. `None`
+    /// when no kretprobe was made through tracefs.
+    pub fn missed_returns(&self) -> Option<u64> {
+        if self.kretprobes.is_empty() {
+            return None;
+        }
+        Some(self.kretprobes.iter().filter_map(|(_, k)| k.missed()).sum())
     }
 
     /// The loaded object, for the stages that read its maps.

@@ -13,6 +13,7 @@ use crate::clock::{Clock, mono_now_ns};
 use crate::config::filter::CgroupFilter;
 use crate::model::Model;
 use crate::policy::victim::{Rules, protected};
+use crate::probe::inflight::{InFlight, Inside};
 use crate::probe::{LoadOptions, Probe, Tracer};
 use crate::record::Sample;
 use crate::ring::stream::EventSource;
@@ -26,6 +27,10 @@ pub struct LiveSource {
     _rt: tokio::runtime::Runtime,
     _tracer: Tracer,
     source: EventSource,
+    /// The kernel's map of throttled tasks: episodes in progress are shown
+    /// only while the kernel confirms them.
+    inflight: Option<InFlight>,
+    inside: Vec<Inside>,
     registry: CgroupRegistry,
     model: Model,
     sampler: Sampler,
@@ -53,6 +58,11 @@ impl LiveSource {
             let _guard = rt.enter();
             EventSource::new(&mut tracer)?
         };
+        let inflight = if tracer.caps.throttle_measured() {
+            InFlight::new(&mut tracer).ok()
+        } else {
+            None
+        };
         let caps = &tracer.caps;
         let hierarchy = caps.kernel.cgroups.memory.clone();
         let probe_mode = match caps.probe(Probe::Throttle).and_then(|p| p.attached) {
@@ -77,6 +87,8 @@ impl LiveSource {
             ),
             _tracer: tracer,
             source,
+            inflight,
+            inside: Vec::new(),
             model: Model::new(std::process::id(), 15 * 60 * 1_000_000_000),
             sample: None,
             view: View::default(),
@@ -173,6 +185,13 @@ impl SnapshotSource for LiveSource {
             self.sample = Some(self.sampler.sample(now, &mut self.registry, &active));
             self.last_sample = Some(Instant::now());
             self.model.gc(now);
+            if let Some(inflight) = &self.inflight {
+                inflight.read(&mut self.inside);
+                let inside = &self.inside;
+                self.model.reconcile(now, &|tid, start| {
+                    crate::probe::inflight::is_inside(inside, tid, start)
+                });
+            }
             let shown: std::collections::HashSet<u32> = self
                 .model
                 .cgroups
