@@ -27,11 +27,12 @@ use crate::run::workspace_bin;
 /// sleep at once (`tests/src/bin/hog.rs`); what remains is the exec before
 /// the hog's clock starts, its exit (unmapping up to 100 MiB), the reaping
 /// and this side's 50 ms polling, on a guest that may be without a CPU for
-/// a while. Measured (the `hog_late_ms` metric) with three guests on two
-/// host cores and two busy loops beside them: at most 1.25 s, eight hogs
-/// exiting at once in `many`; 0.5 s without the busy loops. docs/testing.md,
-/// "Time bounds".
-pub const HOG_EXIT_GRACE: Duration = Duration::from_secs(5);
+/// a while. Measured (the `hog_late_ms` metric) over ten matrix runs with
+/// three guests on two host cores beside other builds (load average
+/// 13-18): at most 1.0 s for one hog, 3.9 s when the eight hogs of `many`
+/// exit at once and free 350 MiB between them. docs/testing.md, "Time
+/// bounds".
+pub const HOG_EXIT_GRACE: Duration = Duration::from_secs(15);
 
 /// From spawning `latency-server` to its socket: an exec and a bind, which
 /// took at most 0.55 s with three guests on two busy host cores.
