@@ -79,17 +79,21 @@ impl HttpSink {
     }
 
     /// Waits for a request matching `pred`.
+    #[track_caller]
     pub fn wait_for(
         &self,
         timeout: Duration,
         pred: impl Fn(&Received) -> bool,
     ) -> Option<Received> {
+        let trace = crate::run::WaitTrace::start(timeout);
         let end = Instant::now() + timeout;
         loop {
             if let Some(r) = self.all().into_iter().find(|r| pred(r)) {
+                trace.end(true);
                 return Some(r);
             }
             if Instant::now() > end {
+                trace.end(false);
                 return None;
             }
             std::thread::sleep(Duration::from_millis(50));

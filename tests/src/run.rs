@@ -10,6 +10,45 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+/// How long memtrace may take from its start to "tracing" (events, record)
+/// or "ready" (agent): loading and verifying its eBPF programs, which in
+/// the VMs (TCG, three guests on two busy host cores) took at most 7.8 s.
+pub const MEMTRACE_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `cargo xtask vmtest --trace` (`MEMTRACE_TEST_TRACE=1` in the guest): one
+/// line per bounded wait on stderr, `wait-trace FILE:LINE took MS of
+/// BOUND_MS (ok|timed out)`, naming the wait's caller: the measurements
+/// behind the time bounds (docs/testing.md, "Time bounds").
+pub struct WaitTrace {
+    at: Option<(&'static std::panic::Location<'static>, Instant, Duration)>,
+}
+
+impl WaitTrace {
+    #[track_caller]
+    pub fn start(bound: Duration) -> Self {
+        let on = std::env::var_os("MEMTRACE_TEST_TRACE").is_some_and(|v| v == "1");
+        let caller = std::panic::Location::caller();
+        Self {
+            at: on.then(|| (caller, Instant::now(), bound)),
+        }
+    }
+
+    /// Prints the line (when tracing) and passes `ok` through.
+    pub fn end(self, ok: bool) -> bool {
+        if let Some((loc, since, bound)) = self.at {
+            eprintln!(
+                "wait-trace {}:{} took {:.0} of {:.0} ms ({})",
+                loc.file(),
+                loc.line(),
+                since.elapsed().as_secs_f64() * 1e3,
+                bound.as_secs_f64() * 1e3,
+                if ok { "ok" } else { "timed out" }
+            );
+        }
+        ok
+    }
+}
+
 /// A binary of this workspace: `$MEMTRACE_<NAME>_BIN` if set, else next to
 /// the running test (`target/<profile>/`). `cargo xtask test` builds them
 /// first.
@@ -62,12 +101,15 @@ pub struct EventsRun {
 impl EventsRun {
     /// Starts memtrace with `args` after `events --json`, and waits for it
     /// to say it is tracing.
+    #[track_caller]
     pub fn start(memtrace: &Path, args: &[&str]) -> Result<Self> {
         Self::start_with_env(memtrace, args, &[])
     }
 
     /// Like [`Self::start`], with extra environment variables.
+    #[track_caller]
     pub fn start_with_env(memtrace: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        let trace = WaitTrace::start(MEMTRACE_START_TIMEOUT);
         let mut child = Command::new(memtrace)
             .envs(env.iter().copied())
             .arg("events")
@@ -107,15 +149,15 @@ impl EventsRun {
             collected: Vec::new(),
             stderr: err_text,
         };
-        match ready_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(()) => Ok(run),
-            Err(_) => {
-                let _ = run.child.kill();
-                bail!(
-                    "memtrace did not start tracing within 60 s; stderr:\n{}",
-                    run.stderr_text()
-                )
-            }
+        let ready = ready_rx.recv_timeout(MEMTRACE_START_TIMEOUT).is_ok();
+        if trace.end(ready) {
+            Ok(run)
+        } else {
+            let _ = run.child.kill();
+            bail!(
+                "memtrace did not start tracing within {MEMTRACE_START_TIMEOUT:?}; stderr:\n{}",
+                run.stderr_text()
+            )
         }
     }
 
@@ -124,7 +166,19 @@ impl EventsRun {
     }
 
     /// Collects events until `pred` holds for one of them, or the timeout.
+    #[track_caller]
     pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let trace = WaitTrace::start(timeout);
+        let found = self.wait_for_inner(timeout, pred);
+        trace.end(found.is_some());
+        found
+    }
+
+    fn wait_for_inner(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
         if let Some(v) = self.collected.iter().find(|v| pred(v)) {
             return Some(v.clone());
         }
@@ -173,6 +227,11 @@ impl Drop for EventsRun {
     }
 }
 
+/// From SIGTERM to the agent's exit (it finishes its loop pass, flushes and
+/// detaches): measured at most 2.7 s in the VMs; past it the agent is
+/// killed.
+const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// `memtrace agent` running in the background, its log collected.
 pub struct AgentRun {
     pub child: Child,
@@ -181,6 +240,7 @@ pub struct AgentRun {
 
 impl AgentRun {
     /// Starts the agent and waits until it says it is ready.
+    #[track_caller]
     pub fn start(memtrace: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let mut child = Command::new(memtrace)
             .arg("agent")
@@ -202,7 +262,7 @@ impl AgentRun {
             }
         });
         let mut run = Self { child, log };
-        if !run.wait_log(Duration::from_secs(60), "memtrace agent ready") {
+        if !run.wait_log(MEMTRACE_START_TIMEOUT, "memtrace agent ready") {
             let status = run.child.try_wait()?;
             bail!(
                 "the agent did not get ready (status {status:?}); log:\n{}",
@@ -217,7 +277,14 @@ impl AgentRun {
     }
 
     /// Waits for a log line containing `needle`.
+    #[track_caller]
     pub fn wait_log(&mut self, timeout: Duration, needle: &str) -> bool {
+        let trace = WaitTrace::start(timeout);
+        let found = self.wait_log_inner(timeout, needle);
+        trace.end(found)
+    }
+
+    fn wait_log_inner(&mut self, timeout: Duration, needle: &str) -> bool {
         let end = Instant::now() + timeout;
         loop {
             if self
@@ -243,16 +310,21 @@ impl AgentRun {
     }
 
     /// Stops the agent (SIGTERM) and returns its log.
+    #[track_caller]
     pub fn stop(mut self) -> String {
         self.signal(libc::SIGCONT);
         self.signal(libc::SIGTERM);
-        let end = Instant::now() + Duration::from_secs(10);
+        let trace = WaitTrace::start(AGENT_STOP_TIMEOUT);
+        let end = Instant::now() + AGENT_STOP_TIMEOUT;
+        let mut stopped = false;
         while Instant::now() < end {
             if self.child.try_wait().ok().flatten().is_some() {
+                stopped = true;
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        trace.end(stopped);
         std::thread::sleep(Duration::from_millis(100));
         self.log_text()
     }

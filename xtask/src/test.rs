@@ -71,6 +71,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 jobs: 3,
                 fault: None,
                 expect_failure: None,
+                trace: false,
             })
         })?;
         suite.step(
@@ -83,6 +84,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
                     jobs: 1,
                     fault: Some("wrong-cgroup".into()),
                     expect_failure: Some("attributed to another cgroup".into()),
+                    trace: false,
                 })
             },
         )?;

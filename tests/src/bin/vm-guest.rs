@@ -39,6 +39,12 @@ fn main() {
         // SAFETY: single-threaded here, before any scenario starts threads.
         unsafe { std::env::set_var("MEMTRACE_FAULT", fault) };
     }
+    // `cargo xtask vmtest --trace`: hogs report their steps, scenarios how
+    // long each bounded wait took.
+    if cmdline.split_whitespace().any(|w| w == "memtrace.trace=1") {
+        // SAFETY: as above.
+        unsafe { std::env::set_var("MEMTRACE_TEST_TRACE", "1") };
+    }
     let capabilities =
         scenarios::capabilities().unwrap_or_else(|e| json!({ "error": e.to_string() }));
     port.send(&json!({ "hello": kernel, "scenarios": wanted, "capabilities": capabilities }));

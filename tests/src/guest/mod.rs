@@ -37,6 +37,14 @@ impl Checks {
         self.metrics.insert(name.to_string(), value.into());
     }
 
+    /// Records `value` unless the metric already holds a larger one.
+    pub fn metric_max(&mut self, name: &str, value: f64) {
+        let old = self.metrics.get(name).and_then(Value::as_f64);
+        if old.is_none_or(|o| value > o) {
+            self.metric(name, value);
+        }
+    }
+
     /// The kernel lacks what the scenario needs; says why.
     pub fn skip(&mut self, why: impl Into<String>) {
         self.skipped = Some(why.into());
@@ -125,13 +133,15 @@ impl Clock {
 }
 
 /// Polls `f` until it returns true or the timeout passes.
+#[track_caller]
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let trace = crate::run::WaitTrace::start(timeout);
     let end = Instant::now() + timeout;
     while Instant::now() < end {
         if f() {
-            return true;
+            return trace.end(true);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    f()
+    trace.end(f())
 }

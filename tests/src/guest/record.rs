@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use super::Checks;
 use super::agent::Stage;
-use super::scenarios::{Ctx, PSI_SLACK_MS, PSI_TOLERANCE, wait_child};
-use crate::run::workspace_bin;
+use super::scenarios::{Ctx, PSI_SLACK_MS, PSI_TOLERANCE};
+use crate::run::{MEMTRACE_START_TIMEOUT, WaitTrace, workspace_bin};
 
 pub fn record(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     let file = "/tmp/livelock.mtr";
@@ -31,13 +31,17 @@ pub fn record(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
             let _ = tx.send(line);
         }
     });
+    let trace = WaitTrace::start(MEMTRACE_START_TIMEOUT);
+    let until = std::time::Instant::now() + MEMTRACE_START_TIMEOUT;
     let ready = loop {
-        match rx.recv_timeout(Duration::from_secs(60)) {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
             Ok(l) if l.contains("recording to") => break true,
             Ok(_) => continue,
             Err(_) => break false,
         }
     };
+    let ready = trace.end(ready);
     if !ready {
         let _ = recorder.kill();
         bail!("memtrace record did not start");
@@ -45,8 +49,8 @@ pub fn record(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     let stage = Stage::new("/recorded")?;
     std::thread::sleep(Duration::from_secs(2));
     let mut hog = stage.plateau_hog(100, 15, &[])?;
-    let hog_pid = u64::from(hog.id());
-    let status = wait_child(&mut hog, Duration::from_secs(60))?;
+    let hog_pid = hog.pid();
+    let status = hog.wait_at_deadline(c)?;
     // Samples after the end, so the last one sees all the pressure.
     std::thread::sleep(Duration::from_secs(3));
     drop(stage);

@@ -3,15 +3,14 @@
 //! asserts and why the tolerances are what they are.
 
 use std::path::Path;
-use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::workload::{
-    Evidence, LatencyClient, count, latencies, percentile, plateau_hog, rel_diff, spawn_in, stop,
-    throttle_summary,
+    Evidence, Hog, LatencyClient, SERVER_START_TIMEOUT, count, latencies, percentile, plateau_hog,
+    rel_diff, spawn_in, stop, throttle_summary,
 };
 use super::{Checks, wait_until};
 use crate::cgroup::TestCgroup;
@@ -62,6 +61,22 @@ pub const PSI_SLACK_MS: f64 = 100.0;
 
 pub const MIB: u64 = 1 << 20;
 
+/// Life of a hog that must be OOM-killed: it asks for twice its cgroup's
+/// memory.max, with no memory.high, so nothing throttles it on the way.
+/// The OOM kill came at most 0.9 s after the start under load; if the OOM
+/// killer has not acted by the deadline the hog ends by itself with status
+/// 0, which fails the scenario's "should have been killed" check.
+pub const OOM_HOG_UNTIL_S: u32 = 30;
+
+/// Life of the busy workload in `quiet` (never throttled: it stays far
+/// below its limits): 48 MiB and a 6 s hold took at most 7.0 s under load.
+const QUIET_HOG_UNTIL_S: u32 = 40;
+
+/// From a kernel event (an OOM kill) to memtrace's JSON line for it, once
+/// the victim is reaped: the ring buffer is polled continuously; measured
+/// at most 14 ms.
+pub const EVENT_LATENCY: Duration = Duration::from_secs(10);
+
 pub fn v2_cgroup(path: &str) -> Result<TestCgroup> {
     let cg = TestCgroup::create(path)?;
     if cg.version() != memtrace::CgroupVersion::V2 {
@@ -83,21 +98,6 @@ fn start_events() -> Result<EventsRun> {
         &workspace_bin("memtrace"),
         &["--types", "throttle,reclaim,oom_kill,lost"],
     )
-}
-
-/// Waits for a child with a timeout; kills it when the time is up.
-pub fn wait_child(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus> {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if Instant::now() > end {
-            stop(child);
-            bail!("process {} did not finish within {timeout:?}", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Compares memtrace's throttled time with the kernel's PSI `some` total.
@@ -144,7 +144,7 @@ fn livelock(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
         &[sock.to_str().unwrap_or_default()],
         Some(0),
     )?;
-    if !wait_until(Duration::from_secs(10), || sock.exists()) {
+    if !wait_until(SERVER_START_TIMEOUT, || sock.exists()) {
         bail!("latency-server did not create {}", sock.display());
     }
     let client = LatencyClient::start(sock, Duration::from_millis(100));
@@ -152,8 +152,8 @@ fn livelock(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     let before = Evidence::read(&cg)?;
     let hog_from = client.now_ms();
     let mut hog = plateau_hog(&cg, 100, 20, &[])?;
-    let hog_pid = u64::from(hog.id());
-    let status = wait_child(&mut hog, Duration::from_secs(60))?;
+    let hog_pid = hog.pid();
+    let status = hog.wait_at_deadline(c)?;
     let hog_to = client.now_ms();
     std::thread::sleep(Duration::from_secs(2));
     let after = Evidence::read(&cg)?.since(&before);
@@ -249,10 +249,15 @@ fn oom(ctx: &Ctx, c: &mut Checks) -> Result<()> {
     let _ = cg.write("memory.swap.max", "0");
     let mut events = start_events()?;
     let before = Evidence::read(&cg)?;
-    let mut hog = spawn_in(&cg, "hog", &["--mb", "128", "--step-mb", "4"], None)?;
-    let hog_pid = u64::from(hog.id());
-    let status = wait_child(&mut hog, Duration::from_secs(120))?;
-    let oom = events.wait_for(Duration::from_secs(10), |e| e["type"] == "oom_kill");
+    let mut hog = Hog::spawn(
+        &cg,
+        &["--mb", "128", "--step-mb", "4"],
+        OOM_HOG_UNTIL_S,
+        None,
+    )?;
+    let hog_pid = hog.pid();
+    let (status, _) = hog.wait()?;
+    let oom = events.wait_for(EVENT_LATENCY, |e| e["type"] == "oom_kill");
     let after = Evidence::read(&cg)?.since(&before);
     let events = events.stop()?;
 
@@ -319,8 +324,8 @@ fn nested(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     let events = start_events()?;
     let before = Evidence::read(&parent)?;
     let mut hog = plateau_hog(&child, 100, 15, &[])?;
-    let hog_pid = u64::from(hog.id());
-    let status = wait_child(&mut hog, Duration::from_secs(60))?;
+    let hog_pid = hog.pid();
+    let status = hog.wait_at_deadline(c)?;
     std::thread::sleep(Duration::from_secs(1));
     let after = Evidence::read(&parent)?.since(&before);
     let events = events.stop()?;
@@ -362,14 +367,13 @@ fn quiet(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
         &[sock.to_str().unwrap_or_default()],
         None,
     )?;
-    if !wait_until(Duration::from_secs(10), || sock.exists()) {
+    if !wait_until(SERVER_START_TIMEOUT, || sock.exists()) {
         bail!("latency-server did not start");
     }
     let before = Evidence::read(&cg)?;
     let client = LatencyClient::start(sock, Duration::from_millis(20));
-    let mut hog = spawn_in(
+    let mut hog = Hog::spawn(
         &cg,
-        "hog",
         &[
             "--mb",
             "48",
@@ -380,9 +384,10 @@ fn quiet(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
             "--churn-kb",
             "2048",
         ],
+        QUIET_HOG_UNTIL_S,
         None,
     )?;
-    let status = wait_child(&mut hog, Duration::from_secs(120))?;
+    let (status, _) = hog.wait()?;
     let samples = client.finish();
     let after = Evidence::read(&cg)?.since(&before);
     stop(&mut server);
@@ -433,26 +438,19 @@ fn many(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
         // Two processes of 0.7 × high each: together 1.4 × high.
         let mb = (high * 7 / 10).to_string();
         for _ in 0..2 {
-            let child = spawn_in(
+            let hog = Hog::spawn(
                 cg,
-                "hog",
-                &[
-                    "--mb",
-                    &mb,
-                    "--step-mb",
-                    "2",
-                    "--churn-kb",
-                    "256",
-                    "--until",
-                    "15",
-                ],
+                &["--mb", &mb, "--step-mb", "2", "--churn-kb", "256"],
+                15,
                 Some(*cpu),
             )?;
-            hogs.push((cg.path.clone(), u64::from(child.id()), child));
+            hogs.push((cg.path.clone(), hog.pid(), hog));
         }
     }
-    for (_, _, child) in &mut hogs {
-        let status = wait_child(child, Duration::from_secs(60))?;
+    // Each wait ends by the same deadline: 15 s from the hogs' start plus
+    // the grace, not 8 times that.
+    for (_, _, hog) in &mut hogs {
+        let status = hog.wait_at_deadline(c)?;
         c.check(status.success(), format!("a hog died: {status}"));
     }
     std::thread::sleep(Duration::from_secs(1));
@@ -541,14 +539,19 @@ fn fallback(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     )?;
     let before = Evidence::read(&cg)?;
     let mut hog = plateau_hog(&cg, 100, 10, &[])?;
-    let hog_pid = u64::from(hog.id());
-    let status = wait_child(&mut hog, Duration::from_secs(60))?;
+    let hog_pid = hog.pid();
+    let status = hog.wait_at_deadline(c)?;
     std::thread::sleep(Duration::from_secs(1));
     let after = Evidence::read(&cg)?.since(&before);
-    let mut victim = spawn_in(&oom_cg, "hog", &["--mb", "96", "--step-mb", "4"], None)?;
-    let victim_pid = u64::from(victim.id());
-    let _ = wait_child(&mut victim, Duration::from_secs(60))?;
-    let oom = events.wait_for(Duration::from_secs(10), |e| e["type"] == "oom_kill");
+    let mut victim = Hog::spawn(
+        &oom_cg,
+        &["--mb", "96", "--step-mb", "4"],
+        OOM_HOG_UNTIL_S,
+        None,
+    )?;
+    let victim_pid = victim.pid();
+    let _ = victim.wait()?;
+    let oom = events.wait_for(EVENT_LATENCY, |e| e["type"] == "oom_kill");
     let events = events.stop()?;
 
     c.check(

@@ -13,31 +13,113 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use memtrace::IntervalUnion;
 use serde_json::Value;
 
+use super::Checks;
 use crate::cgroup::{TestCgroup, flat_key, psi_total};
 use crate::run::workspace_bin;
 
+/// How long after its `--until` deadline a hog may still be running before
+/// waiting for it fails. The hog's watchdog ends it at the deadline by
+/// exit_group, which wakes its allocating thread from the kernel's throttle
+/// sleep at once (`tests/src/bin/hog.rs`); what remains is the exec before
+/// the hog's clock starts, its exit (unmapping up to 100 MiB), the reaping
+/// and this side's 50 ms polling, on a guest that may be without a CPU for
+/// a while. Measured (the `hog_late_ms` metric) over ten matrix runs with
+/// three guests on two host cores beside other builds (load average
+/// 13-18): at most 1.0 s for one hog, 3.9 s when the eight hogs of `many`
+/// exit at once and free 350 MiB between them. docs/testing.md, "Time
+/// bounds".
+pub const HOG_EXIT_GRACE: Duration = Duration::from_secs(15);
+
+/// From spawning `latency-server` to its socket: an exec and a bind, which
+/// took at most 0.55 s with three guests on two busy host cores.
+pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `hog` whose life is bounded by `--until`: it ends by itself at its
+/// deadline (exit status 0) whatever throttling does to it, so every wait
+/// on it, or on anything that can only happen while it runs, is bounded by
+/// that deadline plus [`HOG_EXIT_GRACE`].
+pub struct Hog {
+    pub child: Child,
+    deadline: Instant,
+}
+
+impl Hog {
+    /// Starts `hog ARGS --until UNTIL_S` in `cg`, optionally pinned.
+    pub fn spawn(cg: &TestCgroup, args: &[&str], until_s: u32, cpu: Option<usize>) -> Result<Self> {
+        let until = until_s.to_string();
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--until", &until]);
+        // Taken before the spawn: the hog's own clock starts later, so its
+        // deadline is never before this one.
+        let deadline = Instant::now() + Duration::from_secs(until_s.into());
+        let child = spawn_in(cg, "hog", &all, cpu)?;
+        Ok(Self { child, deadline })
+    }
+
+    pub fn pid(&self) -> u64 {
+        u64::from(self.child.id())
+    }
+
+    /// Time left until the hog is certainly gone: its deadline plus the
+    /// grace. A wait for something that can happen only while the hog runs
+    /// (its throttling, an alert about it, its kill) needs no more.
+    pub fn life_left(&self) -> Duration {
+        (self.deadline + HOG_EXIT_GRACE).saturating_duration_since(Instant::now())
+    }
+
+    /// Waits for the hog to end, by its deadline plus the grace at the
+    /// latest. Returns its status and how long after its deadline it was
+    /// reaped (negative: before it, e.g. killed).
+    #[track_caller]
+    pub fn wait(&mut self) -> Result<(std::process::ExitStatus, f64)> {
+        let trace = crate::run::WaitTrace::start(self.life_left());
+        let end = self.deadline + HOG_EXIT_GRACE;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                trace.end(true);
+                let now = Instant::now();
+                let late_ms = if now >= self.deadline {
+                    now.duration_since(self.deadline).as_secs_f64() * 1e3
+                } else {
+                    -self.deadline.duration_since(now).as_secs_f64() * 1e3
+                };
+                return Ok((status, late_ms));
+            }
+            if Instant::now() > end {
+                trace.end(false);
+                stop(&mut self.child);
+                bail!(
+                    "hog {} was still running {HOG_EXIT_GRACE:?} after its --until deadline",
+                    self.child.id()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for a hog expected to end at its deadline; records how late it
+    /// was reaped in `hog_late_ms` (the largest, over a scenario's hogs).
+    #[track_caller]
+    pub fn wait_at_deadline(&mut self, c: &mut Checks) -> Result<std::process::ExitStatus> {
+        let (status, late_ms) = self.wait()?;
+        c.metric_max("hog_late_ms", late_ms.round());
+        Ok(status)
+    }
+}
+
 /// The livelock's hog, on CPU 0: grows to `mb` MiB in 4 MiB steps, then
 /// holds it while charging 256 KiB more a step, so it stays between
-/// memory.high and memory.max, for `until_s` seconds. `extra` adds flags
-/// such as `--tag`.
-pub fn plateau_hog(cg: &TestCgroup, mb: u32, until_s: u32, extra: &[&str]) -> Result<Child> {
-    let (mb, until) = (mb.to_string(), until_s.to_string());
-    let mut args = vec![
-        "--mb",
-        &mb,
-        "--step-mb",
-        "4",
-        "--churn-kb",
-        "256",
-        "--until",
-        &until,
-    ];
+/// memory.high and memory.max, for `until_s` seconds from its start. `extra`
+/// adds flags such as `--tag`.
+pub fn plateau_hog(cg: &TestCgroup, mb: u32, until_s: u32, extra: &[&str]) -> Result<Hog> {
+    let mb = mb.to_string();
+    let mut args = vec!["--mb", &mb, "--step-mb", "4", "--churn-kb", "256"];
     args.extend_from_slice(extra);
-    spawn_in(cg, "hog", &args, Some(0))
+    Hog::spawn(cg, &args, until_s, Some(0))
 }
 
 /// Starts a workspace program inside a cgroup, optionally pinned to a CPU.

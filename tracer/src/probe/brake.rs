@@ -100,6 +100,17 @@ impl Brake {
         }
         match self.rules.insert(memcg_id, rule, 0) {
             Ok(()) => {
+                // Once per new or changed victim, not every tick; a rule
+                // without a victim only counts.
+                if rule.victim_tgid != 0 {
+                    log::info!(
+                        "kernel brake armed for {} in cgroup {memcg_id}: {} ms throttled in {} ms, once the agent is silent {} ms",
+                        rule.victim_tgid,
+                        rule.limit_ns / 1_000_000,
+                        rule.window_ns / 1_000_000,
+                        rule.stale_ns / 1_000_000
+                    );
+                }
                 self.installed.insert(memcg_id, rule);
             }
             Err(e) => log::warn!("kernel brake rule for cgroup {memcg_id} not installed: {e}"),

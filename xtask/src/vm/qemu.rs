@@ -16,6 +16,12 @@ pub struct Boot {
     pub results: Vec<Value>,
     pub timed_out: bool,
     pub elapsed: Duration,
+    /// From starting qemu to the guest's init reporting (the bound is the
+    /// boot timeout); None if it never did.
+    pub reached_init: Option<Duration>,
+    /// The longest wait between two progress lines once up (the bound is
+    /// the progress timeout).
+    pub longest_silence: Duration,
 }
 
 impl Boot {
@@ -122,6 +128,8 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
     let mut seen = 0;
     let mut last_progress = Instant::now();
     let mut booted = false;
+    let mut reached_init = None;
+    let mut longest_silence = Duration::ZERO;
     loop {
         if child.try_wait()?.is_some() {
             break;
@@ -129,6 +137,11 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
         if let Ok(c) = console.lock() {
             for line in &c[seen..] {
                 if is_progress(line) {
+                    if booted {
+                        longest_silence = longest_silence.max(last_progress.elapsed());
+                    } else {
+                        reached_init = Some(start.elapsed());
+                    }
                     booted = true;
                     last_progress = Instant::now();
                 }
@@ -170,5 +183,7 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
         results,
         timed_out,
         elapsed: start.elapsed(),
+        reached_init,
+        longest_silence,
     })
 }
