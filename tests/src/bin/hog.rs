@@ -4,7 +4,10 @@
 //! a real workload does, which is what keeps a task over memory.high
 //! throttled on every return to user space.
 //!
-//! hog --mb 100 [--step-mb 4] [--hold 8] [--churn-kb 256] [--until SECS] [--ready FILE]
+//! hog --mb 100 [--step-mb 4] [--hold 8] [--churn-kb 256] [--threads N] [--until SECS] [--ready FILE]
+//!
+//! `--threads N` churns from N threads at once while holding: N tasks that
+//! the kernel throttles, each with its own episodes.
 //!
 //! Writes "allocated N MiB" to stdout when done allocating, and creates
 //! `--ready FILE` at that moment if asked. `--hold` starts when allocation is
@@ -41,6 +44,7 @@ fn main() {
     let mut churn_kb = 0usize;
     let mut ready: Option<String> = None;
     let mut until_secs: Option<f64> = None;
+    let mut threads = 1usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || {
@@ -54,6 +58,7 @@ fn main() {
             "--churn-kb" => churn_kb = num(&val()),
             "--ready" => ready = Some(val()),
             "--until" => until_secs = Some(num(&val())),
+            "--threads" => threads = num::<usize>(&val()).max(1),
             // A marker for avoid/prefer rules, which match the cmdline.
             "--tag" => drop(val()),
             other => usage(&format!("unknown argument {other}")),
@@ -85,12 +90,21 @@ fn main() {
         (Some(t), None) | (None, Some(t)) => t,
         (None, None) => Instant::now(),
     };
-    while Instant::now() < until {
-        if churn_kb > 0 {
-            drop(Region::touch(churn_kb << 10, page, trace, "churn"));
-        } else {
-            std::thread::sleep(Duration::from_millis(50));
+    let churn = move || {
+        while Instant::now() < until {
+            if churn_kb > 0 {
+                drop(Region::touch(churn_kb << 10, page, trace, "churn"));
+            } else {
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
+    };
+    let others: Vec<_> = (1..threads)
+        .filter_map(|_| std::thread::Builder::new().spawn(churn).ok())
+        .collect();
+    churn();
+    for t in others {
+        let _ = t.join();
     }
     drop(held);
     trace.line(format_args!("exit at={:.2}", born.elapsed().as_secs_f64()));
@@ -168,7 +182,7 @@ fn num<T: std::str::FromStr>(s: &str) -> T {
 
 fn usage(msg: &str) -> ! {
     eprintln!(
-        "hog: {msg}\nusage: hog --mb N [--step-mb N] [--hold SECS] [--churn-kb N] [--until SECS] [--ready FILE]"
+        "hog: {msg}\nusage: hog --mb N [--step-mb N] [--hold SECS] [--churn-kb N] [--threads N] [--until SECS] [--ready FILE]"
     );
     std::process::exit(2);
 }

@@ -102,13 +102,13 @@ impl Drop for Stage {
     }
 }
 
-fn write_config(name: &str, text: &str) -> Result<String> {
+pub(crate) fn write_config(name: &str, text: &str) -> Result<String> {
     let path = format!("/tmp/{name}.toml");
     std::fs::write(&path, text)?;
     Ok(path)
 }
 
-fn agent(config: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<AgentRun> {
+pub(crate) fn agent(config: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<AgentRun> {
     let mut args = vec![
         "--config",
         config,
@@ -119,7 +119,7 @@ fn agent(config: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<AgentRun>
     AgentRun::start(&workspace_bin("memtrace"), &args, env)
 }
 
-fn kill_log(path: &str) -> Vec<Value> {
+pub(crate) fn kill_log(path: &str) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -138,7 +138,7 @@ fn agent_state(pid: u32) -> Option<char> {
         .next()
 }
 
-fn killed_by_sigkill(status: &std::process::ExitStatus) -> bool {
+pub(crate) fn killed_by_sigkill(status: &std::process::ExitStatus) -> bool {
     status.signal() == Some(libc::SIGKILL)
 }
 

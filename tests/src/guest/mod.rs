@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod record;
+pub mod safety;
 pub mod scenarios;
 pub mod workload;
 

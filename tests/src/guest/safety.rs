@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use super::Checks;
 use super::agent::{MAX_BREACH_TO_SIGNAL_MS, agent, kill_log, killed_by_sigkill};
-use super::scenarios::{Ctx, MIB, check_psi, limits, v2_cgroup, wait_child};
-use super::workload::{Evidence, plateau_hog, spawn_in, stop, throttle_summary};
+use super::scenarios::{Ctx, MIB, check_psi, limits, v2_cgroup};
+use super::workload::{Evidence, HOG_EXIT_GRACE, Hog, plateau_hog, stop, throttle_summary};
 use crate::cgroup::TestCgroup;
 use crate::run::{EventsRun, workspace_bin};
 
@@ -23,11 +23,32 @@ use crate::run::{EventsRun, workspace_bin};
 /// tick, so phantom throttling would have had its chance to breach.
 const QUIET_AFTER: Duration = Duration::from_secs(13);
 
-/// A process that holds `mb` MiB and never charges more: a large, idle
-/// bystander.
-fn idle(cg: &TestCgroup, mb: u32, secs: u32) -> Result<std::process::Child> {
-    let (mb, hold) = (mb.to_string(), secs.to_string());
-    spawn_in(cg, "hog", &["--mb", &mb, "--step-mb", "8", "--hold", &hold], None)
+/// A process that holds `mb` MiB and never charges more, for `secs` at
+/// most: a large, idle bystander.
+fn idle(cg: &TestCgroup, mb: u32, secs: u32) -> Result<Hog> {
+    let mb = mb.to_string();
+    Hog::spawn(
+        cg,
+        &["--mb", &mb, "--step-mb", "8", "--hold", "3600"],
+        secs,
+        None,
+    )
+}
+
+/// Waits for a process started with `--until UNTIL_S` by path (not a
+/// [`Hog`]), with the same grace as a hog.
+fn wait_until_s(child: &mut std::process::Child, until_s: u64) -> Result<std::process::ExitStatus> {
+    let end = Instant::now() + Duration::from_secs(until_s) + HOG_EXIT_GRACE;
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(s);
+        }
+        if Instant::now() > end {
+            stop(child);
+            bail!("process {} outlived its --until {until_s} s", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn victims(kills: &[Value]) -> Vec<String> {
@@ -71,9 +92,9 @@ max_throttled = "70%"
 action = "kill-largest"
 "#,
     )?;
-    let mut agent = agent(&config, &[], &[])?;
+    let agent = agent(&config, &[], &[])?;
     let mut big = idle(&bystanders, 150, 90)?;
-    let big_pid = big.id();
+    let big_pid = big.pid();
     std::thread::sleep(Duration::from_secs(3));
     let before = Evidence::read(&parent)?;
     let started = Instant::now();
@@ -84,9 +105,7 @@ action = "kill-largest"
     for round in 0..5 {
         for cg in [&a, &b] {
             let mut hog = plateau_hog(cg, 80, 2, &["--tag", "turn"])?;
-            // --until is a hard bound (the hog's watchdog): 2 s, plus
-            // its start and exit on a loaded guest.
-            let _ = wait_child(&mut hog, Duration::from_secs(20))?;
+            let _ = hog.wait()?;
         }
         if round < 4 {
             std::thread::sleep(Duration::from_secs(1));
@@ -95,8 +114,8 @@ action = "kill-largest"
     let turns = started.elapsed();
     std::thread::sleep(QUIET_AFTER);
     let parent_psi = Evidence::read(&parent)?.since(&before);
-    let big_alive = big.try_wait()?.is_none();
-    stop(&mut big);
+    let big_alive = big.child.try_wait()?.is_none();
+    stop(&mut big.child);
     let log = agent.stop();
     let kills = kill_log("/tmp/siblings.jsonl");
 
@@ -159,17 +178,23 @@ max_throttled = "60%"
 action = "kill-largest"
 "#,
     )?;
-    let mut agent = agent(&config, &["-v"], &[("MEMTRACE_RING_BYTES", "4096")])?;
+    let agent = agent(&config, &["-v"], &[("MEMTRACE_RING_BYTES", "4096")])?;
     let mut small = idle(&cg, 20, 90)?;
-    let small_pid = small.id();
+    let small_pid = small.pid();
     std::thread::sleep(Duration::from_secs(2));
-    let mut hog = spawn_in(
+    let mut hog = Hog::spawn(
         &cg,
-        "hog",
         &[
-            "--mb", "70", "--step-mb", "2", "--churn-kb", "256", "--threads", "128", "--until",
-            "30",
+            "--mb",
+            "70",
+            "--step-mb",
+            "2",
+            "--churn-kb",
+            "256",
+            "--threads",
+            "128",
         ],
+        30,
         None,
     )?;
     // Throttled for about 3 s: 30 % of the window, under the 60 % budget.
@@ -178,12 +203,12 @@ action = "kill-largest"
     // writes its end into a ring of one page (46 records).
     agent.signal(libc::SIGSTOP);
     std::thread::sleep(Duration::from_millis(500));
-    stop(&mut hog);
+    stop(&mut hog.child);
     std::thread::sleep(Duration::from_millis(500));
     agent.signal(libc::SIGCONT);
     std::thread::sleep(QUIET_AFTER);
-    let small_alive = small.try_wait()?.is_none();
-    stop(&mut small);
+    let small_alive = small.child.try_wait()?.is_none();
+    stop(&mut small.child);
     let log = agent.stop();
     let kills = kill_log("/tmp/lost.jsonl");
 
@@ -200,10 +225,7 @@ action = "kill-largest"
     );
     c.check(
         kills.is_empty(),
-        format!(
-            "killed after the throttling stopped: {:?}",
-            victims(&kills)
-        ),
+        format!("killed after the throttling stopped: {:?}", victims(&kills)),
     );
     Ok(())
 }
@@ -240,12 +262,21 @@ action = "kill-largest"
 "#,
     )?;
     let mut agent = agent(&config, &[], &[])?;
-    let args = ["--mb", "80", "--step-mb", "4", "--churn-kb", "256", "--until", "25"];
+    let args = [
+        "--mb",
+        "80",
+        "--step-mb",
+        "4",
+        "--churn-kb",
+        "256",
+        "--until",
+        "25",
+    ];
     let mut real = spawn_path(&ssh, Path::new("/usr/sbin/sshd"), &args)?;
     let mut fake = spawn_path(&work, Path::new("/tmp/hogs/sshd"), &args)?;
     let (real_pid, fake_pid) = (real.id(), fake.id());
-    let fake_status = wait_child(&mut fake, Duration::from_secs(60))?;
-    let real_status = wait_child(&mut real, Duration::from_secs(60))?;
+    let fake_status = wait_until_s(&mut fake, 25)?;
+    let real_status = wait_until_s(&mut real, 25)?;
     agent.wait_log(Duration::from_secs(5), "no process may be killed");
     let log = agent.stop();
     let kills = kill_log("/tmp/identity.jsonl");
@@ -259,7 +290,9 @@ action = "kill-largest"
         format!("the real sshd {real_pid} was killed: {real_status}"),
     );
     c.check(
-        kills.iter().any(|k| k["pid"] == fake_pid && k["victim_cgroup"] == "/work"),
+        kills
+            .iter()
+            .any(|k| k["pid"] == fake_pid && k["victim_cgroup"] == "/work"),
         format!("no kill-log line for the fake sshd: {:?}", victims(&kills)),
     );
     c.check(
@@ -303,16 +336,22 @@ pub fn safety_fallback_threads(ctx: &Ctx, c: &mut Checks) -> Result<()> {
         &deny,
     )?;
     let before = Evidence::read(&cg)?;
-    let mut hog = spawn_in(
+    let mut hog = Hog::spawn(
         &cg,
-        "hog",
         &[
-            "--mb", "70", "--step-mb", "2", "--churn-kb", "256", "--threads", "50", "--until",
-            "10",
+            "--mb",
+            "70",
+            "--step-mb",
+            "2",
+            "--churn-kb",
+            "256",
+            "--threads",
+            "50",
         ],
+        10,
         Some(0),
     )?;
-    let status = wait_child(&mut hog, Duration::from_secs(40))?;
+    let (status, _) = hog.wait()?;
     std::thread::sleep(Duration::from_secs(1));
     let after = Evidence::read(&cg)?.since(&before);
     let events = events.stop()?;
@@ -367,11 +406,11 @@ action = "kill-largest"
 brake = { limit = "3s", window = "10s", stale = "2s" }
 "#,
     )?;
-    let mut agent = agent(&config, &[], &[])?;
+    let agent = agent(&config, &[], &[])?;
     let stage = super::agent::Stage::new("/slowdisk")?;
     std::thread::sleep(Duration::from_secs(2));
     let mut hog = stage.plateau_hog(100, 60, &[])?;
-    let status = wait_child(&mut hog, Duration::from_secs(60))?;
+    let (status, _) = hog.wait()?;
     std::thread::sleep(Duration::from_secs(3));
     let log = agent.stop();
     drop(stage);
@@ -381,12 +420,18 @@ brake = { limit = "3s", window = "10s", stale = "2s" }
         fsync_ms >= 1000.0,
         format!("fsync of 1 MiB took {fsync_ms:.0} ms: the disk is not slow, this tests nothing"),
     );
-    c.check(killed_by_sigkill(&status), format!("the hog was not killed: {status}"));
+    c.check(
+        killed_by_sigkill(&status),
+        format!("the hog was not killed: {status}"),
+    );
     let b2s = kills
         .first()
         .and_then(|k| k["breach_to_signal_ns"].as_f64())
         .map(|v| v / 1e6);
-    c.metric("breach_to_signal_ms", b2s.map_or(Value::Null, |v| ((v * 10.0).round() / 10.0).into()));
+    c.metric(
+        "breach_to_signal_ms",
+        b2s.map_or(Value::Null, |v| ((v * 10.0).round() / 10.0).into()),
+    );
     c.check(
         b2s.is_some_and(|v| v <= MAX_BREACH_TO_SIGNAL_MS),
         format!("breach to signal {b2s:?} ms (allowed {MAX_BREACH_TO_SIGNAL_MS} ms) with the recorder on a stalled disk"),

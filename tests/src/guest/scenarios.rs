@@ -51,6 +51,11 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("agent-host", super::agent::agent_host),
     ("agent-actions", super::agent::agent_actions),
     ("record", super::record::record),
+    ("safety-siblings", super::safety::safety_siblings),
+    ("safety-lost", super::safety::safety_lost_ends),
+    ("safety-identity", super::safety::safety_identity),
+    ("safety-threads", super::safety::safety_fallback_threads),
+    ("safety-disk", super::safety::safety_slow_disk),
 ];
 
 /// memtrace's union of throttle episodes and the cgroup's PSI `some` total
@@ -101,7 +106,7 @@ fn start_events() -> Result<EventsRun> {
 }
 
 /// Compares memtrace's throttled time with the kernel's PSI `some` total.
-fn check_psi(c: &mut Checks, label: &str, union_ns: u64, ev: &Evidence) {
+pub(crate) fn check_psi(c: &mut Checks, label: &str, union_ns: u64, ev: &Evidence) {
     let union_ms = union_ns as f64 / 1e6;
     let some_ms = ev.some_us as f64 / 1e3;
     let full_ms = ev.full_us as f64 / 1e3;

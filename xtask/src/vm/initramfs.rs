@@ -23,6 +23,11 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t bpf bpf /sys/fs/bpf
 mount -t tracefs tracefs /sys/kernel/tracing
 ip link set lo up
+# The slow disk (an NVMe drive qemu throttles), for the scenarios that need
+# fsync to stall.
+if [ -b /dev/nvme0n1 ]; then
+  mkdir -p /slow && mount -t ext4 /dev/nvme0n1 /slow || echo "init: the slow disk did not mount"
+fi
 echo +memory > /sys/fs/cgroup/cgroup.subtree_control
 echo "init: $(uname -r) up after $(cut -d' ' -f1 /proc/uptime) s"
 /bin/vm-guest

@@ -109,6 +109,7 @@ pub fn run(args: &VmtestArgs) -> Result<()> {
         "initramfs.cpio"
     });
     let size = initramfs::build(&binaries, &image)?;
+    let slow_disk = slow_disk(&vmtest)?;
     eprintln!(
         "vmtest: initramfs {} ({:.1} MiB)",
         image.display(),
@@ -131,7 +132,14 @@ pub fn run(args: &VmtestArgs) -> Result<()> {
         append.push_str(" memtrace.trace=1");
     }
 
-    let outcomes = boot_all(&kernels, &image, &append, args.jobs.max(1), &vmtest)?;
+    let outcomes = boot_all(
+        &kernels,
+        &image,
+        &slow_disk,
+        &append,
+        args.jobs.max(1),
+        &vmtest,
+    )?;
     let failures = report(&outcomes);
     if let Some(text) = &args.expect_failure {
         if !failures.iter().any(|f| f.contains(text.as_str())) {
@@ -162,12 +170,32 @@ struct Outcome {
     boot: Result<qemu::Boot>,
 }
 
+/// An empty 64 MiB ext4 image, made once: the guests' slow disk.
+fn slow_disk(vmtest: &std::path::Path) -> Result<PathBuf> {
+    let img = vmtest.join("slow-disk.img");
+    if img.is_file() {
+        return Ok(img);
+    }
+    std::fs::create_dir_all(vmtest)?;
+    let tmp = img.with_extension("tmp");
+    cmd::run(
+        std::process::Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-L", "slow"])
+            .arg(&tmp)
+            .arg("64M"),
+    )
+    .context("making the guests' slow disk with mke2fs (package e2fsprogs)")?;
+    std::fs::rename(&tmp, &img)?;
+    Ok(img)
+}
+
 /// Boots every kernel, `jobs` at a time, from a work queue: each worker
 /// takes the next kernel as soon as its VM is done, so one slow guest holds
 /// up one worker, not a whole batch. Outcomes come back in `kernels` order.
 fn boot_all(
     kernels: &[kernels::Kernel],
     image: &std::path::Path,
+    slow_disk: &std::path::Path,
     append: &str,
     jobs: usize,
     vmtest: &std::path::Path,
@@ -184,7 +212,7 @@ fn boot_all(
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(k) = kernels.get(i) else { break };
-                        let outcome = boot_one(k.clone(), image, append, vmtest);
+                        let outcome = boot_one(k.clone(), image, slow_disk, append, vmtest);
                         if let Ok(mut slot) = slots[i].lock() {
                             *slot = Some(outcome);
                         }
@@ -212,6 +240,7 @@ fn boot_all(
 fn boot_one(
     k: kernels::Kernel,
     image: &std::path::Path,
+    slow_disk: &std::path::Path,
     append: &str,
     vmtest: &std::path::Path,
 ) -> Outcome {
@@ -219,6 +248,7 @@ fn boot_one(
         label: k.label,
         vmlinuz: &k.vmlinuz,
         initramfs: image,
+        slow_disk: Some(slow_disk),
         append: append.to_string(),
         boot_timeout: BOOT_TIMEOUT,
         progress_timeout: PROGRESS_TIMEOUT,

@@ -45,6 +45,10 @@ pub struct BootSpec<'a> {
     pub label: &'a str,
     pub vmlinuz: &'a Path,
     pub initramfs: &'a Path,
+    /// An ext4 image attached as an NVMe disk whose writes qemu throttles
+    /// (see [`SLOW_DISK_THROTTLE`]), for scenarios that need a disk that
+    /// stalls fsync. `snapshot=on`: the image is never written.
+    pub slow_disk: Option<&'a Path>,
     pub append: String,
     /// Time allowed until the guest's init reports it is up.
     pub boot_timeout: Duration,
@@ -52,6 +56,11 @@ pub struct BootSpec<'a> {
     pub progress_timeout: Duration,
     pub run_dir: PathBuf,
 }
+
+/// How slow the slow disk is: 256 KiB/s and 8 requests/s of writes, so
+/// that one fsync of a few journal blocks takes about a second and a
+/// MiB several.
+pub const SLOW_DISK_THROTTLE: &str = "throttling.bps-write=262144,throttling.iops-write=8";
 
 /// Console lines that show the guest is making progress.
 fn is_progress(line: &str) -> bool {
@@ -68,7 +77,16 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
     // cmpxchg16b, which crashed one guest boot in four (random oopses in
     // SLUB and text patching); without the feature the guest's SLUB takes
     // its locked path and boots reliably (docs/testing.md).
-    let mut child = Command::new("qemu-system-x86_64")
+    let mut qemu = Command::new("qemu-system-x86_64");
+    if let Some(disk) = spec.slow_disk {
+        qemu.arg("-drive")
+            .arg(format!(
+                "file={},format=raw,if=none,id=slow,snapshot=on,{SLOW_DISK_THROTTLE}",
+                disk.display()
+            ))
+            .args(["-device", "nvme,drive=slow,serial=slow"]);
+    }
+    let mut child = qemu
         .args([
             "-cpu",
             "max,-cx16",
