@@ -5,9 +5,10 @@
 //! (`tests/src/bin/vm-guest.rs`) reports one JSON line per scenario on its
 //! second serial port, and this module turns those into a pass/fail table.
 
+pub mod debian;
 mod initramfs;
-mod kernels;
-mod qemu;
+pub(crate) mod kernels;
+pub(crate) mod qemu;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -163,8 +164,11 @@ fn boot_all(
                     let spec = qemu::BootSpec {
                         label: k.label,
                         vmlinuz: &k.vmlinuz,
-                        initramfs: &image,
+                        initramfs: Some(&image),
                         append,
+                        memory_mb: 1024,
+                        extra_args: Vec::new(),
+                        progress: qemu::busybox_progress,
                         boot_timeout: BOOT_TIMEOUT,
                         progress_timeout: PROGRESS_TIMEOUT,
                         run_dir,

@@ -38,8 +38,14 @@ impl Boot {
 pub struct BootSpec<'a> {
     pub label: &'a str,
     pub vmlinuz: &'a Path,
-    pub initramfs: &'a Path,
+    /// None: the kernel mounts its root from a disk in `extra_args`.
+    pub initramfs: Option<&'a Path>,
     pub append: String,
+    pub memory_mb: u32,
+    /// Disks and devices (the Debian guests' root and payload disks).
+    pub extra_args: Vec<String>,
+    /// Console lines that show the guest is making progress.
+    pub progress: fn(&str) -> bool,
     /// Time allowed until the guest's init reports it is up.
     pub boot_timeout: Duration,
     /// Time allowed between two progress lines of the scenario runner.
@@ -47,8 +53,8 @@ pub struct BootSpec<'a> {
     pub run_dir: PathBuf,
 }
 
-/// Console lines that show the guest is making progress.
-fn is_progress(line: &str) -> bool {
+/// Console lines of the busybox guests that show progress.
+pub fn busybox_progress(line: &str) -> bool {
     line.starts_with("init: ") || line.starts_with("vm-guest: ")
 }
 
@@ -62,25 +68,21 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
     // cmpxchg16b, which crashed one guest boot in four (random oopses in
     // SLUB and text patching); without the feature the guest's SLUB takes
     // its locked path and boots reliably (docs/testing.md).
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-cpu",
-            "max,-cx16",
-            "-accel",
-            "tcg,thread=multi",
-            "-m",
-            "1024",
-            "-smp",
-            "2",
-        ])
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-cpu", "max,-cx16", "-accel", "tcg,thread=multi", "-m"])
+        .arg(spec.memory_mb.to_string())
+        .args(["-smp", "2"])
         .args(["-nodefaults", "-display", "none", "-no-reboot"])
         .args(["-serial", "stdio"])
         .arg("-serial")
         .arg(format!("file:{}", results_path.display()))
         .arg("-kernel")
-        .arg(spec.vmlinuz)
-        .arg("-initrd")
-        .arg(spec.initramfs)
+        .arg(spec.vmlinuz);
+    if let Some(initramfs) = spec.initramfs {
+        qemu.arg("-initrd").arg(initramfs);
+    }
+    let mut child = qemu
+        .args(&spec.extra_args)
         .arg("-append")
         .arg(&spec.append)
         .stdin(Stdio::null())
@@ -93,6 +95,7 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
     let mut log = std::fs::File::create(&console_path)?;
     let prefix = format!("[{}] ", spec.label);
     let sink = console.clone();
+    let is_progress = spec.progress;
     let stdout = child.stdout.take().context("qemu stdout")?;
     let reader = std::thread::spawn(move || {
         // The kernel's boot messages go to console.log (and the failure
@@ -128,7 +131,7 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
         }
         if let Ok(c) = console.lock() {
             for line in &c[seen..] {
-                if is_progress(line) {
+                if (spec.progress)(line) {
                     booted = true;
                     last_progress = Instant::now();
                 }
