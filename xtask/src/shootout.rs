@@ -1,0 +1,446 @@
+//! `cargo xtask shootout`: the first incident against every guard, one
+//! Debian guest boot per guard, in one run. Prints the table, writes it
+//! with the command to reproduce into docs/benchmarks.md, and draws the
+//! server's latency over time, one line per guard, into
+//! docs/shootout-latency.svg.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde_json::Value;
+
+use crate::incident::{self, Guard, Timing};
+use crate::vm::debian;
+use crate::{cmd, setup};
+
+#[derive(Args, Debug)]
+pub struct ShootoutArgs {
+    /// Debian suite of the guest: bookworm (6.1), trixie (6.12), bullseye (5.10).
+    #[arg(long, default_value = "bookworm")]
+    pub suite: String,
+    /// Guard to run (repeatable); default: all, in the table's order.
+    #[arg(long = "guard", value_name = "NAME")]
+    pub guards: Vec<String>,
+    /// Seconds to watch after the plateau when nothing ends the incident.
+    #[arg(long, default_value_t = 75.0)]
+    pub observe: f64,
+    /// Print the table only; leave docs/ alone.
+    #[arg(long)]
+    pub no_docs: bool,
+}
+
+const BEGIN: &str = "<!-- shootout:begin (written by `cargo xtask shootout`) -->";
+const END: &str = "<!-- shootout:end -->";
+const SVG: &str = "docs/shootout-latency.svg";
+
+pub fn run(args: &ShootoutArgs) -> Result<()> {
+    setup::run()?;
+    let suite = debian::suite(&args.suite)?;
+    let guards: Vec<Guard> = if args.guards.is_empty() {
+        incident::guards()
+    } else {
+        args.guards
+            .iter()
+            .map(|g| incident::guard(g))
+            .collect::<Result<_>>()?
+    };
+    let release = incident::build_binaries()?;
+    let image = debian::image::image(&suite)?;
+    let timing = Timing {
+        observe_s: args.observe,
+        after_recovery_s: 10.0,
+    };
+    let mut results = Vec::new();
+    for g in &guards {
+        if !g.available_on(&image) {
+            eprintln!("shootout: {} is not packaged for {}; skipped", g.name, suite.name);
+            continue;
+        }
+        eprintln!("\n==> shootout: {} ({})", g.label, g.config);
+        let r = incident::run(&image, g, &release, &format!("shootout-{}", g.name), &timing)
+            .with_context(|| format!("the {} run", g.name))?;
+        print_logs(g, &r);
+        results.push((g, r));
+    }
+    if results.is_empty() {
+        bail!("no guard ran");
+    }
+    let table = table(&results);
+    println!("\n{table}");
+    let svg = draw(&results);
+    let root = cmd::workspace_root();
+    std::fs::write(root.join("target/debian/shootout-latency.svg"), &svg)?;
+    if args.no_docs {
+        eprintln!("shootout: picture in target/debian/shootout-latency.svg (docs left alone)");
+        return Ok(());
+    }
+    std::fs::write(root.join(SVG), &svg)?;
+    let section = section(&results, &table, &args.suite);
+    let path = root.join("docs/benchmarks.md");
+    let text = std::fs::read_to_string(&path).context("reading docs/benchmarks.md")?;
+    let new = match (text.find(BEGIN), text.find(END)) {
+        (Some(a), Some(b)) if b > a => {
+            format!("{}{}{}", &text[..a], section, &text[b + END.len()..])
+        }
+        _ => format!("{}\n{section}\n", text.trim_end()),
+    };
+    std::fs::write(&path, new)?;
+    eprintln!("shootout: table written to docs/benchmarks.md, picture to {SVG}");
+    Ok(())
+}
+
+/// The guard's own journal, printed so a reader checks it ran as meant.
+fn print_logs(g: &Guard, r: &Value) {
+    eprintln!("--- {}: guard units {}", g.name, r["guard_state"]);
+    if let Some(p) = r["probes"].as_object() {
+        for (cmdline, lines) in p {
+            eprintln!("--- $ {cmdline}");
+            for l in lines.as_array().into_iter().flatten().take(40) {
+                eprintln!("    {}", l.as_str().unwrap_or(""));
+            }
+        }
+    }
+    if let Some(j) = r["journal"].as_object() {
+        for (unit, lines) in j {
+            let lines: Vec<&str> = lines
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            eprintln!("--- journal of {unit} ({} lines, the last 60):", lines.len());
+            for l in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("    {l}");
+            }
+        }
+    }
+}
+
+fn secs(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+/// What the kernel saw sent: `scanner by memtrace (SIGKILL)`.
+fn kills_text(r: &Value, in_unit: bool) -> String {
+    let kills: Vec<String> = incident::kills(r)
+        .into_iter()
+        .filter(|k| k["in_unit"].as_bool() == Some(in_unit))
+        .map(|k| {
+            format!(
+                "{} (pid {}) by {}, {}",
+                k["comm"].as_str().unwrap_or("?"),
+                k["pid"],
+                k["killer_comm"].as_str().unwrap_or("?"),
+                if k["sig"] == 9 { "SIGKILL" } else { "SIGTERM" }
+            )
+        })
+        .collect();
+    if kills.is_empty() {
+        "none".into()
+    } else {
+        kills.join("; ")
+    }
+}
+
+fn survived_text(r: &Value) -> String {
+    if r["server_survived"].as_bool() == Some(true) {
+        return "yes".into();
+    }
+    let restarts = r["unit_restarts"].as_str().unwrap_or("0");
+    if r["main_pid_after"] != r["main_pid"] && r["unit_state_after"] == "active" {
+        format!("no: killed, restarted by systemd ({restarts} restart)")
+    } else {
+        format!(
+            "no (unit {})",
+            r["unit_state_after"].as_str().unwrap_or("?")
+        )
+    }
+}
+
+fn recovery_text(r: &Value) -> String {
+    match secs(&r["plateau_to_recovery_s"]) {
+        Some(s) => format!("{s:.1} s"),
+        None if r["plateau_ms"].is_null() => "no plateau".into(),
+        None => {
+            let watched = (r["end_ms"].as_f64().unwrap_or(0.0)
+                - r["plateau_ms"].as_f64().unwrap_or(0.0))
+                / 1e3;
+            format!("never (watched {watched:.0} s)")
+        }
+    }
+}
+
+fn table(results: &[(&Guard, Value)]) -> String {
+    let mut t = String::from(
+        "| guard | plateau → recovery | client stalls (> 1 s) | worst gap | killed in the unit | killed outside the unit | server survived |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for (g, r) in results {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {:.1} s | {} | {} | {} |",
+            g.label,
+            recovery_text(r),
+            r["stalls"],
+            r["worst_gap_ms"].as_f64().unwrap_or(0.0) / 1e3,
+            kills_text(r, true),
+            kills_text(r, false),
+            survived_text(r)
+        );
+    }
+    t
+}
+
+/// Lines of a guard's journal that show how it ran: its start, what it
+/// read, what it saw and what it did.
+fn telling_lines(g: &Guard, r: &Value) -> Vec<String> {
+    let needles: &[&str] = match g.name {
+        "earlyoom" => &["earlyoom ", "mem avail", "avoid", "prefer", "sending", "kill"],
+        "systemd-oomd" => &["Killed", "kill", "pressure", "swap"],
+        "oomd" | "oomd-aggressive" => &["pressure", "kill", "Kill", "Running", "ruleset"],
+        "nohang" => &["psi", "PSI", "kill", "Kill", "Mem", "nohang"],
+        "memtrace" => &["BREACH", "KILL", "ready", "exited", "error", "warning"],
+        _ => &[],
+    };
+    let mut out = Vec::new();
+    if let Some(j) = r["journal"].as_object() {
+        for lines in j
+            .iter()
+            .filter(|(u, _)| !u.starts_with("t3-serve"))
+            .map(|(_, l)| l)
+        {
+            for l in lines.as_array().into_iter().flatten().filter_map(Value::as_str) {
+                if needles.iter().any(|n| l.contains(n)) && out.len() < 8 {
+                    let short: String = l.chars().take(200).collect();
+                    out.push(short);
+                }
+            }
+        }
+    }
+    if let Some(p) = r["probes"].as_object() {
+        for (cmdline, lines) in p {
+            out.push(format!("$ {cmdline}"));
+            for l in lines.as_array().into_iter().flatten().filter_map(Value::as_str).take(6) {
+                out.push(format!("  {}", l.chars().take(200).collect::<String>()));
+            }
+        }
+    }
+    out
+}
+
+fn section(results: &[(&Guard, Value)], table: &str, suite: &str) -> String {
+    let first = &results[0].1;
+    let date = cmd::output(std::process::Command::new("date").args(["-u", "+%Y-%m-%d"]))
+        .unwrap_or_default();
+    let mut s = String::new();
+    let _ = writeln!(s, "{BEGIN}");
+    let _ = writeln!(
+        s,
+        "## The first incident against the guards (Debian guest, systemd)\n\n\
+         Reproduce (as root; one boot per guard, about 15 minutes):\n\n\
+         ```sh\ncargo xtask shootout            # --suite trixie|bullseye, --guard NAME, --no-docs\n```\n\n\
+         Measured on {date} in a {} guest ({} kernel {}, 512 MiB, 2 vCPUs, qemu TCG) on the \
+         project's 2-core CI machine kind. The unit is the seeds' `t3-serve@.service` scaled \
+         to the guest: `MemoryHigh={}M`, `MemoryMax={}M`, `MemorySwapMax=0`, \
+         `OOMPolicy=continue`. Its server (`/usr/bin/t3`, memtrace's stand-in: one event loop, \
+         each request allocates 64 KiB) spawns a child that grows to {} MiB, between the two \
+         limits, and keeps scanning its memory. A client outside the unit sends a request every \
+         {} ms on one connection; a reply later than {} ms is a stall (the t3 clients' 20 s \
+         watchdog, scaled), after which it reconnects. The plateau is the moment the unit's \
+         memory.current passed memory.high; recovery is the first of {} replies in a row \
+         within the server's normal latency (twice its baseline p99, at least 50 ms). Kills \
+         are the kernel's own record (the `signal:signal_generate` tracepoint, SIGKILL and \
+         SIGTERM), whoever sent them.\n",
+        first["os"].as_str().unwrap_or(suite),
+        first["kernel_package"].as_str().unwrap_or("?"),
+        first["kernel"].as_str().unwrap_or("?"),
+        incident::HIGH_MB,
+        incident::MAX_MB,
+        incident::SCAN_MB,
+        incident::INTERVAL_MS,
+        incident::WATCHDOG_MS,
+        incident::RECOVERY_RUN,
+    );
+    s.push_str(table);
+    let _ = writeln!(
+        s,
+        "\n![The server's latency over time, one line per guard](shootout-latency.svg)\n"
+    );
+    let _ = writeln!(s, "How each guard was configured, and what it logged in the guest:\n");
+    for (g, r) in results {
+        let _ = writeln!(s, "- **{}**: {}.", g.label, g.config);
+        let lines = telling_lines(g, r);
+        if !lines.is_empty() {
+            let _ = writeln!(s, "\n  ```");
+            for l in lines {
+                let _ = writeln!(s, "  {l}");
+            }
+            let _ = writeln!(s, "  ```");
+        }
+    }
+    let _ = writeln!(s, "{END}");
+    s
+}
+
+/// One line per guard: latency (log scale) against seconds from the
+/// plateau. Hand-written SVG: a few paths, a legend and the plateau mark.
+fn draw(results: &[(&Guard, Value)]) -> String {
+    const W: f64 = 900.0;
+    const H: f64 = 480.0;
+    const L: f64 = 70.0;
+    const R: f64 = 200.0;
+    const T: f64 = 40.0;
+    const B: f64 = 50.0;
+    const COLORS: [&str; 8] = [
+        "#444444", "#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#d62728", "#17becf",
+    ];
+    let (x0, mut x1) = (-incident::BASELINE_S, 10.0f64);
+    let mut y_max: f64 = 1000.0;
+    let mut lines = Vec::new();
+    for (g, r) in results {
+        let Some(p) = r["plateau_ms"].as_f64() else {
+            continue;
+        };
+        let pts: Vec<(f64, f64, bool)> = r["latency"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| {
+                let a = s.as_array()?;
+                Some((
+                    (a.first()?.as_f64()? - p) / 1e3,
+                    a.get(1)?.as_f64()?.max(0.5),
+                    a.get(2)?.as_u64()? == 1,
+                ))
+            })
+            .filter(|(t, _, _)| *t >= x0)
+            .collect();
+        if let Some(last) = pts.last() {
+            x1 = x1.max(last.0);
+        }
+        y_max = y_max.max(pts.iter().map(|p| p.1).fold(0.0, f64::max));
+        lines.push((g.label, pts));
+    }
+    let x1 = (x1 / 10.0).ceil() * 10.0;
+    let (ly0, ly1) = (0.0f64, y_max.log10().ceil());
+    let px = |t: f64| L + (t - x0) / (x1 - x0) * (W - L - R);
+    let py = |ms: f64| T + (1.0 - (ms.log10() - ly0) / (ly1 - ly0)) * (H - T - B);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{L}" y="22" font-size="15" font-weight="bold">The server's response latency in the livelock, one line per guard</text>"#
+    );
+    // Axes and grid.
+    for d in 0..=(ly1 as i32) {
+        let ms = 10f64.powi(d);
+        let y = py(ms);
+        let label = if ms >= 1000.0 {
+            format!("{} s", ms / 1000.0)
+        } else {
+            format!("{ms} ms")
+        };
+        let _ = writeln!(
+            s,
+            r##"<line x1="{L}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#dddddd"/><text x="{}" y="{:.1}" text-anchor="end">{label}</text>"##,
+            W - R,
+            L - 6.0,
+            y + 4.0
+        );
+    }
+    let mut t = (x0 / 10.0).ceil() * 10.0;
+    while t <= x1 {
+        let x = px(t);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" x2="{x:.1}" y1="{T}" y2="{}" stroke="#eeeeee"/><text x="{x:.1}" y="{}" text-anchor="middle">{t:.0}</text>"##,
+            H - B,
+            H - B + 16.0
+        );
+        t += 10.0;
+    }
+    let _ = writeln!(
+        s,
+        r##"<rect x="{L}" y="{T}" width="{}" height="{}" fill="none" stroke="#888888"/>"##,
+        W - L - R,
+        H - T - B
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">seconds from the plateau (memory.current over MemoryHigh)</text>"#,
+        (L + W - R) / 2.0,
+        H - 12.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate(16,{}) rotate(-90)" text-anchor="middle">response latency (log scale)</text>"#,
+        (T + H - B) / 2.0
+    );
+    // The plateau and the watchdog.
+    let xp = px(0.0);
+    let _ = writeln!(
+        s,
+        r##"<line x1="{xp:.1}" x2="{xp:.1}" y1="{T}" y2="{}" stroke="#d62728" stroke-width="1.5" stroke-dasharray="6,4"/><text x="{:.1}" y="{}" fill="#d62728">plateau</text>"##,
+        H - B,
+        xp + 4.0,
+        T + 14.0
+    );
+    let yw = py(incident::WATCHDOG_MS as f64);
+    let _ = writeln!(
+        s,
+        r##"<line x1="{L}" x2="{}" y1="{yw:.1}" y2="{yw:.1}" stroke="#999999" stroke-dasharray="2,3"/><text x="{}" y="{:.1}" fill="#777777">client watchdog</text>"##,
+        W - R,
+        L + 4.0,
+        yw - 4.0
+    );
+    for (i, (label, pts)) in lines.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        let d: String = pts
+            .iter()
+            .enumerate()
+            .map(|(j, (t, ms, _))| {
+                format!("{}{:.1},{:.1}", if j == 0 { "M" } else { " L" }, px(*t), py(*ms))
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<path d="{d}" fill="none" stroke="{c}" stroke-width="1.6" stroke-linejoin="round"/>"#
+        );
+        for (t, ms, stalled) in pts {
+            if *stalled {
+                let _ = writeln!(
+                    s,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{c}"/>"#,
+                    px(*t),
+                    py(*ms)
+                );
+            }
+        }
+        let ly = T + 10.0 + i as f64 * 20.0;
+        let lx = W - R + 14.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx}" x2="{}" y1="{ly}" y2="{ly}" stroke="{c}" stroke-width="3"/><text x="{}" y="{}">{label}</text>"#,
+            lx + 22.0,
+            lx + 28.0,
+            ly + 4.0
+        );
+    }
+    let ly = T + 10.0 + lines.len() as f64 * 20.0 + 10.0;
+    let _ = writeln!(
+        s,
+        r##"<circle cx="{}" cy="{ly}" r="2.5" fill="#444444"/><text x="{}" y="{}">a stall (no reply within</text><text x="{}" y="{}">the watchdog; reconnect)</text>"##,
+        W - R + 25.0,
+        W - R + 42.0,
+        ly + 4.0,
+        W - R + 42.0,
+        ly + 18.0
+    );
+    s.push_str("</svg>\n");
+    s
+}
