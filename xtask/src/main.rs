@@ -51,6 +51,9 @@ enum Task {
     /// and memtrace's agent, one Debian guest boot each (root, qemu). Writes
     /// the table into docs/benchmarks.md and docs/shootout-latency.svg.
     Shootout(shootout::ShootoutArgs),
+    /// The CI's Debian guest case alone: memtrace's agent, started by its
+    /// unit, ends the incident in a bookworm guest (root, qemu).
+    DebianTest,
     /// Build (or find cached) the Debian guest image of a suite and print
     /// its path (root; mmdebstrap).
     DebianImage {
@@ -76,6 +79,7 @@ fn main() {
         Task::Vmtest(a) => vm::run(&a),
         Task::Bench => bench(),
         Task::Shootout(a) => shootout::run(&a),
+        Task::DebianTest => setup::run().and_then(|()| incident::ci_case()),
         Task::DebianImage { suite } => vm::debian::suite(&suite)
             .and_then(|s| vm::debian::image::image(&s))
             .map(|img| println!("{}\n{}", img.root.display(), img.vmlinuz.display())),

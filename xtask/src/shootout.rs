@@ -49,17 +49,27 @@ pub fn run(args: &ShootoutArgs) -> Result<()> {
     let image = debian::image::image(&suite)?;
     let timing = Timing {
         observe_s: args.observe,
-        after_recovery_s: 10.0,
+        // Long enough to see a guard kill again after a restart.
+        after_recovery_s: 30.0,
     };
     let mut results = Vec::new();
     for g in &guards {
         if !g.available_on(&image) {
-            eprintln!("shootout: {} is not packaged for {}; skipped", g.name, suite.name);
+            eprintln!(
+                "shootout: {} is not packaged for {}; skipped",
+                g.name, suite.name
+            );
             continue;
         }
         eprintln!("\n==> shootout: {} ({})", g.label, g.config);
-        let r = incident::run(&image, g, &release, &format!("shootout-{}", g.name), &timing)
-            .with_context(|| format!("the {} run", g.name))?;
+        let r = incident::run(
+            &image,
+            g,
+            &release,
+            &format!("shootout-{}", g.name),
+            &timing,
+        )
+        .with_context(|| format!("the {} run", g.name))?;
         print_logs(g, &r);
         results.push((g, r));
     }
@@ -109,7 +119,10 @@ fn print_logs(g: &Guard, r: &Value) {
                 .flatten()
                 .filter_map(Value::as_str)
                 .collect();
-            eprintln!("--- journal of {unit} ({} lines, the last 60):", lines.len());
+            eprintln!(
+                "--- journal of {unit} ({} lines, the last 60):",
+                lines.len()
+            );
             for l in &lines[lines.len().saturating_sub(60)..] {
                 eprintln!("    {l}");
             }
@@ -121,14 +134,26 @@ fn secs(v: &Value) -> Option<f64> {
     v.as_f64()
 }
 
-/// What the kernel saw sent: `scanner by memtrace (SIGKILL)`.
-fn kills_text(r: &Value, in_unit: bool) -> String {
+/// Whether a victim was in the unit. A process that lived too briefly for
+/// the census has no known cgroup: `t3` and `scanner` run only in the
+/// unit (a restarted server killed again), anything else is counted
+/// outside.
+fn in_unit(k: &Value) -> bool {
+    match k["in_unit"].as_bool() {
+        Some(b) => b,
+        None => k["comm"] == "t3" || k["comm"] == "scanner",
+    }
+}
+
+/// What the kernel saw sent: `scanner (pid 4) by memtrace, SIGKILL`.
+fn kills_text(r: &Value, want_in_unit: bool) -> String {
     let kills: Vec<String> = incident::kills(r)
         .into_iter()
-        .filter(|k| k["in_unit"].as_bool() == Some(in_unit))
+        .filter(|k| in_unit(k) == want_in_unit)
         .map(|k| {
             format!(
-                "{} (pid {}) by {}, {}",
+                "{}{} (pid {}) by {}, {}",
+                if k["cgroup"].is_null() { "restarted " } else { "" },
                 k["comm"].as_str().unwrap_or("?"),
                 k["pid"],
                 k["killer_comm"].as_str().unwrap_or("?"),
@@ -149,7 +174,10 @@ fn survived_text(r: &Value) -> String {
     }
     let restarts = r["unit_restarts"].as_str().unwrap_or("0");
     if r["main_pid_after"] != r["main_pid"] && r["unit_state_after"] == "active" {
-        format!("no: killed, restarted by systemd ({restarts} restart)")
+        format!(
+            "no: killed, restarted by systemd ({restarts} restart{})",
+            if restarts == "1" { "" } else { "s" }
+        )
     } else {
         format!(
             "no (unit {})",
@@ -158,9 +186,34 @@ fn survived_text(r: &Value) -> String {
     }
 }
 
+/// From the plateau to the start of the last run of normal replies, if it
+/// lasted to the end of the run (at least [`incident::RECOVERY_RUN`]
+/// replies): a recovery the guard did not undo.
+fn lasting_recovery_s(r: &Value) -> Option<f64> {
+    let p = r["plateau_ms"].as_f64()?;
+    let normal = r["normal_ms"].as_f64()?;
+    let reqs: Vec<(f64, f64, bool)> = r["latency"]
+        .as_array()?
+        .iter()
+        .filter_map(|s| {
+            let a = s.as_array()?;
+            Some((a.first()?.as_f64()?, a.get(1)?.as_f64()?, a.get(2)?.as_u64()? == 1))
+        })
+        .filter(|(at, _, _)| *at >= p)
+        .collect();
+    let bad = reqs.iter().rposition(|(_, ms, stalled)| *stalled || *ms > normal);
+    let from = bad.map_or(0, |i| i + 1);
+    (reqs.len() - from >= incident::RECOVERY_RUN).then(|| (reqs[from].0 - p) / 1e3)
+}
+
 fn recovery_text(r: &Value) -> String {
+    let lasting = lasting_recovery_s(r);
     match secs(&r["plateau_to_recovery_s"]) {
-        Some(s) => format!("{s:.1} s"),
+        Some(s) => match lasting {
+            Some(l) if (l - s).abs() < 0.05 => format!("{s:.1} s"),
+            Some(l) => format!("{s:.1} s, relapsed; for good at {l:.1} s"),
+            None => format!("{s:.1} s, then down again"),
+        },
         None if r["plateau_ms"].is_null() => "no plateau".into(),
         None => {
             let watched = (r["end_ms"].as_f64().unwrap_or(0.0)
@@ -196,7 +249,14 @@ fn table(results: &[(&Guard, Value)]) -> String {
 /// read, what it saw and what it did.
 fn telling_lines(g: &Guard, r: &Value) -> Vec<String> {
     let needles: &[&str] = match g.name {
-        "earlyoom" => &["earlyoom ", "mem avail", "avoid", "prefer", "sending", "kill"],
+        "earlyoom" => &[
+            "earlyoom ",
+            "mem avail",
+            "avoid",
+            "prefer",
+            "sending",
+            "kill",
+        ],
         "systemd-oomd" => &["Killed", "kill", "pressure", "swap"],
         "oomd" | "oomd-aggressive" => &["pressure", "kill", "Kill", "Running", "ruleset"],
         "nohang" => &["psi", "PSI", "kill", "Kill", "Mem", "nohang"],
@@ -210,7 +270,12 @@ fn telling_lines(g: &Guard, r: &Value) -> Vec<String> {
             .filter(|(u, _)| !u.starts_with("t3-serve"))
             .map(|(_, l)| l)
         {
-            for l in lines.as_array().into_iter().flatten().filter_map(Value::as_str) {
+            for l in lines
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
                 if needles.iter().any(|n| l.contains(n)) && out.len() < 8 {
                     let short: String = l.chars().take(200).collect();
                     out.push(short);
@@ -221,7 +286,13 @@ fn telling_lines(g: &Guard, r: &Value) -> Vec<String> {
     if let Some(p) = r["probes"].as_object() {
         for (cmdline, lines) in p {
             out.push(format!("$ {cmdline}"));
-            for l in lines.as_array().into_iter().flatten().filter_map(Value::as_str).take(6) {
+            for l in lines
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .take(6)
+            {
                 out.push(format!("  {}", l.chars().take(200).collect::<String>()));
             }
         }
@@ -267,7 +338,10 @@ fn section(results: &[(&Guard, Value)], table: &str, suite: &str) -> String {
         s,
         "\n![The server's latency over time, one line per guard](shootout-latency.svg)\n"
     );
-    let _ = writeln!(s, "How each guard was configured, and what it logged in the guest:\n");
+    let _ = writeln!(
+        s,
+        "How each guard was configured, and what it logged in the guest:\n"
+    );
     for (g, r) in results {
         let _ = writeln!(s, "- **{}**: {}.", g.label, g.config);
         let lines = telling_lines(g, r);
@@ -358,9 +432,10 @@ fn draw(results: &[(&Guard, Value)]) -> String {
         let x = px(t);
         let _ = writeln!(
             s,
-            r##"<line x1="{x:.1}" x2="{x:.1}" y1="{T}" y2="{}" stroke="#eeeeee"/><text x="{x:.1}" y="{}" text-anchor="middle">{t:.0}</text>"##,
+            r##"<line x1="{x:.1}" x2="{x:.1}" y1="{T}" y2="{}" stroke="#eeeeee"/><text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"##,
             H - B,
-            H - B + 16.0
+            H - B + 16.0,
+            (t.round() as i64)
         );
         t += 10.0;
     }
@@ -404,23 +479,18 @@ fn draw(results: &[(&Guard, Value)]) -> String {
             .iter()
             .enumerate()
             .map(|(j, (t, ms, _))| {
-                format!("{}{:.1},{:.1}", if j == 0 { "M" } else { " L" }, px(*t), py(*ms))
+                format!(
+                    "{}{:.1},{:.1}",
+                    if j == 0 { "M" } else { " L" },
+                    px(*t),
+                    py(*ms)
+                )
             })
             .collect();
         let _ = writeln!(
             s,
             r#"<path d="{d}" fill="none" stroke="{c}" stroke-width="1.6" stroke-linejoin="round"/>"#
         );
-        for (t, ms, stalled) in pts {
-            if *stalled {
-                let _ = writeln!(
-                    s,
-                    r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{c}"/>"#,
-                    px(*t),
-                    py(*ms)
-                );
-            }
-        }
         let ly = T + 10.0 + i as f64 * 20.0;
         let lx = W - R + 14.0;
         let _ = writeln!(
@@ -431,16 +501,22 @@ fn draw(results: &[(&Guard, Value)]) -> String {
             ly + 4.0
         );
     }
-    let ly = T + 10.0 + lines.len() as f64 * 20.0 + 10.0;
-    let _ = writeln!(
-        s,
-        r##"<circle cx="{}" cy="{ly}" r="2.5" fill="#444444"/><text x="{}" y="{}">a stall (no reply within</text><text x="{}" y="{}">the watchdog; reconnect)</text>"##,
-        W - R + 25.0,
-        W - R + 42.0,
-        ly + 4.0,
-        W - R + 42.0,
-        ly + 18.0
-    );
+    let ly = T + 10.0 + lines.len() as f64 * 20.0 + 16.0;
+    for (i, text) in [
+        "On the watchdog line:",
+        "no reply within 1 s; the",
+        "client reconnects (a stall)",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let _ = writeln!(
+            s,
+            r##"<text x="{}" y="{}" fill="#555555">{text}</text>"##,
+            W - R + 14.0,
+            ly + i as f64 * 15.0
+        );
+    }
     s.push_str("</svg>\n");
     s
 }

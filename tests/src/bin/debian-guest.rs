@@ -12,7 +12,9 @@ use memtrace_tests::guest::systemd::{self, Plan};
 use serde_json::json;
 
 fn main() {
-    let payload = std::env::args().nth(1).unwrap_or_else(|| "/mnt/payload".into());
+    let payload = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "/mnt/payload".into());
     let port_path = std::env::var("MEMTRACE_RESULTS").unwrap_or_else(|_| "/dev/ttyS1".into());
     let mut port = match ResultsPort::open(&port_path) {
         Ok(p) => p,

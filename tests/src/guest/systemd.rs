@@ -168,7 +168,8 @@ fn install(payload: &Path, plan: &Plan) -> Result<()> {
         std::fs::set_permissions(&to, std::fs::Permissions::from_mode(f.mode))?;
     }
     for e in &plan.edits {
-        let text = std::fs::read_to_string(&e.file).with_context(|| format!("reading {}", e.file))?;
+        let text =
+            std::fs::read_to_string(&e.file).with_context(|| format!("reading {}", e.file))?;
         if !text.contains(&e.replace) {
             bail!(
                 "{} does not contain `{}`: the package changed; update the guard's edit in xtask",
@@ -193,7 +194,10 @@ fn trace_signals() -> Result<()> {
     let w = |p: &str, v: &str| {
         std::fs::write(t.join(p), v).with_context(|| format!("writing {v} to tracefs {p}"))
     };
-    w("events/signal/signal_generate/filter", "sig == 9 || sig == 15")?;
+    w(
+        "events/signal/signal_generate/filter",
+        "sig == 9 || sig == 15",
+    )?;
     w("events/signal/signal_generate/enable", "1")?;
     w("events/oom/mark_victim/enable", "1")?;
     w("buffer_size_kb", "2048")?;
@@ -297,6 +301,9 @@ struct Sample {
     some_us: u64,
     full_us: u64,
     mem_available_kb: u64,
+    /// /proc/pressure/memory avg10, percent (what nohang reads).
+    host_some_avg10: f64,
+    host_full_avg10: f64,
 }
 
 fn read_sample(cg: &Path, origin: &Origin) -> Sample {
@@ -304,6 +311,15 @@ fn read_sample(cg: &Path, origin: &Origin) -> Sample {
     let events = read("memory.events");
     let psi = read("memory.pressure");
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let host_psi = std::fs::read_to_string("/proc/pressure/memory").unwrap_or_default();
+    let avg10 = |kind: &str| {
+        host_psi
+            .lines()
+            .find(|l| l.starts_with(kind))
+            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("avg10=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
     Sample {
         at_ms: origin.ms(),
         current: read("memory.current").trim().parse().unwrap_or(0),
@@ -318,6 +334,8 @@ fn read_sample(cg: &Path, origin: &Origin) -> Sample {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
+        host_some_avg10: avg10("some"),
+        host_full_avg10: avg10("full"),
     }
 }
 
@@ -344,14 +362,16 @@ fn client(
         if conn.is_none() {
             conn = TcpStream::connect_timeout(&addr, watchdog)
                 .ok()
-            .and_then(|s| {
-                s.set_nodelay(true).ok()?;
-                let r = BufReader::new(s.try_clone().ok()?);
-                Some((s, r))
-            });
+                .and_then(|s| {
+                    s.set_nodelay(true).ok()?;
+                    let r = BufReader::new(s.try_clone().ok()?);
+                    Some((s, r))
+                });
         }
         let ok = conn.as_mut().is_some_and(|(s, r)| {
-            let left = watchdog.saturating_sub(sent.elapsed()).max(Duration::from_millis(1));
+            let left = watchdog
+                .saturating_sub(sent.elapsed())
+                .max(Duration::from_millis(1));
             if s.set_read_timeout(Some(left)).is_err()
                 || s.write_all(format!("ping {n}\n").as_bytes()).is_err()
             {
@@ -422,7 +442,10 @@ pub fn run(payload: &Path, plan: &Plan) -> Result<Value> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     let failed = systemctl(&["--failed", "--no-legend", "--plain"]).unwrap_or_default();
-    log(&format!("system {state}; failed units: [{}]", failed.trim()));
+    log(&format!(
+        "system {state}; failed units: [{}]",
+        failed.trim()
+    ));
     trace_signals()?;
 
     for u in &plan.start {
@@ -436,24 +459,6 @@ pub fn run(payload: &Path, plan: &Plan) -> Result<Value> {
         log(&format!("guard unit {u}: {active}"));
         guard_state.insert(u.clone(), active);
     }
-    let mut probes = serde_json::Map::new();
-    for argv in &plan.probes {
-        let Some((program, args)) = argv.split_first() else {
-            continue;
-        };
-        let out = Command::new(program).args(args).output();
-        let text = match out {
-            Ok(o) => format!(
-                "{}{}(exit {})",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr),
-                o.status.code().unwrap_or(-1)
-            ),
-            Err(e) => format!("could not run: {e}"),
-        };
-        probes.insert(argv.join(" "), json!(tail_lines(&text, 80)));
-    }
-
     systemctl(&["start", &plan.unit]).with_context(|| format!("starting {}", plan.unit))?;
     let addr = format!("127.0.0.1:{}", plan.port);
     let up = crate::guest::wait_until(Duration::from_secs(30), || {
@@ -479,6 +484,25 @@ pub fn run(payload: &Path, plan: &Plan) -> Result<Value> {
         plan.unit
     ));
 
+    // After the unit is up: `oomctl` lists the cgroups it monitors.
+    let mut probes = serde_json::Map::new();
+    for argv in &plan.probes {
+        let Some((program, args)) = argv.split_first() else {
+            continue;
+        };
+        let out = Command::new(program).args(args).output();
+        let text = match out {
+            Ok(o) => format!(
+                "{}{}(exit {})",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr),
+                o.status.code().unwrap_or(-1)
+            ),
+            Err(e) => format!("could not run: {e}"),
+        };
+        probes.insert(argv.join(" "), json!(tail_lines(&text, 80)));
+    }
+
     let origin = Origin::now();
     let stop = Arc::new(AtomicBool::new(false));
     let reqs = Arc::new(Mutex::new(Vec::<Req>::new()));
@@ -491,21 +515,23 @@ pub fn run(payload: &Path, plan: &Plan) -> Result<Value> {
     let census = Arc::new(Mutex::new(Census::default()));
     let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
     let sampler = {
-        let (stop, census, samples, cg_dir) =
-            (stop.clone(), census.clone(), samples.clone(), cg_dir.clone());
+        let (stop, census, samples, cg_dir) = (
+            stop.clone(),
+            census.clone(),
+            samples.clone(),
+            cg_dir.clone(),
+        );
         std::thread::spawn(move || {
-            let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let s = read_sample(&cg_dir, &origin);
                 if let Ok(mut v) = samples.lock() {
                     v.push(s);
                 }
-                if i % 5 == 0
-                    && let Ok(mut c) = census.lock()
-                {
+                // Every sample: a server restarted and killed again
+                // lives well under a second.
+                if let Ok(mut c) = census.lock() {
                     c.scan();
                 }
-                i += 1;
                 std::thread::sleep(Duration::from_millis(100));
             }
         })
@@ -514,7 +540,12 @@ pub fn run(payload: &Path, plan: &Plan) -> Result<Value> {
     std::thread::sleep(Duration::from_secs_f64(plan.baseline_s));
     let baseline: Vec<f64> = reqs
         .lock()
-        .map(|v| v.iter().filter(|r| !r.stalled).map(|r| r.latency_ms).collect())
+        .map(|v| {
+            v.iter()
+                .filter(|r| !r.stalled)
+                .map(|r| r.latency_ms)
+                .collect()
+        })
         .unwrap_or_default();
     let normal_ms = (2.0 * percentile(&baseline, 99.0)).max(50.0);
     let spawn_ms = origin.ms();
@@ -620,7 +651,8 @@ pub fn run(payload: &Path, plan: &Plan) -> Result<Value> {
         .into_iter()
         .filter(|k| k.mono_s >= from_mono && k.mono_s <= to_mono)
         .map(|k| {
-            let victim_cgroup = census.get(&k.pid).map(|c| c.1.clone()).unwrap_or_default();
+            // None: the victim lived too briefly for the census.
+            let victim_cgroup = census.get(&k.pid).map(|c| c.1.clone());
             let killer_cgroup = census
                 .get(&k.killer_pid)
                 .map(|c| c.1.clone())
@@ -630,8 +662,8 @@ pub fn run(payload: &Path, plan: &Plan) -> Result<Value> {
                 "sig": k.sig,
                 "pid": k.pid,
                 "comm": k.comm,
+                "in_unit": victim_cgroup.as_ref().map(|v| *v == cgroup || v.starts_with(&format!("{cgroup}/"))),
                 "cgroup": victim_cgroup,
-                "in_unit": victim_cgroup == cgroup || victim_cgroup.starts_with(&format!("{cgroup}/")),
                 "killer_comm": k.killer_comm,
                 "killer_pid": k.killer_pid,
                 "killer_cgroup": killer_cgroup,
@@ -650,22 +682,33 @@ pub fn run(payload: &Path, plan: &Plan) -> Result<Value> {
     }
     let warnings = sh(
         "journalctl",
-        &["-b", "-p", "warning", "-o", "short-monotonic", "--no-pager", "-q"],
+        &[
+            "-b",
+            "-p",
+            "warning",
+            "-o",
+            "short-monotonic",
+            "--no-pager",
+            "-q",
+        ],
     )
     .unwrap_or_default();
-    let kernel_kills = sh("journalctl", &["-b", "-k", "-o", "short-monotonic", "-q", "--no-pager"])
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("Killed process") || l.contains("oom-kill"))
-        .map(str::to_string)
-        .collect::<Vec<_>>();
+    let kernel_kills = sh(
+        "journalctl",
+        &["-b", "-k", "-o", "short-monotonic", "-q", "--no-pager"],
+    )
+    .unwrap_or_default()
+    .lines()
+    .filter(|l| l.contains("Killed process") || l.contains("oom-kill"))
+    .map(str::to_string)
+    .collect::<Vec<_>>();
 
     let stalls = reqs.iter().filter(|r| r.stalled).count();
     let after: Vec<&Req> = reqs
         .iter()
         .filter(|r| plateau_ms.is_some_and(|p| r.at_ms >= p))
         .collect();
-    let worst_gap_ms = worst_gap(&reqs, spawn_ms);
+    let worst_gap_ms = worst_gap(&reqs, spawn_ms, end_ms);
     let mut result = json!({
         "run": plan.run,
         "guard": plan.guard,
@@ -721,13 +764,15 @@ pub fn run(payload: &Path, plan: &Plan) -> Result<Value> {
         // Every request: [sent ms, latency ms, stalled].
         "latency": reqs.iter().map(|r| json!([round1(r.at_ms), round1(r.latency_ms), u8::from(r.stalled)])).collect::<Vec<_>>(),
         // The unit's memory every 100 ms: [ms, MiB, memory.events high,
-        // max, oom_kill, PSI some ms, PSI full ms, MemAvailable MiB].
+        // max, oom_kill, PSI some ms, PSI full ms, MemAvailable MiB,
+        // host PSI some avg10 %, host PSI full avg10 %].
         "memory": samples.iter().map(|s| json!([
             round1(s.at_ms),
             round1(s.current as f64 / 1048576.0),
             s.high_events, s.max_events, s.oom_kill,
             s.some_us / 1000, s.full_us / 1000,
             s.mem_available_kb / 1024,
+            s.host_some_avg10, s.host_full_avg10,
         ])).collect::<Vec<_>>(),
     });
     if let (Some(r), Value::Object(m)) = (result.as_object_mut(), more) {
@@ -746,10 +791,10 @@ fn recovery(reqs: &[Req], plateau_ms: f64, normal_ms: f64, run: usize) -> Option
         .map(|w| w[0].at_ms)
 }
 
-/// The longest time the client went without an answer, from the spawn on:
-/// between the replies of consecutive answered requests (a stall's time
-/// included).
-fn worst_gap(reqs: &[Req], from_ms: f64) -> f64 {
+/// The longest time the client went without an answer, from the spawn to
+/// the end of the run: between the replies of consecutive answered
+/// requests (a stall's time included), and from the last reply to the end.
+fn worst_gap(reqs: &[Req], from_ms: f64, end_ms: f64) -> f64 {
     let mut last_answer: Option<f64> = None;
     let mut worst: f64 = 0.0;
     for r in reqs.iter().filter(|r| r.at_ms + r.latency_ms >= from_ms) {
@@ -762,7 +807,7 @@ fn worst_gap(reqs: &[Req], from_ms: f64) -> f64 {
         }
         last_answer = Some(answered);
     }
-    worst
+    worst.max(end_ms - last_answer.unwrap_or(from_ms))
 }
 
 fn tail_lines(text: &str, n: usize) -> Vec<String> {
@@ -814,6 +859,8 @@ mod tests {
         assert_eq!(recovery(&reqs, 50.0, 50.0, 3), Some(3500.0));
         assert_eq!(recovery(&reqs, 50.0, 50.0, 4), None);
         // From the spawn at 50: answers at 1000, (stall), 3003, 3500, ...
-        assert!((worst_gap(&reqs, 50.0) - 2003.0).abs() < 1e-6);
+        assert!((worst_gap(&reqs, 50.0, 3800.0) - 2003.0).abs() < 1e-6);
+        // Nothing answered after 3703: the tail counts.
+        assert!((worst_gap(&reqs, 50.0, 9000.0) - 5297.0).abs() < 1e-6);
     }
 }

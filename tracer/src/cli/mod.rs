@@ -168,10 +168,10 @@ pub fn init_logging(verbose: u8, daemon: bool) {
 /// names its device and inode (a child whose stderr was redirected
 /// inherits the variable but not the stream).
 fn stderr_is_journal() -> bool {
-    let Some((dev, ino)) = std::env::var("JOURNAL_STREAM")
-        .ok()
-        .and_then(|v| v.split_once(':').map(|(d, i)| (d.to_string(), i.to_string())))
-    else {
+    let Some((dev, ino)) = std::env::var("JOURNAL_STREAM").ok().and_then(|v| {
+        v.split_once(':')
+            .map(|(d, i)| (d.to_string(), i.to_string()))
+    }) else {
         return false;
     };
     // SAFETY: fstat writes only the struct it is given.

@@ -287,7 +287,12 @@ pub fn fetch_deb(s: &Series, dir: &Path) -> Result<(String, PathBuf)> {
                 && p.file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with(&package))
         })
-        .with_context(|| format!("apt-get download {package} left no .deb in {}", dir.display()))?;
+        .with_context(|| {
+            format!(
+                "apt-get download {package} left no .deb in {}",
+                dir.display()
+            )
+        })?;
     Ok((package, deb))
 }
 

@@ -64,7 +64,8 @@ mkdir -p "$root/mnt/payload"
 "#;
 
 /// The payload disk, mounted read-only wherever it is attached.
-const FSTAB: &str = "LABEL=memtrace-payload /mnt/payload ext4 ro,nofail,x-systemd.device-timeout=60s 0 0\n";
+const FSTAB: &str =
+    "LABEL=memtrace-payload /mnt/payload ext4 ro,nofail,x-systemd.device-timeout=60s 0 0\n";
 
 /// The one unit of the image: runs the payload's runner, its output on
 /// the journal and the console.
@@ -98,7 +99,13 @@ fn debian_dir() -> PathBuf {
 }
 
 pub fn check_tools() -> Result<()> {
-    for tool in ["mmdebstrap", "mke2fs", "dpkg-deb", "apt-get", "qemu-system-x86_64"] {
+    for tool in [
+        "mmdebstrap",
+        "mke2fs",
+        "dpkg-deb",
+        "apt-get",
+        "qemu-system-x86_64",
+    ] {
         if !cmd::have(tool) {
             bail!("{tool} is missing: run `cargo xtask setup` (as root)");
         }
@@ -227,8 +234,8 @@ fn build(suite: &Suite, kernel_package: &str, dir: &Path) -> Result<()> {
     )?;
     let vmlinuz =
         kernels::find_vmlinuz(&tree).with_context(|| format!("no vmlinuz inside {package}"))?;
-    let (modules, version) = modules_dir(&tree)
-        .with_context(|| format!("no lib/modules/VERSION inside {package}"))?;
+    let (modules, version) =
+        modules_dir(&tree).with_context(|| format!("no lib/modules/VERSION inside {package}"))?;
 
     let hook = work.join("hook.sh");
     std::fs::write(&hook, HOOK)?;

@@ -61,7 +61,10 @@ pub const SUITES: [Suite; 3] = [
 ];
 
 pub fn suite(name: &str) -> Result<Suite> {
-    match SUITES.iter().find(|s| s.name == name || s.kernel.label == name) {
+    match SUITES
+        .iter()
+        .find(|s| s.name == name || s.kernel.label == name)
+    {
         Some(s) => Ok(*s),
         None => bail!(
             "unknown Debian suite `{name}`: choose {}",

@@ -47,7 +47,10 @@ impl Payload {
             .into_owned();
         let dest = self.staging.join("bin").join(&name);
         std::fs::copy(host, &dest).with_context(|| {
-            format!("copying {} (is it built? cargo xtask builds it first)", host.display())
+            format!(
+                "copying {} (is it built? cargo xtask builds it first)",
+                host.display()
+            )
         })?;
         if self.own_libc {
             self.point_at_own_libc(host, &dest)?;
@@ -86,7 +89,10 @@ impl Payload {
         for line in text.lines() {
             let path = match line.split_once("=>") {
                 Some((_, right)) => right.split_whitespace().next(),
-                None => line.split_whitespace().next().filter(|w| w.starts_with('/')),
+                None => line
+                    .split_whitespace()
+                    .next()
+                    .filter(|w| w.starts_with('/')),
             };
             let Some(p) = path.filter(|p| p.starts_with('/')).map(PathBuf::from) else {
                 continue;
