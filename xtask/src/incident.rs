@@ -426,15 +426,20 @@ pub fn kills(r: &Value) -> Vec<&Value> {
 }
 
 /// Bounds of the CI case (docs/testing.md, "The CI case"): measured
-/// values, with margins for a busy 2-core machine.
+/// values with margins for a busy 2-core machine. Measured over seven runs
+/// (some beside three other VMs, load average 11-15): recovery 3.0-3.6 s,
+/// no stall, worst gap 0.4-1.6 s.
 pub mod bounds {
-    /// Plateau to recovery: budget crossing (3 s of throttling in the
-    /// 10 s window) + kill + one second of normal replies.
-    pub const RECOVERY_S: f64 = 20.0;
-    /// Longest time the client went without a reply, from the spawn on.
-    pub const WORST_GAP_S: f64 = 15.0;
-    /// Watchdog stalls the client may see before the kill.
-    pub const STALLS: u64 = 15;
+    /// Plateau to recovery: 3 s of throttling crosses the budget (30 % of
+    /// 10 s), then one second of normal replies; four times the worst
+    /// measured.
+    pub const RECOVERY_S: f64 = 15.0;
+    /// Longest time the client went without a reply, from the spawn on;
+    /// five times the worst measured.
+    pub const WORST_GAP_S: f64 = 8.0;
+    /// Watchdog stalls (a reply later than 1 s): none measured; a host
+    /// that starves the guest for seconds may cause a few.
+    pub const STALLS: u64 = 5;
 }
 
 /// The CI case: one bookworm boot in which memtrace's agent, started by
@@ -513,17 +518,33 @@ fn ci_checks(r: &Value) -> Vec<String> {
         ),
         None => check(false, "the server never recovered".into()),
     }
-    let kills = kills(r);
+    let all = kills(r);
     let scanner = &r["scanner_pid"];
     let agent_cgroup = "/system.slice/memtrace-agent.service";
+    let by_agent: Vec<&&Value> = all
+        .iter()
+        .filter(|k| k["killer_cgroup"] == agent_cgroup)
+        .collect();
     check(
-        kills.len() == 1,
+        by_agent.len() == 1,
         format!(
-            "expected exactly one kill, the kernel saw {}: {kills:?}",
-            kills.len()
+            "expected exactly one kill by the agent, the kernel saw {}: {by_agent:?}",
+            by_agent.len()
         ),
     );
-    if let Some(k) = kills.first() {
+    let others_in_unit: Vec<&&Value> = all
+        .iter()
+        .filter(|k| {
+            let maybe_unit = k["in_unit"] == true
+                || (k["in_unit"].is_null() && (k["comm"] == "t3" || k["comm"] == "scanner"));
+            maybe_unit && k["killer_cgroup"] != agent_cgroup
+        })
+        .collect();
+    check(
+        others_in_unit.is_empty(),
+        format!("something else killed in the unit: {others_in_unit:?}"),
+    );
+    if let Some(k) = by_agent.first() {
         check(
             k["pid"] == *scanner && k["comm"] == "scanner" && k["sig"] == 9,
             format!("the kill was not SIGKILL of the scanner (pid {scanner}): {k}"),
@@ -531,10 +552,6 @@ fn ci_checks(r: &Value) -> Vec<String> {
         check(
             k["in_unit"] == true,
             format!("the victim was not seen in the unit: {k}"),
-        );
-        check(
-            k["killer_cgroup"] == agent_cgroup,
-            format!("the kill did not come from {agent_cgroup}: {k}"),
         );
     }
     check(
