@@ -426,9 +426,9 @@ pub fn kills(r: &Value) -> Vec<&Value> {
 }
 
 /// Bounds of the CI case (docs/testing.md, "The CI case"): measured
-/// values with margins for a busy 2-core machine. Measured over seven runs
-/// (some beside three other VMs, load average 11-15): recovery 3.0-3.6 s,
-/// no stall, worst gap 0.4-1.6 s.
+/// values with margins for a busy 2-core machine. Measured over ten runs,
+/// all beside other VMs (load average 10-16): recovery 3.0-5.1 s, no
+/// stall, worst gap 0.4-1.6 s.
 pub mod bounds {
     /// Plateau to recovery: 3 s of throttling crosses the budget (30 % of
     /// 10 s), then one second of normal replies; four times the worst

@@ -687,7 +687,8 @@ pub fn run(payload: &Path, plan: &Plan) -> Result<Value> {
             &["-b", "-u", u, "-o", "short-monotonic", "--no-pager", "-q"],
         )
         .unwrap_or_else(|e| format!("journalctl failed: {e}"));
-        journals.insert(u.clone(), json!(tail_lines(&text, 300)));
+        // nohang's debug_psi says ten lines a second: keep its start.
+        journals.insert(u.clone(), json!(tail_lines(&text, 3000)));
     }
     let warnings = sh(
         "journalctl",
