@@ -6,10 +6,14 @@
 //! - `lint`: rustfmt and clippy, including the eBPF crate.
 //! - `vmtest`: the scenarios in qemu VMs on Debian's 6.1, 6.12, 7.2 kernels.
 //! - `bench`: the benchmarks behind docs/benchmarks.md.
+//! - `shootout`: the first incident against every OOM guard, in Debian
+//!   guests with systemd (docs/benchmarks.md).
 //! - `fuzz`: the cargo-fuzz targets, longer than CI runs them.
 
 mod cmd;
+mod incident;
 mod setup;
+mod shootout;
 mod test;
 mod vm;
 
@@ -42,6 +46,21 @@ enum Task {
     /// 1,000 cgroups, top's idle CPU, probe cost (root). Results go to
     /// target/bench.md; docs/benchmarks.md says how to read them.
     Bench,
+    /// The first incident (a hog plateaued between MemoryHigh and
+    /// MemoryMax) against no guard, earlyoom, systemd-oomd, oomd, nohang
+    /// and memtrace's agent, one Debian guest boot each (root, qemu). Writes
+    /// the table into docs/benchmarks.md and docs/shootout-latency.svg.
+    Shootout(shootout::ShootoutArgs),
+    /// The CI's Debian guest case alone: memtrace's agent, started by its
+    /// unit, ends the incident in a bookworm guest (root, qemu).
+    DebianTest,
+    /// Build (or find cached) the Debian guest image of a suite and print
+    /// its path (root; mmdebstrap).
+    DebianImage {
+        /// bookworm (6.1), trixie (6.12) or bullseye (5.10).
+        #[arg(long, default_value = "bookworm")]
+        suite: String,
+    },
     /// Run the fuzz targets for a while (nightly, cargo-fuzz).
     Fuzz {
         /// Seconds per target.
@@ -59,6 +78,11 @@ fn main() {
         Task::Lint => test::lint(),
         Task::Vmtest(a) => vm::run(&a),
         Task::Bench => bench(),
+        Task::Shootout(a) => shootout::run(&a),
+        Task::DebianTest => setup::run().and_then(|()| incident::ci_case()),
+        Task::DebianImage { suite } => vm::debian::suite(&suite)
+            .and_then(|s| vm::debian::image::image(&s))
+            .map(|img| println!("{}\n{}", img.root.display(), img.vmlinuz.display())),
         Task::Fuzz { seconds } => {
             let targets: Vec<(&str, u32)> = test::FUZZ_CI
                 .iter()

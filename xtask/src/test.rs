@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::vm::VmtestArgs;
-use crate::{cmd, setup, vm};
+use crate::{cmd, incident, setup, vm};
 
 #[derive(Args, Debug, Default)]
 pub struct TestArgs {
@@ -87,6 +87,10 @@ pub fn run(args: &TestArgs) -> Result<()> {
                     trace: false,
                 })
             },
+        )?;
+        suite.step(
+            "Debian guest: memtrace's agent, started by its unit, ends the incident (bookworm 6.1)",
+            incident::ci_case,
         )?;
     }
     eprintln!(

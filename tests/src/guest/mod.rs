@@ -10,6 +10,7 @@ pub mod agent;
 pub mod record;
 pub mod safety;
 pub mod scenarios;
+pub mod systemd;
 pub mod workload;
 
 use std::io::Write;

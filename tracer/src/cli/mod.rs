@@ -7,9 +7,9 @@
 mod agent;
 mod check;
 mod events;
-mod log;
 mod record;
 mod report;
+mod stderr;
 mod top;
 
 use std::process::ExitCode;
@@ -181,15 +181,46 @@ pub fn init_logging(verbose: u8, daemon: bool) {
         (0, true) | (1, _) => "info",
         _ => "debug",
     };
-    let mut b =
+    let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
-    b.format_target(false);
+    builder.format_target(false);
+    if stderr_is_journal() {
+        // journald stamps the time itself and reads an sd-daemon `<N>`
+        // priority at the start of a line (sd-daemon(3)).
+        builder.format(|buf, record| {
+            let priority = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            std::io::Write::write_fmt(buf, format_args!("<{priority}>{}\n", record.args()))
+        });
+    }
     // The daemon logs from its kill path: never let a stalled stderr (a
     // journald under pressure) block it.
-    if daemon && let Some(q) = log::Queued::start() {
-        b.target(env_logger::Target::Pipe(Box::new(q)));
+    if daemon && let Some(q) = stderr::Queued::start() {
+        builder.target(env_logger::Target::Pipe(Box::new(q)));
     }
-    b.init();
+    builder.init();
+}
+
+/// Whether stderr is the journal stream systemd connected: `JOURNAL_STREAM`
+/// names its device and inode (a child whose stderr was redirected
+/// inherits the variable but not the stream).
+fn stderr_is_journal() -> bool {
+    let Some((dev, ino)) = std::env::var("JOURNAL_STREAM").ok().and_then(|v| {
+        v.split_once(':')
+            .map(|(d, i)| (d.to_string(), i.to_string()))
+    }) else {
+        return false;
+    };
+    // SAFETY: fstat writes only the struct it is given.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(2, &mut st) } != 0 {
+        return false;
+    }
+    dev.parse() == Ok(st.st_dev) && ino.parse() == Ok(st.st_ino)
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<u8> {

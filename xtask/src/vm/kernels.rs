@@ -14,7 +14,7 @@ use crate::cmd;
 #[derive(Clone, Copy, Debug)]
 pub struct Series {
     pub label: &'static str,
-    suite: &'static str,
+    pub suite: &'static str,
     /// Package name around the moving number: prefix N suffix.
     prefix: &'static str,
     suffix: &'static str,
@@ -40,6 +40,15 @@ pub const SERIES: [Series; 3] = [
         suffix: "+deb14-cloud-amd64",
     },
 ];
+
+/// Bullseye's 5.10 cloud kernel: the Debian guests boot it (the busybox
+/// matrix does not, yet).
+pub const BULLSEYE: Series = Series {
+    label: "5.10",
+    suite: "bullseye",
+    prefix: "linux-image-5.10.0-",
+    suffix: "-cloud-amd64-unsigned",
+};
 
 pub fn series(label: &str) -> Result<Series> {
     SERIES
@@ -69,6 +78,7 @@ fn vmtest_dir() -> PathBuf {
 /// the three suites on the mirror the machine already uses.
 struct Apt {
     dir: PathBuf,
+    sources: String,
 }
 
 impl Apt {
@@ -86,10 +96,11 @@ impl Apt {
         };
         let sources: String = SERIES
             .iter()
+            .chain([&BULLSEYE])
             .map(|s| format!("deb {signed}{mirror} {} main\n", s.suite))
             .collect();
-        std::fs::write(dir.join("sources.list"), sources)?;
-        Ok(Self { dir })
+        std::fs::write(dir.join("sources.list"), &sources)?;
+        Ok(Self { dir, sources })
     }
 
     fn options(&self) -> Vec<String> {
@@ -104,14 +115,17 @@ impl Apt {
         ]
     }
 
-    /// Refreshes the package lists when older than six hours.
+    /// Refreshes the package lists when older than six hours or made for
+    /// other sources.
     fn update(&self) -> Result<()> {
         let stamp = self.dir.join("lists/.updated");
-        let fresh = std::fs::metadata(&stamp)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .is_some_and(|age| age < Duration::from_secs(6 * 3600));
+        let same_sources = std::fs::read_to_string(&stamp).is_ok_and(|s| s == self.sources);
+        let fresh = same_sources
+            && std::fs::metadata(&stamp)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age < Duration::from_secs(6 * 3600));
         if fresh {
             return Ok(());
         }
@@ -120,7 +134,7 @@ impl Apt {
             &vmtest_dir().join("logs/apt-update.log"),
         )
         .context("apt-get update (private configuration for the test kernels)")?;
-        std::fs::write(stamp, "")?;
+        std::fs::write(stamp, &self.sources)?;
         Ok(())
     }
 
@@ -166,7 +180,7 @@ fn regex_escape(s: &str) -> String {
 }
 
 /// The Debian mirror of the machine's own apt sources.
-fn system_mirror() -> String {
+pub fn system_mirror() -> String {
     let from_deb822 = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources")
         .ok()
         .and_then(|t| {
@@ -250,6 +264,45 @@ fn cached(series_dir: &Path) -> Option<Kernel> {
     })
 }
 
+/// A kernel package for a Debian guest image: the newest of the series,
+/// downloaded as a .deb into `dir`. Returns the package name and the file.
+pub fn fetch_deb(s: &Series, dir: &Path) -> Result<(String, PathBuf)> {
+    let apt = Apt::new()?;
+    apt.update()?;
+    let package = apt.newest(s)?;
+    std::fs::create_dir_all(dir)?;
+    cmd::run_logged(
+        Command::new("apt-get")
+            .args(apt.options())
+            .args(["download", &package])
+            .current_dir(dir),
+        &vmtest_dir().join(format!("logs/download-{package}.log")),
+    )
+    .with_context(|| format!("downloading {package}"))?;
+    let deb = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "deb")
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&package))
+        })
+        .with_context(|| {
+            format!(
+                "apt-get download {package} left no .deb in {}",
+                dir.display()
+            )
+        })?;
+    Ok((package, deb))
+}
+
+/// The newest kernel package name of a series, from the registry.
+pub fn newest_package(s: &Series) -> Result<String> {
+    let apt = Apt::new()?;
+    apt.update()?;
+    apt.newest(s)
+}
+
 fn download(apt: &Apt, package: &str, dir: &Path) -> Result<()> {
     let work = vmtest_dir().join("download");
     let _ = std::fs::remove_dir_all(&work);
@@ -281,7 +334,7 @@ fn download(apt: &Apt, package: &str, dir: &Path) -> Result<()> {
 }
 
 /// `boot/vmlinuz-*` (6.1, 6.12) or `usr/lib/modules/*/vmlinuz` (7.x).
-fn find_vmlinuz(tree: &Path) -> Option<PathBuf> {
+pub fn find_vmlinuz(tree: &Path) -> Option<PathBuf> {
     let boot = std::fs::read_dir(tree.join("boot")).ok().and_then(|d| {
         d.flatten().map(|e| e.path()).find(|p| {
             p.file_name()

@@ -5,9 +5,10 @@
 //! (`tests/src/bin/vm-guest.rs`) reports one JSON line per scenario on its
 //! second serial port, and this module turns those into a pass/fail table.
 
+pub mod debian;
 mod initramfs;
-mod kernels;
-mod qemu;
+pub(crate) mod kernels;
+pub(crate) mod qemu;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -247,9 +248,11 @@ fn boot_one(
     let spec = qemu::BootSpec {
         label: k.label,
         vmlinuz: &k.vmlinuz,
-        initramfs: image,
-        slow_disk: Some(slow_disk),
+        initramfs: Some(image),
         append: append.to_string(),
+        memory_mb: 1024,
+        extra_args: qemu::slow_disk_args(slow_disk),
+        progress: qemu::busybox_progress,
         boot_timeout: BOOT_TIMEOUT,
         progress_timeout: PROGRESS_TIMEOUT,
         run_dir: vmtest.join("runs").join(k.label),

@@ -44,11 +44,14 @@ impl Boot {
 pub struct BootSpec<'a> {
     pub label: &'a str,
     pub vmlinuz: &'a Path,
-    pub initramfs: &'a Path,
-    /// An ext4 image attached as an NVMe disk whose writes qemu throttles
-    /// (see [`SLOW_DISK_THROTTLE`]), for scenarios that need a disk that
-    /// stalls fsync. `snapshot=on`: the image is never written.
-    pub slow_disk: Option<&'a Path>,
+    /// None: the kernel mounts its root from a disk in `extra_args`.
+    pub initramfs: Option<&'a Path>,
+    pub memory_mb: u32,
+    /// Disks and devices (the busybox guests' slow disk, the Debian
+    /// guests' root and payload disks).
+    pub extra_args: Vec<String>,
+    /// Console lines that show the guest is making progress.
+    pub progress: fn(&str) -> bool,
     pub append: String,
     /// Time allowed until the guest's init reports it is up.
     pub boot_timeout: Duration,
@@ -57,13 +60,28 @@ pub struct BootSpec<'a> {
     pub run_dir: PathBuf,
 }
 
-/// How slow the slow disk is: 256 KiB/s and 8 requests/s of writes, so
-/// that one fsync of a few journal blocks takes about a second and a
-/// MiB several.
+/// How slow the busybox guests' slow disk is: 256 KiB/s and 8 requests/s
+/// of writes, so that one fsync of a few journal blocks takes about a
+/// second and a MiB several.
 pub const SLOW_DISK_THROTTLE: &str = "throttling.bps-write=262144,throttling.iops-write=8";
 
-/// Console lines that show the guest is making progress.
-fn is_progress(line: &str) -> bool {
+/// The qemu arguments of the busybox guests' slow disk: an ext4 image as
+/// an NVMe drive whose writes qemu throttles; `snapshot=on`, so the image
+/// is never written.
+pub fn slow_disk_args(image: &Path) -> Vec<String> {
+    vec![
+        "-drive".into(),
+        format!(
+            "file={},format=raw,if=none,id=slow,snapshot=on,{SLOW_DISK_THROTTLE}",
+            image.display()
+        ),
+        "-device".into(),
+        "nvme,drive=slow,serial=slow".into(),
+    ]
+}
+
+/// Console lines of the busybox guests that show progress.
+pub fn busybox_progress(line: &str) -> bool {
     line.starts_with("init: ") || line.starts_with("vm-guest: ")
 }
 
@@ -78,33 +96,20 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
     // SLUB and text patching); without the feature the guest's SLUB takes
     // its locked path and boots reliably (docs/testing.md).
     let mut qemu = Command::new("qemu-system-x86_64");
-    if let Some(disk) = spec.slow_disk {
-        qemu.arg("-drive")
-            .arg(format!(
-                "file={},format=raw,if=none,id=slow,snapshot=on,{SLOW_DISK_THROTTLE}",
-                disk.display()
-            ))
-            .args(["-device", "nvme,drive=slow,serial=slow"]);
-    }
-    let mut child = qemu
-        .args([
-            "-cpu",
-            "max,-cx16",
-            "-accel",
-            "tcg,thread=multi",
-            "-m",
-            "1024",
-            "-smp",
-            "2",
-        ])
+    qemu.args(["-cpu", "max,-cx16", "-accel", "tcg,thread=multi", "-m"])
+        .arg(spec.memory_mb.to_string())
+        .args(["-smp", "2"])
         .args(["-nodefaults", "-display", "none", "-no-reboot"])
         .args(["-serial", "stdio"])
         .arg("-serial")
         .arg(format!("file:{}", results_path.display()))
         .arg("-kernel")
-        .arg(spec.vmlinuz)
-        .arg("-initrd")
-        .arg(spec.initramfs)
+        .arg(spec.vmlinuz);
+    if let Some(initramfs) = spec.initramfs {
+        qemu.arg("-initrd").arg(initramfs);
+    }
+    let mut child = qemu
+        .args(&spec.extra_args)
         .arg("-append")
         .arg(&spec.append)
         .stdin(Stdio::null())
@@ -118,6 +123,7 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
     let prefix = format!("[{}] ", spec.label);
     let sink = console.clone();
     let stdout = child.stdout.take().context("qemu stdout")?;
+    let is_progress = spec.progress;
     let reader = std::thread::spawn(move || {
         // The kernel's boot messages go to console.log (and the failure
         // report of a boot that hangs), not to the terminal.
@@ -154,7 +160,7 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
         }
         if let Ok(c) = console.lock() {
             for line in &c[seen..] {
-                if is_progress(line) {
+                if (spec.progress)(line) {
                     if booted {
                         longest_silence = longest_silence.max(last_progress.elapsed());
                     } else {
