@@ -58,6 +58,29 @@ pub(crate) fn current_memcg_id() -> u64 {
     css_cgroup_id(task_memory_css(task))
 }
 
+/// The nearest cgroup with a brake rule from `css_start` up to, and
+/// including, `stop` (the cause); 0 if none. A second walk rather than a
+/// level count in the first: per-level constants in the unrolled loop
+/// multiply the states the verifier must visit.
+#[inline(always)]
+fn nearest_rule(css_start: u64, stop: u64) -> u64 {
+    let mut css = css_start;
+    for _ in 0..MAX_CGROUP_DEPTH {
+        if css == 0 {
+            return 0;
+        }
+        let id = css_cgroup_id(css);
+        if unsafe { BRAKE_RULES.get(id) }.is_some() {
+            return id;
+        }
+        if id == stop {
+            return 0;
+        }
+        css = read::<u64>(css, kc!(css_parent)).unwrap_or(0);
+    }
+    0
+}
+
 /// What the walk up from the charged memory cgroup found.
 pub(crate) struct Ancestry {
     pub(crate) memcg_id: u64,
@@ -85,12 +108,7 @@ pub(crate) fn walk_ancestry(css_start: u64) -> Ancestry {
     let counters = has(config_flags::MEMCG_COUNTERS);
     let mut best_overage = 0u64;
     let mut css = css_start;
-    // Levels up from the charged cgroup (0) of the cause and the nearest
-    // rule.
-    let mut over_high_level = u32::MAX;
-    let mut rule_level = u32::MAX;
-    let mut rule_id = 0u64;
-    for level in 0..MAX_CGROUP_DEPTH {
+    for _ in 0..MAX_CGROUP_DEPTH {
         if css == 0 {
             break;
         }
@@ -107,18 +125,13 @@ pub(crate) fn walk_ancestry(css_start: u64) -> Ancestry {
                     out.over_high_id = id;
                     out.over_high_usage = usage;
                     out.over_high_limit = high;
-                    over_high_level = level;
                 }
             }
         }
-        if rule_id == 0 && unsafe { BRAKE_RULES.get(id) }.is_some() {
-            rule_id = id;
-            rule_level = level;
-        }
         css = read::<u64>(css, kc!(css_parent)).unwrap_or(0);
     }
-    if rule_level <= over_high_level && over_high_level != u32::MAX {
-        out.brake_rule_id = rule_id;
+    if out.over_high_id != 0 {
+        out.brake_rule_id = nearest_rule(css_start, out.over_high_id);
     }
     out
 }
