@@ -60,6 +60,13 @@ fn alerts_reach_every_sink_and_metrics_count_them() {
 metrics_listen = "127.0.0.1:{port}"
 record_dir = "{flight}"
 record_max_size = "8MiB"
+# Never breached here (no memory.high on this host): its series must be
+# on the page at 0 all the same.
+[[budget]]
+name = "work"
+cgroup = "/memtrace-no-such-cgroup/**"
+max_throttled = "30%"
+action = "kill-largest"
 # Not `host`: the squeeze can raise this machine's own memory PSI enough
 # for a leading-edge alert, which would make the counts below depend on
 # the machine.
@@ -89,6 +96,10 @@ on = ["oom-kill"]
     )
     .unwrap();
     let discord = sink.url("/discord");
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let agent = AgentRun::start(
         &workspace_bin("memtrace"),
         &[
@@ -100,6 +111,32 @@ on = ["oom-kill"]
         &[("TEST_DISCORD_URL", discord.as_str())],
     )
     .unwrap();
+
+    // Before anything happened: every counter an alert rule watches is
+    // there at 0, so the first kill is an increase Prometheus can see.
+    std::thread::sleep(Duration::from_millis(1500));
+    let first = scrape(port);
+    for (name, labels) in [
+        (
+            "memtrace_agent_kills_total",
+            "budget=\"work\",action=\"kill-largest\"",
+        ),
+        (
+            "memtrace_agent_would_kill_total",
+            "budget=\"work\",action=\"kill-largest\"",
+        ),
+        ("memtrace_agent_nothing_to_kill_total", "budget=\"work\""),
+        ("memtrace_budget_breaches_total", "budget=\"work\""),
+        ("memtrace_oom_kills_total", ""),
+        ("memtrace_kernel_brakes_total", ""),
+        ("memtrace_lost_events_total", "type=\"throttle\""),
+    ] {
+        assert_eq!(
+            value(&first, name, labels),
+            Some(0.0),
+            "{name}{{{labels}}}: {first}"
+        );
+    }
 
     squeeze(&cg);
     let t = Duration::from_secs(20);
@@ -158,7 +195,36 @@ on = ["oom-kill"]
     std::thread::sleep(Duration::from_secs(3));
     let page = scrape(port);
     assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
-    assert_eq!(value(&page, "memtrace_agent_up", ""), Some(1.0));
+    // The build the binary says it is, and the standard process metrics.
+    let version = std::process::Command::new(workspace_bin("memtrace"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&version.stdout).to_string();
+    let commit = version
+        .split("(commit ")
+        .nth(1)
+        .and_then(|r| r.split([',', ')']).next())
+        .unwrap_or_else(|| panic!("no commit in --version: {version}"));
+    assert!(
+        page.lines().any(|l| l.starts_with("memtrace_build_info{")
+            && l.contains(&format!("commit=\"{commit}\""))
+            && l.ends_with(" 1")),
+        "{page}"
+    );
+    let rss = value(&page, "process_resident_memory_bytes", "").unwrap_or(0.0);
+    assert!(rss > 1e6, "{page}");
+    assert!(value(&page, "process_open_fds", "").unwrap_or(0.0) >= 3.0);
+    let started = value(&page, "process_start_time_seconds", "").unwrap_or(0.0);
+    assert!(
+        (before - 5.0..before + 60.0).contains(&started),
+        "started {started}, test at {before}"
+    );
+    assert_eq!(
+        value(&page, "memtrace_oom_kills_total", ""),
+        Some(2.0),
+        "{page}"
+    );
     let oom = value(
         &page,
         "memtrace_cgroup_oom_kills_total",
@@ -190,38 +256,46 @@ on = ["oom-kill"]
         "{page}"
     );
     assert_eq!(sink.all().iter().filter(|r| r.path == "/hook").count(), 1);
-    // Every sample line is `name{labels} value`.
-    for line in page
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-    {
+    // Every sample line is `name{labels} value`, and Prometheus's own
+    // linter finds nothing wrong with the page.
+    let body = page.split("\r\n\r\n").nth(1).unwrap();
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
         let (series, v) = line
             .rsplit_once(' ')
             .unwrap_or_else(|| panic!("bad line {line}"));
-        assert!(series.starts_with("memtrace_"), "{line}");
+        assert!(
+            series.starts_with("memtrace_") || series.starts_with("process_"),
+            "{line}"
+        );
         assert!(
             v == "NaN" || v == "+Inf" || v.parse::<f64>().is_ok(),
             "{line}"
         );
     }
-    // Every memtrace metric the example alert rules use is one the agent
-    // exports.
-    let rules = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docs/examples/prometheus-rules.yml"
-    ))
-    .unwrap();
-    for name in rules
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.starts_with("memtrace_"))
-    {
-        assert!(
-            page.contains(&format!("# TYPE {name} ")),
-            "the rules use {name}, which the agent does not export"
-        );
+    promtool_check_metrics(body);
+    // Every memtrace metric the example alert rules and the Grafana
+    // dashboard use is one the agent exports.
+    for file in ["prometheus-rules.yml", "grafana-dashboard.json"] {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../docs/examples")
+                .join(file),
+        )
+        .unwrap();
+        for name in text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("memtrace_") || w.starts_with("process_"))
+        {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|f| page.contains(&format!("# TYPE {f} histogram")))
+                .unwrap_or(name);
+            assert!(
+                page.contains(&format!("# TYPE {family} ")),
+                "{file} uses {name}, which the agent does not export"
+            );
+        }
     }
     // The flight recorder has the OOM kills on disk, readable.
     drop(agent);
@@ -249,6 +323,32 @@ on = ["oom-kill"]
     let _ = std::fs::remove_dir_all(&flight);
     let _ = std::fs::remove_file(&config);
     let _ = std::fs::remove_file(&dump);
+}
+
+/// `promtool check metrics`: the exposition linter of Prometheus itself
+/// (names, units, HELP, counters ending in `_total`).
+fn promtool_check_metrics(body: &str) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; cargo xtask setup installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -60,8 +60,11 @@ impl Agent {
     }
 
     fn on_warning(&mut self, f: &Finding) {
-        self.counters.warnings += 1;
-        let label = self.policy.budgets[f.budget].label();
+        let b = &self.policy.budgets[f.budget];
+        let label = b.label();
+        self.counters
+            .budget(label.clone(), b.action.as_str())
+            .warnings += 1;
         let summary = format!(
             "{} throttled {} of the last {} ({:.0}%), {:.0}% of budget `{label}`",
             f.path,
@@ -101,7 +104,9 @@ impl Agent {
             }
             return;
         }
-        self.counters.breaches += 1;
+        self.counters
+            .budget(budget.label(), budget.action.as_str())
+            .breaches += 1;
         let summary = format!(
             "{} throttled {} of the last {} ({:.0}% > {:.0}%): budget `{}` exceeded",
             f.path,

@@ -220,7 +220,9 @@ impl Agent {
         let dry = self.dry(budget);
         let Some((v, released, signal_ns)) = self.deliver(f, dry) else {
             if !f.retry {
-                self.counters.nothing_to_kill += 1;
+                self.counters
+                    .budget(budget.label(), budget.action.as_str())
+                    .nothing_to_kill += 1;
                 log::error!(
                     "{}: budget `{}` exceeded but no process may be killed (all protected, avoided or gone); trying again while it lasts",
                     f.path,
@@ -254,7 +256,9 @@ impl Agent {
         d.rss_bytes = Some(v.info.rss_bytes);
         d.dry_run = Some(dry);
         if dry {
-            self.counters.would_kill += 1;
+            self.counters
+                .budget(budget.label(), budget.action.as_str())
+                .would_kill += 1;
             self.kills.write(&record);
             let summary = format!(
                 "would kill {}[{}] in {} (dry run)",
@@ -264,11 +268,9 @@ impl Agent {
             self.kill_alert(f, summary, d);
             return true;
         }
-        *self
-            .counters
-            .kills
-            .entry((budget.label(), f.path.clone(), budget.action.as_str()))
-            .or_default() += 1;
+        self.counters
+            .budget(budget.label(), budget.action.as_str())
+            .kills += 1;
         self.counters.breach_to_signal.record(breach_to_signal, 0);
         record.breach_to_signal_ns = Some(breach_to_signal);
         record.memory_released = Some(released);
@@ -356,7 +358,9 @@ impl Agent {
                 f.path,
                 procs.len()
             );
-            self.counters.would_kill += 1;
+            self.counters
+                .budget(budget.label(), budget.action.as_str())
+                .would_kill += 1;
         } else if protected.is_empty() && kill_cgroup(&dir).unwrap_or(false) {
             log::warn!(
                 "KILL cgroup {} ({} processes) via cgroup.kill",
@@ -384,11 +388,9 @@ impl Agent {
             log::warn!("KILL processes of {} one by one", f.path);
         }
         if !dry {
-            *self
-                .counters
-                .kills
-                .entry((budget.label(), f.path.clone(), "kill-cgroup"))
-                .or_default() += 1;
+            self.counters
+                .budget(budget.label(), budget.action.as_str())
+                .kills += 1;
             self.counters
                 .breach_to_signal
                 .record(signal_ns.saturating_sub(f.crossed_ns), 0);

@@ -102,7 +102,6 @@ pub struct Agent {
     counters: AgentCounters,
     self_pid: u32,
     hostname: String,
-    started_ns: u64,
     status: status::Recent,
 }
 

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::{Agent, AgentOptions, HORIZON_NS, kills, status};
 use crate::act::alert::Alerter;
-use crate::clock::{Clock, fmt_bytes, mono_now_ns};
+use crate::clock::{Clock, fmt_bytes};
 use crate::config::{AgentConfig, ConfigError};
 use crate::kernel::CgroupVersion;
 use crate::metrics::page::AgentCounters;
@@ -146,7 +146,6 @@ impl Agent {
             counters: AgentCounters::default(),
             self_pid,
             hostname,
-            started_ns: mono_now_ns(),
             status: status::Recent::default(),
         })
     }

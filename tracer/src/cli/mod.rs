@@ -29,7 +29,7 @@ pub struct UsageError(pub String);
 #[derive(Parser, Debug)]
 #[command(
     name = "memtrace",
-    version,
+    version = crate::build_info::LONG_VERSION,
     about = "See and stop memory.high livelocks: eBPF tracing of cgroup v2 throttling",
     long_about = "memtrace watches the kernel's memory.high throttle, memcg and direct \
 reclaim, and OOM kills with eBPF, per memory cgroup and task.\n\n\
