@@ -7,8 +7,11 @@
 //! - `vmtest`: the scenarios in qemu VMs on Debian's 6.1, 6.12, 7.2 kernels.
 //! - `bench`: the benchmarks behind docs/benchmarks.md.
 //! - `fuzz`: the cargo-fuzz targets, longer than CI runs them.
+//! - `dist`: the static binary and the Debian package.
 
 mod cmd;
+mod dist;
+mod rules;
 mod setup;
 mod test;
 mod vm;
@@ -48,6 +51,9 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u32,
     },
+    /// Build what is shipped: the static (musl) binary and the Debian
+    /// package, in target/dist/.
+    Dist(dist::DistArgs),
 }
 
 fn main() {
@@ -59,6 +65,7 @@ fn main() {
         Task::Lint => test::lint(),
         Task::Vmtest(a) => vm::run(&a),
         Task::Bench => bench(),
+        Task::Dist(a) => dist::run(&a),
         Task::Fuzz { seconds } => {
             let targets: Vec<(&str, u32)> = test::FUZZ_CI
                 .iter()

@@ -11,14 +11,28 @@ use anyhow::{Context, Result, bail};
 use crate::cmd;
 
 /// Debian packages: LLVM 22 for bpf-linker, qemu/busybox/cpio for the VM
-/// tests, tmux for the terminal tests.
-const APT_PACKAGES: [&str; 5] = [
+/// tests, tmux for the terminal tests; musl-tools for the static binary
+/// (ring's C parts); promtool (prometheus) for the alert rules; and what
+/// the package checks run: lintian, systemd-analyze, man, readelf, and
+/// the shells whose completions are loaded.
+const APT_PACKAGES: [&str; 14] = [
     "llvm-22-dev",
     "qemu-system-x86",
     "busybox-static",
     "cpio",
     "tmux",
+    "musl-tools",
+    "prometheus",
+    "lintian",
+    "systemd",
+    "man-db",
+    "binutils",
+    "bash",
+    "zsh",
+    "fish",
 ];
+/// The static binary's target.
+const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -28,6 +42,7 @@ const MIN_NIGHTLY_MINOR: u32 = 87;
 pub fn run() -> Result<()> {
     step("Debian packages", apt_packages)?;
     step("nightly Rust toolchain", nightly)?;
+    step("musl target (static binary)", musl_target)?;
     step("rust-src for nightly", rust_src)?;
     step("bpf-linker (LLVM 22)", bpf_linker)?;
     step("cargo-fuzz", cargo_fuzz)?;
@@ -137,6 +152,19 @@ fn nightly() -> Result<String> {
             "{version} is too old: aya-ebpf needs rustc 1.{MIN_NIGHTLY_MINOR} or newer (rustup update nightly)"
         ),
     }
+}
+
+fn musl_target() -> Result<String> {
+    let installed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .unwrap_or_default();
+    if installed.lines().any(|l| l.trim() == MUSL_TARGET) {
+        return Ok("present".into());
+    }
+    cmd::run_logged(
+        Command::new("rustup").args(["target", "add", MUSL_TARGET]),
+        &log_path("rustup-musl"),
+    )?;
+    Ok(format!("installed {MUSL_TARGET}"))
 }
 
 fn rust_src() -> Result<String> {

@@ -12,6 +12,55 @@ use memtrace_tests::run::{AgentRun, workspace_bin};
 
 use super::squeeze;
 
+/// A datagram socket standing in for systemd's notify socket.
+struct NotifySocket {
+    socket: std::os::unix::net::UnixDatagram,
+    path: String,
+}
+
+impl NotifySocket {
+    fn bind(name: &str) -> Self {
+        let path = std::env::temp_dir()
+            .join(format!("memtrace-notify-{name}-{}", std::process::id()))
+            .display()
+            .to_string();
+        let _ = std::fs::remove_file(&path);
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Self { socket, path }
+    }
+
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Messages received until `until` is among them or `timeout` passes.
+    fn until(&self, timeout: Duration, until: &str) -> Vec<(std::time::Instant, String)> {
+        let end = std::time::Instant::now() + timeout;
+        let mut got = Vec::new();
+        while std::time::Instant::now() < end {
+            let mut buf = [0u8; 512];
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                let m = String::from_utf8_lossy(&buf[..n]).to_string();
+                let done = m.lines().any(|l| l == until);
+                got.push((std::time::Instant::now(), m));
+                if done {
+                    break;
+                }
+            }
+        }
+        got
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -100,6 +149,7 @@ on = ["oom-kill"]
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
+    let notify = NotifySocket::bind("alerts");
     let agent = AgentRun::start(
         &workspace_bin("memtrace"),
         &[
@@ -108,7 +158,10 @@ on = ["oom-kill"]
             "--status-file",
             "/tmp/memtrace-test-status.json",
         ],
-        &[("TEST_DISCORD_URL", discord.as_str())],
+        &[
+            ("TEST_DISCORD_URL", discord.as_str()),
+            ("NOTIFY_SOCKET", notify.path()),
+        ],
     )
     .unwrap();
 
@@ -137,6 +190,15 @@ on = ["oom-kill"]
             "{name}{{{labels}}}: {first}"
         );
     }
+
+    // Without CAP_SYS_RESOURCE (some CI containers) the agent cannot lower
+    // its OOM score; raise it instead, so a child that inherited it shows.
+    let adj = format!("/proc/{}/oom_score_adj", agent.child.id());
+    if std::fs::read_to_string(&adj).unwrap().trim() == "0" {
+        std::fs::write(&adj, "300").unwrap();
+    }
+    let agent_adj = std::fs::read_to_string(&adj).unwrap();
+    assert_ne!(agent_adj.trim(), "0");
 
     squeeze(&cg);
     let t = Duration::from_secs(20);
@@ -189,6 +251,18 @@ on = ["oom-kill"]
         env.contains("ARGS=--from-config"),
         "argv from the config, no shell: {env}"
     );
+    // The agent runs at nice -10 and oom_score_adj -1000 (or what the test
+    // set, below); what it starts is an ordinary process, and does not get
+    // its line to systemd.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", agent.child.id())).unwrap();
+    let nice = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().nth(16));
+    assert_eq!(nice, Some("-10"), "the agent raises its priority: {stat}");
+    assert!(env.contains("PROC_NICE=0\n"), "{env}");
+    assert!(env.contains("PROC_OOM_SCORE_ADJ=0\n"), "{env}");
+    assert!(env.contains("PROC_NOTIFY_SOCKET=false"), "{env}");
 
     // A second OOM in the same cgroup within min_interval is held back.
     squeeze(&cg);
@@ -360,6 +434,8 @@ fn sighup_reloads_a_valid_file_and_keeps_the_running_one_on_a_bad_file() {
         "[agent]\nmetrics_listen = \"127.0.0.1:{port}\"\n[[budget]]\ncgroup = \"/a\"\nmax_throttled = \"30%\"\n"
     );
     std::fs::write(&config, &good).unwrap();
+    // systemd's side of Type=notify and WatchdogSec=2s.
+    let notify = NotifySocket::bind("hup");
     let mut agent = AgentRun::start(
         &workspace_bin("memtrace"),
         &[
@@ -368,9 +444,31 @@ fn sighup_reloads_a_valid_file_and_keeps_the_running_one_on_a_bad_file() {
             "--status-file",
             "/tmp/memtrace-hup-status.json",
         ],
-        &[],
+        &[
+            ("NOTIFY_SOCKET", notify.path()),
+            ("WATCHDOG_USEC", "2000000"),
+        ],
     )
     .unwrap();
+    let ready = notify.until(Duration::from_secs(5), "READY=1");
+    assert!(
+        ready
+            .iter()
+            .any(|(_, m)| m.starts_with("READY=1\nSTATUS=1 budget(s)")),
+        "{ready:?}"
+    );
+    // Fed from the loop at least every third of the interval (0.67 s),
+    // with a margin for a busy 2-core machine: never a gap of 1.5 s.
+    let pings = notify.until(Duration::from_secs(4), "never");
+    let times: Vec<_> = pings
+        .iter()
+        .filter(|(_, m)| m == "WATCHDOG=1")
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(times.len() >= 3, "{pings:?}");
+    for w in times.windows(2) {
+        assert!(w[1] - w[0] < Duration::from_millis(1500), "{pings:?}");
+    }
     std::fs::write(
         &config,
         "[[budget]]\ncgroup = \"/a\"\nmax_throttled = \"30%\"\nwindow = \"soon\"\n",
@@ -381,6 +479,20 @@ fn sighup_reloads_a_valid_file_and_keeps_the_running_one_on_a_bad_file() {
         agent.wait_log(Duration::from_secs(10), "NOT reloaded"),
         "{}",
         agent.log_text()
+    );
+    // The reload is framed for systemd, and the agent is ready again with
+    // the running configuration.
+    let reload = notify.until(Duration::from_secs(5), "READY=1");
+    let texts: Vec<&str> = reload
+        .iter()
+        .map(|(_, m)| m.as_str())
+        .filter(|m| *m != "WATCHDOG=1")
+        .collect();
+    assert!(
+        texts.len() == 2
+            && texts[0].starts_with("RELOADING=1\nMONOTONIC_USEC=")
+            && texts[1].starts_with("READY=1"),
+        "{texts:?}"
     );
     assert!(
         agent.log_text().contains(":4:"),
@@ -406,5 +518,50 @@ fn sighup_reloads_a_valid_file_and_keeps_the_running_one_on_a_bad_file() {
         Some(1.0),
         "{page}"
     );
+    drop(agent.stop());
+    let stop = notify.until(Duration::from_secs(5), "STOPPING=1");
+    assert!(stop.iter().any(|(_, m)| m == "STOPPING=1"), "{stop:?}");
     let _ = std::fs::remove_file(&config);
+}
+
+/// One agent per host: a second one, on the same lock, changes nothing
+/// and says who holds it.
+#[test]
+fn a_second_agent_is_refused() {
+    let _serial = super::serial();
+    let dir = std::env::temp_dir().join(format!("memtrace-lock-test-{}", std::process::id()));
+    let lock = dir.join("agent.lock");
+    let lock_arg = lock.to_str().unwrap();
+    let config = dir.join("agent.toml");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&config, "[agent]\nmetrics_listen = \"off\"\n").unwrap();
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--status-file",
+        "/tmp/memtrace-lock-status.json",
+        "--lock-file",
+        lock_arg,
+    ];
+    let first = AgentRun::start(&workspace_bin("memtrace"), &args, &[]).unwrap();
+    let started = std::time::Instant::now();
+    let second = std::process::Command::new(workspace_bin("memtrace"))
+        .arg("agent")
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("another memtrace agent is running on this host")
+            && err.contains(&format!("pid {}", first.child.id())),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused before loading anything"
+    );
+    assert!(first.log_text().contains("memtrace agent ready"));
+    drop(first.stop());
+    let _ = std::fs::remove_dir_all(&dir);
 }

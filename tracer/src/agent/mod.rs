@@ -33,17 +33,20 @@ mod events;
 mod kills;
 mod notify;
 mod reload;
+pub mod service;
 pub mod setup;
 pub mod status;
 mod tick;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::act::alert::Alerter;
+use crate::act::child::ChildSetup;
 use crate::act::kill::Prepared;
 use crate::clock::{Clock, mono_now_ns};
 use crate::config::{AgentConfig, BudgetConfig};
@@ -61,6 +64,7 @@ use crate::sys::cgroupfs::HostMemory;
 use crate::sys::registry::CgroupRegistry;
 use crate::sys::sampler::Sampler;
 
+pub use service::LOCK_FILE;
 pub use setup::load_config;
 pub use status::STATUS_FILE;
 
@@ -74,6 +78,8 @@ pub struct AgentOptions {
     pub config_path: Option<PathBuf>,
     pub dry_run: bool,
     pub status_file: PathBuf,
+    /// The one-agent-per-host lock.
+    pub lock_file: PathBuf,
 }
 
 /// The daemon's state: the pipeline's stages and what the loop keeps
@@ -102,6 +108,14 @@ pub struct Agent {
     counters: AgentCounters,
     self_pid: u32,
     hostname: String,
+    /// systemd: readiness, reloads, status.
+    notifier: service::Notifier,
+    /// systemd's watchdog, fed by the kill path.
+    watchdog: service::Watchdog,
+    /// How `exec` alert programs start.
+    child: Arc<ChildSetup>,
+    /// Held for the agent's life.
+    _lock: service::HostLock,
     status: status::Recent,
 }
 
@@ -135,6 +149,8 @@ impl Agent {
         self.start_psi_triggers(psi_tx);
         self.tick(mono_now_ns());
         self.log_ready(&metrics_at);
+        self.notifier.ready(&self.status_line());
+        self.watchdog.ping();
 
         loop {
             let deadline = self.next_deadline();
@@ -180,6 +196,8 @@ impl Agent {
     /// recorder's chunk when one is due (it writes at least once a
     /// second; checking four times a second keeps it from slipping).
     fn on_beat(&mut self, now: u64) {
+        // The loop is the kill path: it turning is what systemd watches.
+        self.watchdog.ping();
         if let Some(b) = &mut self.brake {
             b.beat(now);
         }
@@ -188,6 +206,7 @@ impl Agent {
 
     async fn stop(&mut self) {
         log::info!("memtrace agent stopping");
+        self.notifier.stopping();
         self.finish_kill_log().await;
         if let Some(rec) = self.recorder.take()
             && let Err(e) = rec.close()

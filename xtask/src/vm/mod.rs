@@ -70,20 +70,25 @@ pub fn run(args: &VmtestArgs) -> Result<()> {
         "build",
         "--release",
         "-p",
-        "memtrace",
-        "-p",
         "memtrace-tests",
         "--bins",
         "--target-dir",
         &target_arg,
     ];
-    build.extend(features);
+    build.extend(features.iter().copied());
     cmd::cargo(&build).context("building the guest binaries")?;
+    // The guests run the shipped binary: static (musl), stripped, built as
+    // `cargo xtask dist` builds it, so every scenario on every kernel is a
+    // test of what operators install.
+    let source = crate::dist::Source::of_workspace()?;
+    let memtrace = crate::dist::static_binary(&source, &target_dir, &features)?;
     let release = target_dir.join("release");
-    let binaries: Vec<PathBuf> = ["memtrace", "vm-guest", "hog", "latency-server"]
-        .iter()
-        .map(|b| release.join(b))
-        .collect();
+    let mut binaries: Vec<PathBuf> = vec![memtrace];
+    binaries.extend(
+        ["vm-guest", "hog", "latency-server"]
+            .iter()
+            .map(|b| release.join(b)),
+    );
 
     let kernels = kernels::fetch(&wanted)?;
     let vmtest = cmd::workspace_root().join("target/vmtest");
