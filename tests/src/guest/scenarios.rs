@@ -51,6 +51,7 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("agent-estimate", super::agent::agent_estimate),
     ("agent-host", super::agent::agent_host),
     ("agent-actions", super::agent::agent_actions),
+    ("agent-exec", super::ops::agent_exec),
     ("record", super::record::record),
 ];
 

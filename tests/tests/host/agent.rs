@@ -544,7 +544,6 @@ fn a_second_agent_is_refused() {
         lock_arg,
     ];
     let first = AgentRun::start(&workspace_bin("memtrace"), &args, &[]).unwrap();
-    let started = std::time::Instant::now();
     let second = std::process::Command::new(workspace_bin("memtrace"))
         .arg("agent")
         .args(args)
@@ -557,10 +556,8 @@ fn a_second_agent_is_refused() {
             && err.contains(&format!("pid {}", first.child.id())),
         "{err}"
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "refused before loading anything"
-    );
+    // Refused before loading anything: the error is all it says.
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(first.log_text().contains("memtrace agent ready"));
     drop(first.stop());
     let _ = std::fs::remove_dir_all(&dir);

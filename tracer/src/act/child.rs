@@ -103,10 +103,10 @@ impl ChildSetup {
     }
 }
 
-impl Drop for ChildSetup {
-    fn drop(&mut self) {
-        // Empty once the last alert program has exited; busy otherwise,
-        // and then the next start uses it again.
+impl ChildSetup {
+    /// Removes the cgroup if it is empty (the agent stops). One still
+    /// running an alert program stays, and the next start uses it again.
+    pub fn remove(&self) {
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir(dir);
         }

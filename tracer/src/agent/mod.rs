@@ -214,6 +214,7 @@ impl Agent {
             log::error!("flight recorder: {e}");
         }
         let _ = std::fs::remove_file(&self.opts.status_file);
+        self.child.remove();
     }
 
     /// A cgroup's path for people: `#id` when unknown, `?` for none.

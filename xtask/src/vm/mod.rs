@@ -85,7 +85,7 @@ pub fn run(args: &VmtestArgs) -> Result<()> {
     let release = target_dir.join("release");
     let mut binaries: Vec<PathBuf> = vec![memtrace];
     binaries.extend(
-        ["vm-guest", "hog", "latency-server"]
+        ["vm-guest", "hog", "latency-server", "env-dump"]
             .iter()
             .map(|b| release.join(b)),
     );
