@@ -219,9 +219,16 @@ on = ["oom-kill"]
             .iter()
             .any(|(k, v)| k == "authorization" && v == "Bearer t0ken")
     );
+    // The discord sink takes every event: on a busy machine a host
+    // (PSI) alert may come first; the OOM kill's must come.
     let d = sink
-        .wait_for(t, |r| r.path == "/discord")
-        .expect("no discord alert");
+        .wait_for(t, |r| {
+            r.path == "/discord"
+                && r.body["content"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("memtrace [oom-kill] "))
+        })
+        .expect("no discord alert for the OOM kill");
     let content = d.body["content"].as_str().unwrap();
     assert!(content.starts_with("memtrace [oom-kill] "), "{content}");
     assert!(content.contains("OOM-killed hog["), "{content}");
@@ -294,11 +301,10 @@ on = ["oom-kill"]
         (before - 5.0..before + 60.0).contains(&started),
         "started {started}, test at {before}"
     );
-    assert_eq!(
-        value(&page, "memtrace_oom_kills_total", ""),
-        Some(2.0),
-        "{page}"
-    );
+    // Host-wide: this machine's other OOM kills count too (other tests,
+    // other users); the two of this test's cgroup are among them.
+    let host_ooms = value(&page, "memtrace_oom_kills_total", "").unwrap_or(0.0);
+    assert!(host_ooms >= 2.0, "{page}");
     let oom = value(
         &page,
         "memtrace_cgroup_oom_kills_total",
