@@ -18,7 +18,7 @@ pub const UNIT: &str = "lib/systemd/system/memtrace-agent.service";
 pub const MAINTAINER: &str = "memtrace maintainers <maintainers@memtrace.invalid>";
 
 /// Files copied from the tree: (source, destination in the package, mode).
-const FROM_TREE: [(&str, &str, u32); 15] = [
+const FROM_TREE: [(&str, &str, u32); 16] = [
     ("docs/examples/memtrace-agent.service", UNIT, 0o644),
     ("packaging/debian/agent.toml", CONFFILE, 0o644),
     ("README.md", "usr/share/doc/memtrace/README.md", 0o644),
@@ -70,6 +70,11 @@ const FROM_TREE: [(&str, &str, u32); 15] = [
     ("packaging/debian/postinst", "DEBIAN/postinst", 0o755),
     ("packaging/debian/prerm", "DEBIAN/prerm", 0o755),
     ("packaging/debian/postrm", "DEBIAN/postrm", 0o755),
+    (
+        "packaging/debian/lintian-overrides",
+        "usr/share/lintian/overrides/memtrace",
+        0o644,
+    ),
 ];
 
 /// Completion scripts: (shell, where Debian's shells look).
@@ -135,7 +140,8 @@ pub fn build_as(source: &Source, version: &str, binary: &Path, out: &Path) -> Re
     }
     put(
         &root,
-        "usr/share/doc/memtrace/changelog.Debian.gz",
+        // A native package: changelog.gz, not changelog.Debian.gz.
+        "usr/share/doc/memtrace/changelog.gz",
         &gzip(changelog(source, version)?.as_bytes())?,
         0o644,
     )?;
