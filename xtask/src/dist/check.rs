@@ -159,7 +159,7 @@ fn contents(a: &Artifacts) -> Result<()> {
 
 fn lintian(deb: &Path) -> Result<()> {
     let out = Command::new("lintian")
-        .args(["--fail-on", "error,warning", "--no-tag-display-limit"])
+        .args(["--fail-on", "error,warning", "--tag-display-limit", "0"])
         .arg(deb)
         .output()
         .context("running lintian (cargo xtask setup installs it)")?;
