@@ -14,8 +14,9 @@ use crate::cmd;
 /// tests, tmux for the terminal tests; musl-tools for the static binary
 /// (ring's C parts); promtool (prometheus) for the alert rules; and what
 /// the package checks run: lintian, systemd-analyze, man, readelf, and
-/// the shells whose completions are loaded.
-const APT_PACKAGES: [&str; 14] = [
+/// the shells whose completions are loaded; openssl makes the TLS test's
+/// private CA.
+const APT_PACKAGES: [&str; 15] = [
     "llvm-22-dev",
     "qemu-system-x86",
     "busybox-static",
@@ -30,6 +31,7 @@ const APT_PACKAGES: [&str; 14] = [
     "bash",
     "zsh",
     "fish",
+    "openssl",
 ];
 /// The static binary's target.
 const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";

@@ -577,3 +577,172 @@ fn a_second_agent_is_refused() {
     drop(first.stop());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Makes a CA and a server certificate for 127.0.0.1 signed by it, with
+/// the openssl command line; returns (ca.pem, server chain, server key).
+fn private_ca(dir: &std::path::Path, name: &str) -> (String, String, String) {
+    let p = |f: &str| dir.join(format!("{name}-{f}")).display().to_string();
+    let (ca_key, ca, key, csr, cert) = (
+        p("ca.key"),
+        p("ca.pem"),
+        p("key.pem"),
+        p("csr.pem"),
+        p("cert.pem"),
+    );
+    let ext = p("ext.cnf");
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n").unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl (cargo xtask setup installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN=memtrace test {name} CA"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &cert,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+    ]);
+    (ca, cert, key)
+}
+
+/// Webhooks over TLS: behind a private CA given as `ca_file`; through the
+/// system's trust store (here `SSL_CERT_FILE` holding that CA, which
+/// Mozilla's bundled roots do not know); and refused when the certificate
+/// is signed by a CA the sink does not trust.
+#[test]
+fn alerts_over_tls_trust_the_system_store_or_ca_file() {
+    let _serial = super::serial();
+    let dir = std::env::temp_dir().join(format!("memtrace-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = private_ca(&dir, "private");
+    let (other_ca, _, _) = private_ca(&dir, "other");
+    let sink =
+        HttpSink::start_tls(std::path::Path::new(&cert), std::path::Path::new(&key)).unwrap();
+    let cg = TestCgroup::create(&format!("memtrace-tls-{}", std::process::id())).unwrap();
+    cg.set_max(64 << 20).unwrap();
+    let port = free_port();
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[agent]
+metrics_listen = "127.0.0.1:{port}"
+[[alert]]
+name = "ca-file"
+kind = "webhook"
+url = "{a}"
+ca_file = "{ca}"
+on = ["oom-kill"]
+[[alert]]
+name = "system"
+kind = "webhook"
+url = "{b}"
+on = ["oom-kill"]
+[[alert]]
+name = "untrusted"
+kind = "webhook"
+url = "{c}"
+ca_file = "{other_ca}"
+on = ["oom-kill"]
+"#,
+            a = sink.url("/ca-file"),
+            b = sink.url("/system"),
+            c = sink.url("/untrusted"),
+        ),
+    )
+    .unwrap();
+    let agent = AgentRun::start(
+        &workspace_bin("memtrace"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--status-file",
+            "/tmp/memtrace-tls-status.json",
+        ],
+        &[("SSL_CERT_FILE", ca.as_str())],
+    )
+    .unwrap();
+    squeeze(&cg);
+    let t = Duration::from_secs(20);
+    for path in ["/ca-file", "/system"] {
+        let r = sink
+            .wait_for(t, |r| r.path == path)
+            .unwrap_or_else(|| panic!("nothing reached {path} over TLS:\n{}", agent.log_text()));
+        assert_eq!(r.body["event"], "oom-kill", "{:?}", r.body);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let page = scrape(port);
+    assert_eq!(
+        value(
+            &page,
+            "memtrace_alerts_total",
+            "sink=\"untrusted\",result=\"failed\""
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    assert!(sink.all().iter().all(|r| r.path != "/untrusted"));
+    assert!(
+        agent
+            .log_text()
+            .contains("alert sink untrusted: oom-kill alert not delivered"),
+        "{}",
+        agent.log_text()
+    );
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
