@@ -223,8 +223,9 @@ pub struct Alerter {
 }
 
 impl Alerter {
-    /// Starts one worker thread per sink. Secrets named by `*_env` are
-    /// read here, once.
+    /// Starts one worker thread per sink, with the trust roots each needs
+    /// (the system's store is read once here). The secrets were read when
+    /// the configuration was loaded.
     pub fn start(configs: &[AlertConfig], child: &Arc<ChildSetup>) -> Self {
         let https = configs.iter().any(|c| {
             c.resolved.ca.is_empty()
