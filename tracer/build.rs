@@ -22,6 +22,7 @@ fn main() -> anyhow::Result<()> {
         ebpf_dir.join("Cargo.toml").display()
     );
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
+    version_info(&manifest_dir);
 
     check_prerequisites()?;
 
@@ -42,6 +43,60 @@ fn main() -> anyhow::Result<()> {
         }],
         aya_build::Toolchain::Nightly,
     )
+}
+
+/// The commit memtrace is built from, for `--version` and
+/// `memtrace_build_info`: `MEMTRACE_COMMIT` and `MEMTRACE_DIRTY` when the
+/// caller sets them (`cargo xtask dist` does, so a release says exactly
+/// what it is), else asked of git; `unknown` outside a git checkout.
+fn version_info(manifest_dir: &Path) {
+    println!("cargo:rerun-if-env-changed=MEMTRACE_COMMIT");
+    println!("cargo:rerun-if-env-changed=MEMTRACE_DIRTY");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(manifest_dir)
+            .env("GIT_OPTIONAL_LOCKS", "0")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = std::env::var("MEMTRACE_COMMIT")
+        .ok()
+        .or_else(|| git(&["rev-parse", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
+    let dirty = std::env::var("MEMTRACE_DIRTY").ok().unwrap_or_else(|| {
+        match git(&["status", "--porcelain", "--untracked-files=no"]) {
+            Some(s) if s.is_empty() => "false".into(),
+            Some(_) => "true".into(),
+            None => "unknown".into(),
+        }
+    });
+    // A new commit or a change to what is staged rebuilds with the new
+    // answer; edits not yet staged may keep an older `dirty` in plain
+    // builds (release builds go through `cargo xtask dist`, which says).
+    // (Only files that exist: cargo reruns a script on every build for a
+    // missing one, and a packed ref has no file.)
+    let mut watch = vec!["HEAD".to_string(), "index".to_string()];
+    watch.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for what in &watch {
+        if let Some(p) = git(&["rev-parse", "--git-path", what]) {
+            let p = manifest_dir.join(p);
+            if p.is_file() {
+                println!("cargo:rerun-if-changed={}", p.display());
+            }
+        }
+    }
+    println!("cargo:rustc-env=MEMTRACE_COMMIT={commit}");
+    println!("cargo:rustc-env=MEMTRACE_DIRTY={dirty}");
+    let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
+    let tree = match dirty.as_str() {
+        "true" => ", dirty tree",
+        "false" => "",
+        _ => ", tree state unknown",
+    };
+    println!("cargo:rustc-env=MEMTRACE_LONG_VERSION={version} (commit {commit}{tree})");
 }
 
 fn missing(what: &str) -> anyhow::Error {

@@ -239,12 +239,23 @@ pub struct AgentRun {
 }
 
 impl AgentRun {
-    /// Starts the agent and waits until it says it is ready.
+    /// Starts the agent and waits until it says it is ready. Each run has
+    /// its own host lock (unless `args` name one), so tests on a machine
+    /// that runs other agents do not meet theirs.
     #[track_caller]
     pub fn start(memtrace: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
-        let mut child = Command::new(memtrace)
-            .arg("agent")
-            .args(args)
+        let mut cmd = Command::new(memtrace);
+        cmd.arg("agent").args(args);
+        if !args.contains(&"--lock-file") {
+            static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            cmd.arg("--lock-file").arg(
+                std::env::temp_dir()
+                    .join(format!("memtrace-test-{}-{n}", std::process::id()))
+                    .join("agent.lock"),
+            );
+        }
+        let mut child = cmd
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

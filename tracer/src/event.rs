@@ -214,6 +214,17 @@ pub enum LostKind {
 }
 
 impl LostKind {
+    /// Every kind, for series that must exist before the first loss.
+    pub const ALL: [Self; 7] = [
+        Self::ThrottleStart,
+        Self::Throttle,
+        Self::Reclaim,
+        Self::DirectReclaim,
+        Self::OomKill,
+        Self::Brake,
+        Self::Unknown,
+    ];
+
     pub fn from_raw(kind: u32) -> Self {
         use tracer_ebpf::kind as k;
         match kind {

@@ -36,6 +36,7 @@
 
 mod act;
 mod agent;
+mod build_info;
 pub mod cli;
 mod clock;
 mod config;

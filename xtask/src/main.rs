@@ -9,9 +9,12 @@
 //! - `shootout`: the first incident against every OOM guard, in Debian
 //!   guests with systemd (docs/benchmarks.md).
 //! - `fuzz`: the cargo-fuzz targets, longer than CI runs them.
+//! - `dist`: the static binary and the Debian package.
 
 mod cmd;
+mod dist;
 mod incident;
+mod rules;
 mod setup;
 mod shootout;
 mod test;
@@ -67,6 +70,9 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u32,
     },
+    /// Build what is shipped: the static (musl) binary and the Debian
+    /// package, in target/dist/.
+    Dist(dist::DistArgs),
 }
 
 fn main() {
@@ -83,6 +89,7 @@ fn main() {
         Task::DebianImage { suite } => vm::debian::suite(&suite)
             .and_then(|s| vm::debian::image::image(&s))
             .map(|img| println!("{}\n{}", img.root.display(), img.vmlinuz.display())),
+        Task::Dist(a) => dist::run(&a),
         Task::Fuzz { seconds } => {
             let targets: Vec<(&str, u32)> = test::FUZZ_CI
                 .iter()

@@ -12,8 +12,12 @@ use crate::cmd;
 
 /// Debian packages: LLVM 22 for bpf-linker, qemu/busybox/cpio for the VM
 /// tests, tmux for the terminal tests; mmdebstrap, e2fsprogs (`mke2fs -d`)
-/// and patchelf for the Debian guests (xtask/src/vm/debian/).
-const APT_PACKAGES: [&str; 8] = [
+/// and patchelf for the Debian guests (xtask/src/vm/debian/); musl-tools
+/// for the static binary (ring's C parts); promtool (prometheus) for the
+/// alert rules; and what the package checks run: lintian, systemd-analyze,
+/// man, readelf, and the shells whose completions are loaded; openssl
+/// makes the TLS test's private CA.
+const APT_PACKAGES: [&str; 18] = [
     "llvm-22-dev",
     "qemu-system-x86",
     "busybox-static",
@@ -22,7 +26,19 @@ const APT_PACKAGES: [&str; 8] = [
     "mmdebstrap",
     "e2fsprogs",
     "patchelf",
+    "musl-tools",
+    "prometheus",
+    "lintian",
+    "systemd",
+    "man-db",
+    "binutils",
+    "bash",
+    "zsh",
+    "fish",
+    "openssl",
 ];
+/// The static binary's target.
+const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -32,6 +48,7 @@ const MIN_NIGHTLY_MINOR: u32 = 87;
 pub fn run() -> Result<()> {
     step("Debian packages", apt_packages)?;
     step("nightly Rust toolchain", nightly)?;
+    step("musl target (static binary)", musl_target)?;
     step("rust-src for nightly", rust_src)?;
     step("bpf-linker (LLVM 22)", bpf_linker)?;
     step("cargo-fuzz", cargo_fuzz)?;
@@ -141,6 +158,19 @@ fn nightly() -> Result<String> {
             "{version} is too old: aya-ebpf needs rustc 1.{MIN_NIGHTLY_MINOR} or newer (rustup update nightly)"
         ),
     }
+}
+
+fn musl_target() -> Result<String> {
+    let installed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .unwrap_or_default();
+    if installed.lines().any(|l| l.trim() == MUSL_TARGET) {
+        return Ok("present".into());
+    }
+    cmd::run_logged(
+        Command::new("rustup").args(["target", "add", MUSL_TARGET]),
+        &log_path("rustup-musl"),
+    )?;
+    Ok(format!("installed {MUSL_TARGET}"))
 }
 
 fn rust_src() -> Result<String> {

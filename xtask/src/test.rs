@@ -58,6 +58,12 @@ pub fn run(args: &TestArgs) -> Result<()> {
     suite.step("unit and host integration tests", || {
         cmd::cargo(&["test", "--features", "memtrace-tests/root-tests"])
     })?;
+    suite.step("alert rules and dashboard: promtool", crate::rules::check)?;
+    suite.step("package: static binary and .deb, built and checked", || {
+        let source = crate::dist::Source::of_workspace()?;
+        let built = crate::dist::build(&source, &cmd::workspace_root().join("target"), &[])?;
+        crate::dist::check(&built)
+    })?;
     suite.step(
         "fuzz: recording reader, chunk decoder and config parser",
         || fuzz(&FUZZ_CI),

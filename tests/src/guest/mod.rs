@@ -7,6 +7,7 @@
 //! failure report says everything that was wrong.
 
 pub mod agent;
+pub mod ops;
 pub mod record;
 pub mod safety;
 pub mod scenarios;

@@ -50,6 +50,7 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("agent-estimate", super::agent::agent_estimate),
     ("agent-host", super::agent::agent_host),
     ("agent-actions", super::agent::agent_actions),
+    ("agent-exec", super::ops::agent_exec),
     ("record", super::record::record),
     ("safety-siblings", super::safety::safety_siblings),
     ("safety-lost", super::safety::safety_lost_ends),

@@ -5,7 +5,11 @@
 //! Alerts with the same event and cgroup closer than the sink's
 //! `min_interval` are folded: the next one sent says how many were held
 //! back. Secrets (URLs, tokens) come from the config file or the
-//! environment, never from argv, and are never logged.
+//! environment, never from argv, and are never logged; the configuration
+//! stage read them (and any `ca_file`) already, so a sink never starts
+//! without what it needs. `https://` sinks trust the system's store (read
+//! once per start or reload) or, with `ca_file`, that CA alone. `exec`
+//! sinks run their program as a normal process: see [`super::child`].
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -17,6 +21,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::Value;
 
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
+
+use super::child::ChildSetup;
 use crate::config::{AlertConfig, AlertEvent, AlertKind};
 use crate::policy::host::HostDetails;
 
@@ -216,15 +223,28 @@ pub struct Alerter {
 }
 
 impl Alerter {
-    /// Starts one worker thread per sink. Secrets named by `*_env` are
-    /// read here, once.
-    pub fn start(configs: &[AlertConfig]) -> Self {
+    /// Starts one worker thread per sink, with the trust roots each needs
+    /// (the system's store is read once here). The secrets were read when
+    /// the configuration was loaded.
+    pub fn start(configs: &[AlertConfig], child: &Arc<ChildSetup>) -> Self {
+        let https = configs.iter().any(|c| {
+            c.resolved.ca.is_empty()
+                && c.resolved
+                    .url
+                    .as_ref()
+                    .is_some_and(|u| u.0.starts_with("https://"))
+        });
+        let system = if https {
+            system_roots()
+        } else {
+            RootCerts::WebPki
+        };
         let sinks = configs
             .iter()
             .map(|c| {
                 let (tx, rx) = sync_channel::<Alert>(256);
                 let stats = Arc::new(SinkStats::default());
-                let worker = Worker::new(c.clone(), stats.clone());
+                let worker = Worker::new(c.clone(), stats.clone(), &system, child.clone());
                 let label = c.label();
                 let thread_label = label.clone();
                 let spawned = std::thread::Builder::new()
@@ -305,39 +325,68 @@ impl RateLimiter {
     }
 }
 
+/// The system's trust store (`/etc/ssl/certs`, or `SSL_CERT_FILE` /
+/// `SSL_CERT_DIR`), as rustls-native-certs finds it; Mozilla's roots built
+/// into the binary when the host has none (a minimal container).
+fn system_roots() -> RootCerts {
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        log::warn!("system trust store: {e}");
+    }
+    if found.certs.is_empty() {
+        log::warn!(
+            "no CA certificates in the system trust store (install ca-certificates, or set \
+             ca_file): https alerts trust the Mozilla roots built into memtrace"
+        );
+        return RootCerts::WebPki;
+    }
+    log::debug!("system trust store: {} certificates", found.certs.len());
+    let certs: Vec<Certificate<'static>> = found
+        .certs
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    RootCerts::new_with_certs(&certs)
+}
+
 struct Worker {
     config: AlertConfig,
     stats: Arc<SinkStats>,
-    url: Option<String>,
-    token: Option<String>,
     http: ureq::Agent,
     limiter: RateLimiter,
+    child: Arc<ChildSetup>,
 }
 
 impl Worker {
-    fn new(config: AlertConfig, stats: Arc<SinkStats>) -> Self {
-        let env = |name: &Option<String>| name.as_ref().and_then(|n| std::env::var(n).ok());
-        let url = config.url.clone().or_else(|| env(&config.url_env));
-        if url.is_none() && config.kind != AlertKind::Exec {
-            log::error!(
-                "alert sink {}: environment variable {} is not set: it will not send",
-                config.label(),
-                config.url_env.as_deref().unwrap_or("?")
-            );
-        }
-        let token = config.token.clone().or_else(|| env(&config.token_env));
+    fn new(
+        config: AlertConfig,
+        stats: Arc<SinkStats>,
+        system: &RootCerts,
+        child: Arc<ChildSetup>,
+    ) -> Self {
+        let roots = if config.resolved.ca.is_empty() {
+            system.clone()
+        } else {
+            let certs: Vec<Certificate<'static>> = config
+                .resolved
+                .ca
+                .iter()
+                .map(|der| Certificate::from_der(der).to_owned())
+                .collect();
+            RootCerts::new_with_certs(&certs)
+        };
         let http: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(config.timeout.0))
             .http_status_as_error(true)
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
             .build()
             .into();
         Self {
             config,
             stats,
-            url,
-            token,
             http,
             limiter: RateLimiter::default(),
+            child,
         }
     }
 
@@ -370,7 +419,13 @@ impl Worker {
         match self.config.kind {
             AlertKind::Exec => self.exec(a, held),
             kind => {
-                let url = self.url.as_deref().ok_or("no URL")?;
+                let url = self
+                    .config
+                    .resolved
+                    .url
+                    .as_ref()
+                    .map(|u| u.0.as_str())
+                    .ok_or("no URL")?;
                 let body = match kind {
                     AlertKind::Discord => serde_json::to_string(&DiscordBody {
                         content: truncate(&a.text(held), 1900),
@@ -383,8 +438,8 @@ impl Worker {
                     .http
                     .post(url)
                     .header("Content-Type", "application/json");
-                if let Some(t) = &self.token {
-                    req = req.header("Authorization", &format!("Bearer {t}"));
+                if let Some(t) = &self.config.resolved.token {
+                    req = req.header("Authorization", &format!("Bearer {}", t.0));
                 }
                 req.send(body).map(drop).map_err(|e| {
                     // ureq errors can echo the URL, which is a secret for
@@ -412,12 +467,17 @@ impl Worker {
             .env("MEMTRACE_CGROUP", a.cgroup.as_deref().unwrap_or(""))
             .env("MEMTRACE_ESTIMATE", if a.estimate { "1" } else { "0" })
             .env("MEMTRACE_SUPPRESSED", held.to_string())
-            .env("MEMTRACE_JSON", a.json(held).to_string());
+            .env("MEMTRACE_JSON", a.json(held).to_string())
+            // The agent's own line to systemd is not the program's.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID");
         for (k, v) in &a.details.fields() {
             let key = format!("MEMTRACE_{}", k.to_uppercase());
             let val = v.as_str().map_or_else(|| v.to_string(), str::to_string);
             cmd.env(key, val);
         }
+        self.child.apply(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot run {program}: {e}"))?;

@@ -65,8 +65,11 @@ impl Agent {
     }
 
     fn on_warning(&mut self, f: &Finding) {
-        self.counters.warnings += 1;
-        let label = self.policy.budgets[f.budget].label();
+        let b = &self.policy.budgets[f.budget];
+        let label = b.label();
+        self.counters
+            .budget(label.clone(), b.action.as_str())
+            .warnings += 1;
         let summary = format!(
             "{} throttled {} of the last {} ({:.0}%), {:.0}% of budget `{label}`",
             f.path,
@@ -179,8 +182,10 @@ impl Agent {
 
     /// Logs, alerts and records a breach the kernel confirmed.
     fn tell_breach(&mut self, f: &Finding) {
-        self.counters.breaches += 1;
         let budget = &self.policy.budgets[f.budget];
+        self.counters
+            .budget(budget.label(), budget.action.as_str())
+            .breaches += 1;
         let summary = format!(
             "{} throttled {} of the last {} ({:.0}% > {:.0}%) by {} over memory.high: budget `{}` exceeded",
             f.path,

@@ -230,7 +230,10 @@ impl Agent {
         let dry = self.dry(&self.policy.budgets[f.budget]);
         let Some(d) = self.deliver(f, dry) else {
             if !f.retry {
-                self.counters.nothing_to_kill += 1;
+                let budget = &self.policy.budgets[f.budget];
+                self.counters
+                    .budget(budget.label(), budget.action.as_str())
+                    .nothing_to_kill += 1;
                 log::error!(
                     "{}: budget `{}` exceeded but no process may be killed (all protected, avoided or gone); trying again while it lasts",
                     f.path,
@@ -278,7 +281,7 @@ impl Agent {
         details.rss_bytes = Some(v.info.rss_bytes);
         details.dry_run = Some(dry);
         if dry {
-            self.counters.would_kill += 1;
+            self.counters.budget(label.clone(), action).would_kill += 1;
             self.write_kill_log(&record);
             let summary = format!(
                 "would kill {}[{}] in {} (dry run)",
@@ -288,11 +291,7 @@ impl Agent {
             self.kill_alert(f, summary, details);
             return;
         }
-        *self
-            .counters
-            .kills
-            .entry((label, f.path.clone(), action))
-            .or_default() += 1;
+        self.counters.budget(label, action).kills += 1;
         self.counters.breach_to_signal.record(breach_to_signal, 0);
         record.breach_to_signal_ns = Some(breach_to_signal);
         record.memory_released = Some(released);
@@ -406,14 +405,11 @@ impl Agent {
             memory_released: None,
             signal_to_exit_ns: None,
         };
+        let counts = self.counters.budget(label, "kill-cgroup");
         if dry {
-            self.counters.would_kill += 1;
+            counts.would_kill += 1;
         } else {
-            *self
-                .counters
-                .kills
-                .entry((label, f.path.clone(), "kill-cgroup"))
-                .or_default() += 1;
+            counts.kills += 1;
             self.counters
                 .breach_to_signal
                 .record(signal_ns.saturating_sub(f.crossed_ns), 0);

@@ -42,17 +42,20 @@ mod kills;
 mod notify;
 mod prepare;
 mod reload;
+pub mod service;
 pub mod setup;
 pub mod status;
 mod tick;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::act::alert::Alerter;
+use crate::act::child::ChildSetup;
 use crate::act::kill::Prepared;
 use crate::clock::{Clock, mono_now_ns};
 use crate::config::{AgentConfig, BudgetConfig};
@@ -69,6 +72,7 @@ use crate::probe::inflight::{InFlight, Inside};
 use crate::sys::cgroupfs::HostMemory;
 use crate::sys::registry::CgroupRegistry;
 
+pub use service::LOCK_FILE;
 pub use setup::load_config;
 pub use status::STATUS_FILE;
 
@@ -82,6 +86,8 @@ pub struct AgentOptions {
     pub config_path: Option<PathBuf>,
     pub dry_run: bool,
     pub status_file: PathBuf,
+    /// The one-agent-per-host lock.
+    pub lock_file: PathBuf,
 }
 
 /// The daemon's state: the pipeline's stages and what the loop keeps
@@ -124,7 +130,14 @@ pub struct Agent {
     counters: AgentCounters,
     self_pid: u32,
     hostname: String,
-    started_ns: u64,
+    /// systemd: readiness, reloads, status.
+    notifier: service::Notifier,
+    /// systemd's watchdog, fed by the kill path.
+    watchdog: service::Watchdog,
+    /// How `exec` alert programs start.
+    child: Arc<ChildSetup>,
+    /// Held for the agent's life.
+    _lock: service::HostLock,
     status: status::Recent,
 }
 
@@ -158,6 +171,8 @@ impl Agent {
         self.start_psi_triggers(psi_tx);
         self.tick(mono_now_ns());
         self.log_ready(&metrics_at);
+        self.notifier.ready(&self.status_line());
+        self.watchdog.ping();
 
         loop {
             let deadline = self.next_deadline();
@@ -210,6 +225,8 @@ impl Agent {
     /// Four times a second: the kernel brake's heartbeat, beaten by the
     /// kill path itself, so a stalled loop lets the brake act.
     fn on_beat(&mut self, now: u64) {
+        // The loop is the kill path: it turning is what systemd watches.
+        self.watchdog.ping();
         if let Some(b) = &mut self.brake {
             b.beat(now);
         }
@@ -217,17 +234,20 @@ impl Agent {
 
     async fn stop(self) {
         log::info!("memtrace agent stopping");
+        self.notifier.stopping();
         let mut this = self;
         this.finish_kill_log().await;
         let Self {
             recorder,
             files,
             opts,
+            child,
             ..
         } = this;
         recorder.close();
         files.close();
         let _ = std::fs::remove_file(&opts.status_file);
+        child.remove();
     }
 
     /// A cgroup's path for people: `#id` when unknown, `?` for none.

@@ -3,17 +3,19 @@
 //! carries over, so a reload mid-incident does not allow a second kill.
 
 use super::Agent;
-use super::setup::{load_config, open_append, recorder_setup};
+use super::setup::{child_setup, load_config, open_append, recorder_setup};
 use crate::act::alert::Alerter;
 use crate::policy::budget::Policy;
 
 impl Agent {
     pub(super) fn reload(&mut self) {
+        self.notifier.reloading();
         let cfg = match load_config(self.opts.config_path.as_ref()) {
             Ok(cfg) => cfg,
             Err(e) => {
                 self.counters.reloads_failed += 1;
                 log::error!("configuration NOT reloaded, the running one stays: {e}");
+                self.notifier.ready(&self.status_line());
                 return;
             }
         };
@@ -26,7 +28,16 @@ impl Agent {
         let mut policy = Policy::new(cfg.budgets.clone());
         policy.inherit(&self.policy);
         self.policy = policy;
-        self.alerter = Alerter::start(&cfg.alerts);
+        let has_exec = |c: &crate::config::AgentConfig| {
+            c.alerts
+                .iter()
+                .any(|a| a.kind == crate::config::AlertKind::Exec)
+        };
+        if has_exec(&cfg) && !has_exec(&self.cfg) {
+            let hierarchy = self.tracer.caps.kernel.cgroups.memory.clone();
+            self.child = std::sync::Arc::new(child_setup(&cfg, hierarchy.as_ref()));
+        }
+        self.alerter = Alerter::start(&cfg.alerts, &self.child);
         if cfg.agent.kill_log != self.cfg.agent.kill_log {
             self.files.kill_log(match &cfg.agent.kill_log {
                 Some(p) => open_append(p)
@@ -57,5 +68,6 @@ impl Agent {
         let now = crate::clock::mono_now_ns();
         self.request_victims(now);
         self.update_brake();
+        self.notifier.ready(&self.status_line());
     }
 }

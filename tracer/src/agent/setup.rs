@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 use super::prepare::Preparer;
 use super::{Agent, AgentOptions, HORIZON_NS, background, kills, status};
 use crate::act::alert::Alerter;
-use crate::clock::{Clock, mono_now_ns};
+use crate::act::child::ChildSetup;
+use crate::clock::Clock;
 use crate::config::{AgentConfig, ConfigError};
 use crate::kernel::CgroupVersion;
 use crate::metrics::page::AgentCounters;
@@ -73,6 +74,8 @@ impl Agent {
     /// Loads the probes and everything the loop needs. The configuration is
     /// validated by the caller first, so a bad one changes nothing.
     pub fn new(opts: AgentOptions, cfg: AgentConfig) -> anyhow::Result<Self> {
+        // First: a second agent must change nothing, not even priorities.
+        let lock = super::service::HostLock::acquire(&opts.lock_file)?;
         harden();
         let load = LoadOptions::from_env()?;
         let mut tracer = Tracer::load(&load)?;
@@ -122,7 +125,13 @@ impl Agent {
         };
         let page_size = tracer.caps.kernel.page_size;
         let hostname = tracer.caps.kernel.hostname.clone();
-        let alerter = Alerter::start(&cfg.alerts);
+        let child = Arc::new(child_setup(&cfg, hierarchy.as_ref()));
+        let alerter = Alerter::start(&cfg.alerts, &child);
+        let notifier = super::service::Notifier::from_env();
+        let watchdog = notifier.watchdog();
+        if watchdog.enabled() {
+            log::info!("systemd watchdog: fed by the kill path");
+        }
         let clock = Clock::now();
         let sampler = background::SamplerThread::start(hierarchy.clone(), page_size);
         let recorder = background::Recorder::start(recorder_setup(&cfg, &tracer, &clock));
@@ -160,7 +169,10 @@ impl Agent {
             counters: AgentCounters::default(),
             self_pid,
             hostname,
-            started_ns: mono_now_ns(),
+            notifier,
+            watchdog,
+            child,
+            _lock: lock,
             status: status::Recent::default(),
         })
     }
@@ -214,6 +226,25 @@ impl Agent {
                 None
             }
         }
+    }
+
+    /// One line for `systemctl status`.
+    pub(super) fn status_line(&self) -> String {
+        format!(
+            "{} budget(s), {} alert sink(s), throttle probe {}{}",
+            self.cfg.budgets.len(),
+            self.cfg.alerts.len(),
+            if self.tracer.caps.throttle_measured() {
+                "attached"
+            } else {
+                "UNAVAILABLE (estimates)"
+            },
+            if self.opts.dry_run || self.cfg.agent.dry_run {
+                ", DRY RUN"
+            } else {
+                ""
+            }
+        )
     }
 
     pub(super) fn log_ready(&self, metrics_at: &str) {
@@ -278,6 +309,26 @@ pub(super) fn recorder_setup(
         max_age: cfg.agent.record_max_age.0,
         header: Header::for_this_host(&tracer.caps, &[], clock),
     })
+}
+
+/// How `exec` alert programs will start: moved out of the agent's cgroup
+/// where the memory controller is on cgroup v2, and only when the
+/// configuration has an exec sink (no empty cgroup otherwise).
+pub(super) fn child_setup(
+    cfg: &AgentConfig,
+    hierarchy: Option<&crate::kernel::MemoryHierarchy>,
+) -> ChildSetup {
+    if !cfg
+        .alerts
+        .iter()
+        .any(|a| a.kind == crate::config::AlertKind::Exec)
+    {
+        return ChildSetup::default();
+    }
+    let v2 = hierarchy
+        .filter(|h| h.version == CgroupVersion::V2)
+        .map(|h| h.mount.as_path());
+    ChildSetup::prepare(v2)
 }
 
 /// Opens a file for appending, creating its directory.

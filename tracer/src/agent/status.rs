@@ -101,7 +101,7 @@ impl Agent {
             updated: self.clock.rfc3339(now),
             config: self.cfg.source.clone(),
             dry_run: self.opts.dry_run || self.cfg.agent.dry_run,
-            kills: self.counters.kills.values().sum(),
+            kills: self.counters.kills(),
             cgroups: self
                 .model
                 .cgroups

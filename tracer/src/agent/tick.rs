@@ -10,7 +10,7 @@ use super::Agent;
 use super::background::Sampled;
 use super::prepare::Answer;
 use crate::kernel::CgroupVersion;
-use crate::metrics::page::{PageInput, ProcessUsage, SinkCounts, render};
+use crate::metrics::page::{BudgetSeries, BuildInfo, PageInput, SinkCounts, render};
 use crate::model::Hierarchy;
 use crate::policy::budget::Line;
 use crate::sys::cgroupfs::HostMemory;
@@ -186,39 +186,32 @@ impl Agent {
 
     fn render_metrics(&mut self, now: u64) {
         let alerts: Vec<SinkCounts> = self.alerter.counts();
+        let budgets: Vec<BudgetSeries> = self
+            .policy
+            .budgets
+            .iter()
+            .map(|b| BudgetSeries {
+                name: b.label(),
+                action: b.action.as_str(),
+            })
+            .collect();
         let page = render(&PageInput {
             now,
-            started: self.started_ns,
+            build: BuildInfo {
+                version: crate::build_info::VERSION,
+                commit: crate::build_info::COMMIT,
+                dirty: crate::build_info::DIRTY,
+            },
             probes: &self.tracer.caps.probes,
             model: &self.model,
+            budgets: &budgets,
             counters: &self.counters,
             alerts: &alerts,
             host: &self.host_mem,
-            process: self_usage(),
+            process: crate::sys::own::read(self.page_size),
         });
         if let Ok(mut p) = self.page.lock() {
             *p = Arc::new(page);
         }
-    }
-}
-
-/// Resident bytes and CPU seconds of this process.
-fn self_usage() -> ProcessUsage {
-    let rss = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap_or(0)
-        * crate::kernel::info::page_size();
-    // SAFETY: rusage is plain data; getrusage fills it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: ru is a valid rusage for the call.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let cpu = ru.ru_utime.tv_sec as f64
-        + ru.ru_utime.tv_usec as f64 / 1e6
-        + ru.ru_stime.tv_sec as f64
-        + ru.ru_stime.tv_usec as f64 / 1e6;
-    ProcessUsage {
-        rss_bytes: rss,
-        cpu_seconds: cpu,
     }
 }

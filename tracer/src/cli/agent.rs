@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::agent::{Agent, AgentOptions, STATUS_FILE, load_config};
+use crate::agent::{Agent, AgentOptions, LOCK_FILE, STATUS_FILE, load_config};
 use crate::config::AgentConfig;
 
 use super::{UsageError, runtime};
@@ -26,6 +26,9 @@ pub struct AgentArgs {
     /// Where the agent publishes its state for `memtrace top`.
     #[arg(long, value_name = "PATH", default_value = STATUS_FILE, hide = true)]
     pub status_file: PathBuf,
+    /// The one-agent-per-host lock (tests run agents side by side).
+    #[arg(long, value_name = "PATH", default_value = LOCK_FILE, hide = true)]
+    pub lock_file: PathBuf,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<u8> {
@@ -40,6 +43,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<u8> {
         config_path: args.config,
         dry_run: args.dry_run,
         status_file: args.status_file,
+        lock_file: args.lock_file,
     };
     let agent = Agent::new(opts, cfg)?;
     runtime()?.block_on(agent.run())?;

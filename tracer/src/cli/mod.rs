@@ -6,6 +6,7 @@
 
 mod agent;
 mod check;
+mod docs;
 mod events;
 mod record;
 mod report;
@@ -30,7 +31,7 @@ pub struct UsageError(pub String);
 #[derive(Parser, Debug)]
 #[command(
     name = "memtrace",
-    version,
+    version = crate::build_info::LONG_VERSION,
     about = "See and stop memory.high livelocks: eBPF tracing of cgroup v2 throttling",
     long_about = "memtrace watches the kernel's memory.high throttle, memcg and direct \
 reclaim, and OOM kills with eBPF, per memory cgroup and task.\n\n\
@@ -82,8 +83,12 @@ budget is exceeded: alert, or kill the largest (or most throttled) process of th
 the whole cgroup. Sends alerts (webhook, Discord, Slack, exec) on warnings, breaches, kills, \
 kernel OOM kills and the host's leading edge (swap, MemAvailable, PSI), serves Prometheus \
 metrics on 127.0.0.1:9478, and can arm an in-kernel brake that acts even if the agent is frozen.\n\n\
-Configuration: /etc/memtrace/agent.toml (see docs/configuration.md); SIGHUP reloads it, and an \
-invalid new file keeps the running one.\n\n\
+Configuration: /etc/memtrace/agent.toml (reference: /usr/share/doc/memtrace/configuration.md); \
+SIGHUP reloads it, and an invalid new file keeps the running one. Secrets for alert sinks come \
+from the environment (`url_env`, `token_env`: unset is an error of the file).\n\n\
+One agent per host: a second one exits 1 and names the first (lock /run/memtrace/agent.lock). \
+Under systemd (memtrace-agent.service) it reports readiness once its probes are attached \
+(Type=notify) and feeds the watchdog from the loop that kills.\n\n\
 Examples:\n  \
 memtrace agent --check-config --config agent.toml\n  \
 memtrace agent --dry-run\n  \
@@ -142,6 +147,18 @@ change the speed, and the keys of `top`.\n\n\
 Example: memtrace replay incident.mtr --speed 4"
     )]
     Replay(top::ReplayArgs),
+    /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    #[command(
+        long_about = "Prints the completion script for a shell on standard output. \
+The Debian package installs them already; by hand:\n\n  \
+memtrace completions bash > /etc/bash_completion.d/memtrace\n  \
+memtrace completions zsh > /usr/local/share/zsh/site-functions/_memtrace\n  \
+memtrace completions fish > ~/.config/fish/completions/memtrace.fish"
+    )]
+    Completions(docs::CompletionsArgs),
+    /// Write the man pages into a directory (for packaging).
+    #[command(hide = true)]
+    Manpages(docs::ManpagesArgs),
 }
 
 /// Parses the arguments, runs the subcommand and maps its outcome to the
@@ -233,6 +250,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Export(a) => report::export(a),
         Command::Top(a) => top::top(a),
         Command::Replay(a) => top::replay(a),
+        Command::Completions(a) => docs::completions(&a),
+        Command::Manpages(a) => docs::manpages(&a),
     }
 }
 

@@ -96,8 +96,19 @@ impl AgentConfig {
         Self::parse(EMBEDDED_DEFAULT, "embedded default").expect("the embedded default is valid")
     }
 
-    /// Validates TOML text; `source` names it in errors.
+    /// Validates TOML text against this process's environment (`url_env`,
+    /// `token_env`); `source` names it in errors.
     pub fn parse(text: &str, source: &str) -> Result<Self, ConfigError> {
+        Self::parse_with_env(text, source, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Self::parse`] with the environment given: `env(NAME)` is the
+    /// variable's value, if set.
+    pub fn parse_with_env(
+        text: &str,
+        source: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let at = |span: Option<std::ops::Range<usize>>, message: String| {
             let (line, column) = match span {
                 Some(r) => {
@@ -203,7 +214,11 @@ impl AgentConfig {
             if a.token.is_some() && a.token_env.is_some() {
                 return fail("give `token` or `token_env`, not both".into());
             }
-            alerts.push(a);
+            let resolved = match resolve(&a, env) {
+                Ok(r) => r,
+                Err(m) => return fail(m),
+            };
+            alerts.push(AlertConfig { resolved, ..a });
         }
         let host = raw.host.unwrap_or_default();
         if !(Duration::from_millis(500)..=Duration::from_secs(10)).contains(&host.psi_window.0) {
@@ -261,6 +276,61 @@ impl AgentConfig {
     pub fn kills(&self) -> bool {
         !self.agent.dry_run && self.budgets.iter().any(|b| b.action.kills() && !b.dry_run)
     }
+}
+
+/// Reads what an alert sink names outside the file: the variables of
+/// `url_env` and `token_env` (unset or empty is an error: a webhook sent
+/// without its token, or nowhere, fails at 3 a.m. instead of now), and the
+/// certificates of `ca_file`.
+fn resolve(a: &AlertConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolved, String> {
+    let from_env = |key: &str, name: &str| match env(name) {
+        Some(v) if !v.trim().is_empty() => Ok(Secret(v.trim().to_string())),
+        Some(_) => Err(format!("{key} names {name}, which is empty")),
+        None => Err(format!(
+            "{key} names {name}, which is not set in the agent's environment (under \
+             systemd: a line `{name}=...` in /etc/memtrace/secrets.env)"
+        )),
+    };
+    let url = match (&a.url, &a.url_env) {
+        (Some(u), _) => Some(Secret(u.clone())),
+        (None, Some(name)) => {
+            let u = from_env("url_env", name)?;
+            if !(u.0.starts_with("http://") || u.0.starts_with("https://")) {
+                return Err(format!(
+                    "url_env {name} holds something that does not start with http:// or https://"
+                ));
+            }
+            Some(u)
+        }
+        (None, None) => None,
+    };
+    let token = match (&a.token, &a.token_env) {
+        (Some(t), _) => Some(Secret(t.clone())),
+        (None, Some(name)) => Some(from_env("token_env", name)?),
+        (None, None) => None,
+    };
+    let mut ca = Vec::new();
+    if let Some(path) = &a.ca_file {
+        if a.kind == AlertKind::Exec {
+            return Err("`ca_file` is for webhook, discord and slack alerts".into());
+        }
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("ca_file {}: cannot read: {e}", path.display()))?;
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => ca.push(c.der().to_vec()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("ca_file {}: {e}", path.display())),
+            }
+        }
+        if ca.is_empty() {
+            return Err(format!(
+                "ca_file {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
+                path.display()
+            ));
+        }
+    }
+    Ok(Resolved { url, token, ca })
 }
 
 /// 1-based line and column of a byte offset.

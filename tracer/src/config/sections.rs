@@ -207,6 +207,36 @@ pub struct AlertConfig {
     pub min_interval: Dur,
     #[serde(default = "default_timeout")]
     pub timeout: Dur,
+    /// PEM file of the CA (or CAs) to trust for this sink's `https://`
+    /// URL instead of the system's trust store: a webhook behind a
+    /// private CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// What validation read from the environment and `ca_file`.
+    #[serde(skip)]
+    pub resolved: Resolved,
+}
+
+/// An alert sink's secrets and trust roots, read once when the file is
+/// loaded (start, SIGHUP), so a missing one is an error of the file.
+#[derive(Clone, Debug, Default)]
+pub struct Resolved {
+    /// The URL, from `url` or `url_env`.
+    pub url: Option<Secret>,
+    /// The bearer token, from `token` or `token_env`.
+    pub token: Option<Secret>,
+    /// DER certificates of `ca_file`.
+    pub ca: Vec<Vec<u8>>,
+}
+
+/// A value that must never reach a log: Debug prints a placeholder.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
 }
 
 fn default_min_interval() -> Dur {

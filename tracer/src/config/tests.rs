@@ -46,9 +46,20 @@ swap_free_below = "15%"
 swap_for = "2m"
 "#;
 
+/// The environment FULL's `*_env` keys name.
+fn env(name: &str) -> Option<String> {
+    match name {
+        "HOOK_TOKEN" => Some("s3cret".into()),
+        "DISCORD_WEBHOOK_URL" => Some("https://discord.example/api/webhooks/1/x".into()),
+        "EMPTY" => Some("  ".into()),
+        "NOT_A_URL" => Some("discord.example/x".into()),
+        _ => None,
+    }
+}
+
 #[test]
 fn full_example_parses() {
-    let c = AgentConfig::parse(FULL, "agent.toml").unwrap();
+    let c = AgentConfig::parse_with_env(FULL, "agent.toml", &env).unwrap();
     assert_eq!(c.budgets.len(), 2);
     let b = &c.budgets[0];
     assert_eq!(b.label(), "work");
@@ -66,6 +77,19 @@ fn full_example_parses() {
     assert_eq!(d.action, Action::Alert);
     assert_eq!(c.alerts.len(), 3);
     assert!(c.alerts[0].wants(AlertEvent::Kill) && !c.alerts[0].wants(AlertEvent::Host));
+    let hook = &c.alerts[0].resolved;
+    assert_eq!(hook.token, Some(Secret("s3cret".into())));
+    assert_eq!(
+        c.alerts[1].resolved.url,
+        Some(Secret("https://discord.example/api/webhooks/1/x".into()))
+    );
+    assert_eq!(
+        format!("{:?}", c.alerts[1])
+            .matches("discord.example")
+            .count(),
+        0,
+        "secrets never reach Debug output"
+    );
     assert!(c.alerts[1].wants(AlertEvent::Host));
     assert_eq!(c.alerts[2].min_interval.0, Duration::from_secs(300));
     assert_eq!(c.host.swap_for.0, Duration::from_secs(120));
@@ -187,7 +211,13 @@ fn percent_and_size_parsing() {
 #[test]
 fn the_documented_example_is_valid() {
     let text = include_str!("../../../docs/examples/agent.toml");
-    let c = AgentConfig::parse(text, "docs/examples/agent.toml").unwrap();
+    // With the secrets its comments say to put in the environment.
+    let secrets = |name: &str| {
+        ["MEMTRACE_DISCORD_URL", "MEMTRACE_WEBHOOK_TOKEN"]
+            .contains(&name)
+            .then(|| "https://example.invalid/x".to_string())
+    };
+    let c = AgentConfig::parse_with_env(text, "docs/examples/agent.toml", &secrets).unwrap();
     assert_eq!(c.budgets.len(), 3);
     assert!(c.budgets[0].brake.is_some());
     assert_eq!(c.alerts.len(), 3);
@@ -205,4 +235,75 @@ fn garbage_never_panics() {
     ] {
         let _ = AgentConfig::parse(text, "x");
     }
+}
+
+/// A sink whose secret is missing fails at load, not at the first alert.
+#[test]
+fn unset_url_env_and_token_env_are_errors_of_the_file() {
+    let cases = [
+        (
+            "[[alert]]\nkind = \"webhook\"\nurl = \"http://x/\"\ntoken_env = \"NO_SUCH_TOKEN\"\n",
+            "token_env names NO_SUCH_TOKEN, which is not set",
+        ),
+        (
+            "[[alert]]\nkind = \"discord\"\nurl_env = \"NO_SUCH_URL\"\n",
+            "url_env names NO_SUCH_URL, which is not set",
+        ),
+        (
+            "[[alert]]\nkind = \"webhook\"\nurl = \"http://x/\"\ntoken_env = \"EMPTY\"\n",
+            "token_env names EMPTY, which is empty",
+        ),
+        (
+            "[[alert]]\nkind = \"slack\"\nurl_env = \"NOT_A_URL\"\n",
+            "does not start with http:// or https://",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = AgentConfig::parse_with_env(text, "a.toml", &env).unwrap_err();
+        assert_eq!(e.line, Some(1), "{e}");
+        assert!(e.message.contains(want), "{e}");
+        assert!(!e.message.contains("s3cret"), "{e}");
+    }
+}
+
+#[test]
+fn ca_file_is_read_at_load() {
+    let dir = std::env::temp_dir().join(format!("memtrace-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = concat!(env!("CARGO_MANIFEST_DIR"), "/src/config/testdata/ca.pem");
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let conf = |path: &str, kind: &str| {
+        format!(
+            "[[alert]]\nkind = \"{kind}\"\n{}ca_file = \"{path}\"\n",
+            if kind == "exec" {
+                "command = [\"/bin/true\"]\n"
+            } else {
+                "url = \"https://hooks.internal/x\"\n"
+            }
+        )
+    };
+    let c = AgentConfig::parse_with_env(&conf(good, "webhook"), "a.toml", &env).unwrap();
+    assert_eq!(c.alerts[0].resolved.ca.len(), 1);
+    for (path, kind, want) in [
+        ("/no/such/ca.pem", "webhook", "cannot read"),
+        (garbage.to_str().unwrap(), "webhook", "no PEM certificate"),
+        (good, "exec", "`ca_file` is for webhook"),
+    ] {
+        let e = AgentConfig::parse_with_env(&conf(path, kind), "a.toml", &env).unwrap_err();
+        assert!(e.message.contains(want), "{e}");
+        assert_eq!(e.line, Some(1));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What the Debian package installs as /etc/memtrace/agent.toml is valid
+/// with an empty environment and kills nothing.
+#[test]
+fn the_packaged_default_is_valid_and_kills_nothing() {
+    let text = include_str!("../../../packaging/debian/agent.toml");
+    let c = AgentConfig::parse_with_env(text, "packaging/debian/agent.toml", &|_| None).unwrap();
+    assert!(!c.kills());
+    assert!(c.alerts.is_empty());
+    assert_eq!(c.budgets.len(), 1);
 }

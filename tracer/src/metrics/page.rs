@@ -2,27 +2,65 @@
 //! agent's counters and what the agent read about itself and the host
 //! into the text Prometheus scrapes. No I/O happens here: the agent
 //! gathers [`PageInput`] once a tick and publishes the string.
+//!
+//! Conventions, so the page reads like node_exporter's and cAdvisor's:
+//! base units (`_seconds`, `_bytes`), `_total` on counters, PSI `some` as
+//! `..._waiting_seconds_total` and `full` as `..._stalled_seconds_total`,
+//! the standard `process_*` family for the agent itself, and
+//! `memtrace_build_info`. Label sets are bounded: a cgroup label only on
+//! the per-cgroup gauges and counters (one series per cgroup the agent
+//! knows), kills and breaches by budget and action only. Every counter an
+//! alert rule watches is on the page at 0 from the first scrape, because
+//! `increase()` cannot see a series that starts at 1.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use super::Exposition;
+use crate::event::LostKind;
 use crate::model::{Model, RECLAIM_BUCKETS, ReclaimStats};
 use crate::probe::ProbeReport;
 use crate::sys::cgroupfs::HostMemory;
+pub use crate::sys::own::ProcessUsage;
+
+/// What the agent did for one budget (by name and action), counted since
+/// it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BudgetCounts {
+    pub kills: u64,
+    pub would_kill: u64,
+    pub nothing_to_kill: u64,
+    pub breaches: u64,
+    pub warnings: u64,
+}
 
 /// What the agent did, counted since it started.
 #[derive(Debug, Default)]
 pub struct AgentCounters {
-    /// Kills by (budget, cgroup, action).
-    pub kills: HashMap<(String, String, &'static str), u64>,
-    pub would_kill: u64,
+    /// By (budget name, action): a reload may change a budget's action.
+    pub budgets: BTreeMap<(String, &'static str), BudgetCounts>,
     pub breach_to_signal: ReclaimStats,
     pub signal_to_exit: ReclaimStats,
-    pub breaches: u64,
-    pub warnings: u64,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
-    pub nothing_to_kill: u64,
+}
+
+impl AgentCounters {
+    /// The counts of one budget, created at 0.
+    pub fn budget(&mut self, name: String, action: &'static str) -> &mut BudgetCounts {
+        self.budgets.entry((name, action)).or_default()
+    }
+
+    /// Kills delivered, over every budget.
+    pub fn kills(&self) -> u64 {
+        self.budgets.values().map(|c| c.kills).sum()
+    }
+}
+
+/// A configured budget, whose series are on the page from the start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetSeries {
+    pub name: String,
+    pub action: &'static str,
 }
 
 /// One alert sink's delivery counters, read at render time.
@@ -35,20 +73,23 @@ pub struct SinkCounts {
     pub dropped: u64,
 }
 
-/// Resident memory and CPU time of the agent's own process.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct ProcessUsage {
-    pub rss_bytes: u64,
-    pub cpu_seconds: f64,
+/// What this binary is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuildInfo<'a> {
+    pub version: &'a str,
+    pub commit: &'a str,
+    /// `true`, `false` or `unknown`.
+    pub dirty: &'a str,
 }
 
 /// Everything one page is made of.
 pub struct PageInput<'a> {
-    /// Monotonic ns now, and when the agent started.
+    /// Monotonic ns now.
     pub now: u64,
-    pub started: u64,
+    pub build: BuildInfo<'a>,
     pub probes: &'a [ProbeReport],
     pub model: &'a Model,
+    pub budgets: &'a [BudgetSeries],
     pub counters: &'a AgentCounters,
     pub alerts: &'a [SinkCounts],
     pub host: &'a HostMemory,
@@ -58,10 +99,12 @@ pub struct PageInput<'a> {
 /// Renders the page.
 pub fn render(i: &PageInput<'_>) -> String {
     let mut e = Exposition::new();
-    agent_state(&mut e, i);
+    build_and_process(&mut e, i);
+    probes_and_events(&mut e, i);
     cgroups(&mut e, i.model, i.now);
-    kills(&mut e, i.model, i.counters);
-    alerts_and_host(&mut e, i);
+    budgets(&mut e, i);
+    agent(&mut e, i);
+    host(&mut e, i);
     e.finish()
 }
 
@@ -70,23 +113,77 @@ fn histogram(e: &mut Exposition, name: &str, labels: &[(&str, &str)], h: &Reclai
     e.histogram(name, labels, &buckets, h.count, h.total_ns as f64 / 1e9);
 }
 
-fn agent_state(e: &mut Exposition, i: &PageInput<'_>) {
-    e.family("memtrace_agent_up", "gauge", "1 while the agent runs.");
-    e.sample("memtrace_agent_up", &[], 1.0);
+/// A family of one unlabelled sample.
+fn single(e: &mut Exposition, name: &str, kind: &str, help: &str, v: f64) {
+    e.family(name, kind, help);
+    e.sample(name, &[], v);
+}
+
+fn build_and_process(e: &mut Exposition, i: &PageInput<'_>) {
     e.family(
-        "memtrace_agent_uptime_seconds",
+        "memtrace_build_info",
         "gauge",
-        "Seconds since the agent started.",
+        "Always 1; the labels say which memtrace runs: version, the commit it was built from, \
+         and whether that tree had uncommitted changes.",
     );
     e.sample(
-        "memtrace_agent_uptime_seconds",
-        &[],
-        i.now.saturating_sub(i.started) as f64 / 1e9,
+        "memtrace_build_info",
+        &[
+            ("version", i.build.version),
+            ("commit", i.build.commit),
+            ("dirty", i.build.dirty),
+        ],
+        1.0,
     );
+    let p = &i.process;
+    for (name, kind, help, v) in [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            p.cpu_seconds,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            p.resident_bytes as f64,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            p.virtual_bytes as f64,
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time_seconds,
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            p.open_fds as f64,
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            p.max_fds as f64,
+        ),
+    ] {
+        single(e, name, kind, help, v);
+    }
+}
+
+fn probes_and_events(e: &mut Exposition, i: &PageInput<'_>) {
     e.family(
         "memtrace_probe_attached",
         "gauge",
-        "1 when the probe is attached, by mechanism.",
+        "1 when the probe is attached (the mechanism label says how), 0 when this kernel \
+         refused every mechanism: what memtrace check prints.",
     );
     for p in i.probes {
         let m = p.attached.map_or("none", |m| m.as_str());
@@ -96,49 +193,74 @@ fn agent_state(e: &mut Exposition, i: &PageInput<'_>) {
             f64::from(u8::from(p.attached.is_some())),
         );
     }
-    e.family(
+    single(
+        e,
         "memtrace_events_total",
         "counter",
-        "Events received from the kernel.",
+        "Events received from the kernel's probes.",
+        i.model.events as f64,
     );
-    e.sample("memtrace_events_total", &[], i.model.events as f64);
     e.family(
         "memtrace_lost_events_total",
         "counter",
-        "Records the kernel could not deliver (ring buffer full), by type.",
+        "Records the kernel could not deliver because the ring buffer was full, by event type.",
     );
-    for (k, v) in &i.model.lost {
-        e.sample("memtrace_lost_events_total", &[("type", k)], *v as f64);
+    for kind in LostKind::ALL {
+        let name = kind.as_str();
+        let n = i.model.lost.get(name).copied().unwrap_or(0);
+        e.sample("memtrace_lost_events_total", &[("type", name)], n as f64);
     }
+    single(
+        e,
+        "memtrace_oom_kills_total",
+        "counter",
+        "Kernel OOM kills on this host since the agent started, any cgroup.",
+        i.model.oom_kills as f64,
+    );
+    single(
+        e,
+        "memtrace_kernel_brakes_total",
+        "counter",
+        "Times the in-kernel brake signalled a task because the agent was silent.",
+        i.model.brakes as f64,
+    );
 }
 
 fn cgroups(e: &mut Exposition, model: &Model, now: u64) {
     let mut cgroups: Vec<_> = model.cgroups.values().collect();
     cgroups.sort_by(|a, b| a.path.cmp(&b.path));
-    let help = [
+    for (name, kind, help) in [
         (
             "memtrace_cgroup_throttled_seconds_total",
             "counter",
-            "Time at least one task of the cgroup (or below) was in the memory.high throttle.",
+            "Time during which at least one task of the cgroup, or of a cgroup below it, was in \
+             the memory.high throttle (the union over tasks, what budgets measure).",
         ),
         (
             "memtrace_cgroup_throttle_episodes_total",
             "counter",
-            "Throttle episodes of the cgroup's subtree.",
+            "Completed memory.high throttle episodes of the cgroup's subtree.",
         ),
         (
             "memtrace_cgroup_throttled_ratio",
             "gauge",
-            "Share of the last 10 s the cgroup was throttled.",
+            "Share of the last 10 s during which the cgroup (or below) was throttled, 0 to 1.",
         ),
-    ];
-    for (i, (name, kind, text)) in help.iter().enumerate() {
-        e.family(name, kind, text);
+        (
+            "memtrace_cgroup_oom_kills_total",
+            "counter",
+            "Kernel OOM kills whose victim was in the cgroup, since the agent first saw it.",
+        ),
+    ] {
+        e.family(name, kind, help);
         for c in &cgroups {
-            let v = match i {
-                0 => c.throttle.total_ns as f64 / 1e9,
-                1 => c.throttle.episodes as f64,
-                _ => c.throttle.throttled_in(now, 10_000_000_000) as f64 / 1e10,
+            let v = match name {
+                "memtrace_cgroup_throttled_seconds_total" => c.throttle.total_ns as f64 / 1e9,
+                "memtrace_cgroup_throttle_episodes_total" => c.throttle.episodes as f64,
+                "memtrace_cgroup_throttled_ratio" => {
+                    c.throttle.throttled_in(now, 10_000_000_000) as f64 / 1e10
+                }
+                _ => c.oom_kills as f64,
             };
             e.sample(name, &[("cgroup", &c.path)], v);
         }
@@ -146,7 +268,7 @@ fn cgroups(e: &mut Exposition, model: &Model, now: u64) {
     e.family(
         "memtrace_cgroup_reclaim_seconds",
         "histogram",
-        "Memcg reclaim pass latency.",
+        "Latency of memcg reclaim passes charged to the cgroup.",
     );
     for c in cgroups.iter().filter(|c| c.reclaim.count > 0) {
         histogram(
@@ -159,7 +281,7 @@ fn cgroups(e: &mut Exposition, model: &Model, now: u64) {
     e.family(
         "memtrace_cgroup_reclaimed_pages_total",
         "counter",
-        "Pages reclaimed by memcg reclaim.",
+        "Pages memcg reclaim took back from the cgroup.",
     );
     for c in cgroups.iter().filter(|c| c.reclaim.count > 0) {
         e.sample(
@@ -168,46 +290,52 @@ fn cgroups(e: &mut Exposition, model: &Model, now: u64) {
             c.reclaim.pages as f64,
         );
     }
-    e.family(
-        "memtrace_cgroup_oom_kills_total",
-        "counter",
-        "OOM kills whose victim was in the cgroup.",
-    );
-    for c in cgroups.iter().filter(|c| c.oom_kills > 0) {
-        e.sample(
-            "memtrace_cgroup_oom_kills_total",
-            &[("cgroup", &c.path)],
-            c.oom_kills as f64,
-        );
-    }
-    for (name, text) in [
-        ("memtrace_cgroup_memory_current_bytes", "memory.current"),
+    // What the once-a-second sample read from cgroupfs.
+    type Read = fn(&crate::sys::cgroupfs::CgroupMemory) -> Option<f64>;
+    let sampled: [(&str, &str, &str, Read); 5] = [
+        (
+            "memtrace_cgroup_memory_current_bytes",
+            "gauge",
+            "memory.current: memory charged to the cgroup.",
+            |m| m.current.map(|v| v as f64),
+        ),
         (
             "memtrace_cgroup_memory_high_bytes",
-            "memory.high (absent: no limit)",
+            "gauge",
+            "memory.high: the throttle limit (no series: no limit).",
+            |m| m.high.map(|v| v as f64),
         ),
         (
             "memtrace_cgroup_memory_max_bytes",
-            "memory.max (absent: no limit)",
+            "gauge",
+            "memory.max: the OOM limit (no series: no limit).",
+            |m| m.max.map(|v| v as f64),
         ),
-    ] {
-        e.family(name, "gauge", text);
+        (
+            "memtrace_cgroup_pressure_memory_waiting_seconds_total",
+            "counter",
+            "memory.pressure `some`: time at least one task of the cgroup waited on memory.",
+            |m| m.pressure.map(|p| p.some_total_us as f64 / 1e6),
+        ),
+        (
+            "memtrace_cgroup_pressure_memory_stalled_seconds_total",
+            "counter",
+            "memory.pressure `full`: time every non-idle task of the cgroup stalled on memory.",
+            |m| m.pressure.map(|p| p.full_total_us as f64 / 1e6),
+        ),
+    ];
+    for (name, kind, help, read) in sampled {
+        e.family(name, kind, help);
         for c in &cgroups {
-            let Some(m) = &c.memory else { continue };
-            let v = match name {
-                "memtrace_cgroup_memory_current_bytes" => m.current,
-                "memtrace_cgroup_memory_high_bytes" => m.high,
-                _ => m.max,
-            };
-            if let Some(v) = v {
-                e.sample(name, &[("cgroup", &c.path)], v as f64);
+            if let Some(v) = c.memory.as_ref().and_then(read) {
+                e.sample(name, &[("cgroup", &c.path)], v);
             }
         }
     }
     e.family(
         "memtrace_direct_reclaim_seconds",
         "histogram",
-        "Global direct reclaim pass latency.",
+        "Latency of global direct reclaim passes (the whole host short of memory).",
     );
     histogram(
         e,
@@ -217,92 +345,102 @@ fn cgroups(e: &mut Exposition, model: &Model, now: u64) {
     );
 }
 
-fn kills(e: &mut Exposition, model: &Model, c: &AgentCounters) {
-    e.family(
-        "memtrace_agent_kills_total",
-        "counter",
-        "Processes (or cgroups) the agent killed.",
-    );
-    // Sorted: the page is the same for the same counters.
-    let mut kills: Vec<_> = c.kills.iter().collect();
-    kills.sort();
-    for ((budget, cgroup, action), n) in kills {
-        e.sample(
-            "memtrace_agent_kills_total",
-            &[("budget", budget), ("cgroup", cgroup), ("action", action)],
-            *n as f64,
-        );
+fn budgets(e: &mut Exposition, i: &PageInput<'_>) {
+    // Every configured budget at 0, then whatever was counted (a budget a
+    // reload removed keeps its counts).
+    let mut all = i.counters.budgets.clone();
+    for b in i.budgets {
+        all.entry((b.name.clone(), b.action)).or_default();
     }
-    for (name, help, v) in [
+    let mut by_name: BTreeMap<&str, BudgetCounts> = BTreeMap::new();
+    for ((name, _), c) in &all {
+        let n = by_name.entry(name).or_default();
+        n.breaches += c.breaches;
+        n.warnings += c.warnings;
+        n.nothing_to_kill += c.nothing_to_kill;
+    }
+    type Count = fn(&BudgetCounts) -> u64;
+    let per_action: [(&str, &str, Count); 2] = [
+        (
+            "memtrace_agent_kills_total",
+            "Kills the agent delivered, by budget and action (kill-cgroup counts one per cgroup).",
+            |c| c.kills,
+        ),
         (
             "memtrace_agent_would_kill_total",
-            "Kills a dry run held back.",
-            c.would_kill,
+            "Kills a dry run held back, by budget and action.",
+            |c| c.would_kill,
         ),
-        (
-            "memtrace_agent_nothing_to_kill_total",
-            "Breaches with no killable process.",
-            c.nothing_to_kill,
-        ),
+    ];
+    for (name, help, count) in per_action {
+        e.family(name, "counter", help);
+        for ((budget, action), c) in all.iter().filter(|((_, a), _)| *a != "alert") {
+            e.sample(
+                name,
+                &[("budget", budget), ("action", action)],
+                count(c) as f64,
+            );
+        }
+    }
+    let per_budget: [(&str, &str, Count); 3] = [
         (
             "memtrace_budget_breaches_total",
-            "Budget breaches.",
-            c.breaches,
+            "Times a cgroup's throttling exceeded the budget.",
+            |c| c.breaches,
         ),
         (
             "memtrace_budget_warnings_total",
-            "Budget warnings.",
-            c.warnings,
+            "Times a cgroup used the budget's warn_at share.",
+            |c| c.warnings,
         ),
-    ] {
+        (
+            "memtrace_agent_nothing_to_kill_total",
+            "Breaches of a killing budget where every process was protected, avoided or gone.",
+            |c| c.nothing_to_kill,
+        ),
+    ];
+    for (name, help, count) in per_budget {
         e.family(name, "counter", help);
-        e.sample(name, &[], v as f64);
+        for (budget, c) in &by_name {
+            e.sample(name, &[("budget", budget)], count(c) as f64);
+        }
     }
-    for (name, h) in [
+}
+
+fn agent(e: &mut Exposition, i: &PageInput<'_>) {
+    let c = i.counters;
+    for (name, help, h) in [
         (
             "memtrace_agent_kill_breach_to_signal_seconds",
+            "From the instant a budget was crossed to the kill signal.",
             &c.breach_to_signal,
         ),
         (
             "memtrace_agent_kill_signal_to_exit_seconds",
+            "From the kill signal to the victim's exit, measured on its pidfd.",
             &c.signal_to_exit,
         ),
     ] {
-        e.family(
-            name,
-            "histogram",
-            "Kill overshoot: from the budget crossing to the signal, and from the signal to the exit.",
-        );
+        e.family(name, "histogram", help);
         histogram(e, name, &[], h);
     }
     e.family(
-        "memtrace_kernel_brakes_total",
-        "counter",
-        "Times the in-kernel brake signalled a task.",
-    );
-    e.sample("memtrace_kernel_brakes_total", &[], model.brakes as f64);
-    e.family(
         "memtrace_config_reloads_total",
         "counter",
-        "SIGHUP reloads by result.",
+        "Configuration reloads (SIGHUP) by result; an invalid file keeps the running one.",
     );
-    e.sample(
-        "memtrace_config_reloads_total",
-        &[("result", "ok")],
-        c.reloads_ok as f64,
-    );
-    e.sample(
-        "memtrace_config_reloads_total",
-        &[("result", "invalid")],
-        c.reloads_failed as f64,
-    );
-}
-
-fn alerts_and_host(e: &mut Exposition, i: &PageInput<'_>) {
+    for (result, v) in [("ok", c.reloads_ok), ("invalid", c.reloads_failed)] {
+        e.sample(
+            "memtrace_config_reloads_total",
+            &[("result", result)],
+            v as f64,
+        );
+    }
     e.family(
         "memtrace_alerts_total",
         "counter",
-        "Alerts by sink and result.",
+        "Alerts by sink and result: sent, failed (delivery error), suppressed (folded by \
+         min_interval), dropped (queue full).",
     );
     for s in i.alerts {
         for (result, v) in [
@@ -318,56 +456,54 @@ fn alerts_and_host(e: &mut Exposition, i: &PageInput<'_>) {
             );
         }
     }
+}
+
+fn host(e: &mut Exposition, i: &PageInput<'_>) {
     let h = i.host;
-    e.family(
-        "memtrace_host_mem_available_bytes",
+    single(
+        e,
+        "memtrace_host_memory_available_bytes",
         "gauge",
-        "MemAvailable.",
-    );
-    e.sample(
-        "memtrace_host_mem_available_bytes",
-        &[],
+        "MemAvailable from /proc/meminfo.",
         h.mem_available as f64,
     );
-    e.family("memtrace_host_swap_free_bytes", "gauge", "SwapFree.");
-    e.sample("memtrace_host_swap_free_bytes", &[], h.swap_free as f64);
+    single(
+        e,
+        "memtrace_host_memory_total_bytes",
+        "gauge",
+        "MemTotal from /proc/meminfo.",
+        h.mem_total as f64,
+    );
+    single(
+        e,
+        "memtrace_host_swap_total_bytes",
+        "gauge",
+        "SwapTotal from /proc/meminfo.",
+        h.swap_total as f64,
+    );
+    single(
+        e,
+        "memtrace_host_swap_free_bytes",
+        "gauge",
+        "SwapFree from /proc/meminfo.",
+        h.swap_free as f64,
+    );
     if let Some(p) = h.pressure {
-        e.family(
-            "memtrace_host_memory_pressure_seconds_total",
+        single(
+            e,
+            "memtrace_host_pressure_memory_waiting_seconds_total",
             "counter",
-            "Host memory PSI stall time.",
-        );
-        e.sample(
-            "memtrace_host_memory_pressure_seconds_total",
-            &[("kind", "some")],
+            "/proc/pressure/memory `some`: time at least one task waited on memory.",
             p.some_total_us as f64 / 1e6,
         );
-        e.sample(
-            "memtrace_host_memory_pressure_seconds_total",
-            &[("kind", "full")],
+        single(
+            e,
+            "memtrace_host_pressure_memory_stalled_seconds_total",
+            "counter",
+            "/proc/pressure/memory `full`: time every non-idle task stalled on memory.",
             p.full_total_us as f64 / 1e6,
         );
     }
-    e.family(
-        "memtrace_agent_resident_bytes",
-        "gauge",
-        "The agent's resident memory.",
-    );
-    e.sample(
-        "memtrace_agent_resident_bytes",
-        &[],
-        i.process.rss_bytes as f64,
-    );
-    e.family(
-        "memtrace_agent_cpu_seconds_total",
-        "counter",
-        "The agent's CPU time.",
-    );
-    e.sample(
-        "memtrace_agent_cpu_seconds_total",
-        &[],
-        i.process.cpu_seconds,
-    );
 }
 
 #[cfg(test)]
@@ -434,11 +570,21 @@ mod tests {
             });
         }
         let mut counters = AgentCounters::default();
-        counters
-            .kills
-            .insert(("work".into(), "/work".into(), "kill-largest"), 1);
-        counters.breaches = 1;
+        let work = counters.budget("work".into(), "kill-largest");
+        work.kills = 1;
+        work.breaches = 1;
         counters.breach_to_signal.record(1_500_000, 0);
+        // Configured, never breached: every series at 0.
+        let budgets = [
+            BudgetSeries {
+                name: "work".into(),
+                action: "kill-largest",
+            },
+            BudgetSeries {
+                name: "observe".into(),
+                action: "alert",
+            },
+        ];
         let probes = [ProbeReport {
             probe: Probe::Throttle,
             what: Probe::Throttle.what(),
@@ -463,17 +609,40 @@ mod tests {
         }];
         let page = render(&PageInput {
             now: 10 * S,
-            started: 0,
+            build: BuildInfo {
+                version: "0.1.0",
+                commit: "4f7f6f4a1b2c3d4e5f60718293a4b5c6d7e8f901",
+                dirty: "false",
+            },
             probes: &probes,
             model: &model,
+            budgets: &budgets,
             counters: &counters,
             alerts: &alerts,
             host: &host,
             process: ProcessUsage {
-                rss_bytes: 8 << 20,
+                resident_bytes: 8 << 20,
+                virtual_bytes: 64 << 20,
                 cpu_seconds: 0.25,
+                start_time_seconds: 1_764_000_000.0,
+                open_fds: 17,
+                max_fds: 1024,
             },
         });
         insta::assert_snapshot!(page);
+        // Every family has HELP and TYPE, and every sample belongs to the
+        // family above it.
+        let mut family = "";
+        for line in page.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                family = rest.split(' ').next().unwrap_or_default();
+            } else if !line.starts_with('#') {
+                assert!(line.starts_with(family), "{line} outside {family}");
+            }
+        }
+        assert_eq!(
+            page.matches("# HELP ").count(),
+            page.matches("# TYPE ").count()
+        );
     }
 }

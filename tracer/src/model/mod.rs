@@ -180,6 +180,8 @@ pub struct Model {
     pub horizon_ns: u64,
     pub events: u64,
     pub lost: BTreeMap<&'static str, u64>,
+    /// Kernel OOM kills, any cgroup (the victim's cgroup may be unknown).
+    pub oom_kills: u64,
     pub direct_reclaim: ReclaimStats,
     pub brakes: u64,
     /// A live source checks episodes in progress against the kernel
@@ -199,6 +201,7 @@ impl Model {
             horizon_ns,
             events: 0,
             lost: BTreeMap::new(),
+            oom_kills: 0,
             direct_reclaim: ReclaimStats::default(),
             brakes: 0,
             reconciled: false,
@@ -297,6 +300,7 @@ impl Model {
                 Vec::new()
             }
             Event::OomKill(o) => {
+                self.oom_kills += 1;
                 if o.victim_memcg_id != 0 {
                     let st = self.state(o.victim_memcg_id, reg);
                     st.oom_kills += 1;

@@ -1,11 +1,12 @@
 //! Collection: everything read from the running system apart from the
 //! ring buffer. Cgroup files ([`cgroupfs`]), the id ↔ path registry
 //! ([`registry`]), processes ([`procs`]), the once-a-second sample
-//! ([`sampler`]) and the host's PSI triggers ([`psi`]). Nothing here
+//! ([`sampler`]), the agent's own process ([`own`]) and the host's PSI triggers ([`psi`]). Nothing here
 //! decides; the model and the policy get what this stage read as plain
 //! values.
 
 pub mod cgroupfs;
+pub mod own;
 pub mod procs;
 pub mod psi;
 pub mod registry;

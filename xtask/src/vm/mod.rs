@@ -87,20 +87,34 @@ pub fn run(args: &VmtestArgs) -> Result<()> {
         "build",
         "--release",
         "-p",
-        "memtrace",
-        "-p",
         "memtrace-tests",
         "--bins",
         "--target-dir",
         &target_arg,
     ];
-    build.extend(features);
+    // The guests run the shipped binary: static (musl), stripped, built as
+    // `cargo xtask dist` builds it, so every scenario on every kernel is a
+    // test of what operators install. The deliberately broken build of the
+    // harness self-check is a plain release build (it tests the harness,
+    // and a second LTO build would cost CI minutes for nothing).
+    if args.fault.is_some() {
+        build.extend(["-p", "memtrace"]);
+    }
+    build.extend(features.iter().copied());
     cmd::cargo(&build).context("building the guest binaries")?;
     let release = target_dir.join("release");
-    let binaries: Vec<PathBuf> = ["memtrace", "vm-guest", "hog", "latency-server"]
-        .iter()
-        .map(|b| release.join(b))
-        .collect();
+    let memtrace = if args.fault.is_some() {
+        release.join("memtrace")
+    } else {
+        let source = crate::dist::Source::of_workspace()?;
+        crate::dist::static_binary(&source, &target_dir, &[])?
+    };
+    let mut binaries: Vec<PathBuf> = vec![memtrace];
+    binaries.extend(
+        ["vm-guest", "hog", "latency-server", "env-dump"]
+            .iter()
+            .map(|b| release.join(b)),
+    );
 
     let kernels = kernels::fetch(&wanted)?;
     let vmtest = cmd::workspace_root().join("target/vmtest");
