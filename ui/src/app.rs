@@ -129,7 +129,8 @@ impl App {
             .filter(|r| needle.is_empty() || r.path.to_lowercase().contains(&needle))
             .collect();
         if self.tree {
-            rows.sort_by(|a, b| a.path.cmp(&b.path));
+            // By path segments, so `/a/b` follows `/a` before `/a-b` does.
+            rows.sort_by(|a, b| a.path.split('/').cmp(b.path.split('/')));
             return rows;
         }
         let key = |r: &CgroupRow| -> f64 {
@@ -310,7 +311,12 @@ impl App {
             .selected_row(snap)
             .and_then(|r| r.tasks.get(self.task_index(&r.tasks)))
         {
-            Some(t) => self.confirm_kill = Some(t.clone()),
+            Some(t) => match &t.protected {
+                Some(why) => {
+                    self.status = Some(format!("{}[{}] cannot be killed: {why}", t.comm, t.pid));
+                }
+                None => self.confirm_kill = Some(t.clone()),
+            },
             None => self.status = Some("no task selected".into()),
         }
         None
@@ -373,6 +379,14 @@ mod tests {
         assert_eq!(ids(&app), [1, 3, 2]);
         app.key(key(KeyCode::Char('t')), &s);
         assert_eq!(ids(&app), [1, 3, 2], "tree: by path");
+        // By segments: a child follows its parent, before a sibling whose
+        // name only shares a prefix.
+        let mut t = s.clone();
+        for (r, p) in t.cgroups.iter_mut().zip(["/a-b", "/a/c", "/a"]) {
+            r.path = p.into();
+        }
+        let paths: Vec<&str> = app.rows(&t).iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths, ["/a", "/a/c", "/a-b"]);
     }
 
     #[test]

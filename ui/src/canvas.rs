@@ -63,7 +63,7 @@ impl Theme {
 /// Draws one frame.
 pub fn draw(f: &mut Frame<'_>, app: &mut App, snap: &Snapshot, theme: Theme) {
     let area = f.area();
-    let header_lines = header_lines(snap, area.width, theme);
+    let header_lines = header_lines(snap, app.paused, area.width, theme);
     let [header, body, footer] = Layout::vertical([
         Constraint::Length(header_lines.len() as u16),
         Constraint::Min(4),
@@ -130,8 +130,10 @@ pub fn draw(f: &mut Frame<'_>, app: &mut App, snap: &Snapshot, theme: Theme) {
 
 /// The header: what and where, the host's memory, and (when there is one)
 /// the replay position and the degraded banner, wrapped to two lines.
-fn header_lines(snap: &Snapshot, width: u16, theme: Theme) -> Vec<Line<'static>> {
+fn header_lines(snap: &Snapshot, paused: bool, width: u16, theme: Theme) -> Vec<Line<'static>> {
+    // A frozen picture must never say LIVE.
     let badge = match snap.source {
+        Source::Live if paused => " PAUSED ",
         Source::Live => " LIVE ",
         Source::Replay { .. } => " REPLAY ",
     };
@@ -142,7 +144,7 @@ fn header_lines(snap: &Snapshot, width: u16, theme: Theme) -> Vec<Line<'static>>
         ),
         Span::styled(" memtrace ", Style::default().add_modifier(Modifier::BOLD)),
         Span::raw(format!(
-            "{}  kernel {}  throttle: {}  {}",
+            "{}  kernel {}  throttle: {}  {} UTC",
             snap.host, snap.kernel, snap.probe_mode, snap.time
         )),
     ])];
@@ -338,6 +340,42 @@ fn fit_path(p: &str, w: usize) -> String {
     format!("…{tail}")
 }
 
+/// A row's name in the tree: indented under the nearest ancestor that is
+/// itself a row, and named relative to it (`system.slice/web.service`
+/// when `/system.slice` has no row of its own). `rows` is in tree order.
+fn tree_name(rows: &[&CgroupRow], i: usize) -> String {
+    let mut depth = 0;
+    let mut rel = rows[i].path.trim_start_matches('/').to_string();
+    let mut at = i;
+    let mut first = true;
+    // Walk up the displayed ancestors, which precede the row in tree order.
+    while let Some(a) = (0..at)
+        .rev()
+        .find(|&j| is_under(&rows[at].path, &rows[j].path))
+    {
+        if first {
+            rel = rows[i].path[rows[a].path.len()..]
+                .trim_start_matches('/')
+                .to_string();
+            first = false;
+        }
+        depth += 1;
+        at = a;
+    }
+    if depth == 0 {
+        format!("/{rel}")
+    } else {
+        format!("{}└ {rel}", "  ".repeat(depth - 1))
+    }
+}
+
+fn is_under(path: &str, ancestor: &str) -> bool {
+    ancestor == "/"
+        || path
+            .strip_prefix(ancestor)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
 fn draw_table(
     f: &mut Frame<'_>,
     area: Rect,
@@ -389,14 +427,7 @@ fn draw_table(
         .take(visible)
         .map(|(i, r)| {
             let name = if app.tree {
-                let depth = r.path.matches('/').count().saturating_sub(1);
-                let leaf = r
-                    .path
-                    .rsplit('/')
-                    .next()
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or("/");
-                format!("{}{}", "  ".repeat(depth), leaf)
+                tree_name(rows, i)
             } else {
                 r.path.clone()
             };
@@ -638,4 +669,39 @@ fn draw_help(f: &mut Frame<'_>, area: Rect, mode: Mode) {
             .block(Block::default().borders(Borders::ALL).title(" help ")),
         popup,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_names_indent_under_the_nearest_shown_ancestor() {
+        let paths = [
+            "/system.slice",
+            "/system.slice/web.service",
+            "/system.slice/web.service/worker",
+            "/user.slice/user-1000.slice/session-1.scope",
+            "/zz",
+        ];
+        let rows: Vec<CgroupRow> = paths
+            .iter()
+            .map(|p| CgroupRow {
+                path: (*p).into(),
+                ..Default::default()
+            })
+            .collect();
+        let refs: Vec<&CgroupRow> = rows.iter().collect();
+        let names: Vec<String> = (0..refs.len()).map(|i| tree_name(&refs, i)).collect();
+        assert_eq!(
+            names,
+            [
+                "/system.slice",
+                "└ web.service",
+                "  └ worker",
+                "/user.slice/user-1000.slice/session-1.scope",
+                "/zz",
+            ]
+        );
+    }
 }

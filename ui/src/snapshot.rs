@@ -67,6 +67,9 @@ pub struct TaskRow {
     /// 22), when the source knows it: a kill goes to this process only,
     /// never to a later one that reused the pid.
     pub start_time: Option<u64>,
+    /// Why this process may not be killed (pid 1, a kernel thread, ...):
+    /// the kill dialog is not offered for it.
+    pub protected: Option<String>,
 }
 
 /// One memory cgroup.

@@ -92,6 +92,7 @@ fn livelock() -> Snapshot {
                     episodes: 14,
                     state: "throttled".into(),
                     start_time: None,
+                    protected: None,
                 },
                 TaskRow {
                     pid: 811,
@@ -101,6 +102,7 @@ fn livelock() -> Snapshot {
                     episodes: 31,
                     state: "running".into(),
                     start_time: None,
+                    protected: None,
                 },
                 TaskRow {
                     pid: 990,
@@ -110,6 +112,7 @@ fn livelock() -> Snapshot {
                     episodes: 0,
                     state: "running".into(),
                     start_time: None,
+                    protected: None,
                 },
             ],
             recent: vec![LogLine {
@@ -240,6 +243,34 @@ fn help_filter_and_tree() {
     key(&mut app, &s, KeyCode::Enter);
     key(&mut app, &s, KeyCode::Char('t'));
     insta::assert_snapshot!("filter_tree_80x24", screen(&mut app, &s, 80, 24));
+}
+
+#[test]
+fn a_paused_live_screen_never_says_live() {
+    let mut app = App::new(Mode::Live);
+    let s = livelock();
+    assert!(screen(&mut app, &s, 80, 24).starts_with(" LIVE "));
+    key(&mut app, &s, KeyCode::Char('p'));
+    let paused = screen(&mut app, &s, 80, 24);
+    assert!(paused.starts_with(" PAUSED "), "{paused}");
+    assert!(!paused.contains(" LIVE "), "{paused}");
+    key(&mut app, &s, KeyCode::Char('p'));
+    assert!(screen(&mut app, &s, 80, 24).starts_with(" LIVE "));
+}
+
+#[test]
+fn protected_processes_get_no_kill_dialog() {
+    let mut app = App::new(Mode::Live);
+    let mut s = livelock();
+    for t in &mut s.cgroups[0].tasks {
+        t.protected = Some("pid 1".into());
+    }
+    key(&mut app, &s, KeyCode::Enter);
+    key(&mut app, &s, KeyCode::Char('k'));
+    assert!(app.confirm_kill.is_none());
+    let shown = screen(&mut app, &s, 100, 30);
+    assert!(shown.contains("cannot be killed: pid 1"), "{shown}");
+    assert!(!shown.contains("Kill "), "{shown}");
 }
 
 #[test]

@@ -212,11 +212,24 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             return EXIT_USAGE;
         }
         // A file that is not a recording is bad input, like a bad flag.
-        if let Some(r) = cause.downcast_ref::<crate::record::reader::ReadError>() {
+        use crate::record::reader::ReadError;
+        use crate::record::timeline::TimelineError;
+        let read = cause.downcast_ref::<ReadError>().or_else(|| {
+            match cause.downcast_ref::<TimelineError>() {
+                Some(TimelineError::Read(r)) => Some(r),
+                _ => None,
+            }
+        });
+        if let Some(r) = read {
             return match r {
-                crate::record::reader::ReadError::Io { .. } => EXIT_FAILURE,
+                ReadError::Io { .. } => EXIT_FAILURE,
                 _ => EXIT_USAGE,
             };
+        }
+        match cause.downcast_ref::<TimelineError>() {
+            Some(TimelineError::EmptyDir(_)) => return EXIT_USAGE,
+            Some(TimelineError::List { .. }) => return EXIT_FAILURE,
+            _ => {}
         }
     }
     EXIT_FAILURE

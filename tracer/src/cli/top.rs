@@ -8,7 +8,6 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::agent::STATUS_FILE;
-use crate::record::reader;
 use crate::screen::live::LiveSource;
 use crate::screen::replay::ReplaySource;
 use memtrace_ui::Mode;
@@ -53,7 +52,8 @@ pub fn top(args: TopArgs) -> anyhow::Result<u8> {
 
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
-    /// A recording (memtrace record, or the agent's flight recorder).
+    /// A recording (memtrace record), or the agent's flight recorder
+    /// directory.
     pub file: PathBuf,
     /// Playback speed: 2 plays twice as fast as recorded.
     #[arg(long, default_value_t = 1.0)]
@@ -61,6 +61,8 @@ pub struct ReplayArgs {
     /// Time between frames.
     #[arg(long, short = 'd', value_name = "D", default_value = "1s", value_parser = duration_arg)]
     pub interval: Duration,
+    #[command(flatten)]
+    pub window: super::report::WindowArgs,
 }
 
 pub fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
@@ -72,8 +74,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
         .into());
     }
     check_interval(args.interval)?;
-    let rec =
-        reader::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let rec = super::report::open(&args.file, &args.window)?;
     need_terminal()?;
     let name = args.file.file_name().map_or_else(
         || args.file.display().to_string(),

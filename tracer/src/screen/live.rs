@@ -41,6 +41,10 @@ pub struct LiveSource {
     /// arrived (None: already gone). A row pinned to this can never be
     /// confused with a later process that reused the pid.
     starts: HashMap<u32, Option<u64>>,
+    /// The cgroup whose processes were read for the detail pane since the
+    /// last sample.
+    detail_procs: Option<u64>,
+    version: Option<crate::kernel::CgroupVersion>,
 }
 
 impl LiveSource {
@@ -70,9 +74,10 @@ impl LiveSource {
         Ok(Self {
             _rt: rt,
             registry: CgroupRegistry::new(hierarchy.as_ref()),
+            version: hierarchy.as_ref().map(|h| h.version),
             sampler: Sampler::new(
                 CgroupFilter::default(),
-                hierarchy.map(|h| h.version),
+                hierarchy.as_ref().map(|h| h.version),
                 page_size,
             ),
             _tracer: tracer,
@@ -87,7 +92,17 @@ impl LiveSource {
             status_file,
             page_size,
             starts: HashMap::new(),
+            detail_procs: None,
         })
+    }
+
+    fn rules(&self) -> Rules<'static> {
+        Rules {
+            self_pid: std::process::id(),
+            protect: &[],
+            avoid: &[],
+            prefer: &[],
+        }
     }
 
     fn kill(&self, pid: u32, comm: &str, start_time: Option<u64>) -> Result<String, String> {
@@ -97,13 +112,7 @@ impl LiveSource {
         if start_time != Some(p.start_time) {
             return Err(gone());
         }
-        let rules = Rules {
-            self_pid: std::process::id(),
-            protect: &[],
-            avoid: &[],
-            prefer: &[],
-        };
-        if let Some(why) = protected(&p, &rules) {
+        if let Some(why) = protected(&p, &self.rules()) {
             return Err(format!("refused to kill {}[{pid}]: {why}", p.comm));
         }
         let v = Prepared::new(p).map_err(|e| format!("kill {pid}: {e}"))?;
@@ -167,6 +176,7 @@ impl SnapshotSource for LiveSource {
                 .map(|s| s.id)
                 .collect();
             self.sample = Some(self.sampler.sample(now, &mut self.registry, &active));
+            self.detail_procs = None;
             self.last_sample = Some(Instant::now());
             self.model.gc(now);
             let shown: std::collections::HashSet<u32> = self
@@ -177,6 +187,31 @@ impl SnapshotSource for LiveSource {
                 .collect();
             self.starts.retain(|pid, _| shown.contains(pid));
             read_agent_status(&self.status_file, &mut self.view);
+        }
+        // The selected cgroup's processes, whatever the sampler chose: read
+        // once per sample, the moment it is opened.
+        if let (Some(id), Some(sample)) = (detail, self.sample.as_mut())
+            && self.detail_procs != Some(id)
+        {
+            self.detail_procs = Some(id);
+            let found = sample.cgroups.iter().position(|c| c.id == id);
+            if found.is_none_or(|i| sample.cgroups[i].top.is_empty())
+                && let Some(path) = self.registry.lookup(id)
+                && let Some(dir) = self.registry.dir(&path)
+            {
+                let top = self.sampler.processes(&dir, &path);
+                match found {
+                    Some(i) => sample.cgroups[i].top = top,
+                    None => sample.cgroups.push(crate::record::CgroupSample {
+                        id,
+                        mem: crate::sys::cgroupfs::CgroupMemory::read(
+                            &dir,
+                            self.version.unwrap_or(crate::kernel::CgroupVersion::V2),
+                        ),
+                        top,
+                    }),
+                }
+            }
         }
         let mut snap = self.view.build(
             &self.model,
@@ -198,6 +233,9 @@ impl SnapshotSource for LiveSource {
                     Some(known) => *known,
                     None => crate::sys::procs::start_time(t.pid),
                 };
+                // The dialog is not offered for what the kill would refuse.
+                t.protected = read_process(t.pid, self.page_size, false)
+                    .and_then(|p| protected(&p, &self.rules()));
             }
         }
         snap
@@ -209,7 +247,22 @@ impl SnapshotSource for LiveSource {
                 pid,
                 comm,
                 start_time,
-            } => self.kill(*pid, comm, *start_time),
+            } => {
+                let r = self.kill(*pid, comm, *start_time);
+                // What top did belongs in its log, beside the agent's kills.
+                let (kind, text) = match &r {
+                    Ok(m) => (memtrace_ui::LogKind::Kill, m.clone()),
+                    Err(m) => (memtrace_ui::LogKind::Info, m.clone()),
+                };
+                let time = self
+                    .clock
+                    .hms(mono_now_ns())
+                    .get(..8)
+                    .unwrap_or_default()
+                    .to_string();
+                self.view.note(0, memtrace_ui::LogLine { time, kind, text });
+                r
+            }
             Command::Pause(true) => {
                 Ok("paused: the picture is frozen, collection goes on (p resumes)".into())
             }

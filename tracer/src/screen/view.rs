@@ -104,6 +104,11 @@ impl View {
         self.push(cgroup, LogLine { time, kind, text });
     }
 
+    /// Adds a line of the screen's own (a kill from `top`).
+    pub fn note(&mut self, cgroup: u64, line: LogLine) {
+        self.push(cgroup, line);
+    }
+
     /// Adds an agent action (from its status file or a recording) once.
     pub fn action(&mut self, key: String, cgroup: u64, line: LogLine) {
         if self.seen_actions.contains(&key) {

@@ -1,7 +1,8 @@
 //! Collection: everything read from the running system apart from the
 //! ring buffer. Cgroup files ([`cgroupfs`]), the id ↔ path registry
-//! ([`registry`]), processes ([`procs`]), the once-a-second sample
-//! ([`sampler`]) and the host's PSI triggers ([`psi`]). Nothing here
+//! ([`registry`]) and its inotify watch for new cgroups ([`watch`]),
+//! processes ([`procs`]), the once-a-second sample ([`sampler`]) and the
+//! host's PSI triggers ([`psi`]). Nothing here
 //! decides; the model and the policy get what this stage read as plain
 //! values.
 
@@ -10,3 +11,4 @@ pub mod procs;
 pub mod psi;
 pub mod registry;
 pub mod sampler;
+pub mod watch;
