@@ -4,6 +4,24 @@
 //! Exit codes: 0 ok, 1 runtime failure, 2 bad usage, 3 missing privileges
 //! or kernel support. Errors say what to do about them.
 
+/// `eprintln!` that never panics: stderr may be a closed pipe
+/// (`memtrace events 2>&1 | head`), and a note that cannot be written is
+/// not worth a crash.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
+/// `println!` that never panics, for short reports to stdout.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 mod agent;
 mod check;
 mod events;
@@ -166,7 +184,7 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = exit_code(&e);
-            eprintln!("memtrace: error: {e:#}");
+            say!("memtrace: error: {e:#}");
             ExitCode::from(code)
         }
     }

@@ -54,7 +54,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     };
     let mut tracer = Tracer::load(&LoadOptions::from_env()?)?;
     for d in &tracer.caps.degraded {
-        eprintln!("memtrace: degraded: {d}");
+        say!("memtrace: degraded: {d}");
     }
     let clock = Clock::now();
     let header = Header::for_this_host(&tracer.caps, &args.cgroup, &clock);
@@ -67,7 +67,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         tracer.caps.kernel.page_size,
     );
     let mut model = Model::new(std::process::id(), 60_000_000_000);
-    eprintln!(
+    say!(
         "memtrace: recording to {} ({}); Ctrl-C to stop",
         args.output.display(),
         if args.cgroup.is_empty() {
@@ -153,7 +153,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     let bytes = writer
         .close()
         .with_context(|| format!("closing {}", args.output.display()))?;
-    eprintln!(
+    say!(
         "memtrace: {} records ({events} events, {samples} samples) in {} chunks, {} to {}{}",
         records,
         chunks + 1,

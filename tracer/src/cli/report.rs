@@ -68,7 +68,7 @@ pub(super) fn open(
     let rec = timeline::open(file, &window.window()?)
         .with_context(|| format!("reading {}", file.display()))?;
     if !rec.damaged.is_empty() || rec.torn_tail.is_some() {
-        eprintln!(
+        say!(
             "memtrace: {}: {} damaged chunk(s) skipped{}; everything else was read",
             file.display(),
             rec.damaged.len(),

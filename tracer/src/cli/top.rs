@@ -10,6 +10,7 @@ use clap::Args;
 use crate::agent::STATUS_FILE;
 use crate::screen::live::LiveSource;
 use crate::screen::replay::ReplaySource;
+use crate::sys::escape;
 use memtrace_ui::Mode;
 
 use super::{UsageError, duration_arg};
@@ -22,6 +23,10 @@ pub struct TopArgs {
     /// The agent's status file, for its budget states and actions.
     #[arg(long, value_name = "PATH", default_value = STATUS_FILE, hide = true)]
     pub agent_status: PathBuf,
+    /// Stay in a memory-limited cgroup instead of moving out of it (for
+    /// tests that show why top moves).
+    #[arg(long, hide = true)]
+    pub stay_in_cgroup: bool,
 }
 
 fn need_terminal() -> anyhow::Result<()> {
@@ -45,7 +50,23 @@ fn check_interval(d: Duration) -> anyhow::Result<()> {
 pub fn top(args: TopArgs) -> anyhow::Result<u8> {
     check_interval(args.interval)?;
     need_terminal()?;
+    // An operator's shell may be in the livelocked cgroup itself: leave it
+    // and lock what we have, so the screen keeps drawing and taking keys.
+    let mut notes = Vec::new();
+    if !args.stay_in_cgroup
+        && let Some(h) = crate::kernel::CgroupLayout::detect()
+            .ok()
+            .and_then(|l| l.memory)
+    {
+        notes.extend(escape::describe(&escape::leave_limited_cgroup(&h)));
+    }
+    if let Err(e) = escape::lock_memory() {
+        notes.push(format!("memtrace top could not lock its memory: {e}"));
+    }
     let mut source = LiveSource::new(args.agent_status)?;
+    for n in notes {
+        source.note_info(n);
+    }
     memtrace_ui::run(&mut source, Mode::Live, args.interval).context("terminal")?;
     Ok(0)
 }

@@ -59,7 +59,7 @@ pub struct PageInput<'a> {
 pub fn render(i: &PageInput<'_>) -> String {
     let mut e = Exposition::new();
     agent_state(&mut e, i);
-    cgroups(&mut e, i.model, i.now);
+    cgroups(&mut e, i.model, i.now, throttle_measured(i.probes));
     kills(&mut e, i.model, i.counters);
     alerts_and_host(&mut e, i);
     e.finish()
@@ -112,7 +112,15 @@ fn agent_state(e: &mut Exposition, i: &PageInput<'_>) {
     }
 }
 
-fn cgroups(e: &mut Exposition, model: &Model, now: u64) {
+/// Whether the throttle probe runs: without it the throttle families are
+/// declared but have no samples (absent, never a false 0).
+fn throttle_measured(probes: &[ProbeReport]) -> bool {
+    probes
+        .iter()
+        .any(|p| p.probe == crate::probe::Probe::Throttle && p.attached.is_some())
+}
+
+fn cgroups(e: &mut Exposition, model: &Model, now: u64, measured: bool) {
     let mut cgroups: Vec<_> = model.cgroups.values().collect();
     cgroups.sort_by(|a, b| a.path.cmp(&b.path));
     let help = [
@@ -134,6 +142,9 @@ fn cgroups(e: &mut Exposition, model: &Model, now: u64) {
     ];
     for (i, (name, kind, text)) in help.iter().enumerate() {
         e.family(name, kind, text);
+        if !measured {
+            continue;
+        }
         for c in &cgroups {
             let v = match i {
                 0 => c.throttle.total_ns as f64 / 1e9,
@@ -258,21 +269,19 @@ fn kills(e: &mut Exposition, model: &Model, c: &AgentCounters) {
         e.family(name, "counter", help);
         e.sample(name, &[], v as f64);
     }
-    for (name, h) in [
+    for (name, help, h) in [
         (
             "memtrace_agent_kill_breach_to_signal_seconds",
+            "Kill overshoot: from the budget crossing to the kill signal.",
             &c.breach_to_signal,
         ),
         (
             "memtrace_agent_kill_signal_to_exit_seconds",
+            "From the kill signal to the process's exit.",
             &c.signal_to_exit,
         ),
     ] {
-        e.family(
-            name,
-            "histogram",
-            "Kill overshoot: from the budget crossing to the signal, and from the signal to the exit.",
-        );
+        e.family(name, "histogram", help);
         histogram(e, name, &[], h);
     }
     e.family(
@@ -475,5 +484,37 @@ mod tests {
             },
         });
         insta::assert_snapshot!(page);
+        // Without the throttle probe, throttling is unmeasured: its
+        // families have no samples, rather than a 0 that reads as "fine".
+        let unprobed = [ProbeReport {
+            attached: None,
+            ..probes[0].clone()
+        }];
+        let page = render(&PageInput {
+            now: 10 * S,
+            started: 0,
+            probes: &unprobed,
+            model: &model,
+            counters: &counters,
+            alerts: &alerts,
+            host: &host,
+            process: ProcessUsage::default(),
+        });
+        assert!(page.contains("# HELP memtrace_cgroup_throttled_seconds_total"));
+        assert!(
+            !page.contains("memtrace_cgroup_throttled_seconds_total{"),
+            "{page}"
+        );
+        assert!(!page.contains("memtrace_cgroup_throttled_ratio{"), "{page}");
+        let helps: Vec<&str> = page.lines().filter(|l| l.starts_with("# HELP")).collect();
+        let texts: std::collections::HashSet<&str> = helps
+            .iter()
+            .filter_map(|l| l.splitn(4, ' ').nth(3))
+            .collect();
+        assert_eq!(
+            texts.len(),
+            helps.len(),
+            "every metric has its own HELP text"
+        );
     }
 }

@@ -96,6 +96,24 @@ impl LiveSource {
         })
     }
 
+    /// An INFO line in the log (what `top` did to itself at start).
+    pub fn note_info(&mut self, text: String) {
+        let time = self
+            .clock
+            .hms(mono_now_ns())
+            .get(..8)
+            .unwrap_or_default()
+            .to_string();
+        self.view.note(
+            0,
+            memtrace_ui::LogLine {
+                time,
+                kind: memtrace_ui::LogKind::Info,
+                text,
+            },
+        );
+    }
+
     fn rules(&self) -> Rules<'static> {
         Rules {
             self_pid: std::process::id(),

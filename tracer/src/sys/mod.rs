@@ -2,11 +2,13 @@
 //! ring buffer. Cgroup files ([`cgroupfs`]), the id ↔ path registry
 //! ([`registry`]) and its inotify watch for new cgroups ([`watch`]),
 //! processes ([`procs`]), the once-a-second sample ([`sampler`]) and the
-//! host's PSI triggers ([`psi`]). Nothing here
+//! host's PSI triggers ([`psi`]); and `top`'s way out of a limited cgroup
+//! ([`escape`]). Nothing here
 //! decides; the model and the policy get what this stage read as plain
 //! values.
 
 pub mod cgroupfs;
+pub mod escape;
 pub mod procs;
 pub mod psi;
 pub mod registry;
