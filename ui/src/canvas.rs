@@ -178,7 +178,7 @@ fn header_lines(snap: &Snapshot, paused: bool, width: u16, theme: Theme) -> Vec<
     {
         lines.push(Line::styled(
             format!(
-                "recording {file}  at {at}  {:.0}% through  x{speed}  {}",
+                "recording {file}  at {at} UTC  {:.0}% through  x{speed}  {}",
                 position * 100.0,
                 if *paused { "PAUSED" } else { "playing" }
             ),

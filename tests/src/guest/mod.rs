@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod record;
 pub mod scenarios;
+pub mod screens;
 pub mod workload;
 
 use std::io::Write;

@@ -52,6 +52,7 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("agent-host", super::agent::agent_host),
     ("agent-actions", super::agent::agent_actions),
     ("record", super::record::record),
+    ("top-incident", super::screens::top_incident),
 ];
 
 /// memtrace's union of throttle episodes and the cgroup's PSI `some` total

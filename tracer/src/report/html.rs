@@ -142,7 +142,7 @@ fn chart(
                 let _ = write!(d, "L{:.1},{:.1} L{:.1},{:.1} Z", x(b), y(0.0), x(a), y(0.0));
                 let _ = writeln!(
                     out,
-                    r#"<path d="{d}" fill="{}" fill-opacity="0.85" stroke="{}" stroke-width="1"/>"#,
+                    r#"<path d="{d}" fill="{}" fill-opacity="1" stroke="{}" stroke-width="1"/>"#,
                     l.color, l.color
                 );
             } else {

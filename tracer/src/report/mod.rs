@@ -664,6 +664,85 @@ mod tests {
     }
 
     #[test]
+    fn a_header_only_recording_keeps_its_own_start_not_the_boot() {
+        let rec = Recording {
+            header: Header {
+                start: "2026-12-01T12:00:00.000000000Z".into(),
+                wall_offset_ns: 1_700_000_000_000_000_000,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let r = build(&rec);
+        assert_eq!(r.start.as_deref(), Some("2026-12-01T12:00:00.000000000Z"));
+        assert!(
+            r.markdown()
+                .contains("Recorded 2026-12-01 12:00:00 to 12:00:00 UTC")
+        );
+        let r = build(&Recording::default());
+        assert_eq!(r.start, None);
+        assert!(r.markdown().contains("Recording time unknown"));
+    }
+
+    #[test]
+    fn twenty_thousand_forged_chunks_make_a_short_report() {
+        let mut data = crate::record::writer::header_bytes(&Header::default());
+        for i in 0..20_000u32 {
+            data.extend_from_slice(crate::record::CHUNK_MAGIC);
+            data.extend_from_slice(&8u32.to_le_bytes());
+            data.extend_from_slice(&u64::from(i).to_le_bytes());
+            data.extend_from_slice(&[0u8; 12]);
+        }
+        let rec = crate::record::reader::parse(&data).unwrap();
+        assert!(rec.damaged.len() > 1_000, "{}", rec.damaged.len());
+        let r = build(&rec);
+        assert_eq!(r.integrity.damaged_chunks, rec.damaged.len());
+        assert_eq!(r.integrity.damaged.len(), MAX_DAMAGE_ROWS);
+        let md = r.markdown();
+        assert!(md.lines().count() < 100, "{} lines", md.lines().count());
+        assert!(
+            md.contains("and 19980 more") || md.contains("more (see --json"),
+            "{md}"
+        );
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.len() < 20_000, "{} bytes of JSON", json.len());
+    }
+
+    #[test]
+    fn the_same_recording_gives_the_same_report_whatever_the_ties() {
+        let mut rec = Recording::default();
+        rec.header.probes = [("throttle".to_string(), Some("fentry".to_string()))].into();
+        // Many cgroups and tasks with exactly the same throttle time.
+        for id in 1..40u64 {
+            rec.cgroups.insert(id, format!("/cg{id:02}"));
+            for pid in [7u32, 3, 9] {
+                if let Record::Event(Event::Throttle(mut t)) = throttle(1.0, 2.0, pid) {
+                    t.memcg_id = id;
+                    t.over_high_id = id;
+                    rec.records.push(Record::Event(Event::Throttle(t)));
+                }
+            }
+        }
+        let first = serde_json::to_string(&build(&rec)).unwrap();
+        for _ in 0..5 {
+            // A HashMap's order differs between instances: rebuild it.
+            let mut again = Recording {
+                header: rec.header.clone(),
+                records: rec.records.clone(),
+                ..Default::default()
+            };
+            again.cgroups = rec.cgroups.iter().map(|(k, v)| (*k, v.clone())).collect();
+            assert_eq!(serde_json::to_string(&build(&again)).unwrap(), first);
+        }
+        let r = build(&rec);
+        let names: Vec<&str> = r.cgroups.iter().map(|c| c.cgroup.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted, "ties by name");
+        assert_eq!((r.tasks[0].cgroup.as_str(), r.tasks[0].pid), ("/cg01", 3));
+    }
+
+    #[test]
     fn an_empty_recording_reports_nothing_happened() {
         let r = build(&Recording::default());
         assert!(r.incidents.is_empty());
