@@ -157,7 +157,7 @@ fn header_lines(snap: &Snapshot, paused: bool, width: u16, theme: Theme) -> Vec<
             fmt_bytes_short(snap.swap_total)
         )
     };
-    let psi = |v: Option<f32>| v.map_or("-".to_string(), |v| format!("{v:.1}%"));
+    let psi = |v: Option<f32>| v.map_or(NA.to_string(), |v| format!("{v:.1}%"));
     lines.push(Line::from(format!(
         "events {:.0}/s  lost {}  MemAvail {}/{}  {}  PSI some {} full {}",
         snap.events_per_s,
@@ -263,17 +263,28 @@ fn gauge(r: &CgroupRow, width: u16) -> String {
     format!("{text} {bar}")
 }
 
+/// What a value this system cannot measure reads as: never a 0.
+const NA: &str = "n/a";
+
+fn share(r: &CgroupRow, v: f64) -> String {
+    if r.throttle_unmeasured {
+        NA.into()
+    } else {
+        pct(v)
+    }
+}
+
 const COLS: &[Col] = &[
     Col {
         title: "THR10s",
         width: 6,
-        cell: |r, _| pct(r.throttled_10s),
+        cell: |r, _| share(r, r.throttled_10s),
         style: |r, t| t.share(r.throttled_10s),
     },
     Col {
         title: "THR1s",
         width: 5,
-        cell: |r, _| pct(r.throttled_1s),
+        cell: |r, _| share(r, r.throttled_1s),
         style: |r, t| t.share(r.throttled_1s),
     },
     Col {
@@ -285,13 +296,19 @@ const COLS: &[Col] = &[
     Col {
         title: "EP/s",
         width: 5,
-        cell: |r, _| format!("{:.1}", r.episodes_per_s),
+        cell: |r, _| {
+            if r.throttle_unmeasured {
+                NA.into()
+            } else {
+                format!("{:.1}", r.episodes_per_s)
+            }
+        },
         style: |_, _| Style::default(),
     },
     Col {
         title: "PSIfull",
         width: 7,
-        cell: |r, _| r.psi_full_avg10.map_or("-".into(), |v| format!("{v:.0}%")),
+        cell: |r, _| r.psi_full_avg10.map_or(NA.into(), |v| format!("{v:.0}%")),
         style: |_, _| Style::default(),
     },
     Col {
@@ -497,8 +514,8 @@ fn draw_detail(f: &mut Frame<'_>, area: Rect, app: &App, r: &CgroupRow, theme: T
         Paragraph::new(format!(
             "throttled share per second, last {} s (full height 100%): now {}, 10 s {}",
             shown.len(),
-            pct(r.throttled_1s),
-            pct(r.throttled_10s)
+            share(r, r.throttled_1s),
+            share(r, r.throttled_10s)
         )),
         label,
     );

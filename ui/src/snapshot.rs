@@ -82,6 +82,9 @@ pub struct CgroupRow {
     pub throttled_1s: f64,
     pub throttled_10s: f64,
     pub episodes_per_s: f64,
+    /// The kernel gives no throttle probe: the three above are unmeasured
+    /// (shown `n/a`), not zero.
+    pub throttle_unmeasured: bool,
     pub current: Option<u64>,
     pub high: Option<u64>,
     pub max: Option<u64>,

@@ -66,6 +66,7 @@ fn livelock() -> Snapshot {
             throttled_1s: 0.82,
             throttled_10s: 0.78,
             episodes_per_s: 3.1,
+            throttle_unmeasured: false,
             current: Some(12 * GIB + 300 * MIB),
             high: Some(12 * GIB),
             max: Some(16 * GIB),
@@ -188,6 +189,7 @@ fn degraded() -> Snapshot {
         reclaim_p50_us: Some(45),
         reclaim_p99_us: Some(219),
         oom_kills: 1,
+        throttle_unmeasured: true,
         ..Default::default()
     }];
     s.log = vec![LogLine {
@@ -256,6 +258,30 @@ fn a_paused_live_screen_never_says_live() {
     assert!(!paused.contains(" LIVE "), "{paused}");
     key(&mut app, &s, KeyCode::Char('p'));
     assert!(screen(&mut app, &s, 80, 24).starts_with(" LIVE "));
+}
+
+#[test]
+fn unmeasured_is_n_a_never_zero() {
+    let mut app = App::new(Mode::Live);
+    let mut s = livelock();
+    s.psi_some_avg10 = None;
+    s.psi_full_avg10 = None;
+    for r in &mut s.cgroups {
+        r.throttle_unmeasured = true;
+        r.psi_full_avg10 = None;
+    }
+    let shown = screen(&mut app, &s, 100, 30);
+    assert!(shown.contains("PSI some n/a full n/a"), "{shown}");
+    let row = shown
+        .lines()
+        .find(|l| l.contains("docker.slice"))
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(!row.contains("0%"), "{row}");
+    assert_eq!(
+        row.matches("n/a").count(),
+        4,
+        "THR10s, THR1s, EP/s, PSIfull: {row}"
+    );
 }
 
 #[test]

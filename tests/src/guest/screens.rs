@@ -56,8 +56,39 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// The busybox guests mount no devpts: a pty needs one at /dev/pts (the
+/// kernel finds it next to /dev/ptmx).
+fn ensure_devpts() -> Result<()> {
+    if std::path::Path::new("/dev/pts/ptmx").exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all("/dev/pts")?;
+    let c = |s: &str| std::ffi::CString::new(s).unwrap_or_default();
+    let (src, dir, fs, opts) = (
+        c("devpts"),
+        c("/dev/pts"),
+        c("devpts"),
+        c("ptmxmode=0666,mode=0620"),
+    );
+    // SAFETY: valid NUL-terminated strings that outlive the call.
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dir.as_ptr(),
+            fs.as_ptr(),
+            0,
+            opts.as_ptr().cast(),
+        )
+    };
+    if r != 0 {
+        bail!("mounting devpts: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl PtyTop {
     fn start(cg: &TestCgroup, extra: &[&str]) -> Result<Self> {
+        ensure_devpts()?;
         let (mut m, mut s) = (0, 0);
         let ws = libc::winsize {
             ws_row: 30,

@@ -99,6 +99,53 @@ fn a_cgroup_made_after_the_recorder_started_is_sampled_before_its_oom() {
     let _ = std::fs::remove_file(&file);
 }
 
+#[test]
+fn recordings_list_the_processes_of_a_quiet_cgroup_near_its_limit() {
+    let _serial = super::serial();
+    let name = format!("memtrace-nearrec-{}", std::process::id());
+    let cg = TestCgroup::create(&name).unwrap();
+    cg.set_max(64 << 20).unwrap();
+    // 52 of 64 MiB and then still: no event names the cgroup.
+    let mut hog = memtrace_tests::run::in_cgroup(&workspace_bin("hog"), &cg.procs_file())
+        .args(["--mb", "52", "--step-mb", "4", "--until", "120"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = hog.id();
+    std::thread::sleep(Duration::from_secs(3));
+    let file = tmp("nearrec.mtr");
+    let out = memtrace(&[
+        "record",
+        "--force",
+        "-o",
+        file.to_str().unwrap(),
+        "--cgroup",
+        &cg.path,
+        "--duration",
+        "3s",
+    ]);
+    let _ = hog.kill();
+    let _ = hog.wait();
+    assert!(out.status.success(), "{out:?}");
+    let out = memtrace(&["export", file.to_str().unwrap(), "--format", "jsonl"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let listed = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "sample")
+        .any(|v| {
+            v["cgroups"].as_array().is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c["top"]
+                        .as_array()
+                        .is_some_and(|t| t.iter().any(|p| p["pid"] == pid))
+                })
+            })
+        });
+    assert!(listed, "no sample lists hog[{pid}]:\n{text}");
+    let _ = std::fs::remove_file(&file);
+}
+
 /// Counts pixels within a small distance of `rgb`.
 fn pixels_near(png: &Path, rgb: [u8; 3]) -> usize {
     let decoder = png::Decoder::new(BufReader::new(std::fs::File::open(png).unwrap()));

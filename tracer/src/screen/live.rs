@@ -69,6 +69,7 @@ impl LiveSource {
             kernel: caps.kernel.release.clone(),
             probe_mode,
             degraded,
+            throttle_unmeasured: !caps.throttle_measured(),
         };
         let page_size = caps.kernel.page_size;
         Ok(Self {

@@ -27,6 +27,8 @@ pub struct Identity {
     pub kernel: String,
     pub probe_mode: String,
     pub degraded: Vec<String>,
+    /// No throttle probe: throttled shares are unmeasured, not 0.
+    pub throttle_unmeasured: bool,
 }
 
 /// Rates and the event log, kept between frames.
@@ -208,6 +210,7 @@ impl View {
                 throttled_1s: t1,
                 throttled_10s: t10,
                 episodes_per_s: rate,
+                throttle_unmeasured: id.throttle_unmeasured,
                 current: m.and_then(|m| m.current),
                 high: m.and_then(|m| m.high),
                 max: m.and_then(|m| m.max),
