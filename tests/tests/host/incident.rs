@@ -82,6 +82,33 @@ fn a_cgroup_made_after_the_recorder_started_is_sampled_before_its_oom() {
         .unwrap_or_else(|| panic!("{} missing from the kernel's counters: {r:#}", cg.path));
     // Sampled before and after: the kernel's own OOM count grew by one.
     assert_eq!(ev["oom_kills"], 1, "{ev}");
+    // Seen at its mkdir, not when its first event named it.
+    let out = memtrace(&["export", file.to_str().unwrap(), "--format", "jsonl"]);
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let mono = |v: &Value| v["mono_ns"].as_u64().unwrap_or(u64::MAX);
+    let first_sample = lines
+        .iter()
+        .filter(|v| {
+            v["type"] == "sample"
+                && v["cgroups"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| c["cgroup"] == cg.path.as_str()))
+        })
+        .map(mono)
+        .min();
+    let first_event = lines
+        .iter()
+        .filter(|v| v["type"] != "sample" && v["cgroup"] == cg.path.as_str())
+        .map(mono)
+        .min();
+    assert!(
+        first_sample.is_some() && first_sample < first_event,
+        "first sample {first_sample:?} not before the first event {first_event:?}"
+    );
     // What this kernel cannot measure is null, never 0.
     if cg.version() == memtrace::CgroupVersion::V1 {
         assert!(ev["memory_events_high"].is_null(), "{ev}");
