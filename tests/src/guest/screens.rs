@@ -263,9 +263,13 @@ fn measure(cg: &TestCgroup, extra: &[&str], secs: u64, first: Duration) -> Resul
     })
 }
 
-/// Bounds: see docs/testing.md ("top-incident") for the measurements.
-const MAX_FRAME_GAP_MS: f64 = 2500.0;
-const MAX_KEY_MS: f64 = 1500.0;
+/// Bounds from the measurements in docs/testing.md ("top-incident"): the
+/// longest frame gap was 318, 429 and 834 ms on 6.12, 6.1 and 7.2 (a
+/// 500 ms refresh), the slowest key 58, 85 and 148 ms, two VMs at once on
+/// a loaded 2-core host. Without the move out (`--stay-in-cgroup`) no
+/// kernel drew a first frame within 30 s.
+const MAX_FRAME_GAP_MS: f64 = 3000.0;
+const MAX_KEY_MS: f64 = 2000.0;
 const WATCH_S: u64 = 10;
 const KEYS: usize = 5;
 

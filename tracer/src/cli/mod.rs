@@ -90,7 +90,8 @@ lost (records the kernel could not deliver).\n\n\
 Examples:\n  \
 memtrace events\n  \
 memtrace events --cgroup '/system.slice/*.service' --json --duration 30s\n  \
-memtrace events --types throttle,oom_kill")]
+memtrace events --types throttle,oom_kill\n\n\
+Event names are snake_case everywhere; the kebab-case spellings (oom-kill) are accepted too.")]
     Events(events::EventsArgs),
     /// The daemon: throttle budgets, kill policy, alerts, Prometheus metrics.
     #[command(
@@ -127,7 +128,16 @@ incident document (or --json): the time range and host; each throttle incident p
 peak throttled share, total); the cgroups and processes by throttle time; memtrace's totals next \
 to the kernel's own memory.pressure and memory.events from the recorded samples; reclaim latency \
 percentiles; OOM kills and agent actions; host memory and PSI over time; and any lost events or \
-damaged chunks. A damaged recording is read as far as it can be."
+damaged chunks. A damaged recording is read as far as it can be; what this system could not \
+measure reads n/a (null in JSON), never 0.\n\n\
+--html writes one self-contained page with the pictures: per cgroup the throttled share, \
+memory.current against memory.high and memory.max and PSI over time, kills and OOMs marked; \
+the host's MemAvailable, swap and PSI. FILE may be the agent's flight recorder directory, read \
+as one timeline; --since, --until and --cgroup cut it.\n\n\
+Examples:\n  \
+memtrace report incident.mtr\n  \
+memtrace report incident.mtr --html -o incident.html\n  \
+memtrace report /var/lib/memtrace/flight --since 30m --cgroup '/system.slice/web.service'"
     )]
     Report(report::ReportArgs),
     /// Convert a recording: perfetto (ui.perfetto.dev), jsonl, csv.
@@ -148,6 +158,8 @@ state; the selected cgroup's throttle chart, processes and events; and a log of 
 kills and budget warnings.\n\n\
 Keys: arrows or j/k move, Enter opens a cgroup, s sorts, / filters, t shows the tree, p pauses, \
 k kills the selected process (asks first), ? helps, q quits.\n\n\
+Run as root from inside a throttled cgroup, top first moves itself into /memtrace-top (a cgroup \
+without limits) and locks its memory, so it keeps drawing; its log says so.\n\n\
 Needs root (or CAP_BPF and CAP_PERFMON). NO_COLOR turns colours off."
     )]
     Top(top::TopArgs),

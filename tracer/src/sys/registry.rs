@@ -160,9 +160,11 @@ impl CgroupRegistry {
                     // A renamed cgroup (v1 allows it) keeps its id.
                     if let Some(e) = old {
                         self.by_path.remove(&e.path);
-                    } else if first_done {
+                    } else if first_done && let Some(w) = &mut self.watch {
+                        // Only a watching registry reports new cgroups (its
+                        // sampler takes them); others would only pile them up.
                         self.created.push(id);
-                        if let (Some(w), Some(dir)) = (&mut self.watch, dir_of(&root, &path)) {
+                        if let Some(dir) = dir_of(&root, &path) {
                             w.add(&dir);
                         }
                     }
