@@ -50,13 +50,14 @@ struct Line<'a> {
 
 /// `12:00:05` style labels of seconds from the start.
 fn time_label(charts: &Charts, t: f64) -> String {
-    let base = humantime::parse_rfc3339(&charts.start).ok();
-    match base {
-        Some(b) => {
-            let s = humantime::format_rfc3339_seconds(
-                b + std::time::Duration::from_secs_f64(t.max(0.0)),
-            )
-            .to_string();
+    // Checked all the way: a forged file's times must not panic here.
+    let at = humantime::parse_rfc3339(&charts.start)
+        .ok()
+        .zip(std::time::Duration::try_from_secs_f64(t.max(0.0)).ok())
+        .and_then(|(b, d)| b.checked_add(d));
+    match at {
+        Some(at) => {
+            let s = humantime::format_rfc3339_seconds(at).to_string();
             s.get(11..19).unwrap_or(&s).to_string()
         }
         None => format!("{t:.0}s"),

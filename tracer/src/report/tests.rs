@@ -146,6 +146,38 @@ fn twenty_thousand_forged_chunks_make_a_short_report() {
     );
     let json = serde_json::to_string(&r).unwrap();
     assert!(json.len() < 20_000, "{} bytes of JSON", json.len());
+    assert!(r.html().len() < 50_000);
+}
+
+#[test]
+fn times_at_the_ends_of_the_clock_draw_without_panicking() {
+    let mut rec = Recording::default();
+    rec.header.probes = [("throttle".to_string(), Some("fentry".to_string()))].into();
+    rec.header.wall_offset_ns = i64::MAX;
+    rec.cgroups.insert(5, "/work".into());
+    rec.records = vec![
+        throttle(0.0, 0.5, 7),
+        sample(0, 0, 0),
+        Record::Event(Event::Throttle(Throttle {
+            ts_ns: u64::MAX,
+            start_ns: u64::MAX - SEC,
+            task: Task {
+                pid: 7,
+                tgid: 7,
+                comm: Comm::new("hog"),
+            },
+            memcg_id: 5,
+            over_high_id: 5,
+            reclaim_ns: 0,
+            reclaimed_pages: 0,
+            nr_pages: 1,
+        })),
+    ];
+    let r = build(&rec);
+    assert!(r.charts.times.len() <= series::MAX_POINTS as usize + 1);
+    let h = r.html();
+    assert!(h.contains("<svg"), "{h}");
+    assert!(!r.markdown().is_empty());
 }
 
 #[test]
