@@ -66,17 +66,28 @@ impl Clock {
     }
 }
 
-/// Parses a duration: `10s`, `1m30s`, `250ms`, or a bare number of seconds.
+/// No duration is longer: every deadline built from one (now + d) stays
+/// far from overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Parses a duration, the one syntax of every flag and config value:
+/// `10s`, `1m30s`, `250ms`, `2h`, or a bare number of seconds (`1.5`).
+/// At most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    if let Ok(secs) = t.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
+    let d = if let Ok(secs) = t.parse::<f64>() {
+        if !(secs.is_finite() && secs >= 0.0) {
+            return Err(format!("`{s}` is not a duration (negative or not finite)"));
         }
-        return Err(format!("`{s}` is not a duration (negative or not finite)"));
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+    } else {
+        humantime::parse_duration(t)
+            .map_err(|e| format!("`{s}` is not a duration: {e} (try 10s, 1m, 250ms)"))?
+    };
+    if d > MAX_DURATION {
+        return Err(format!("`{s}` is too long: at most 100 years"));
     }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("`{s}` is not a duration: {e} (try 10s, 1m, 250ms)"))
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -105,6 +116,13 @@ mod tests {
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("-1").is_err());
+        // Far beyond any deadline: an error, never an overflow later.
+        for huge in ["300000000000years", "1e30", "18446744073709551615s"] {
+            assert!(
+                parse_duration(huge).unwrap_err().contains("too long"),
+                "{huge}"
+            );
+        }
         assert!(
             parse_duration("ten")
                 .unwrap_err()

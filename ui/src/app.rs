@@ -129,7 +129,8 @@ impl App {
             .filter(|r| needle.is_empty() || r.path.to_lowercase().contains(&needle))
             .collect();
         if self.tree {
-            rows.sort_by(|a, b| a.path.cmp(&b.path));
+            // By path segments, so `/a/b` follows `/a` before `/a-b` does.
+            rows.sort_by(|a, b| a.path.split('/').cmp(b.path.split('/')));
             return rows;
         }
         let key = |r: &CgroupRow| -> f64 {
@@ -150,8 +151,20 @@ impl App {
                 rows.reverse();
             }
         } else {
+            // Ties (a thousand idle cgroups at 0%, or throttling not
+            // measured at all) go by what else says "incident": OOM kills,
+            // reclaim latency, how full the cgroup is; then the path.
+            let fill = |r: &CgroupRow| match (r.current, r.max.or(r.high)) {
+                (Some(c), Some(l)) if l > 0 => c as f64 / l as f64,
+                _ => 0.0,
+            };
             rows.sort_by(|a, b| {
-                let o = key(a).total_cmp(&key(b)).then_with(|| b.path.cmp(&a.path));
+                let o = key(a)
+                    .total_cmp(&key(b))
+                    .then(a.oom_kills.cmp(&b.oom_kills))
+                    .then(a.reclaim_p99_us.cmp(&b.reclaim_p99_us))
+                    .then_with(|| fill(a).total_cmp(&fill(b)))
+                    .then_with(|| b.path.cmp(&a.path));
                 if self.descending { o.reverse() } else { o }
             });
         }
@@ -310,7 +323,12 @@ impl App {
             .selected_row(snap)
             .and_then(|r| r.tasks.get(self.task_index(&r.tasks)))
         {
-            Some(t) => self.confirm_kill = Some(t.clone()),
+            Some(t) => match &t.protected {
+                Some(why) => {
+                    self.status = Some(format!("{}[{}] cannot be killed: {why}", t.comm, t.pid));
+                }
+                None => self.confirm_kill = Some(t.clone()),
+            },
             None => self.status = Some("no task selected".into()),
         }
         None
@@ -373,6 +391,28 @@ mod tests {
         assert_eq!(ids(&app), [1, 3, 2]);
         app.key(key(KeyCode::Char('t')), &s);
         assert_eq!(ids(&app), [1, 3, 2], "tree: by path");
+        // Ties at the sort key: the cgroup with an OOM kill, then with
+        // reclaim, comes first.
+        let mut idle = s.clone();
+        for (i, r) in idle.cgroups.iter_mut().enumerate() {
+            r.throttled_10s = 0.0;
+            r.oom_kills = u64::from(i == 2);
+            r.reclaim_p99_us = (i == 1).then_some(500);
+        }
+        let order: Vec<u64> = App::new(Mode::Live)
+            .rows(&idle)
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(order[..2], [idle.cgroups[2].id, idle.cgroups[1].id]);
+        // By segments: a child follows its parent, before a sibling whose
+        // name only shares a prefix.
+        let mut t = s.clone();
+        for (r, p) in t.cgroups.iter_mut().zip(["/a-b", "/a/c", "/a"]) {
+            r.path = p.into();
+        }
+        let paths: Vec<&str> = app.rows(&t).iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths, ["/a", "/a/c", "/a-b"]);
     }
 
     #[test]

@@ -63,7 +63,7 @@ impl Theme {
 /// Draws one frame.
 pub fn draw(f: &mut Frame<'_>, app: &mut App, snap: &Snapshot, theme: Theme) {
     let area = f.area();
-    let header_lines = header_lines(snap, area.width, theme);
+    let header_lines = header_lines(snap, app.paused, area.width, theme);
     let [header, body, footer] = Layout::vertical([
         Constraint::Length(header_lines.len() as u16),
         Constraint::Min(4),
@@ -130,8 +130,10 @@ pub fn draw(f: &mut Frame<'_>, app: &mut App, snap: &Snapshot, theme: Theme) {
 
 /// The header: what and where, the host's memory, and (when there is one)
 /// the replay position and the degraded banner, wrapped to two lines.
-fn header_lines(snap: &Snapshot, width: u16, theme: Theme) -> Vec<Line<'static>> {
+fn header_lines(snap: &Snapshot, paused: bool, width: u16, theme: Theme) -> Vec<Line<'static>> {
+    // A frozen picture must never say LIVE.
     let badge = match snap.source {
+        Source::Live if paused => " PAUSED ",
         Source::Live => " LIVE ",
         Source::Replay { .. } => " REPLAY ",
     };
@@ -142,7 +144,7 @@ fn header_lines(snap: &Snapshot, width: u16, theme: Theme) -> Vec<Line<'static>>
         ),
         Span::styled(" memtrace ", Style::default().add_modifier(Modifier::BOLD)),
         Span::raw(format!(
-            "{}  kernel {}  throttle: {}  {}",
+            "{}  kernel {}  throttle: {}  {} UTC",
             snap.host, snap.kernel, snap.probe_mode, snap.time
         )),
     ])];
@@ -155,7 +157,7 @@ fn header_lines(snap: &Snapshot, width: u16, theme: Theme) -> Vec<Line<'static>>
             fmt_bytes_short(snap.swap_total)
         )
     };
-    let psi = |v: Option<f32>| v.map_or("-".to_string(), |v| format!("{v:.1}%"));
+    let psi = |v: Option<f32>| v.map_or(NA.to_string(), |v| format!("{v:.1}%"));
     lines.push(Line::from(format!(
         "events {:.0}/s  lost {}  MemAvail {}/{}  {}  PSI some {} full {}",
         snap.events_per_s,
@@ -176,7 +178,7 @@ fn header_lines(snap: &Snapshot, width: u16, theme: Theme) -> Vec<Line<'static>>
     {
         lines.push(Line::styled(
             format!(
-                "recording {file}  at {at}  {:.0}% through  x{speed}  {}",
+                "recording {file}  at {at} UTC  {:.0}% through  x{speed}  {}",
                 position * 100.0,
                 if *paused { "PAUSED" } else { "playing" }
             ),
@@ -261,17 +263,28 @@ fn gauge(r: &CgroupRow, width: u16) -> String {
     format!("{text} {bar}")
 }
 
+/// What a value this system cannot measure reads as: never a 0.
+const NA: &str = "n/a";
+
+fn share(r: &CgroupRow, v: f64) -> String {
+    if r.throttle_unmeasured {
+        NA.into()
+    } else {
+        pct(v)
+    }
+}
+
 const COLS: &[Col] = &[
     Col {
         title: "THR10s",
         width: 6,
-        cell: |r, _| pct(r.throttled_10s),
+        cell: |r, _| share(r, r.throttled_10s),
         style: |r, t| t.share(r.throttled_10s),
     },
     Col {
         title: "THR1s",
         width: 5,
-        cell: |r, _| pct(r.throttled_1s),
+        cell: |r, _| share(r, r.throttled_1s),
         style: |r, t| t.share(r.throttled_1s),
     },
     Col {
@@ -283,13 +296,19 @@ const COLS: &[Col] = &[
     Col {
         title: "EP/s",
         width: 5,
-        cell: |r, _| format!("{:.1}", r.episodes_per_s),
+        cell: |r, _| {
+            if r.throttle_unmeasured {
+                NA.into()
+            } else {
+                format!("{:.1}", r.episodes_per_s)
+            }
+        },
         style: |_, _| Style::default(),
     },
     Col {
         title: "PSIfull",
         width: 7,
-        cell: |r, _| r.psi_full_avg10.map_or("-".into(), |v| format!("{v:.0}%")),
+        cell: |r, _| r.psi_full_avg10.map_or(NA.into(), |v| format!("{v:.0}%")),
         style: |_, _| Style::default(),
     },
     Col {
@@ -389,14 +408,7 @@ fn draw_table(
         .take(visible)
         .map(|(i, r)| {
             let name = if app.tree {
-                let depth = r.path.matches('/').count().saturating_sub(1);
-                let leaf = r
-                    .path
-                    .rsplit('/')
-                    .next()
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or("/");
-                format!("{}{}", "  ".repeat(depth), leaf)
+                crate::tree::tree_name(rows, i)
             } else {
                 r.path.clone()
             };
@@ -466,8 +478,8 @@ fn draw_detail(f: &mut Frame<'_>, area: Rect, app: &App, r: &CgroupRow, theme: T
         Paragraph::new(format!(
             "throttled share per second, last {} s (full height 100%): now {}, 10 s {}",
             shown.len(),
-            pct(r.throttled_1s),
-            pct(r.throttled_10s)
+            share(r, r.throttled_1s),
+            share(r, r.throttled_10s)
         )),
         label,
     );

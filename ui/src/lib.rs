@@ -7,7 +7,8 @@
 //!
 //! - [`snapshot`]: the data of one frame;
 //! - [`app`]: selection, sort, filter, tree, pause, dialogs, keys;
-//! - [`canvas`]: drawing a snapshot and the app state;
+//! - [`canvas`]: drawing a snapshot and the app state ([`tree`]: the
+//!   tree view's names);
 //! - [`term`]: the terminal loop.
 
 pub mod app;
@@ -15,6 +16,7 @@ pub mod canvas;
 pub mod fmt;
 pub mod snapshot;
 pub mod term;
+pub mod tree;
 
 pub use app::{App, Command, Mode, SortKey};
 pub use snapshot::{CgroupRow, LogKind, LogLine, Snapshot, Source, TaskRow};

@@ -67,6 +67,9 @@ pub struct TaskRow {
     /// 22), when the source knows it: a kill goes to this process only,
     /// never to a later one that reused the pid.
     pub start_time: Option<u64>,
+    /// Why this process may not be killed (pid 1, a kernel thread, ...):
+    /// the kill dialog is not offered for it.
+    pub protected: Option<String>,
 }
 
 /// One memory cgroup.
@@ -79,6 +82,9 @@ pub struct CgroupRow {
     pub throttled_1s: f64,
     pub throttled_10s: f64,
     pub episodes_per_s: f64,
+    /// The kernel gives no throttle probe: the three above are unmeasured
+    /// (shown `n/a`), not zero.
+    pub throttle_unmeasured: bool,
     pub current: Option<u64>,
     pub high: Option<u64>,
     pub max: Option<u64>,

@@ -1,7 +1,9 @@
 //! The terminal loop: draw, wait for a key or the next refresh, repeat.
-//! Raw mode and the alternate screen are restored on exit and on panic.
+//! Raw mode and the alternate screen are restored on exit, on panic and on
+//! SIGTERM, SIGINT, SIGHUP and SIGQUIT.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
@@ -25,8 +27,33 @@ pub trait SnapshotSource {
 /// How often the loop wakes between frames, for keys and [`SnapshotSource::pump`].
 const TICK: Duration = Duration::from_millis(100);
 
-/// Runs the screens until the user quits.
+/// Set by SIGTERM, SIGINT, SIGHUP and SIGQUIT: the loop ends at its next
+/// wake-up (within [`TICK`]) and restores the terminal on the way out.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Catches the signals that would otherwise end the process with the
+/// terminal still raw and on the alternate screen.
+fn catch_stop_signals() {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe; the sigaction struct is zeroed then filled.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Runs the screens until the user quits or a signal asks it to stop. The
+/// terminal is restored on every way out: quit, error, signal, panic.
 pub fn run(source: &mut dyn SnapshotSource, mode: Mode, refresh: Duration) -> io::Result<()> {
+    catch_stop_signals();
     let mut terminal = ratatui::init();
     let result = run_loop(&mut terminal, source, mode, refresh);
     ratatui::restore();
@@ -44,10 +71,19 @@ fn run_loop(
     let mut snap = source.snapshot(None);
     let mut last = Instant::now();
     loop {
+        if STOP.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         terminal.draw(|f| draw(f, &mut app, &snap, theme))?;
         let wait = refresh.saturating_sub(last.elapsed()).min(TICK);
         source.pump();
-        if event::poll(wait)? {
+        // A signal interrupts the wait (EINTR): that is a stop, not an error.
+        let ready = match event::poll(wait) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
+            Err(e) => return Err(e),
+        };
+        if ready {
             match event::read()? {
                 Event::Key(k) if k.kind == KeyEventKind::Press => {
                     let detail_before = (app.detail, app.selected);

@@ -66,6 +66,7 @@ fn livelock() -> Snapshot {
             throttled_1s: 0.82,
             throttled_10s: 0.78,
             episodes_per_s: 3.1,
+            throttle_unmeasured: false,
             current: Some(12 * GIB + 300 * MIB),
             high: Some(12 * GIB),
             max: Some(16 * GIB),
@@ -92,6 +93,7 @@ fn livelock() -> Snapshot {
                     episodes: 14,
                     state: "throttled".into(),
                     start_time: None,
+                    protected: None,
                 },
                 TaskRow {
                     pid: 811,
@@ -101,6 +103,7 @@ fn livelock() -> Snapshot {
                     episodes: 31,
                     state: "running".into(),
                     start_time: None,
+                    protected: None,
                 },
                 TaskRow {
                     pid: 990,
@@ -110,6 +113,7 @@ fn livelock() -> Snapshot {
                     episodes: 0,
                     state: "running".into(),
                     start_time: None,
+                    protected: None,
                 },
             ],
             recent: vec![LogLine {
@@ -185,6 +189,7 @@ fn degraded() -> Snapshot {
         reclaim_p50_us: Some(45),
         reclaim_p99_us: Some(219),
         oom_kills: 1,
+        throttle_unmeasured: true,
         ..Default::default()
     }];
     s.log = vec![LogLine {
@@ -240,6 +245,58 @@ fn help_filter_and_tree() {
     key(&mut app, &s, KeyCode::Enter);
     key(&mut app, &s, KeyCode::Char('t'));
     insta::assert_snapshot!("filter_tree_80x24", screen(&mut app, &s, 80, 24));
+}
+
+#[test]
+fn a_paused_live_screen_never_says_live() {
+    let mut app = App::new(Mode::Live);
+    let s = livelock();
+    assert!(screen(&mut app, &s, 80, 24).starts_with(" LIVE "));
+    key(&mut app, &s, KeyCode::Char('p'));
+    let paused = screen(&mut app, &s, 80, 24);
+    assert!(paused.starts_with(" PAUSED "), "{paused}");
+    assert!(!paused.contains(" LIVE "), "{paused}");
+    key(&mut app, &s, KeyCode::Char('p'));
+    assert!(screen(&mut app, &s, 80, 24).starts_with(" LIVE "));
+}
+
+#[test]
+fn unmeasured_is_n_a_never_zero() {
+    let mut app = App::new(Mode::Live);
+    let mut s = livelock();
+    s.psi_some_avg10 = None;
+    s.psi_full_avg10 = None;
+    for r in &mut s.cgroups {
+        r.throttle_unmeasured = true;
+        r.psi_full_avg10 = None;
+    }
+    let shown = screen(&mut app, &s, 100, 30);
+    assert!(shown.contains("PSI some n/a full n/a"), "{shown}");
+    let row = shown
+        .lines()
+        .find(|l| l.contains("docker.slice"))
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(!row.contains("0%"), "{row}");
+    assert_eq!(
+        row.matches("n/a").count(),
+        4,
+        "THR10s, THR1s, EP/s, PSIfull: {row}"
+    );
+}
+
+#[test]
+fn protected_processes_get_no_kill_dialog() {
+    let mut app = App::new(Mode::Live);
+    let mut s = livelock();
+    for t in &mut s.cgroups[0].tasks {
+        t.protected = Some("pid 1".into());
+    }
+    key(&mut app, &s, KeyCode::Enter);
+    key(&mut app, &s, KeyCode::Char('k'));
+    assert!(app.confirm_kill.is_none());
+    let shown = screen(&mut app, &s, 100, 30);
+    assert!(shown.contains("cannot be killed: pid 1"), "{shown}");
+    assert!(!shown.contains("Kill "), "{shown}");
 }
 
 #[test]

@@ -23,7 +23,9 @@ fuzz_target!(|data: &[u8]| {
         cgroups: decoded.cgroups.into_iter().collect(),
         ..Default::default()
     };
-    let _ = memtrace::build_report(&rec).markdown();
+    let report = memtrace::build_report(&rec);
+    let _ = report.markdown();
+    let _ = report.html();
     let sink = &mut std::io::sink();
     let _ = memtrace::export::perfetto(&rec, sink);
     let _ = memtrace::export::csv_events(&rec, sink);

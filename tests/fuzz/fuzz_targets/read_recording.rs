@@ -11,7 +11,9 @@ fuzz_target!(|data: &[u8]| {
     with_magic.extend_from_slice(data);
     for input in [data, &with_magic[..]] {
         if let Ok(rec) = memtrace::reader::parse(input) {
-            let _ = memtrace::build_report(&rec).markdown();
+            let report = memtrace::build_report(&rec);
+            let _ = report.markdown();
+            let _ = report.html();
         }
     }
 });

@@ -171,6 +171,7 @@ fn screens(out: &mut Vec<String>) {
         kernel: "6.12".into(),
         probe_mode: "fentry".into(),
         degraded: Vec::new(),
+        throttle_unmeasured: false,
     };
     let (median, p90) = measure(50, || {
         let s = view.build(

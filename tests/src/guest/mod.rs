@@ -11,6 +11,7 @@ pub mod ops;
 pub mod record;
 pub mod safety;
 pub mod scenarios;
+pub mod screens;
 pub mod systemd;
 pub mod workload;
 

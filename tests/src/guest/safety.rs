@@ -14,7 +14,9 @@ use serde_json::Value;
 use super::Checks;
 use super::agent::{MAX_BREACH_TO_SIGNAL_MS, agent, kill_log, killed_by_sigkill};
 use super::scenarios::{Ctx, MIB, check_psi, limits, v2_cgroup};
-use super::workload::{Evidence, HOG_EXIT_GRACE, Hog, plateau_hog, stop, throttle_summary};
+use super::workload::{
+    Evidence, HOG_EXIT_GRACE, Hog, plateau_hog, stop, throttle_summary, wait_child,
+};
 use crate::cgroup::TestCgroup;
 use crate::run::{EventsRun, workspace_bin};
 
@@ -38,17 +40,7 @@ fn idle(cg: &TestCgroup, mb: u32, secs: u32) -> Result<Hog> {
 /// Waits for a process started with `--until UNTIL_S` by path (not a
 /// [`Hog`]), with the same grace as a hog.
 fn wait_until_s(child: &mut std::process::Child, until_s: u64) -> Result<std::process::ExitStatus> {
-    let end = Instant::now() + Duration::from_secs(until_s) + HOG_EXIT_GRACE;
-    loop {
-        if let Some(s) = child.try_wait()? {
-            return Ok(s);
-        }
-        if Instant::now() > end {
-            stop(child);
-            bail!("process {} outlived its --until {until_s} s", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_child(child, Duration::from_secs(until_s) + HOG_EXIT_GRACE)
 }
 
 fn victims(kills: &[Value]) -> Vec<String> {

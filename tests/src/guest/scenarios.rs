@@ -57,6 +57,7 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("safety-identity", super::safety::safety_identity),
     ("safety-threads", super::safety::safety_fallback_threads),
     ("safety-disk", super::safety::safety_slow_disk),
+    ("top-incident", super::screens::top_incident),
 ];
 
 /// memtrace's union of throttle episodes and the cgroup's PSI `some` total

@@ -150,6 +150,22 @@ pub fn spawn_in(
         .with_context(|| format!("starting {program} in {}", cg.path))
 }
 
+/// Waits up to `timeout` for a child to end; past it, kills and reaps it
+/// and fails.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() > end {
+            stop(child);
+            bail!("process {} did not finish within {timeout:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Kills and reaps a child.
 pub fn stop(child: &mut Child) {
     let _ = child.kill();

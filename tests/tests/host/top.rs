@@ -240,3 +240,117 @@ fn replay_of_garbage_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a memtrace recording"));
     let _ = std::fs::remove_file(&bad);
 }
+
+/// The pid of the program the tmux pane's shell runs.
+fn pane_program(t: &Tmux) -> Option<u32> {
+    let out = t
+        .cmd()
+        .args(["display", "-p", "-t", "main", "#{pane_pid}"])
+        .output()
+        .ok()?;
+    let shell: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
+}
+
+fn alternate_on(t: &Tmux) -> bool {
+    let out = t
+        .cmd()
+        .args(["display", "-p", "-t", "main", "#{alternate_on}"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "1"
+}
+
+#[test]
+fn a_hog_near_its_limit_is_in_view_and_killable_and_sigterm_restores_the_terminal() {
+    let _serial = super::serial();
+    let name = format!("memtrace-near-{}", std::process::id());
+    let cg = TestCgroup::create(&name).unwrap();
+    cg.set_max(64 << 20).unwrap();
+    // 48 MiB of 64: near the limit (80%), under it, quiet: no reclaim, no
+    // OOM, nothing in the event stream names it.
+    let mut hog = in_cgroup(&workspace_bin("hog"), &cg.procs_file())
+        .args(["--mb", "52", "--step-mb", "4", "--until", "300"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = hog.id();
+    let usage = |cg: &TestCgroup| {
+        cg.read(match cg.version() {
+            memtrace::CgroupVersion::V1 => "memory.usage_in_bytes",
+            memtrace::CgroupVersion::V2 => "memory.current",
+        })
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    while usage(&cg) < 52 << 20 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(usage(&cg) >= 52 << 20, "the hog did not reach 52 MiB");
+
+    let top = format!(
+        "{} top --interval 500ms",
+        workspace_bin("memtrace").display()
+    );
+    let t = Tmux::start("near", 120, 35, &top);
+    t.wait("the cgroup's row", Duration::from_secs(60), |s| {
+        row(s, &cg.path).is_some()
+    });
+    t.keys(&["/"]);
+    t.keys(&["-l", &name]);
+    t.keys(&["Enter", "Enter"]);
+    // The hog is listed at once: sampled because its cgroup is near its
+    // limit, though it has no event.
+    let s = t.wait("the hog in the task list", Duration::from_secs(10), |s| {
+        s.contains("COMM")
+            && s.lines()
+                .any(|l| l.contains(&pid.to_string()) && l.contains("hog"))
+    });
+    assert!(!s.contains("no processes seen"), "{s}");
+    t.keys(&["k"]);
+    t.wait("the kill dialog", Duration::from_secs(5), |s| {
+        s.contains(&format!("Kill hog[{pid}]"))
+    });
+    t.keys(&["y"]);
+    let status = hog.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "{status}"
+    );
+    // What top did is in its own log.
+    t.wait("the kill in the log", Duration::from_secs(5), |s| {
+        s.contains("KILL") && s.contains(&format!("killed hog[{pid}]"))
+    });
+
+    // A service manager's SIGTERM: the terminal comes back, not left on
+    // the alternate screen in raw mode.
+    assert!(alternate_on(&t), "top runs on the alternate screen");
+    let top_pid = pane_program(&t).expect("top's pid");
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(top_pid as i32, libc::SIGTERM) };
+    t.wait("top to end on SIGTERM", Duration::from_secs(10), |s| {
+        s.contains("MEMTRACE-EXITED 0")
+    });
+    assert!(!alternate_on(&t), "the alternate screen was left");
+}
+
+#[test]
+fn sigint_from_outside_restores_the_terminal_too() {
+    let _serial = super::serial();
+    let top = format!("{} top", workspace_bin("memtrace").display());
+    let t = Tmux::start("sigint", 100, 30, &top);
+    t.wait("the header", Duration::from_secs(60), |s| {
+        s.contains(" LIVE ")
+    });
+    let top_pid = pane_program(&t).expect("top's pid");
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(top_pid as i32, libc::SIGINT) };
+    t.wait("top to end on SIGINT", Duration::from_secs(10), |s| {
+        s.contains("MEMTRACE-EXITED 0")
+    });
+    assert!(!alternate_on(&t), "the alternate screen was left");
+}

@@ -37,6 +37,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<u8> {
         .map_err(|e| UsageError(format!("invalid configuration: {e}")))?;
     if args.check_config {
         print_summary(&cfg, args.dry_run);
+        print_warnings(&cfg);
         return Ok(0);
     }
     let opts = AgentOptions {
@@ -51,12 +52,12 @@ pub fn run(args: AgentArgs) -> anyhow::Result<u8> {
 }
 
 fn print_summary(cfg: &AgentConfig, dry_run: bool) {
-    println!("configuration {} is valid", cfg.source);
+    out!("configuration {} is valid", cfg.source);
     if dry_run || cfg.agent.dry_run {
-        println!("dry run: nothing will be killed");
+        out!("dry run: nothing will be killed");
     }
     for b in &cfg.budgets {
-        println!(
+        out!(
             "budget `{}`: cgroups {} throttled more than {}% of {:?} -> {}{}{}",
             b.label(),
             b.cgroup.pattern,
@@ -79,7 +80,27 @@ fn print_summary(cfg: &AgentConfig, dry_run: bool) {
             .filter(|e| a.wants(**e))
             .map(|e| e.as_str())
             .collect();
-        println!("alert `{}`: {:?} on {}", a.label(), a.kind, on.join(", "));
+        out!("alert `{}`: {:?} on {}", a.label(), a.kind, on.join(", "));
     }
-    println!("metrics: {}", cfg.agent.metrics_listen);
+    out!("metrics: {}", cfg.agent.metrics_listen);
+}
+
+/// What will not work on this machine as it is now: warnings, on stderr,
+/// the file stays valid (exit 0).
+fn print_warnings(cfg: &AgentConfig) {
+    let hierarchy = crate::kernel::CgroupLayout::detect()
+        .ok()
+        .and_then(|l| l.memory);
+    let registry = crate::sys::registry::CgroupRegistry::new(hierarchy.as_ref());
+    let mut cgroups: Vec<String> = registry.entries().map(|(_, p)| p.to_string()).collect();
+    cgroups.sort();
+    for w in crate::config::checks::warnings(cfg, &cgroups) {
+        say!(
+            "memtrace: warning: {}: {} {}: {}",
+            cfg.source,
+            w.table,
+            w.key,
+            w.message
+        );
+    }
 }

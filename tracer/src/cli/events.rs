@@ -20,9 +20,13 @@ use super::{UsageError, duration_arg, runtime};
 #[value(rename_all = "snake_case")]
 pub enum EventType {
     Throttle,
+    // The config's kebab-case spellings are accepted too.
+    #[value(alias = "throttle-start")]
     ThrottleStart,
     Reclaim,
+    #[value(alias = "direct-reclaim")]
     DirectReclaim,
+    #[value(alias = "oom-kill")]
     OomKill,
     Brake,
     Lost,
@@ -52,7 +56,7 @@ pub struct EventsArgs {
     #[arg(long)]
     pub json: bool,
     /// Stop after this long (`30s`, `5m`, or seconds).
-    #[arg(long, value_name = "SECS", value_parser = duration_arg)]
+    #[arg(long, value_name = "D", value_parser = duration_arg)]
     pub duration: Option<Duration>,
     /// Event types to print [default: all but throttle-start].
     #[arg(long, value_enum, value_delimiter = ',', value_name = "TYPES")]
@@ -76,11 +80,11 @@ pub fn run(args: EventsArgs) -> anyhow::Result<u8> {
     let opts = LoadOptions::from_env()?;
     let mut tracer = Tracer::load(&opts)?;
     for d in &tracer.caps.degraded {
-        eprintln!("memtrace: degraded: {d}");
+        say!("memtrace: degraded: {d}");
     }
     let mut registry = CgroupRegistry::new(tracer.caps.kernel.cgroups.memory.as_ref());
     let attached = tracer.caps.probes.iter().filter(|p| p.ok()).count();
-    eprintln!(
+    say!(
         "memtrace: tracing ({attached} of {} probes attached); Ctrl-C to stop",
         tracer.caps.probes.len()
     );

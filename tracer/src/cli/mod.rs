@@ -4,6 +4,24 @@
 //! Exit codes: 0 ok, 1 runtime failure, 2 bad usage, 3 missing privileges
 //! or kernel support. Errors say what to do about them.
 
+/// `eprintln!` that never panics: stderr may be a closed pipe
+/// (`memtrace events 2>&1 | head`), and a note that cannot be written is
+/// not worth a crash.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
+/// `println!` that never panics, for short reports to stdout.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 mod agent;
 mod check;
 mod docs;
@@ -74,7 +92,8 @@ lost (records the kernel could not deliver).\n\n\
 Examples:\n  \
 memtrace events\n  \
 memtrace events --cgroup '/system.slice/*.service' --json --duration 30s\n  \
-memtrace events --types throttle,oom_kill")]
+memtrace events --types throttle,oom_kill\n\n\
+Event names are snake_case everywhere; the kebab-case spellings (oom-kill) are accepted too.")]
     Events(events::EventsArgs),
     /// The daemon: throttle budgets, kill policy, alerts, Prometheus metrics.
     #[command(
@@ -115,7 +134,16 @@ incident document (or --json): the time range and host; each throttle incident p
 peak throttled share, total); the cgroups and processes by throttle time; memtrace's totals next \
 to the kernel's own memory.pressure and memory.events from the recorded samples; reclaim latency \
 percentiles; OOM kills and agent actions; host memory and PSI over time; and any lost events or \
-damaged chunks. A damaged recording is read as far as it can be."
+damaged chunks. A damaged recording is read as far as it can be; what this system could not \
+measure reads n/a (null in JSON), never 0.\n\n\
+--html writes one self-contained page with the pictures: per cgroup the throttled share, \
+memory.current against memory.high and memory.max and PSI over time, kills and OOMs marked; \
+the host's MemAvailable, swap and PSI. FILE may be the agent's flight recorder directory, read \
+as one timeline; --since, --until and --cgroup cut it.\n\n\
+Examples:\n  \
+memtrace report incident.mtr\n  \
+memtrace report incident.mtr --html -o incident.html\n  \
+memtrace report /var/lib/memtrace/flight --since 30m --cgroup '/system.slice/web.service'"
     )]
     Report(report::ReportArgs),
     /// Convert a recording: perfetto (ui.perfetto.dev), jsonl, csv.
@@ -136,6 +164,8 @@ state; the selected cgroup's throttle chart, processes and events; and a log of 
 kills and budget warnings.\n\n\
 Keys: arrows or j/k move, Enter opens a cgroup, s sorts, / filters, t shows the tree, p pauses, \
 k kills the selected process (asks first), ? helps, q quits.\n\n\
+Run as root from inside a throttled cgroup, top first moves itself into /memtrace-top (a cgroup \
+without limits) and locks its memory, so it keeps drawing; its log says so.\n\n\
 Needs root (or CAP_BPF and CAP_PERFMON). NO_COLOR turns colours off."
     )]
     Top(top::TopArgs),
@@ -184,7 +214,7 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = exit_code(&e);
-            eprintln!("memtrace: error: {e:#}");
+            say!("memtrace: error: {e:#}");
             ExitCode::from(code)
         }
     }
@@ -269,11 +299,24 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             return EXIT_USAGE;
         }
         // A file that is not a recording is bad input, like a bad flag.
-        if let Some(r) = cause.downcast_ref::<crate::record::reader::ReadError>() {
+        use crate::record::reader::ReadError;
+        use crate::record::timeline::TimelineError;
+        let read = cause.downcast_ref::<ReadError>().or_else(|| {
+            match cause.downcast_ref::<TimelineError>() {
+                Some(TimelineError::Read(r)) => Some(r),
+                _ => None,
+            }
+        });
+        if let Some(r) = read {
             return match r {
-                crate::record::reader::ReadError::Io { .. } => EXIT_FAILURE,
+                ReadError::Io { .. } => EXIT_FAILURE,
                 _ => EXIT_USAGE,
             };
+        }
+        match cause.downcast_ref::<TimelineError>() {
+            Some(TimelineError::EmptyDir(_)) => return EXIT_USAGE,
+            Some(TimelineError::List { .. }) => return EXIT_FAILURE,
+            _ => {}
         }
     }
     EXIT_FAILURE

@@ -54,7 +54,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     };
     let mut tracer = Tracer::load(&LoadOptions::from_env()?)?;
     for d in &tracer.caps.degraded {
-        eprintln!("memtrace: degraded: {d}");
+        say!("memtrace: degraded: {d}");
     }
     let clock = Clock::now();
     let header = Header::for_this_host(&tracer.caps, &args.cgroup, &clock);
@@ -67,7 +67,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         tracer.caps.kernel.page_size,
     );
     let mut model = Model::new(std::process::id(), 60_000_000_000);
-    eprintln!(
+    say!(
         "memtrace: recording to {} ({}); Ctrl-C to stop",
         args.output.display(),
         if args.cgroup.is_empty() {
@@ -85,6 +85,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut flush = tokio::time::interval(Duration::from_millis(250));
+        // A new cgroup is sampled the moment inotify reports it, so one that
+        // fills and runs out within a second still has its first sample.
+        let mut watch = tokio::time::interval(Duration::from_millis(100));
+        registry.watch();
         let mut keep =
             |e: Event, writer: &mut Writer, registry: &mut CgroupRegistry, model: &mut Model| {
                 let mut e = e;
@@ -101,12 +105,17 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         loop {
             tokio::select! {
                 e = source.next() => keep(e, &mut writer, &mut registry, &mut model).map_err(write_err)?,
+                _ = watch.tick() => {
+                    if registry.poll_new() > 0 {
+                        let now = mono_now_ns();
+                        let s = sampler.sample(now, &mut registry, &active_cgroups(&model, now));
+                        writer.sample(&s, &mut |id| registry.resolve(id)).map_err(write_err)?;
+                        samples += 1;
+                    }
+                }
                 _ = tick.tick() => {
                     let now = mono_now_ns();
-                    let active: Vec<u64> = model.cgroups.values()
-                        .filter(|s| now.saturating_sub(s.last_activity_ns) < 10_000_000_000)
-                        .map(|s| s.id).collect();
-                    let s = sampler.sample(now, &mut registry, &active);
+                    let s = sampler.sample(now, &mut registry, &active_cgroups(&model, now));
                     writer.sample(&s, &mut |id| registry.resolve(id)).map_err(write_err)?;
                     samples += 1;
                     model.gc(now);
@@ -144,7 +153,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     let bytes = writer
         .close()
         .with_context(|| format!("closing {}", args.output.display()))?;
-    eprintln!(
+    say!(
         "memtrace: {} records ({events} events, {samples} samples) in {} chunks, {} to {}{}",
         records,
         chunks + 1,
@@ -157,6 +166,16 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         }
     );
     Ok(0)
+}
+
+/// Cgroups with events in the last 10 s.
+fn active_cgroups(model: &Model, now: u64) -> Vec<u64> {
+    model
+        .cgroups
+        .values()
+        .filter(|s| now.saturating_sub(s.last_activity_ns) < 10_000_000_000)
+        .map(|s| s.id)
+        .collect()
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

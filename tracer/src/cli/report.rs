@@ -6,27 +6,69 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
+use crate::config::filter::CgroupFilter;
 use crate::record::reader;
+use crate::record::timeline::{self, Bound, Window};
 
 use super::UsageError;
 
+/// Which part of a recording to read: shared by report, export and replay.
+#[derive(Args, Debug, Default)]
+pub struct WindowArgs {
+    /// Only records from this time on: UTC (`2026-12-01T12:00:00Z`,
+    /// `"2026-12-01 12:00:00"`) or a duration before the end (`10m`).
+    #[arg(long, value_name = "TIME", value_parser = Bound::parse)]
+    pub since: Option<Bound>,
+    /// Only records up to this time (same forms as --since).
+    #[arg(long, value_name = "TIME", value_parser = Bound::parse)]
+    pub until: Option<Bound>,
+    /// Only cgroups matching GLOB and below (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub cgroup: Vec<String>,
+}
+
+impl WindowArgs {
+    fn window(&self) -> anyhow::Result<Window> {
+        Ok(Window {
+            since: self.since,
+            until: self.until,
+            cgroups: CgroupFilter::new(&self.cgroup).map_err(UsageError)?,
+        })
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// A recording (from `memtrace record` or the agent's flight recorder).
+    /// A recording (from `memtrace record`), or the agent's flight recorder
+    /// directory, read as one timeline.
     pub file: PathBuf,
     /// JSON, for scripts.
-    #[arg(long, conflicts_with = "markdown")]
+    #[arg(long, conflicts_with_all = ["markdown", "html"])]
     pub json: bool,
     /// Markdown (the default text is Markdown too; this only makes it
     /// explicit for scripts that expect it).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "html")]
     pub markdown: bool,
+    /// One self-contained HTML page with the pictures: throttled share,
+    /// memory.current against memory.high and memory.max, PSI, swap, and
+    /// kills and OOMs marked, per cgroup over time. Open it in a browser.
+    #[arg(long)]
+    pub html: bool,
+    /// Write here instead of stdout.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub window: WindowArgs,
 }
 
-fn open(file: &std::path::Path) -> anyhow::Result<reader::Recording> {
-    let rec = reader::read(file).with_context(|| format!("reading {}", file.display()))?;
+pub(super) fn open(
+    file: &std::path::Path,
+    window: &WindowArgs,
+) -> anyhow::Result<reader::Recording> {
+    let rec = timeline::open(file, &window.window()?)
+        .with_context(|| format!("reading {}", file.display()))?;
     if !rec.damaged.is_empty() || rec.torn_tail.is_some() {
-        eprintln!(
+        say!(
             "memtrace: {}: {} damaged chunk(s) skipped{}; everything else was read",
             file.display(),
             rec.damaged.len(),
@@ -41,13 +83,15 @@ fn open(file: &std::path::Path) -> anyhow::Result<reader::Recording> {
 }
 
 pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
-    let rec = open(&args.file)?;
+    let rec = open(&args.file, &args.window)?;
+    let mut out = output(args.output.as_deref(), &args.file)?;
     let r = crate::report::build(&rec);
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let written = if args.json {
         serde_json::to_writer_pretty(&mut out, &r)
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out))
+    } else if args.html {
+        out.write_all(r.html().as_bytes())
     } else {
         out.write_all(r.markdown().as_bytes())
     };
@@ -75,6 +119,7 @@ pub enum Format {
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
+    /// A recording, or a flight recorder directory.
     pub file: PathBuf,
     #[arg(long, value_enum)]
     pub format: Format,
@@ -84,25 +129,13 @@ pub struct ExportArgs {
     /// CSV of the per-second samples instead of the events.
     #[arg(long)]
     pub samples: bool,
+    #[command(flatten)]
+    pub window: WindowArgs,
 }
 
 pub fn export(args: ExportArgs) -> anyhow::Result<u8> {
-    let mut rec = open(&args.file)?;
-    if let Some(p) = &args.output
-        && same_file(p, &args.file)
-    {
-        return Err(UsageError(format!(
-            "--output {} is the recording itself; writing there would destroy it",
-            p.display()
-        ))
-        .into());
-    }
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    };
+    let mut rec = open(&args.file, &args.window)?;
+    let mut out = output(args.output.as_deref(), &args.file)?;
     let result = match args.format {
         Format::Perfetto => crate::report::export::perfetto(&rec, &mut out),
         Format::Jsonl => crate::report::export::jsonl(&mut rec, &mut out),
@@ -110,6 +143,25 @@ pub fn export(args: ExportArgs) -> anyhow::Result<u8> {
         Format::Csv => crate::report::export::csv_events(&rec, &mut out),
     };
     finish(result.and_then(|()| out.flush()), "writing the export")
+}
+
+/// Where the output goes: a new file (never the recording itself), or
+/// stdout.
+fn output(to: Option<&std::path::Path>, input: &std::path::Path) -> anyhow::Result<Box<dyn Write>> {
+    let Some(p) = to else {
+        return Ok(Box::new(std::io::BufWriter::new(std::io::stdout().lock())));
+    };
+    let inside = input.is_dir() && p.parent().is_some_and(|d| same_file(d, input));
+    if same_file(p, input) || (inside && p.extension().is_some_and(|x| x == "mtr")) {
+        return Err(UsageError(format!(
+            "--output {} is the recording itself; writing there would destroy it",
+            p.display()
+        ))
+        .into());
+    }
+    Ok(Box::new(std::io::BufWriter::new(
+        std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+    )))
 }
 
 /// Whether two paths name one file (hard links and `./` spellings too).

@@ -8,9 +8,9 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::agent::STATUS_FILE;
-use crate::record::reader;
 use crate::screen::live::LiveSource;
 use crate::screen::replay::ReplaySource;
+use crate::sys::escape;
 use memtrace_ui::Mode;
 
 use super::{UsageError, duration_arg};
@@ -23,6 +23,10 @@ pub struct TopArgs {
     /// The agent's status file, for its budget states and actions.
     #[arg(long, value_name = "PATH", default_value = STATUS_FILE, hide = true)]
     pub agent_status: PathBuf,
+    /// Stay in a memory-limited cgroup instead of moving out of it (for
+    /// tests that show why top moves).
+    #[arg(long, hide = true)]
+    pub stay_in_cgroup: bool,
 }
 
 fn need_terminal() -> anyhow::Result<()> {
@@ -46,14 +50,31 @@ fn check_interval(d: Duration) -> anyhow::Result<()> {
 pub fn top(args: TopArgs) -> anyhow::Result<u8> {
     check_interval(args.interval)?;
     need_terminal()?;
+    // An operator's shell may be in the livelocked cgroup itself: leave it
+    // and lock what we have, so the screen keeps drawing and taking keys.
+    let mut notes = Vec::new();
+    if !args.stay_in_cgroup
+        && let Some(h) = crate::kernel::CgroupLayout::detect()
+            .ok()
+            .and_then(|l| l.memory)
+    {
+        notes.extend(escape::describe(&escape::leave_limited_cgroup(&h)));
+    }
+    if let Err(e) = escape::lock_memory() {
+        notes.push(format!("memtrace top could not lock its memory: {e}"));
+    }
     let mut source = LiveSource::new(args.agent_status)?;
+    for n in notes {
+        source.note_info(n);
+    }
     memtrace_ui::run(&mut source, Mode::Live, args.interval).context("terminal")?;
     Ok(0)
 }
 
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
-    /// A recording (memtrace record, or the agent's flight recorder).
+    /// A recording (memtrace record), or the agent's flight recorder
+    /// directory.
     pub file: PathBuf,
     /// Playback speed: 2 plays twice as fast as recorded.
     #[arg(long, default_value_t = 1.0)]
@@ -61,6 +82,8 @@ pub struct ReplayArgs {
     /// Time between frames.
     #[arg(long, short = 'd', value_name = "D", default_value = "1s", value_parser = duration_arg)]
     pub interval: Duration,
+    #[command(flatten)]
+    pub window: super::report::WindowArgs,
 }
 
 pub fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
@@ -72,8 +95,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
         .into());
     }
     check_interval(args.interval)?;
-    let rec =
-        reader::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let rec = super::report::open(&args.file, &args.window)?;
     need_terminal()?;
     let name = args.file.file_name().map_or_else(
         || args.file.display().to_string(),

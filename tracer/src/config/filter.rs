@@ -40,6 +40,11 @@ impl CgroupFilter {
         Ok(Self { globs })
     }
 
+    /// Whether it selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.globs.is_empty()
+    }
+
     pub fn matches(&self, path: &str) -> bool {
         self.globs.is_empty() || ancestors(path).any(|p| self.globs.iter().any(|g| g.is_match(p)))
     }

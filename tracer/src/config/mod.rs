@@ -2,6 +2,7 @@
 //! runs. Every error names the file, the line and the reason; an invalid
 //! file never half-applies. The reference is docs/configuration.md.
 
+pub mod checks;
 pub mod filter;
 mod sections;
 mod values;
@@ -124,44 +125,77 @@ impl AgentConfig {
                 message,
             }
         };
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| at(e.span(), e.message().trim().to_string()))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let mut m = e.message().trim().to_string();
+            // The parser's span points at the key: name it.
+            if m.starts_with("duplicate key")
+                && let Some(key) = e.span().and_then(|r| text.get(r))
+                && !m.contains('`')
+            {
+                m = format!("duplicate key `{}`", key.trim().trim_matches('"'));
+            }
+            at(e.span(), m)
+        })?;
 
-        let mut budgets = Vec::new();
+        let mut budgets: Vec<BudgetConfig> = Vec::new();
         for b in raw.budget {
             let span = b.span();
             let b = b.into_inner();
-            let fail = |m: String| {
+            // An error about a value points at that value's key.
+            let fail = |key: &str, m: String| {
                 Err(at(
-                    Some(span.clone()),
+                    Some(key_in(text, &span, key)),
                     format!("budget `{}`: {m}", b.label()),
                 ))
             };
             if b.window.0 < Duration::from_millis(100) {
-                return fail("window must be at least 100ms".into());
+                return fail("window", "window must be at least 100ms".into());
             }
             if b.budget_ns() < 1_000_000 {
-                return fail("max_throttled of window is under 1ms: raise one of them".into());
+                return fail(
+                    "max_throttled",
+                    "max_throttled of window is under 1ms: raise one of them".into(),
+                );
             }
             if b.window.0 > Duration::from_secs(3600) {
                 return fail(
+                    "window",
                     "window longer than an hour: memtrace keeps at most an hour of history".into(),
+                );
+            }
+            if b.cgroup.pattern.trim_end_matches('/').is_empty() {
+                return fail(
+                    "cgroup",
+                    "cgroup \"/\" is the root: every process of the host. Name the cgroups \
+                     (\"/system.slice/*.service\"), or \"/**\" for each cgroup on its own"
+                        .into(),
+                );
+            }
+            if let Some(name) = &b.name
+                && budgets.iter().any(|o| o.name.as_ref() == Some(name))
+            {
+                return fail(
+                    "name",
+                    format!(
+                        "a budget named `{name}` is defined twice: names tell alerts and metrics apart"
+                    ),
                 );
             }
             if let Some(br) = &b.brake {
                 if !b.action.kills() {
-                    return fail("a brake kills: it needs a kill action (kill-largest, kill-most-throttled, kill-cgroup)".into());
+                    return fail("brake", "a brake kills: it needs a kill action (kill-largest, kill-most-throttled, kill-cgroup)".into());
                 }
                 if br.window.0 < Duration::from_millis(100)
                     || br.window.0 > Duration::from_secs(3600)
                 {
-                    return fail("brake window must be between 100ms and 1h".into());
+                    return fail("brake", "brake window must be between 100ms and 1h".into());
                 }
                 if br.limit.0 < Duration::from_millis(1) {
-                    return fail("brake limit must be at least 1ms".into());
+                    return fail("brake", "brake limit must be at least 1ms".into());
                 }
                 if br.stale.0 < Duration::from_secs(1) {
                     return fail(
+                        "brake",
                         "brake stale must be at least 1s: the agent beats every 250ms".into(),
                     );
                 }
@@ -172,12 +206,26 @@ impl AgentConfig {
         for a in raw.alert {
             let span = a.span();
             let a = a.into_inner();
+            let fail_at = |key: &str, m: String| {
+                Err(at(
+                    Some(key_in(text, &span, key)),
+                    format!("alert `{}`: {m}", a.label()),
+                ))
+            };
+            // What is missing points at the table.
             let fail = |m: String| {
                 Err(at(
                     Some(span.clone()),
                     format!("alert `{}`: {m}", a.label()),
                 ))
             };
+            if a.timeout.0.is_zero() || a.timeout.0 > MAX_ALERT_TIMEOUT {
+                return fail_at(
+                    "timeout",
+                    "timeout must be above 0s and at most 5m: a sink slower than that is down"
+                        .into(),
+                );
+            }
             match a.kind {
                 AlertKind::Exec => {
                     match &a.command {
@@ -202,7 +250,10 @@ impl AgentConfig {
                         (Some(u), None)
                             if !(u.starts_with("http://") || u.starts_with("https://")) =>
                         {
-                            return fail(format!("url `{u}` must start with http:// or https://"));
+                            return fail_at(
+                                "url",
+                                format!("url `{u}` must start with http:// or https://"),
+                            );
                         }
                         _ => {}
                     }
@@ -239,6 +290,34 @@ impl AgentConfig {
             }
         }
         let agent = raw.agent.unwrap_or_default();
+        for (key, path) in [
+            ("kill_log", agent.kill_log.as_ref()),
+            ("record_dir", agent.record_dir.as_ref()),
+        ] {
+            if let Some(p) = path
+                && !p.is_absolute()
+            {
+                return Err(at(
+                    find_key(text, key),
+                    if p.as_os_str().is_empty() {
+                        format!(
+                            "{key} is empty: leave it out to turn it off, or give an absolute path"
+                        )
+                    } else {
+                        format!(
+                            "{key} `{}` is relative: the agent runs from / under systemd; give an absolute path",
+                            p.display()
+                        )
+                    },
+                ));
+            }
+        }
+        if agent.record_max_age.0 < MIN_RECORD_AGE {
+            return Err(at(
+                find_key(text, "record_max_age"),
+                "record_max_age must be at least 20m: the flight recorder starts a file every 10 minutes and deletes whole files".into(),
+            ));
+        }
         let record_max_bytes = parse_size(&agent.record_max_size).ok_or_else(|| {
             at(
                 find_key(text, "record_max_size"),
@@ -248,6 +327,12 @@ impl AgentConfig {
                 ),
             )
         })?;
+        if record_max_bytes < MIN_RECORD_BYTES {
+            return Err(at(
+                find_key(text, "record_max_size"),
+                "record_max_size must be at least 8MiB: the flight recorder keeps 8 files of at least 1MiB".into(),
+            ));
+        }
         if agent.metrics_listen != "off"
             && agent
                 .metrics_listen
@@ -331,6 +416,34 @@ fn resolve(a: &AlertConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Reso
         }
     }
     Ok(Resolved { url, token, ca })
+}
+
+/// The longest an alert sink may take before it counts as down.
+pub const MAX_ALERT_TIMEOUT: Duration = Duration::from_secs(300);
+/// The flight recorder's smallest caps that it can honour (see
+/// `record/flight.rs`: 8 segments of at least 1 MiB, a new one every 10 min).
+pub const MIN_RECORD_BYTES: u64 = 8 << 20;
+pub const MIN_RECORD_AGE: Duration = Duration::from_secs(20 * 60);
+
+/// The span of `key = ` inside a table's span, or the table's when the
+/// key is not written there (a default).
+fn key_in(text: &str, table: &std::ops::Range<usize>, key: &str) -> std::ops::Range<usize> {
+    // The table's keys run from its header to the next header (the span
+    // the parser gives may cover the header only).
+    let start = table.start.min(text.len());
+    let body = text.get(start..).unwrap_or_default();
+    let mut end = body.len();
+    let mut off = 0;
+    for (i, line) in body.split_inclusive('\n').enumerate() {
+        if i > 0 && line.trim_start().starts_with('[') {
+            end = off;
+            break;
+        }
+        off += line.len();
+    }
+    body.get(..end)
+        .and_then(|t| find_key(t, key))
+        .map_or_else(|| table.clone(), |r| r.start + start..r.end + start)
 }
 
 /// 1-based line and column of a byte offset.

@@ -147,7 +147,9 @@ pub enum AlertEvent {
     Breach,
     /// The agent killed (or, dry run, would have killed).
     Kill,
-    /// The kernel's OOM killer killed.
+    /// The kernel's OOM killer killed (`oom_kill`, as `memtrace events`
+    /// and memory.events spell it, is accepted too).
+    #[serde(alias = "oom_kill")]
     OomKill,
     /// The host is running out of memory: swap, MemAvailable, PSI.
     Host,

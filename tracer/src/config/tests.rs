@@ -189,6 +189,74 @@ fn cross_field_errors_point_at_the_table() {
 }
 
 #[test]
+fn value_errors_point_at_their_key_and_name_it() {
+    // The window's own line, not the [[budget]] header.
+    let e = err("[[budget]]\ncgroup = \"/a\"\nmax_throttled = \"30%\"\nwindow = \"0s\"\n");
+    assert_eq!(e.line, Some(4), "{e}");
+    let e = err("[[alert]]\nkind = \"slack\"\nurl = \"ftp://x\"\n");
+    assert_eq!(e.line, Some(3), "{e}");
+    let e = err("[[budget]]\ncgroup = \"/a\"\nmax_throttled = \"30%\"\nmax_throttled = \"20%\"\n");
+    assert!(e.message.contains("`max_throttled`"), "{e}");
+    assert_eq!(e.line, Some(4), "{e}");
+}
+
+#[test]
+fn both_spellings_of_an_event_name_are_accepted() {
+    for on in ["oom-kill", "oom_kill"] {
+        let c = AgentConfig::parse(
+            &format!(
+                "[[alert]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\non = [\"{on}\"]\n"
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        assert!(c.alerts[0].wants(AlertEvent::OomKill), "{on}");
+    }
+}
+
+#[test]
+fn what_would_not_work_is_refused() {
+    let e = err("[[budget]]\ncgroup = \"/\"\nmax_throttled = \"30%\"\n");
+    assert!(e.message.contains("is the root"), "{e}");
+    assert_eq!(e.line, Some(2), "{e}");
+    let e = err(
+        "[[budget]]\nname = \"a\"\ncgroup = \"/x\"\nmax_throttled = \"30%\"\n\
+         [[budget]]\nname = \"a\"\ncgroup = \"/y\"\nmax_throttled = \"30%\"\n",
+    );
+    assert!(e.message.contains("defined twice"), "{e}");
+    assert_eq!(e.line, Some(6), "{e}");
+    for t in ["0s", "1h"] {
+        let e = err(&format!(
+            "[[alert]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\ntimeout = \"{t}\"\n"
+        ));
+        assert!(e.message.contains("timeout must be"), "{e}");
+        assert_eq!(e.line, Some(4), "{e}");
+    }
+    // Far too large for any deadline: refused when read, not a panic later.
+    let e = err(
+        "[[alert]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\ntimeout = \"300000000000years\"\n",
+    );
+    assert!(e.message.contains("too long"), "{e}");
+    let e = err("[agent]\nkill_log = \"\"\n");
+    assert!(
+        e.message.contains("kill_log is empty") && e.line == Some(2),
+        "{e}"
+    );
+    let e = err("[agent]\nrecord_dir = \"var/memtrace\"\n");
+    assert!(e.message.contains("is relative"), "{e}");
+    let e = err("[agent]\nrecord_max_size = \"1MiB\"\n");
+    assert!(
+        e.message.contains("at least 8MiB") && e.line == Some(2),
+        "{e}"
+    );
+    let e = err("[agent]\nrecord_max_age = \"1m\"\n");
+    assert!(
+        e.message.contains("at least 20m") && e.line == Some(2),
+        "{e}"
+    );
+}
+
+#[test]
 fn percent_and_size_parsing() {
     assert!(
         err("[[budget]]\ncgroup=\"/a\"\nmax_throttled=0\n")

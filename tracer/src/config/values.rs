@@ -23,11 +23,10 @@ impl<'de> Deserialize<'de> for Dur {
                 f.write_str("a duration with a unit, like \"10s\" or \"250ms\"")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<Dur, E> {
-                humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
-                    E::custom(format!(
-                        "`{s}` is not a duration ({e}); write e.g. \"10s\", \"250ms\", \"2m\""
-                    ))
-                })
+                // The one duration syntax of flags and files.
+                crate::clock::parse_duration(s)
+                    .map(Dur)
+                    .map_err(|e| E::custom(format!("{e}; write e.g. \"10s\", \"250ms\", \"2m\"")))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
                 Err(E::custom(format!("`{v}` has no unit; write e.g. \"{v}s\"")))

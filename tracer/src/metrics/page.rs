@@ -101,7 +101,7 @@ pub fn render(i: &PageInput<'_>) -> String {
     let mut e = Exposition::new();
     build_and_process(&mut e, i);
     probes_and_events(&mut e, i);
-    cgroups(&mut e, i.model, i.now);
+    cgroups(&mut e, i.model, i.now, throttle_measured(i.probes));
     budgets(&mut e, i);
     agent(&mut e, i);
     host(&mut e, i);
@@ -226,7 +226,15 @@ fn probes_and_events(e: &mut Exposition, i: &PageInput<'_>) {
     );
 }
 
-fn cgroups(e: &mut Exposition, model: &Model, now: u64) {
+/// Whether the throttle probe runs: without it the throttle families are
+/// declared but have no samples (absent, never a false 0).
+fn throttle_measured(probes: &[ProbeReport]) -> bool {
+    probes
+        .iter()
+        .any(|p| p.probe == crate::probe::Probe::Throttle && p.attached.is_some())
+}
+
+fn cgroups(e: &mut Exposition, model: &Model, now: u64, measured: bool) {
     let mut cgroups: Vec<_> = model.cgroups.values().collect();
     cgroups.sort_by(|a, b| a.path.cmp(&b.path));
     for (name, kind, help) in [
@@ -253,6 +261,11 @@ fn cgroups(e: &mut Exposition, model: &Model, now: u64) {
         ),
     ] {
         e.family(name, kind, help);
+        // Without the throttle probe, throttling is unmeasured: no samples,
+        // rather than a 0 that reads as "fine".
+        if !measured && name != "memtrace_cgroup_oom_kills_total" {
+            continue;
+        }
         for c in &cgroups {
             let v = match name {
                 "memtrace_cgroup_throttled_seconds_total" => c.throttle.total_ns as f64 / 1e9,
@@ -644,5 +657,34 @@ mod tests {
             page.matches("# HELP ").count(),
             page.matches("# TYPE ").count()
         );
+        // Without the throttle probe, throttling is unmeasured: its
+        // families have no samples, rather than a 0 that reads as "fine".
+        let unprobed = [ProbeReport {
+            attached: None,
+            ..probes[0].clone()
+        }];
+        let page = render(&PageInput {
+            now: 10 * S,
+            build: BuildInfo {
+                version: "0.1.0",
+                commit: "4f7f6f4a1b2c3d4e5f60718293a4b5c6d7e8f901",
+                dirty: "false",
+            },
+            probes: &unprobed,
+            model: &model,
+            budgets: &budgets,
+            counters: &counters,
+            alerts: &alerts,
+            host: &host,
+            process: ProcessUsage::default(),
+        });
+        assert!(page.contains("# HELP memtrace_cgroup_throttled_seconds_total"));
+        for family in [
+            "memtrace_cgroup_throttled_seconds_total{",
+            "memtrace_cgroup_throttled_ratio{",
+        ] {
+            assert!(!page.contains(family), "{family} sampled: {page}");
+        }
+        assert!(page.contains("memtrace_cgroup_oom_kills_total{"), "{page}");
     }
 }

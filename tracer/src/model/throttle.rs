@@ -84,6 +84,15 @@ impl ThrottleTracker {
         self.ongoing.values().map(|o| o.start).min()
     }
 
+    /// The start of the earliest throttling still held.
+    pub fn first_start(&self) -> Option<u64> {
+        let done = self.done.spans().first().map(|s| s.0);
+        match (done, self.ongoing_since()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     pub fn in_progress(&self) -> usize {
         self.ongoing.len()
     }

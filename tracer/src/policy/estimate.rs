@@ -30,8 +30,10 @@ impl Estimator {
         window: u64,
     ) -> Option<u64> {
         let psi = mem.pressure?;
+        // Without memory.events there is no sign of memory.high at work.
+        let high = mem.events.high?;
         let q = self.samples.entry((cgroup, window)).or_default();
-        q.push_back((now, psi.full_total_us, mem.events.high));
+        q.push_back((now, psi.full_total_us, high));
         while q.len() > 2 && q[1].0 + window <= now {
             q.pop_front();
         }
@@ -39,7 +41,7 @@ impl Estimator {
         if now.saturating_sub(t0) == 0 {
             return None;
         }
-        let (full, high) = (psi.full_total_us, mem.events.high);
+        let full = psi.full_total_us;
         if high <= high0 {
             return Some(0);
         }
@@ -73,7 +75,7 @@ mod tests {
         let mut e = Estimator::default();
         let mem = |full_ms: u64, high: u64| CgroupMemory {
             events: MemEvents {
-                high,
+                high: Some(high),
                 ..Default::default()
             },
             pressure: Some(Psi {

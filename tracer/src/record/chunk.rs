@@ -219,9 +219,8 @@ impl ChunkBuilder {
             for x in [c.mem.current, c.mem.high, c.mem.max] {
                 self.v(x.map_or(0, |v| v.saturating_add(1)));
             }
-            let e = c.mem.events;
-            for x in [e.low, e.high, e.max, e.oom, e.oom_kill] {
-                self.v(x);
+            for x in c.mem.events.fields() {
+                self.v(x.unwrap_or(0));
             }
             self.psi(c.mem.pressure);
             self.v(c.top.len() as u64);
@@ -231,6 +230,21 @@ impl ChunkBuilder {
                 self.v(comm);
                 self.v(p.rss_bytes);
             }
+        }
+        // Appended after the fields version 1 readers know (they skip the
+        // rest of a body): per cgroup, a bit per memory.events counter that
+        // was not measured, so it reads back as None rather than 0.
+        self.v(s.cgroups.len() as u64);
+        for c in &s.cgroups {
+            let mask = c
+                .mem
+                .events
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.is_none())
+                .fold(0u64, |m, (i, _)| m | 1 << i);
+            self.v(mask);
         }
         self.end(tag::SAMPLE);
     }
@@ -548,13 +562,11 @@ pub fn decode(payload: &[u8], base_ts: u64, expected: u32) -> Result<Decoded, Co
                     let id = t.cgroup(b.varint()?)?;
                     let mut lim = || b.varint().map(|v| v.checked_sub(1));
                     let (current, high, max) = (lim()?, lim()?, lim()?);
-                    let events = MemEvents {
-                        low: b.varint()?,
-                        high: b.varint()?,
-                        max: b.varint()?,
-                        oom: b.varint()?,
-                        oom_kill: b.varint()?,
-                    };
+                    let mut fields = [None; 5];
+                    for f in &mut fields {
+                        *f = Some(b.varint()?);
+                    }
+                    let events = MemEvents::from_fields(fields);
                     let pressure = psi(&mut b)?;
                     let k = count(&mut b, "processes")?;
                     let mut top = Vec::with_capacity(capacity(&b, k, 3));
@@ -578,6 +590,23 @@ pub fn decode(payload: &[u8], base_ts: u64, expected: u32) -> Result<Decoded, Co
                         },
                         top,
                     });
+                }
+                // Older writers stop here: every counter was measured.
+                if !b.is_empty() {
+                    let n = count(&mut b, "unmeasured masks")?;
+                    if n != cgroups.len() {
+                        return Err(CodecError::Range("unmeasured masks"));
+                    }
+                    for c in &mut cgroups {
+                        let mask = b.varint()?;
+                        let mut f = c.mem.events.fields();
+                        for (i, x) in f.iter_mut().enumerate() {
+                            if mask & (1 << i) != 0 {
+                                *x = None;
+                            }
+                        }
+                        c.mem.events = MemEvents::from_fields(f);
+                    }
                 }
                 Record::Sample(Sample {
                     ts_ns: ts,

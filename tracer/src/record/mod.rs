@@ -9,7 +9,8 @@
 //! - [`writer::Writer`] writes a file; [`flight::FlightRecorder`] keeps a
 //!   rolling set of them for the agent.
 //! - [`reader::read`] reads one back, skipping and counting damage; it never
-//!   panics on garbage.
+//!   panics on garbage. [`timeline::open`] reads a file or a flight
+//!   recorder's directory as one time-ordered recording, cut to a window.
 //! - The once-a-second samples come from [`crate::sys::sampler`]; they
 //!   are stored as they are.
 
@@ -17,6 +18,7 @@ pub mod chunk;
 pub mod codec;
 pub mod flight;
 pub mod reader;
+pub mod timeline;
 pub mod writer;
 
 use std::collections::BTreeMap;

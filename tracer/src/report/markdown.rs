@@ -10,20 +10,39 @@ fn hms(rfc: &str) -> &str {
     rfc.get(11..19).unwrap_or(rfc)
 }
 
+/// What a value that was not measured reads as.
+const NA: &str = "n/a";
+
+impl Report {
+    /// "… and N more" under a list the report cut.
+    fn more(&self, s: &mut String, list: &str) {
+        if let Some(n) = self.omitted.get(list) {
+            let _ = writeln!(
+                s,
+                "\n… and {n} more, left out (at most {} are listed).",
+                super::MAX_ROWS
+            );
+        }
+    }
+}
+
 impl Report {
     /// Markdown, for an incident document.
     pub fn markdown(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "# memtrace report: {} ({})\n", self.host, self.kernel);
+        let when = match (&self.start, &self.end) {
+            (Some(a), Some(b)) => format!(
+                "Recorded {} to {} UTC ({:.0} s).",
+                a.replace('T', " ").get(..19).unwrap_or(a),
+                hms(b),
+                self.duration_s
+            ),
+            _ => "Recording time unknown (no records, no start in the header).".to_string(),
+        };
         let _ = writeln!(
             s,
-            "Recorded {} to {} UTC ({:.0} s).{}\n",
-            self.start
-                .replace('T', " ")
-                .get(..19)
-                .unwrap_or(&self.start),
-            hms(&self.end),
-            self.duration_s,
+            "{when}{}\n",
             if self.throttle_probe {
                 ""
             } else {
@@ -36,6 +55,7 @@ impl Report {
         if !self.degraded.is_empty() {
             s.push('\n');
         }
+        let _ = writeln!(s, "Times are UTC.\n");
         let _ = writeln!(s, "## Throttle incidents\n");
         if self.incidents.is_empty() {
             let _ = writeln!(s, "No memory.high throttling was recorded.\n");
@@ -59,6 +79,7 @@ impl Report {
                     i.top_task.as_deref().unwrap_or("-")
                 );
             }
+            self.more(&mut s, "incidents");
             s.push('\n');
         }
         if !self.cgroups.is_empty() {
@@ -80,6 +101,7 @@ impl Report {
                     c.over_high.join(", ")
                 );
             }
+            self.more(&mut s, "cgroups");
             s.push('\n');
         }
         if !self.tasks.is_empty() {
@@ -110,20 +132,27 @@ impl Report {
                 "| cgroup | memtrace | PSI some | PSI full | difference | memory.events high | OOM kills |"
             );
             let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+            let dur = |v: Option<u64>| v.map_or(NA.to_string(), |v| fmt_ns(v * 1_000_000));
+            let num = |v: Option<u64>| v.map_or(NA.to_string(), |v| v.to_string());
             for e in &self.evidence {
                 let _ = writeln!(
                     s,
                     "| {} | {} | {} | {} | {} | {} | {} |",
                     e.cgroup,
-                    fmt_ns(e.memtrace_ms * 1_000_000),
-                    fmt_ns(e.psi_some_ms * 1_000_000),
-                    fmt_ns(e.psi_full_ms * 1_000_000),
+                    dur(e.memtrace_ms),
+                    dur(e.psi_some_ms),
+                    dur(e.psi_full_ms),
                     e.diff_vs_some_pct
-                        .map_or("-".to_string(), |d| format!("{d:+.1}%")),
-                    e.memory_events_high,
-                    e.oom_kills
+                        .map_or(NA.to_string(), |d| format!("{d:+.1}%")),
+                    num(e.memory_events_high),
+                    num(e.oom_kills)
                 );
             }
+            self.more(&mut s, "evidence");
+            let _ = writeln!(
+                s,
+                "\n{NA}: not measured on this system (cgroup v1 has no memory.pressure or memory.events; a kernel without the throttle probe has no memtrace total)."
+            );
             s.push('\n');
         }
         if !self.reclaim.is_empty() {
@@ -143,6 +172,7 @@ impl Report {
                     fmt_ns(r.max_us * 1_000)
                 );
             }
+            self.more(&mut s, "reclaim");
             s.push('\n');
         }
         let _ = writeln!(s, "## OOM kills and agent actions\n");
@@ -176,18 +206,20 @@ impl Report {
                 a.details
             );
         }
+        self.more(&mut s, "oom_kills");
+        self.more(&mut s, "actions");
         if !self.oom_kills.is_empty() || !self.actions.is_empty() {
             s.push('\n');
         }
         if !self.host_series.is_empty() {
-            let _ = writeln!(s, "## Host memory over time\n");
+            let _ = writeln!(s, "## Host memory over time (UTC)\n");
             let _ = writeln!(
                 s,
                 "| time | MemAvailable | swap free | PSI some | PSI full |"
             );
             let _ = writeln!(s, "|---|---|---|---|---|");
             for h in &self.host_series {
-                let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}%"));
+                let pct = |v: Option<f64>| v.map_or(NA.to_string(), |v| format!("{v:.1}%"));
                 let _ = writeln!(
                     s,
                     "| {} | {} | {} | {} | {} |",
@@ -225,12 +257,23 @@ impl Report {
                 String::new()
             }
         );
-        let _ = writeln!(s, "- {} damaged chunk(s) skipped", i.damaged.len());
+        let _ = writeln!(
+            s,
+            "- {} damaged range(s) skipped, {} bytes",
+            i.damaged_chunks, i.damaged_bytes
+        );
         for d in &i.damaged {
             let _ = writeln!(
                 s,
                 "  - at byte {}: {} ({} bytes)",
                 d.offset, d.reason, d.len
+            );
+        }
+        if let Some(n) = self.omitted.get("damaged") {
+            let _ = writeln!(
+                s,
+                "  - and {n} more (see --json for the first {})",
+                super::MAX_DAMAGE_ROWS
             );
         }
         if let Some(t) = i.torn_tail_at {

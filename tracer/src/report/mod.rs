@@ -8,8 +8,10 @@
 //! the kernel's own counters from the recorded samples.
 
 pub mod export;
+mod html;
 mod markdown;
 pub mod output;
+pub mod series;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -72,15 +74,18 @@ pub struct ReclaimLatency {
 }
 
 /// memtrace's total against the kernel's counters, over the sampled span.
+/// None (JSON `null`, `n/a` in Markdown): not measured on this system,
+/// never 0.
 #[derive(Clone, Debug, Serialize)]
 pub struct Evidence {
     pub cgroup: String,
-    /// Throttled time of the subtree (as memory.pressure counts it).
-    pub memtrace_ms: u64,
-    pub psi_some_ms: u64,
-    pub psi_full_ms: u64,
-    pub memory_events_high: u64,
-    pub oom_kills: u64,
+    /// Throttled time of the subtree (as memory.pressure counts it); None
+    /// when the throttle probe did not run.
+    pub memtrace_ms: Option<u64>,
+    pub psi_some_ms: Option<u64>,
+    pub psi_full_ms: Option<u64>,
+    pub memory_events_high: Option<u64>,
+    pub oom_kills: Option<u64>,
     pub diff_vs_some_pct: Option<f64>,
 }
 
@@ -120,6 +125,10 @@ pub struct HostPoint {
 #[derive(Clone, Debug, Serialize)]
 pub struct Integrity {
     pub chunks: u64,
+    /// Every damaged range, and their bytes; `damaged` lists the first
+    /// [`MAX_DAMAGE_ROWS`].
+    pub damaged_chunks: usize,
+    pub damaged_bytes: u64,
     pub damaged: Vec<Damage>,
     pub torn_tail_at: Option<u64>,
     pub unknown_records: u64,
@@ -130,8 +139,11 @@ pub struct Integrity {
 pub struct Report {
     pub host: String,
     pub kernel: String,
-    pub start: String,
-    pub end: String,
+    /// RFC 3339, UTC (every time in the report is UTC). A recording with no
+    /// records starts and ends at its header's start; one with no header
+    /// time either has none.
+    pub start: Option<String>,
+    pub end: Option<String>,
     pub duration_s: f64,
     pub throttle_probe: bool,
     pub degraded: Vec<String>,
@@ -144,6 +156,26 @@ pub struct Report {
     pub actions: Vec<ActionReport>,
     pub host_series: Vec<HostPoint>,
     pub integrity: Integrity,
+    /// Rows left out of each list above (a damaged or forged file can
+    /// name thousands of cgroups): the list's name and how many.
+    pub omitted: BTreeMap<String, usize>,
+    /// What the HTML report draws.
+    #[serde(skip)]
+    pub charts: series::Charts,
+}
+
+/// The most rows a list of the report keeps; the rest are counted in
+/// [`Report::omitted`].
+pub const MAX_ROWS: usize = 50;
+/// Damaged byte ranges listed one by one; the rest are summed.
+pub const MAX_DAMAGE_ROWS: usize = 20;
+
+/// Keeps the first [`MAX_ROWS`] of a sorted list, counting the rest.
+fn cap<T>(v: &mut Vec<T>, max: usize, name: &str, omitted: &mut BTreeMap<String, usize>) {
+    if v.len() > max {
+        omitted.insert(name.to_string(), v.len() - max);
+        v.truncate(max);
+    }
 }
 
 const SEC: u64 = 1_000_000_000;
@@ -221,13 +253,23 @@ pub fn build(rec: &Recording) -> Report {
             Record::Note { .. } => {}
         }
     }
-    let (first, last) = rec.span().unwrap_or((0, 0));
+    // No records: the header's own start, never the boot (monotonic 0).
+    let span = rec.span();
+    let (first, last) = span.unwrap_or((0, 0));
+    let (start, end) = match span {
+        Some((a, b)) => (Some(clock.rfc3339(a)), Some(clock.rfc3339(b))),
+        None => {
+            let h = (!rec.header.start.is_empty()).then(|| rec.header.start.clone());
+            (h.clone(), h)
+        }
+    };
 
     let mut incidents = Vec::new();
     for (id, o) in &own {
         incidents.extend(incidents_of(&rec.path(*id), o, &clock));
     }
-    incidents.sort_by(|a, b| a.start.cmp(&b.start));
+    // Every order has a tie-break, so the same file gives the same report.
+    incidents.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| a.cgroup.cmp(&b.cgroup)));
 
     let mut cgroups: Vec<CgroupTotals> = own
         .iter()
@@ -240,7 +282,11 @@ pub fn build(rec: &Recording) -> Report {
             over_high: o.over_high.keys().cloned().collect(),
         })
         .collect();
-    cgroups.sort_by_key(|c| std::cmp::Reverse(c.throttled_ms));
+    cgroups.sort_by(|a, b| {
+        b.throttled_ms
+            .cmp(&a.throttled_ms)
+            .then_with(|| a.cgroup.cmp(&b.cgroup))
+    });
 
     let mut tasks: Vec<TaskTotals> = own
         .iter()
@@ -254,7 +300,12 @@ pub fn build(rec: &Recording) -> Report {
             })
         })
         .collect();
-    tasks.sort_by_key(|t| std::cmp::Reverse(t.throttled_ms));
+    tasks.sort_by(|a, b| {
+        b.throttled_ms
+            .cmp(&a.throttled_ms)
+            .then_with(|| a.cgroup.cmp(&b.cgroup))
+            .then(a.pid.cmp(&b.pid))
+    });
     tasks.truncate(10);
 
     let mut reclaim: Vec<ReclaimLatency> = model
@@ -263,19 +314,34 @@ pub fn build(rec: &Recording) -> Report {
         .filter(|c| c.reclaim.count > 0)
         .map(|c| latency(rec.path(c.id), &c.reclaim))
         .collect();
-    reclaim.sort_by_key(|r| std::cmp::Reverse(r.passes));
+    reclaim.sort_by(|a, b| {
+        b.passes
+            .cmp(&a.passes)
+            .then_with(|| a.cgroup.cmp(&b.cgroup))
+    });
     if model.direct_reclaim.count > 0 {
         reclaim.push(latency("(direct reclaim)".into(), &model.direct_reclaim));
     }
 
-    let evidence = evidence(rec, &model, &samples);
+    let mut evidence = evidence(rec, &model, &samples);
     let host_series = host_series(&samples, &clock);
+    let charts = series::charts(rec, &own_unions(&own), &samples, &ooms, &actions, &clock);
+
+    let mut omitted = BTreeMap::new();
+    cap(&mut incidents, MAX_ROWS, "incidents", &mut omitted);
+    cap(&mut cgroups, MAX_ROWS, "cgroups", &mut omitted);
+    cap(&mut reclaim, MAX_ROWS, "reclaim", &mut omitted);
+    cap(&mut evidence, MAX_ROWS, "evidence", &mut omitted);
+    cap(&mut ooms, MAX_ROWS, "oom_kills", &mut omitted);
+    cap(&mut actions, MAX_ROWS, "actions", &mut omitted);
+    let mut damaged = rec.damaged.clone();
+    cap(&mut damaged, MAX_DAMAGE_ROWS, "damaged", &mut omitted);
 
     Report {
         host: rec.header.host.clone(),
         kernel: rec.header.kernel.clone(),
-        start: clock.rfc3339(first),
-        end: clock.rfc3339(last),
+        start,
+        end,
         duration_s: last.saturating_sub(first) as f64 / 1e9,
         throttle_probe: rec.header.throttle_measured(),
         degraded: rec.header.degraded.clone(),
@@ -289,7 +355,9 @@ pub fn build(rec: &Recording) -> Report {
         host_series,
         integrity: Integrity {
             chunks: rec.chunks,
-            damaged: rec.damaged.clone(),
+            damaged_chunks: rec.damaged.len(),
+            damaged_bytes: rec.damaged.iter().map(|d| d.len).sum(),
+            damaged,
             torn_tail_at: rec.torn_tail,
             unknown_records: rec.unknown_records,
             lost_events: model
@@ -298,7 +366,14 @@ pub fn build(rec: &Recording) -> Report {
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
         },
+        omitted,
+        charts,
     }
+}
+
+/// Each cgroup's own throttle intervals, for the charts.
+fn own_unions(own: &BTreeMap<u64, Own>) -> BTreeMap<u64, &IntervalUnion> {
+    own.iter().map(|(id, o)| (*id, &o.union)).collect()
 }
 
 fn latency(cgroup: String, r: &crate::model::ReclaimStats) -> ReclaimLatency {
@@ -396,6 +471,7 @@ fn peak_share(spans: &[(u64, u64)]) -> f64 {
 /// memtrace's subtree totals against memory.pressure and memory.events,
 /// between the first and last sample of each cgroup.
 fn evidence(rec: &Recording, model: &Model, samples: &[&Sample]) -> Vec<Evidence> {
+    let measured = rec.header.throttle_measured();
     let mut first: HashMap<u64, (u64, crate::sys::cgroupfs::CgroupMemory)> = HashMap::new();
     let mut last: HashMap<u64, (u64, crate::sys::cgroupfs::CgroupMemory)> = HashMap::new();
     for s in samples {
@@ -408,33 +484,44 @@ fn evidence(rec: &Recording, model: &Model, samples: &[&Sample]) -> Vec<Evidence
         .iter()
         .filter_map(|(id, (t0, m0))| {
             let (t1, m1) = last.get(id)?;
-            let throttled = model
-                .cgroups
-                .get(id)
-                .map_or(0, |c| c.throttle.throttled_in(*t1, t1.saturating_sub(*t0)));
+            let throttled = measured.then(|| {
+                model
+                    .cgroups
+                    .get(id)
+                    .map_or(0, |c| c.throttle.throttled_in(*t1, t1.saturating_sub(*t0)))
+            });
             let (some, full) = match (m0.pressure, m1.pressure) {
                 (Some(a), Some(b)) => (
-                    b.some_total_us.saturating_sub(a.some_total_us) / 1_000,
-                    b.full_total_us.saturating_sub(a.full_total_us) / 1_000,
+                    Some(b.some_total_us.saturating_sub(a.some_total_us) / 1_000),
+                    Some(b.full_total_us.saturating_sub(a.full_total_us) / 1_000),
                 ),
-                _ => (0, 0),
+                _ => (None, None),
             };
-            let high = m1.events.high.saturating_sub(m0.events.high);
-            let oom = m1.events.oom_kill.saturating_sub(m0.events.oom_kill);
-            (throttled > 0 || some > 0 || high > 0 || oom > 0).then(|| Evidence {
+            let grew = m1.events.since(&m0.events);
+            let (high, oom) = (grew.high, grew.oom_kill);
+            let any = |v: Option<u64>| v.is_some_and(|v| v > 0);
+            (any(throttled) || any(some) || any(high) || any(oom)).then(|| Evidence {
                 cgroup: rec.path(*id),
-                memtrace_ms: ms(throttled),
+                memtrace_ms: throttled.map(ms),
                 psi_some_ms: some,
                 psi_full_ms: full,
                 memory_events_high: high,
                 oom_kills: oom,
-                diff_vs_some_pct: (m1.pressure.is_some() && some > 0).then(|| {
-                    ((ms(throttled) as f64 - some as f64) * 1000.0 / some as f64).round() / 10.0
-                }),
+                diff_vs_some_pct: match (throttled, some) {
+                    (Some(t), Some(some)) if some > 0 => {
+                        Some(((ms(t) as f64 - some as f64) * 1000.0 / some as f64).round() / 10.0)
+                    }
+                    _ => None,
+                },
             })
         })
         .collect();
-    out.sort_by_key(|e| std::cmp::Reverse(e.memtrace_ms.max(e.psi_some_ms)));
+    let weight = |e: &Evidence| e.memtrace_ms.unwrap_or(0).max(e.psi_some_ms.unwrap_or(0));
+    out.sort_by(|a, b| {
+        weight(b)
+            .cmp(&weight(a))
+            .then_with(|| a.cgroup.cmp(&b.cgroup))
+    });
     out
 }
 
@@ -473,115 +560,4 @@ fn host_series(samples: &[&Sample], clock: &Clock) -> Vec<HostPoint> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::{Comm, Task, Throttle};
-    use crate::record::{CgroupSample, Header};
-    use crate::sys::cgroupfs::{CgroupMemory, HostMemory, MemEvents, Psi};
-
-    fn throttle(start_s: f64, end_s: f64, pid: u32) -> Record {
-        Record::Event(Event::Throttle(Throttle {
-            ts_ns: (end_s * 1e9) as u64,
-            start_ns: (start_s * 1e9) as u64,
-            task: Task {
-                pid,
-                tgid: pid,
-                comm: Comm::new("hog"),
-            },
-            memcg_id: 5,
-            over_high_id: 5,
-            reclaim_ns: 1_000_000,
-            reclaimed_pages: 0,
-            nr_pages: 64,
-        }))
-    }
-
-    fn sample(t_s: u64, some_ms: u64, high: u64) -> Record {
-        Record::Sample(Sample {
-            ts_ns: t_s * SEC,
-            host: HostMemory::default(),
-            cgroups: vec![CgroupSample {
-                id: 5,
-                mem: CgroupMemory {
-                    events: MemEvents {
-                        high,
-                        ..Default::default()
-                    },
-                    pressure: Some(Psi {
-                        some_total_us: some_ms * 1000,
-                        full_total_us: some_ms * 900,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                top: Vec::new(),
-            }],
-        })
-    }
-
-    #[test]
-    fn incidents_totals_and_evidence() {
-        let mut rec = Recording {
-            header: Header {
-                host: "box".into(),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        rec.cgroups.insert(5, "/work".into());
-        rec.records = vec![
-            sample(10, 0, 0),
-            throttle(11.0, 12.0, 7),
-            throttle(11.5, 12.5, 8),
-            throttle(13.0, 14.0, 7),
-            // A separate incident, after a long gap.
-            throttle(30.0, 31.0, 7),
-            sample(40, 3_500, 9),
-        ];
-        let r = build(&rec);
-        assert_eq!(r.incidents.len(), 2);
-        let first = &r.incidents[0];
-        assert_eq!(first.cgroup, "/work");
-        assert_eq!(first.throttled_ms, 2_500);
-        assert_eq!(first.duration_ms, 3_000);
-        assert_eq!(first.episodes, 3);
-        assert_eq!(first.peak_share_pct, 100.0);
-        assert_eq!(r.cgroups[0].throttled_ms, 3_500);
-        assert_eq!(r.cgroups[0].episodes, 4);
-        assert_eq!(r.tasks[0].pid, 7);
-        let e = &r.evidence[0];
-        assert_eq!(
-            (e.memtrace_ms, e.psi_some_ms, e.memory_events_high),
-            (3_500, 3_500, 9)
-        );
-        assert_eq!(e.diff_vs_some_pct, Some(0.0));
-        let md = r.markdown();
-        assert!(md.contains("| /work | 00:00:11 | 00:00:14 |"), "{md}");
-        assert!(md.contains("Against the kernel's counters"), "{md}");
-    }
-
-    #[test]
-    fn peak_share_finds_the_densest_second() {
-        let ms = 1_000_000;
-        assert_eq!(peak_share(&[]), 0.0);
-        assert_eq!(peak_share(&[(0, 500 * ms), (800 * ms, 1300 * ms)]), 0.7);
-        // A span longer than a second saturates at 100%.
-        assert_eq!(peak_share(&[(5 * SEC, 9 * SEC)]), 1.0);
-        // Spans far apart never share a window; garbage-sized times do not
-        // overflow.
-        assert_eq!(
-            peak_share(&[(0, 100 * ms), (u64::MAX - 300 * ms, u64::MAX)]),
-            0.3
-        );
-    }
-
-    #[test]
-    fn an_empty_recording_reports_nothing_happened() {
-        let r = build(&Recording::default());
-        assert!(r.incidents.is_empty());
-        assert!(
-            r.markdown()
-                .contains("No memory.high throttling was recorded.")
-        );
-    }
-}
+mod tests;

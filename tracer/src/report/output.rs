@@ -107,7 +107,8 @@ impl Presenter<'_> {
 
     /// One aligned text line.
     pub fn text(&self, e: &Event) -> String {
-        let when = self.clock.hms(e.ts_ns());
+        // UTC, marked as such.
+        let when = format!("{}Z", self.clock.hms(e.ts_ns()));
         let cgroup = self.path(e.memcg_id()).unwrap_or_else(|| {
             if e.memcg_id() == 0 {
                 "-".into()
@@ -222,6 +223,7 @@ mod tests {
         let v = p.json(&e);
         assert_eq!(v["type"], "throttle");
         assert_eq!(v["ts"], "1970-01-01T00:00:03.000000000Z");
+        assert!(p.text(&e).starts_with("00:00:03.000Z "), "{}", p.text(&e));
         assert_eq!(v["cgroup"], Value::Null);
         assert_eq!(
             (v["pid"].as_u64(), v["tgid"].as_u64()),

@@ -31,6 +31,8 @@ pub struct LiveSource {
     /// only while the kernel confirms them.
     inflight: Option<InFlight>,
     inside: Vec<Inside>,
+    /// memtrace's own executable: `top` never kills a memtrace process.
+    own_exe: String,
     registry: CgroupRegistry,
     model: Model,
     sampler: Sampler,
@@ -46,6 +48,10 @@ pub struct LiveSource {
     /// arrived (None: already gone). A row pinned to this can never be
     /// confused with a later process that reused the pid.
     starts: HashMap<u32, Option<u64>>,
+    /// The cgroup whose processes were read for the detail pane since the
+    /// last sample.
+    detail_procs: Option<u64>,
+    version: Option<crate::kernel::CgroupVersion>,
 }
 
 impl LiveSource {
@@ -75,20 +81,25 @@ impl LiveSource {
             kernel: caps.kernel.release.clone(),
             probe_mode,
             degraded,
+            throttle_unmeasured: !caps.throttle_measured(),
         };
         let page_size = caps.kernel.page_size;
         Ok(Self {
             _rt: rt,
             registry: CgroupRegistry::new(hierarchy.as_ref()),
+            version: hierarchy.as_ref().map(|h| h.version),
             sampler: Sampler::new(
                 CgroupFilter::default(),
-                hierarchy.map(|h| h.version),
+                hierarchy.as_ref().map(|h| h.version),
                 page_size,
             ),
             _tracer: tracer,
             source,
             inflight,
             inside: Vec::new(),
+            own_exe: std::fs::read_link("/proc/self/exe")
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             model: Model::new(std::process::id(), 15 * 60 * 1_000_000_000),
             sample: None,
             view: View::default(),
@@ -99,7 +110,36 @@ impl LiveSource {
             status_file,
             page_size,
             starts: HashMap::new(),
+            detail_procs: None,
         })
+    }
+
+    /// An INFO line in the log (what `top` did to itself at start).
+    pub fn note_info(&mut self, text: String) {
+        let time = self
+            .clock
+            .hms(mono_now_ns())
+            .get(..8)
+            .unwrap_or_default()
+            .to_string();
+        self.view.note(
+            0,
+            memtrace_ui::LogLine {
+                time,
+                kind: memtrace_ui::LogKind::Info,
+                text,
+            },
+        );
+    }
+
+    fn rules(&self) -> Rules<'_> {
+        Rules {
+            self_pid: std::process::id(),
+            own_exe: &self.own_exe,
+            protect: &[],
+            avoid: &[],
+            prefer: &[],
+        }
     }
 
     fn kill(&self, pid: u32, comm: &str, start_time: Option<u64>) -> Result<String, String> {
@@ -109,17 +149,7 @@ impl LiveSource {
         if start_time != Some(p.start_time) {
             return Err(gone());
         }
-        let own_exe = std::fs::read_link("/proc/self/exe")
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let rules = Rules {
-            self_pid: std::process::id(),
-            own_exe: &own_exe,
-            protect: &[],
-            avoid: &[],
-            prefer: &[],
-        };
-        if let Some(why) = protected(&p, &rules) {
+        if let Some(why) = protected(&p, &self.rules()) {
             return Err(format!("refused to kill {}[{pid}]: {why}", p.comm));
         }
         let v = Prepared::new(p).map_err(|e| format!("kill {pid}: {e}"))?;
@@ -183,6 +213,7 @@ impl SnapshotSource for LiveSource {
                 .map(|s| s.id)
                 .collect();
             self.sample = Some(self.sampler.sample(now, &mut self.registry, &active));
+            self.detail_procs = None;
             self.last_sample = Some(Instant::now());
             self.model.gc(now);
             if let Some(inflight) = &self.inflight {
@@ -200,6 +231,31 @@ impl SnapshotSource for LiveSource {
                 .collect();
             self.starts.retain(|pid, _| shown.contains(pid));
             read_agent_status(&self.status_file, &mut self.view);
+        }
+        // The selected cgroup's processes, whatever the sampler chose: read
+        // once per sample, the moment it is opened.
+        if let (Some(id), Some(sample)) = (detail, self.sample.as_mut())
+            && self.detail_procs != Some(id)
+        {
+            self.detail_procs = Some(id);
+            let found = sample.cgroups.iter().position(|c| c.id == id);
+            if found.is_none_or(|i| sample.cgroups[i].top.is_empty())
+                && let Some(path) = self.registry.lookup(id)
+                && let Some(dir) = self.registry.dir(&path)
+            {
+                let top = self.sampler.processes(&dir, &path);
+                match found {
+                    Some(i) => sample.cgroups[i].top = top,
+                    None => sample.cgroups.push(crate::record::CgroupSample {
+                        id,
+                        mem: crate::sys::cgroupfs::CgroupMemory::read(
+                            &dir,
+                            self.version.unwrap_or(crate::kernel::CgroupVersion::V2),
+                        ),
+                        top,
+                    }),
+                }
+            }
         }
         let mut snap = self.view.build(
             &self.model,
@@ -221,6 +277,9 @@ impl SnapshotSource for LiveSource {
                     Some(known) => *known,
                     None => crate::sys::procs::start_time(t.pid),
                 };
+                // The dialog is not offered for what the kill would refuse.
+                t.protected = read_process(t.pid, self.page_size, false)
+                    .and_then(|p| protected(&p, &self.rules()));
             }
         }
         snap
@@ -232,7 +291,22 @@ impl SnapshotSource for LiveSource {
                 pid,
                 comm,
                 start_time,
-            } => self.kill(*pid, comm, *start_time),
+            } => {
+                let r = self.kill(*pid, comm, *start_time);
+                // What top did belongs in its log, beside the agent's kills.
+                let (kind, text) = match &r {
+                    Ok(m) => (memtrace_ui::LogKind::Kill, m.clone()),
+                    Err(m) => (memtrace_ui::LogKind::Info, m.clone()),
+                };
+                let time = self
+                    .clock
+                    .hms(mono_now_ns())
+                    .get(..8)
+                    .unwrap_or_default()
+                    .to_string();
+                self.view.note(0, memtrace_ui::LogLine { time, kind, text });
+                r
+            }
             Command::Pause(true) => {
                 Ok("paused: the picture is frozen, collection goes on (p resumes)".into())
             }

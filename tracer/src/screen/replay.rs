@@ -56,6 +56,7 @@ impl ReplaySource {
                 .flatten()
                 .unwrap_or_else(|| "UNAVAILABLE".into()),
             degraded,
+            throttle_unmeasured: !h.throttle_measured(),
         };
         let clock = h.clock();
         let mut s = Self {

@@ -27,6 +27,8 @@ pub struct Identity {
     pub kernel: String,
     pub probe_mode: String,
     pub degraded: Vec<String>,
+    /// No throttle probe: throttled shares are unmeasured, not 0.
+    pub throttle_unmeasured: bool,
 }
 
 /// Rates and the event log, kept between frames.
@@ -42,6 +44,9 @@ pub struct View {
     /// recording's actions.
     pub agent: HashMap<String, String>,
     seen_actions: VecDeque<String>,
+    /// When each cgroup was first on screen: its chart starts there, not
+    /// at a history it never had.
+    first_seen: HashMap<u64, u64>,
 }
 
 impl View {
@@ -102,6 +107,11 @@ impl View {
             _ => return,
         };
         self.push(cgroup, LogLine { time, kind, text });
+    }
+
+    /// Adds a line of the screen's own (a kill from `top`).
+    pub fn note(&mut self, cgroup: u64, line: LogLine) {
+        self.push(cgroup, line);
     }
 
     /// Adds an agent action (from its status file or a recording) once.
@@ -200,6 +210,7 @@ impl View {
                 throttled_1s: t1,
                 throttled_10s: t10,
                 episodes_per_s: rate,
+                throttle_unmeasured: id.throttle_unmeasured,
                 current: m.and_then(|m| m.current),
                 high: m.and_then(|m| m.high),
                 max: m.and_then(|m| m.max),
@@ -210,8 +221,14 @@ impl View {
                 agent: self.agent.get(&path).cloned(),
                 ..Default::default()
             };
+            // Seen since its first frame, or its first throttling the
+            // model still holds (a replay starts with history).
+            let held = st.and_then(|s| s.throttle.first_start()).unwrap_or(now);
+            let seen = self.first_seen.entry(cid).or_insert(now);
+            *seen = (*seen).min(now).min(held);
+            let since = *seen;
             if detail == Some(cid) {
-                self.fill_detail(&mut row, model, mem.get(&cid).copied(), now);
+                self.fill_detail(&mut row, model, mem.get(&cid).copied(), now, since);
             }
             rows.push(row);
         }
@@ -263,6 +280,7 @@ impl View {
         model: &Model,
         sample: Option<&crate::record::CgroupSample>,
         now: u64,
+        since: u64,
     ) {
         let Some(st) = model.cgroups.get(&row.id) else {
             row.tasks = sample
@@ -280,7 +298,9 @@ impl View {
                 .unwrap_or_default();
             return;
         };
-        let start = now.saturating_sub(HISTORY_S * SEC);
+        // Whole seconds from when the cgroup came into view, at most
+        // HISTORY_S of them: a young cgroup's chart is short, not padded.
+        let start = now.saturating_sub(HISTORY_S * SEC).max(since);
         row.history = (0..HISTORY_S)
             .map(|i| start + i * SEC)
             .filter(|t| t.saturating_add(SEC) <= now)
@@ -458,6 +478,34 @@ mod tests {
             (Some(100), Some(64), Some(128))
         );
         assert_eq!(work.history.len(), 10);
+        // A cgroup first throttled 3 s ago has 3 s of chart, not a
+        // window padded with seconds it never had.
+        let mut young = Model::new(0, u64::MAX / 4);
+        young.apply(
+            &Event::Throttle(Throttle {
+                ts_ns: 8 * SEC,
+                start_ns: 7 * SEC,
+                task,
+                memcg_id: 6,
+                over_high_id: 6,
+                reclaim_ns: 0,
+                reclaimed_pages: 0,
+                nr_pages: 1,
+            }),
+            &reg,
+        );
+        let ysnap = View::default().build(
+            &young,
+            Some(&sample),
+            &reg,
+            &Identity::default(),
+            Source::Live,
+            &clock,
+            10 * SEC,
+            Some(6),
+        );
+        let yidle = ysnap.cgroups.iter().find(|r| r.path == "/idle").unwrap();
+        assert_eq!(yidle.history, [1.0, 0.0, 0.0], "from 7 s to 10 s");
         assert_eq!(work.tasks[0].pid, 9);
         assert_eq!(work.tasks[0].state, "throttled");
         assert_eq!(work.tasks[0].rss, Some(99));

@@ -46,15 +46,46 @@ impl Psi {
     }
 }
 
-/// `memory.events` counters (v1: only `oom_kill`, from memory.oom_control).
+/// `memory.events` counters. None: not measured here (cgroup v1 has only
+/// `oom_kill`, from memory.oom_control; an unreadable file has none), which
+/// every view shows as unmeasured, never as 0.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemEvents {
-    pub low: u64,
-    pub high: u64,
-    pub max: u64,
-    pub oom: u64,
-    pub oom_kill: u64,
+    pub low: Option<u64>,
+    pub high: Option<u64>,
+    pub max: Option<u64>,
+    pub oom: Option<u64>,
+    pub oom_kill: Option<u64>,
 }
+
+impl MemEvents {
+    /// Every counter, in the order the recording stores them.
+    pub fn fields(&self) -> [Option<u64>; 5] {
+        [self.low, self.high, self.max, self.oom, self.oom_kill]
+    }
+
+    pub fn from_fields(f: [Option<u64>; 5]) -> Self {
+        let [low, high, max, oom, oom_kill] = f;
+        Self {
+            low,
+            high,
+            max,
+            oom,
+            oom_kill,
+        }
+    }
+
+    /// Growth of each counter from `earlier`; None where either side did
+    /// not measure it.
+    pub fn since(&self, earlier: &Self) -> Self {
+        let d = |a: Option<u64>, b: Option<u64>| Some(a?.saturating_sub(b?));
+        let (n, o) = (self.fields(), earlier.fields());
+        Self::from_fields(std::array::from_fn(|i| d(n[i], o[i])))
+    }
+}
+
+/// The share of its limit from which a cgroup counts as near it.
+pub const NEAR_LIMIT: f64 = 0.8;
 
 /// One reading of a memory cgroup.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -91,9 +122,7 @@ impl CgroupMemory {
 
     fn read_v1(dir: &Path) -> Self {
         let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
-        let oom_kill = read("memory.oom_control")
-            .and_then(|t| flat(&t, "oom_kill"))
-            .unwrap_or(0);
+        let oom_kill = read("memory.oom_control").and_then(|t| flat(&t, "oom_kill"));
         Self {
             current: read("memory.usage_in_bytes").and_then(|t| t.trim().parse().ok()),
             high: None,
@@ -109,6 +138,20 @@ impl CgroupMemory {
     /// Usage over memory.high, if it is set and exceeded.
     pub fn over_high(&self) -> bool {
         matches!((self.current, self.high), (Some(c), Some(h)) if c > h)
+    }
+
+    /// Usage at or above [`NEAR_LIMIT`] of the lower of memory.high and
+    /// memory.max: the cgroups whose processes an operator must see.
+    pub fn near_limit(&self) -> bool {
+        let Some(current) = self.current else {
+            return false;
+        };
+        let limit = match (self.high, self.max) {
+            (Some(h), Some(m)) => h.min(m),
+            (Some(l), None) | (None, Some(l)) => l,
+            (None, None) => return false,
+        };
+        current as f64 >= limit as f64 * NEAR_LIMIT
     }
 }
 
@@ -140,11 +183,11 @@ fn flat(text: &str, key: &str) -> Option<u64> {
 
 fn parse_events(text: &str) -> MemEvents {
     MemEvents {
-        low: flat(text, "low").unwrap_or(0),
-        high: flat(text, "high").unwrap_or(0),
-        max: flat(text, "max").unwrap_or(0),
-        oom: flat(text, "oom").unwrap_or(0),
-        oom_kill: flat(text, "oom_kill").unwrap_or(0),
+        low: flat(text, "low"),
+        high: flat(text, "high"),
+        max: flat(text, "max"),
+        oom: flat(text, "oom"),
+        oom_kill: flat(text, "oom_kill"),
     }
 }
 
@@ -201,7 +244,10 @@ mod tests {
         assert_eq!(p.some_avg10, 12.5);
         assert!(Psi::parse("garbage").is_none());
         let e = parse_events("low 0\nhigh 480\nmax 2\noom 1\noom_kill 1\n");
-        assert_eq!((e.high, e.max, e.oom_kill), (480, 2, 1));
+        assert_eq!((e.high, e.max, e.oom_kill), (Some(480), Some(2), Some(1)));
+        let later = parse_events("high 500\nmax 2\n");
+        let d = later.since(&e);
+        assert_eq!((d.high, d.max, d.oom_kill), (Some(20), Some(0), None));
     }
 
     #[test]
@@ -227,7 +273,10 @@ mod tests {
         let m = CgroupMemory::read(&dir, CgroupVersion::V2);
         assert_eq!((m.current, m.high, m.max), (Some(100), Some(50), None));
         assert!(m.over_high());
-        assert_eq!(m.events.high, 3);
+        assert_eq!(m.events.high, Some(3));
+        assert!(m.near_limit());
+        let v1 = CgroupMemory::read(&dir, CgroupVersion::V1);
+        assert_eq!(v1.events.high, None, "v1 has no memory.events");
         assert!(m.pressure.is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }

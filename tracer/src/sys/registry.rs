@@ -6,8 +6,10 @@
 //! or the v1 `memory` hierarchy on hybrid hosts) and maps ids to paths
 //! relative to its mount, `/` being the root.
 //!
-//! It stays current lazily: an unknown id triggers a rescan (rate-limited),
-//! since a new cgroup is the usual reason for a miss. Kernfs ids are never
+//! It stays current two ways: with [`CgroupRegistry::watch`], inotify
+//! reports each new cgroup directory the moment it is made
+//! ([`CgroupRegistry::poll_new`]); and an unknown id triggers a rescan
+//! (rate-limited), since a new cgroup is the usual reason for a miss. Kernfs ids are never
 //! reused, so entries of removed cgroups stay valid for late events and are
 //! only dropped after [`GONE_RETENTION`].
 
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 use crate::event::Event;
 use crate::kernel::{CgroupVersion, MemoryHierarchy};
 use crate::model::Hierarchy;
+use crate::sys::watch::DirWatch;
 
 /// How long a removed cgroup's path is kept for events that arrive late.
 pub const GONE_RETENTION: Duration = Duration::from_secs(600);
@@ -40,6 +43,9 @@ pub struct CgroupRegistry {
     by_id: HashMap<u64, Entry>,
     by_path: HashMap<Arc<str>, u64>,
     last_scan: Option<Instant>,
+    watch: Option<DirWatch>,
+    /// Cgroups found since the last [`CgroupRegistry::take_created`].
+    created: Vec<u64>,
 }
 
 impl CgroupRegistry {
@@ -52,6 +58,8 @@ impl CgroupRegistry {
             by_id: HashMap::new(),
             by_path: HashMap::new(),
             last_scan: None,
+            watch: None,
+            created: Vec::new(),
         };
         r.scan();
         r
@@ -65,6 +73,8 @@ impl CgroupRegistry {
             by_id: HashMap::new(),
             by_path: HashMap::new(),
             last_scan: None,
+            watch: None,
+            created: Vec::new(),
         };
         r.scan();
         r
@@ -79,6 +89,8 @@ impl CgroupRegistry {
             by_id: HashMap::new(),
             by_path: HashMap::new(),
             last_scan: None,
+            watch: None,
+            created: Vec::new(),
         };
         for (id, path) in paths {
             if path.is_empty() {
@@ -105,6 +117,7 @@ impl CgroupRegistry {
     /// Walks the hierarchy and refreshes the maps.
     pub fn scan(&mut self) {
         let now = Instant::now();
+        let first_done = self.last_scan.is_some();
         self.last_scan = Some(now);
         let Some(root) = self.root.clone() else {
             return;
@@ -147,6 +160,13 @@ impl CgroupRegistry {
                     // A renamed cgroup (v1 allows it) keeps its id.
                     if let Some(e) = old {
                         self.by_path.remove(&e.path);
+                    } else if first_done && let Some(w) = &mut self.watch {
+                        // Only a watching registry reports new cgroups (its
+                        // sampler takes them); others would only pile them up.
+                        self.created.push(id);
+                        if let Some(dir) = dir_of(&root, &path) {
+                            w.add(&dir);
+                        }
                     }
                     let path: Arc<str> = Arc::from(path);
                     self.by_path.insert(path.clone(), id);
@@ -162,6 +182,89 @@ impl CgroupRegistry {
         }
         let by_id = &self.by_id;
         self.by_path.retain(|_, id| by_id.contains_key(id));
+    }
+
+    /// Starts watching the hierarchy for new cgroups with inotify. False
+    /// when it cannot (no hierarchy, no inotify): rescans still find them.
+    pub fn watch(&mut self) -> bool {
+        if self.watch.is_some() {
+            return true;
+        }
+        let Some(root) = self.root.clone() else {
+            return false;
+        };
+        let Some(mut w) = DirWatch::new() else {
+            return false;
+        };
+        let mut all = true;
+        for e in self.by_id.values().filter(|e| e.gone_since.is_none()) {
+            if let Some(dir) = dir_of(&root, &e.path) {
+                all &= w.add(&dir);
+            }
+        }
+        if !all {
+            log::debug!("inotify: not every cgroup directory is watched; rescans cover the rest");
+        }
+        self.watch = Some(w);
+        true
+    }
+
+    /// Adds the cgroups inotify reported since the last call (and any made
+    /// inside them before their watch was in place); returns how many.
+    pub fn poll_new(&mut self) -> usize {
+        let (Some(root), Some(w)) = (self.root.clone(), self.watch.as_mut()) else {
+            return 0;
+        };
+        let mut stack: Vec<PathBuf> = w.poll().into_iter().map(|c| c.dir).collect();
+        let mut found = 0;
+        while let Some(dir) = stack.pop() {
+            let Ok(meta) = std::fs::metadata(&dir) else {
+                continue;
+            };
+            let Some(rel) = dir
+                .strip_prefix(&root)
+                .ok()
+                .and_then(|r| r.to_str())
+                .map(|r| format!("/{r}"))
+            else {
+                continue;
+            };
+            if let Some(w) = self.watch.as_mut() {
+                w.add(&dir);
+            }
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                stack.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+            let id = meta.ino();
+            if self.by_id.get(&id).is_some_and(|e| *e.path == *rel) {
+                continue;
+            }
+            if let Some(old) = self.by_id.get(&id) {
+                self.by_path.remove(&old.path);
+            }
+            let path: Arc<str> = Arc::from(rel);
+            self.by_path.insert(path.clone(), id);
+            self.by_id.insert(
+                id,
+                Entry {
+                    path,
+                    gone_since: None,
+                },
+            );
+            self.created.push(id);
+            found += 1;
+        }
+        found
+    }
+
+    /// The cgroups found (by inotify or a rescan) since the last call.
+    pub fn take_created(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.created)
     }
 
     /// The path of a cgroup id, rescanning once if it is unknown (I/O:
@@ -268,6 +371,16 @@ impl Hierarchy for CgroupRegistry {
     }
 }
 
+/// A registry path's directory under the mount.
+fn dir_of(root: &Path, path: &str) -> Option<PathBuf> {
+    let rel = path.trim_start_matches('/');
+    Some(if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    })
+}
+
 /// The memory hierarchy's path in `/proc/PID/cgroup` text: the `0::` line
 /// in v2, the line whose controllers include `memory` in v1.
 fn cgroup_line(text: &str, version: CgroupVersion) -> Option<String> {
@@ -335,6 +448,37 @@ mod tests {
         r.scan();
         assert_eq!(r.lookup(late).as_deref(), Some("/late"));
         assert!(!r.is_live(late));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn watched_cgroups_are_known_at_once() {
+        let dir = tempdir();
+        std::fs::create_dir(dir.join("old")).unwrap();
+        let mut r = CgroupRegistry::for_root(&dir);
+        assert!(r.watch());
+        assert_eq!(r.poll_new(), 0);
+        std::fs::create_dir_all(dir.join("old/new/deep")).unwrap();
+        std::fs::create_dir(dir.join("top")).unwrap();
+        // No rescan: the rate limit has not passed, and lookup never scans.
+        assert_eq!(r.poll_new(), 3);
+        let ino = |p: &str| std::fs::metadata(dir.join(p)).unwrap().ino();
+        assert_eq!(
+            r.lookup(ino("old/new/deep")).as_deref(),
+            Some("/old/new/deep")
+        );
+        assert_eq!(r.lookup(ino("top")).as_deref(), Some("/top"));
+        let mut created = r.take_created();
+        created.sort_unstable();
+        let mut want = vec![ino("old/new"), ino("old/new/deep"), ino("top")];
+        want.sort_unstable();
+        assert_eq!(created, want);
+        assert!(r.take_created().is_empty());
+        // A rescan finds nothing new, and reports nothing twice.
+        r.scan();
+        assert!(r.take_created().is_empty());
+        std::fs::create_dir(dir.join("old/new/deep/deeper")).unwrap();
+        assert_eq!(r.poll_new(), 1, "new directories are watched too");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,7 +1,10 @@
 //! The once-a-second sample: each memory cgroup in scope (its memory files
-//! and largest processes) and the host.
+//! and largest processes) and the host. Processes are listed for every
+//! cgroup that matters (active, new, near or over a limit), so the hog of a
+//! cgroup at 57M/64M is in view before anything else happens.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -41,12 +44,17 @@ pub struct Sample {
 pub const TOP_PROCESSES: usize = 5;
 /// How often the set of cgroups with a memory limit is refreshed.
 const LIMIT_SCAN: Duration = Duration::from_secs(10);
+/// A new cgroup is sampled every tick for this long, limit or not: its
+/// limit is usually written just after the mkdir, and a cgroup that fills
+/// fast must have a sample from before it ran out.
+const YOUNG: Duration = Duration::from_secs(10);
 
 pub struct Sampler {
     scope: CgroupFilter,
     version: Option<CgroupVersion>,
     page_size: u64,
     limited: HashSet<u64>,
+    young: HashMap<u64, Instant>,
     last_scan: Option<Instant>,
 }
 
@@ -57,13 +65,16 @@ impl Sampler {
             version,
             page_size,
             limited: HashSet::new(),
+            young: HashMap::new(),
             last_scan: None,
         }
     }
 
-    /// Samples the host and the cgroups in scope that have a memory limit
-    /// or appear in `active` (cgroups with recent events). The largest
-    /// processes are listed for active cgroups and those over memory.high.
+    /// Samples the host and the cgroups in scope that have a memory limit,
+    /// are new, or appear in `active` (cgroups with recent events). The
+    /// largest processes are listed for every cgroup that is active, new,
+    /// or near or over a limit: the ones an operator must be able to act
+    /// on.
     pub fn sample(&mut self, ts_ns: u64, reg: &mut CgroupRegistry, active: &[u64]) -> Sample {
         let host = HostMemory::read();
         let Some(version) = self.version else {
@@ -73,6 +84,9 @@ impl Sampler {
                 cgroups: Vec::new(),
             };
         };
+        // New cgroups at once, not at the next scan.
+        reg.watch();
+        reg.poll_new();
         if self.last_scan.is_none_or(|t| t.elapsed() >= LIMIT_SCAN) {
             reg.scan();
             self.limited = reg
@@ -86,9 +100,17 @@ impl Sampler {
                 .collect();
             self.last_scan = Some(Instant::now());
         }
+        let now = Instant::now();
+        for id in reg.take_created() {
+            self.young.insert(id, now);
+        }
+        self.young.retain(|_, t| now.duration_since(*t) < YOUNG);
         let mut ids: Vec<u64> = self.limited.iter().copied().collect();
-        for &id in active {
-            if reg.lookup(id).is_some_and(|p| self.scope.matches(&p)) {
+        for &id in active.iter().chain(self.young.keys()) {
+            if reg
+                .lookup(id)
+                .is_some_and(|p| p.as_ref() != "/" && self.scope.matches(&p))
+            {
                 ids.push(id);
             }
         }
@@ -102,18 +124,15 @@ impl Sampler {
                 continue;
             }
             let mem = CgroupMemory::read(&dir, version);
-            let top = if active.contains(&id) || mem.over_high() {
-                let mut procs = subtree_processes(&dir, &path, self.page_size, false);
-                procs.sort_by_key(|p| std::cmp::Reverse(p.rss_bytes));
-                procs
-                    .into_iter()
-                    .take(TOP_PROCESSES)
-                    .map(|p| ProcSample {
-                        pid: p.pid,
-                        comm: p.comm,
-                        rss_bytes: p.rss_bytes,
-                    })
-                    .collect()
+            if mem.high.is_some() || mem.max.is_some() {
+                self.limited.insert(id);
+            }
+            let wanted = active.contains(&id)
+                || self.young.contains_key(&id)
+                || mem.over_high()
+                || mem.near_limit();
+            let top = if wanted {
+                self.processes(&dir, &path)
             } else {
                 Vec::new()
             };
@@ -124,5 +143,21 @@ impl Sampler {
             host,
             cgroups,
         }
+    }
+
+    /// The largest processes of a cgroup and its subtree, largest first
+    /// (ties by pid, so the list is the same for the same system).
+    pub fn processes(&self, dir: &Path, path: &str) -> Vec<ProcSample> {
+        let mut procs = subtree_processes(dir, path, self.page_size, false);
+        procs.sort_by_key(|p| (std::cmp::Reverse(p.rss_bytes), p.pid));
+        procs
+            .into_iter()
+            .take(TOP_PROCESSES)
+            .map(|p| ProcSample {
+                pid: p.pid,
+                comm: p.comm,
+                rss_bytes: p.rss_bytes,
+            })
+            .collect()
     }
 }
