@@ -53,7 +53,7 @@ const AGENT_REACTION: Duration = Duration::from_secs(10);
 const KILLED_EXIT: Duration = Duration::from_secs(5);
 
 /// Life of the unthrottled 600 MiB hog of `agent-host`: it allocates, holds
-/// 8 s and exits; the MemAvailable alert came at most 6.8 s after its start.
+/// 12 s and exits; the host alert must come while it holds.
 const BIG_HOG_UNTIL_S: u32 = 60;
 
 /// A livelock cgroup (64 MiB high, 128 MiB max, no swap) with a server in
@@ -609,82 +609,169 @@ pub fn agent_estimate(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     Ok(())
 }
 
-/// The host's leading edge: MemAvailable collapsing and memory PSI rising
-/// reach the webhook while the box can still speak.
+/// The host's leading edge, both ways. First the issue's case: a livelock
+/// contained in one 64 MiB cgroup under a kill budget, on a guest with
+/// most of its memory available. System-wide memory PSI rises (the
+/// kernel's triggers fire), the webhook gets the cgroup's breach and kill,
+/// and never a `host` alert: that pressure is the cgroup's own limit.
+/// Then a process without limits takes MemAvailable down fast: one `host`
+/// alert, naming its signals and the time to exhaustion.
 pub fn agent_host(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     let sink = HttpSink::start()?;
     let config = write_config(
         "agent-host",
         &format!(
             r#"
+[[budget]]
+name = "contained"
+cgroup = "/agenthost"
+window = "5s"
+max_throttled = "30%"
+action = "kill-largest"
+avoid = ["^latency-server$"]
 [host]
 mem_available_below = "60%"
-mem_available_for = "2s"
+trend_window = "10s"
 psi_some_stall = "200ms"
 psi_window = "2s"
 [[alert]]
 kind = "webhook"
 url = "{}"
-on = ["host"]
+on = ["breach", "kill", "host"]
 min_interval = "1s"
 "#,
-            sink.url("/host")
+            sink.url("/alerts")
         ),
     )?;
-    let agent = agent(&config, &[], &[])?;
-    // Pressure: a throttled hog. Exhaustion: a big one without limits.
+    let mut agent = agent(&config, &[], &[])?;
+    let host_alerts = |sink: &HttpSink| -> Vec<Value> {
+        sink.all()
+            .into_iter()
+            .filter(|r| r.body["event"] == "host")
+            .map(|r| r.body)
+            .collect()
+    };
+
+    // The contained livelock.
+    let psi_before = host_psi_some_us();
     let stage = Stage::new("/agenthost")?;
-    let mut pressure = stage.plateau_hog(100, 12, &[])?;
+    let mut hog = stage.plateau_hog(100, KILLED_HOG_UNTIL_S, &[])?;
+    let hog_pid = hog.pid();
+    let (status, _) = hog.wait()?;
+    let kill = sink.wait_for(ALERT_AFTER_DECISION, |r| r.body["event"] == "kill");
+    // A PSI trigger fires within its 2 s window, and the agent judges at
+    // once: two windows after the kill, every trigger the livelock set
+    // off has been judged.
+    std::thread::sleep(Duration::from_secs(4));
+    let psi_ms = host_psi_some_us().saturating_sub(psi_before) / 1000;
+    let contained = host_alerts(&sink);
+    drop(stage);
+    c.metric("contained_host_psi_some_ms", psi_ms as f64);
+    c.check(
+        psi_ms >= 1000,
+        format!(
+            "the contained livelock stalled the host only {psi_ms} ms (PSI some): \
+             the negative case proves nothing"
+        ),
+    );
+    c.check(
+        killed_by_sigkill(&status),
+        format!("the contained hog was not killed: {status}"),
+    );
+    c.check(
+        sink.all()
+            .iter()
+            .any(|r| r.body["event"] == "breach" && r.body["cgroup"] == "/agenthost"),
+        format!("no breach alert for /agenthost: {:?}", sink.all()),
+    );
+    match &kill {
+        Some(k) => c.check(
+            k.body["cgroup"] == "/agenthost" && k.body["details"]["pid"] == hog_pid,
+            format!("the kill alert is not the hog's ({hog_pid}): {:?}", k.body),
+        ),
+        None => c.check(false, format!("no kill alert: {:?}", sink.all())),
+    }
+    c.check(
+        contained.is_empty(),
+        format!("a contained livelock paged the host: {contained:?}"),
+    );
+
+    // The host running out: 600 MiB without a limit, allocated as fast as
+    // the guest can, held 12 s.
     let big_cg = v2_cgroup("/agenthost-big")?;
-    // Holds its 600 MiB for 8 s once allocated, and ends by BIG_HOG_UNTIL_S
-    // even if allocating takes longer than it ever has.
     let mut big = Hog::spawn(
         &big_cg,
-        &["--mb", "600", "--step-mb", "16", "--hold", "8"],
+        &["--mb", "600", "--step-mb", "16", "--hold", "12"],
         BIG_HOG_UNTIL_S,
         Some(1),
     )?;
-    // Each alert can only come while its cause lasts: MemAvailable is low
-    // while the big hog lives, PSI rises while the throttled one does.
-    let avail = sink.wait_for(big.life_left(), |r| {
-        r.body["details"]["topic"] == "host:mem_available"
-    });
-    let psi = sink.wait_for(pressure.life_left(), |r| {
-        r.body["details"]["topic"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("host:psi"))
-    });
+    // Only while MemAvailable is low, which is while the big hog lives.
+    let host = sink.wait_for(big.life_left(), |r| r.body["event"] == "host");
     stop(&mut big.child);
-    stop(&mut pressure.child);
-    drop(stage);
-    agent.stop();
-    match avail {
-        Some(a) => {
-            let pct = a.body["details"]["mem_available_pct"]
-                .as_f64()
-                .unwrap_or(100.0);
+    agent.wait_log(AGENT_REACTION, "host sliding");
+    let log = agent.stop();
+    match host {
+        Some(h) => {
+            let d = &h.body["details"];
+            let pct = d["mem_available_pct"].as_f64().unwrap_or(100.0);
+            let eta = d["eta_s"].as_f64();
             c.metric("mem_available_pct", pct);
+            if let Some(e) = eta {
+                c.metric("eta_s", e);
+            }
             c.check(pct < 60.0, format!("alerted at {pct}% MemAvailable"));
             c.check(
-                a.body["event"] == "host" && a.body["severity"] == "warning",
-                format!("{:?}", a.body),
+                d["topic"] == "host:exhaustion"
+                    && h.body["severity"] == "warning"
+                    && h.body["cgroup"].is_null(),
+                format!("{:?}", h.body),
+            );
+            let signals: Vec<&str> = d["signals"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            c.check(
+                signals.contains(&"mem_available") && signals.contains(&"exhaustion"),
+                format!("signals {signals:?}"),
+            );
+            c.check(
+                eta.is_some_and(|e| e.is_finite() && e >= 0.0),
+                format!("no time to exhaustion: {d}"),
+            );
+            c.check(
+                h.body["summary"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("memory and swap gone in ~")),
+                format!("{:?}", h.body["summary"]),
             );
         }
         None => c.check(
             false,
-            format!("no MemAvailable alert; got {:?}", sink.all()),
+            format!(
+                "no host alert while MemAvailable collapsed; got {:?}",
+                sink.all()
+            ),
         ),
     }
-    match psi {
-        Some(p) => c.check(
-            p.body["summary"]
-                .as_str()
-                .is_some_and(|s| s.contains("memory pressure rising")),
-            format!("{:?}", p.body),
-        ),
-        None => c.check(false, "no PSI trigger alert"),
-    }
+    c.check(
+        host_alerts(&sink).len() == 1,
+        format!("one host alert per slide: {:?}", host_alerts(&sink)),
+    );
+    c.check(
+        log.contains("host sliding into memory exhaustion"),
+        "the agent did not log the host verdict",
+    );
     Ok(())
+}
+
+/// The host's `some` memory stall so far, µs.
+fn host_psi_some_us() -> u64 {
+    std::fs::read_to_string("/proc/pressure/memory")
+        .ok()
+        .and_then(|t| crate::cgroup::psi_total(&t, "some"))
+        .unwrap_or(0)
 }
 
 /// The other kill actions: `kill-most-throttled` picks the process

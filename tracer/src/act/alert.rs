@@ -1,7 +1,13 @@
 //! Alerts: telling people, while the box can still speak.
 //!
-//! Each sink (webhook, Discord, Slack, exec) has its own thread and bounded
-//! queue, so a slow endpoint never stalls the agent's loop or another sink.
+//! Each sink (webhook, Discord, Slack, exec, file) has its own thread and
+//! bounded queue, so a slow endpoint never stalls the agent's loop or
+//! another sink. Sinks are prepared ahead, so that an alert on a box going
+//! down needs as little as possible: HTTP sinks look their host up when
+//! they start and every few minutes after, on their thread
+//! ([`super::alert_dns`]), and keep their connection pooled; `file` sinks
+//! open their path at start and encode into a buffer kept from then on
+//! ([`super::alert_file`]).
 //! Alerts with the same event and cgroup closer than the sink's
 //! `min_interval` are folded: the next one sent says how many were held
 //! back. Secrets (URLs, tokens) come from the config file or the
@@ -15,7 +21,7 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -23,6 +29,8 @@ use serde_json::Value;
 
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
+use super::alert_dns::{self, Prepared};
+use super::alert_file::FileSink;
 use super::child::ChildSetup;
 use crate::config::{AlertConfig, AlertEvent, AlertKind};
 use crate::policy::host::HostDetails;
@@ -225,8 +233,9 @@ pub struct Alerter {
 impl Alerter {
     /// Starts one worker thread per sink, with the trust roots each needs
     /// (the system's store is read once here). The secrets were read when
-    /// the configuration was loaded.
-    pub fn start(configs: &[AlertConfig], child: &Arc<ChildSetup>) -> Self {
+    /// the configuration was loaded; `file` sinks open their path here, and
+    /// one that cannot is an error (a sink never sits silent).
+    pub fn start(configs: &[AlertConfig], child: &Arc<ChildSetup>) -> Result<Self, String> {
         let https = configs.iter().any(|c| {
             c.resolved.ca.is_empty()
                 && c.resolved
@@ -239,12 +248,22 @@ impl Alerter {
         } else {
             RootCerts::WebPki
         };
+        let mut files = Vec::new();
+        for c in configs {
+            files.push(match (&c.kind, &c.path) {
+                (AlertKind::File, Some(p)) => Some(
+                    FileSink::open(p).map_err(|e| format!("alert sink `{}`: {e}", c.label()))?,
+                ),
+                _ => None,
+            });
+        }
         let sinks = configs
             .iter()
-            .map(|c| {
+            .zip(files)
+            .map(|(c, file)| {
                 let (tx, rx) = sync_channel::<Alert>(256);
                 let stats = Arc::new(SinkStats::default());
-                let worker = Worker::new(c.clone(), stats.clone(), &system, child.clone());
+                let worker = Worker::new(c.clone(), stats.clone(), &system, child.clone(), file);
                 let label = c.label();
                 let thread_label = label.clone();
                 let spawned = std::thread::Builder::new()
@@ -261,7 +280,7 @@ impl Alerter {
                 }
             })
             .collect();
-        Self { sinks }
+        Ok(Self { sinks })
     }
 
     /// Queues an alert for every sink that wants its event. Never blocks.
@@ -353,6 +372,9 @@ struct Worker {
     config: AlertConfig,
     stats: Arc<SinkStats>,
     http: ureq::Agent,
+    /// The webhook's addresses, looked up ahead.
+    dns: Prepared,
+    file: Option<FileSink>,
     limiter: RateLimiter,
     child: Arc<ChildSetup>,
 }
@@ -363,6 +385,7 @@ impl Worker {
         stats: Arc<SinkStats>,
         system: &RootCerts,
         child: Arc<ChildSetup>,
+        file: Option<FileSink>,
     ) -> Self {
         let roots = if config.resolved.ca.is_empty() {
             system.clone()
@@ -375,23 +398,53 @@ impl Worker {
                 .collect();
             RootCerts::new_with_certs(&certs)
         };
-        let http: ureq::Agent = ureq::Agent::config_builder()
+        let http_config = ureq::Agent::config_builder()
             .timeout_global(Some(config.timeout.0))
             .http_status_as_error(true)
             .tls_config(TlsConfig::builder().root_certs(roots).build())
-            .build()
-            .into();
+            .build();
+        let dns = Prepared::default();
+        let http = ureq::Agent::with_parts(
+            http_config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            dns.clone(),
+        );
         Self {
             config,
             stats,
             http,
+            dns,
+            file,
             limiter: RateLimiter::default(),
             child,
         }
     }
 
+    /// Looks the webhook's host up again when the last lookup is old (or
+    /// failed): between alerts, never in front of one.
+    fn refresh_dns(&self) {
+        let Some(url) = self.config.resolved.url.as_ref() else {
+            return;
+        };
+        if !self.dns.stale() {
+            return;
+        }
+        if let Err(e) = self.dns.refresh(&url.0) {
+            log::debug!(
+                "alert sink {}: {e}; looked up again when an alert is sent",
+                self.config.label()
+            );
+        }
+    }
+
     fn run(mut self, rx: Receiver<Alert>) {
-        while let Ok(alert) = rx.recv() {
+        loop {
+            self.refresh_dns();
+            let alert = match rx.recv_timeout(alert_dns::REFRESH) {
+                Ok(a) => a,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
             let Some(held) = self
                 .limiter
                 .admit(&alert, self.config.min_interval.0, Instant::now())
@@ -415,9 +468,13 @@ impl Worker {
         }
     }
 
-    fn deliver(&self, a: &Alert, held: u64) -> Result<(), String> {
+    fn deliver(&mut self, a: &Alert, held: u64) -> Result<(), String> {
         match self.config.kind {
             AlertKind::Exec => self.exec(a, held),
+            AlertKind::File => match &mut self.file {
+                Some(f) => f.write(&a.body(held)),
+                None => Err("no file open".into()),
+            },
             kind => {
                 let url = self
                     .config
@@ -441,7 +498,12 @@ impl Worker {
                 if let Some(t) = &self.config.resolved.token {
                     req = req.header("Authorization", &format!("Bearer {}", t.0));
                 }
-                req.send(body).map(drop).map_err(|e| {
+                let sent = req.send(body).map(drop);
+                if sent.is_err() {
+                    // It may have moved: look it up again before the next.
+                    self.dns.forget();
+                }
+                sent.map_err(|e| {
                     // ureq errors can echo the URL, which is a secret for
                     // Discord and Slack: name the host only.
                     let host = url.split('/').nth(2).unwrap_or("?");

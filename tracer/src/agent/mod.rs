@@ -65,7 +65,7 @@ use crate::metrics::page::AgentCounters;
 use crate::model::Model;
 use crate::policy::budget::{Line, Policy};
 use crate::policy::estimate::Estimator;
-use crate::policy::host::HostWatch;
+use crate::policy::host::{ExplainedStall, HostJudge};
 use crate::probe::Tracer;
 use crate::probe::brake::Brake;
 use crate::probe::inflight::{InFlight, Inside};
@@ -105,7 +105,9 @@ pub struct Agent {
     clock: Clock,
     page_size: u64,
     version: Option<CgroupVersion>,
-    host: HostWatch,
+    /// The host's leading edge, and the stall cgroups' own limits explain.
+    host: HostJudge,
+    explained: ExplainedStall,
     host_mem: HostMemory,
     sampler: background::SamplerThread,
     recorder: background::Recorder,

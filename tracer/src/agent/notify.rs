@@ -1,10 +1,11 @@
 //! Telling people: alerts go to the sinks' own threads (never blocking the
-//! loop), and the host's leading-edge findings become alerts.
+//! loop), and the host's leading edge: readings judged on the loop, a
+//! slide into exhaustion alerted before anything else is done.
 
 use super::Agent;
 use crate::act::alert::{Alert, Details};
 use crate::config::AlertEvent;
-use crate::policy::host::{Finding, HostWatch};
+use crate::policy::host::{Finding, HostPoint};
 use crate::sys::cgroupfs::HostMemory;
 use crate::sys::psi::PsiLine;
 
@@ -39,16 +40,30 @@ impl Agent {
         });
     }
 
-    /// A PSI trigger fired: judge it against fresh host memory.
-    pub(super) fn on_psi(&mut self, line: PsiLine) {
-        self.host_mem = HostMemory::read();
-        let f = HostWatch::psi(&self.cfg.host, line, &self.host_mem);
-        self.host_alert(f, crate::clock::mono_now_ns());
+    /// A PSI trigger fired: judge the host now, not at the next tick.
+    pub(super) fn on_psi(&mut self, _line: PsiLine) {
+        self.judge_host(crate::clock::mono_now_ns());
     }
 
-    /// A leading-edge finding about the host: log and alert.
-    pub(super) fn host_alert(&self, f: Finding, at: u64) {
-        log::warn!("host: {}", f.summary);
+    /// Reads the host (two small procfs files, on the loop: the alert must
+    /// not wait for the sampler, which a dying box stalls first) and
+    /// alerts when a slide into exhaustion starts.
+    pub(super) fn judge_host(&mut self, now: u64) {
+        self.host_mem = HostMemory::read();
+        let point = HostPoint {
+            ts_ns: now,
+            mem: self.host_mem,
+            explained_some_us: self.explained.some_us,
+            explained_full_us: self.explained.full_us,
+        };
+        if let Some(f) = self.host.observe(&self.cfg.host, point, &self.explained) {
+            self.host_alert(f, now);
+        }
+    }
+
+    /// The host is sliding into exhaustion: alert first, then log.
+    fn host_alert(&self, f: Finding, at: u64) {
+        let summary = f.summary.clone();
         self.alert(
             AlertEvent::Host,
             None,
@@ -58,5 +73,6 @@ impl Agent {
             false,
             at,
         );
+        log::warn!("host: {summary}");
     }
 }

@@ -19,15 +19,8 @@ impl Agent {
                 return;
             }
         };
-        log::info!(
-            "configuration reloaded from {}: {} budget(s), {} alert sink(s)",
-            cfg.source,
-            cfg.budgets.len(),
-            cfg.alerts.len()
-        );
-        let mut policy = Policy::new(cfg.budgets.clone());
-        policy.inherit(&self.policy);
-        self.policy = policy;
+        // Sinks first: one that cannot start (a file that cannot be
+        // opened) keeps the running configuration, as a bad file does.
         let has_exec = |c: &crate::config::AgentConfig| {
             c.alerts
                 .iter()
@@ -37,7 +30,24 @@ impl Agent {
             let hierarchy = self.tracer.caps.kernel.cgroups.memory.clone();
             self.child = std::sync::Arc::new(child_setup(&cfg, hierarchy.as_ref()));
         }
-        self.alerter = Alerter::start(&cfg.alerts, &self.child);
+        self.alerter = match Alerter::start(&cfg.alerts, &self.child) {
+            Ok(a) => a,
+            Err(e) => {
+                self.counters.reloads_failed += 1;
+                log::error!("configuration NOT reloaded, the running one stays: {e}");
+                self.notifier.ready(&self.status_line());
+                return;
+            }
+        };
+        log::info!(
+            "configuration reloaded from {}: {} budget(s), {} alert sink(s)",
+            cfg.source,
+            cfg.budgets.len(),
+            cfg.alerts.len()
+        );
+        let mut policy = Policy::new(cfg.budgets.clone());
+        policy.inherit(&self.policy);
+        self.policy = policy;
         if cfg.agent.kill_log != self.cfg.agent.kill_log {
             self.files.kill_log(match &cfg.agent.kill_log {
                 Some(p) => open_append(p)

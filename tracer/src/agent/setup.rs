@@ -21,7 +21,7 @@ use crate::metrics::page::AgentCounters;
 use crate::model::Model;
 use crate::policy::budget::Policy;
 use crate::policy::estimate::Estimator;
-use crate::policy::host::HostWatch;
+use crate::policy::host::{ExplainedStall, HostJudge};
 use crate::probe::brake::Brake;
 use crate::probe::inflight::InFlight;
 use crate::probe::{LoadOptions, Probe, Tracer};
@@ -90,6 +90,12 @@ impl Agent {
                  cannot be exceeded here; OOM kills and the host's leading edge are still watched"
             );
         }
+        if cfg.host.swap_for.is_some() || cfg.host.mem_available_for.is_some() {
+            log::warn!(
+                "[host] swap_for and mem_available_for are no longer used: the host verdict judges \
+                 how fast memory and swap fall (exhaustion_within, trend_window); remove them"
+            );
+        }
         let throttle = tracer.caps.throttle_measured();
         if !throttle && !cfg.budgets.is_empty() {
             log::warn!(
@@ -126,7 +132,7 @@ impl Agent {
         let page_size = tracer.caps.kernel.page_size;
         let hostname = tracer.caps.kernel.hostname.clone();
         let child = Arc::new(child_setup(&cfg, hierarchy.as_ref()));
-        let alerter = Alerter::start(&cfg.alerts, &child);
+        let alerter = Alerter::start(&cfg.alerts, &child).map_err(anyhow::Error::msg)?;
         let notifier = super::service::Notifier::from_env();
         let watchdog = notifier.watchdog();
         if watchdog.enabled() {
@@ -151,7 +157,8 @@ impl Agent {
             clock,
             page_size,
             version,
-            host: HostWatch::default(),
+            host: HostJudge::default(),
+            explained: ExplainedStall::default(),
             host_mem: HostMemory::default(),
             sampler,
             recorder,

@@ -13,7 +13,6 @@ use crate::kernel::CgroupVersion;
 use crate::metrics::page::{BudgetSeries, BuildInfo, PageInput, SinkCounts, render};
 use crate::model::Hierarchy;
 use crate::policy::budget::Line;
-use crate::sys::cgroupfs::HostMemory;
 use tracer_ebpf::BrakeRule;
 
 /// A cgroup with an event this recent is sampled with its processes.
@@ -47,10 +46,7 @@ impl Agent {
             let decisions = self.policy.evaluate(&self.model, &changed, now);
             self.decide(decisions);
         }
-        self.host_mem = HostMemory::read();
-        for f in self.host.tick(&self.cfg.host, now, &self.host_mem) {
-            self.host_alert(f, now);
-        }
+        self.judge_host(now);
         let active: Vec<u64> = self
             .model
             .cgroups
@@ -74,6 +70,16 @@ impl Agent {
     pub(super) fn on_sample(&mut self, s: Sampled) {
         let Sampled { sample, paths } = s;
         let now = sample.ts_ns;
+        let held: Vec<(u64, &str, &crate::sys::cgroupfs::CgroupMemory)> = sample
+            .cgroups
+            .iter()
+            .filter_map(|c| {
+                let (_, p) = paths.iter().find(|(id, _)| *id == c.id)?;
+                Some((c.id, p.as_ref(), &c.mem))
+            })
+            .collect();
+        self.explained.sample(now, &held);
+        drop(held);
         let estimating =
             !self.tracer.caps.throttle_measured() && self.version == Some(CgroupVersion::V2);
         self.limited_high.clear();
@@ -208,6 +214,7 @@ impl Agent {
             counters: &self.counters,
             alerts: &alerts,
             host: &self.host_mem,
+            host_verdict: self.host.latest,
             process: crate::sys::own::read(self.page_size),
         });
         if let Ok(mut p) = self.page.lock() {

@@ -82,6 +82,22 @@ fn print_summary(cfg: &AgentConfig, dry_run: bool) {
             .collect();
         out!("alert `{}`: {:?} on {}", a.label(), a.kind, on.join(", "));
     }
+    let h = &cfg.host;
+    if h.enabled {
+        out!(
+            "host: alert when swap is under {}% free or MemAvailable under {}%, and together \
+             they are gone within {:?} at the pace of the last {:?}, or tasks stall on memory \
+             (some {}%, full {}% of 10 s, less what cgroups' own limits explain)",
+            h.swap_free_below.0,
+            h.mem_available_below.0,
+            h.exhaustion_within.0,
+            h.trend_window.0,
+            h.psi_some_above.0,
+            h.psi_full_above.0
+        );
+    } else {
+        out!("host: off");
+    }
     out!("metrics: {}", cfg.agent.metrics_listen);
 }
 

@@ -1,6 +1,7 @@
 //! What `--check-config` warns about: a valid file that will not work on
 //! this machine as it is now. Exec programs that are not there,
-//! directories the agent cannot write, budgets that match no cgroup.
+//! directories the agent cannot write, budgets that match no cgroup, keys
+//! that no longer do anything.
 //! Warnings, not errors: the machine may change before the agent needs
 //! them (a service started later makes its cgroup). Unset `url_env` /
 //! `token_env` variables are errors at load, not warnings here: a sink
@@ -38,6 +39,27 @@ pub fn warnings(cfg: &AgentConfig, cgroups: &[String]) -> Vec<Warning> {
             && let Some(why) = not_runnable(Path::new(program))
         {
             warn(table.clone(), "command", format!("{program}: {why}"));
+        }
+        if a.kind == AlertKind::File
+            && let Some(path) = &a.path
+            && !path.exists()
+            && let Some(why) = path.parent().and_then(|d| not_writable_dir(d, true))
+        {
+            warn(table.clone(), "path", format!("{}: {why}", path.display()));
+        }
+    }
+    for (key, set) in [
+        ("swap_for", cfg.host.swap_for.is_some()),
+        ("mem_available_for", cfg.host.mem_available_for.is_some()),
+    ] {
+        if set {
+            warn(
+                "host".into(),
+                key,
+                "no longer used: the host verdict judges how fast memory and swap fall \
+                 (exhaustion_within, trend_window), not how long a level held; remove it"
+                    .into(),
+            );
         }
     }
     let agent = &cfg.agent;

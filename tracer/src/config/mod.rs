@@ -237,8 +237,34 @@ impl AgentConfig {
                             );
                         }
                     }
-                    if a.url.is_some() || a.url_env.is_some() {
-                        return fail("exec alerts take `command`, not `url`".into());
+                    if a.url.is_some() || a.url_env.is_some() || a.path.is_some() {
+                        return fail("exec alerts take `command`, not `url` or `path`".into());
+                    }
+                }
+                AlertKind::File => {
+                    match &a.path {
+                        Some(p) if p.is_absolute() => {}
+                        Some(p) => {
+                            return fail_at(
+                                "path",
+                                format!(
+                                    "path `{}` is relative: the agent runs from / under systemd; give an absolute path",
+                                    p.display()
+                                ),
+                            );
+                        }
+                        None => {
+                            return fail(
+                                "file alerts need `path = \"/var/log/memtrace/alerts.jsonl\"` (or a device such as /dev/virtio-ports/NAME)"
+                                    .into(),
+                            );
+                        }
+                    }
+                    if a.url.is_some() || a.url_env.is_some() || a.command.is_some() {
+                        return fail("file alerts take `path`, not `url` or `command`".into());
+                    }
+                    if a.token.is_some() || a.token_env.is_some() || a.ca_file.is_some() {
+                        return fail("`token` and `ca_file` are for webhook alerts".into());
                     }
                 }
                 _ => {
@@ -260,6 +286,9 @@ impl AgentConfig {
                     if a.command.is_some() {
                         return fail("`command` is for exec alerts".into());
                     }
+                    if a.path.is_some() {
+                        return fail("`path` is for file alerts".into());
+                    }
                 }
             }
             if a.token.is_some() && a.token_env.is_some() {
@@ -276,6 +305,20 @@ impl AgentConfig {
             return Err(at(
                 find_key(text, "psi_window"),
                 "psi_window must be between 500ms and 10s".into(),
+            ));
+        }
+        if !(Duration::from_secs(10)..=Duration::from_secs(3600)).contains(&host.trend_window.0) {
+            return Err(at(
+                find_key(text, "trend_window"),
+                "trend_window must be between 10s and 1h: a slope needs several samples, and the agent keeps an hour".into(),
+            ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600))
+            .contains(&host.exhaustion_within.0)
+        {
+            return Err(at(
+                find_key(text, "exhaustion_within"),
+                "exhaustion_within must be between 1s and 24h".into(),
             ));
         }
         for (key, stall) in [

@@ -135,6 +135,10 @@ pub enum AlertKind {
     Slack,
     /// Run a program (argv, no shell) with the alert in its environment.
     Exec,
+    /// Append one JSON line per alert to a path opened when the agent
+    /// starts: a file, or a device such as a virtio-serial port whose far
+    /// end is off the box.
+    File,
 }
 
 /// Events an alert sink can be sent.
@@ -200,6 +204,9 @@ pub struct AlertConfig {
     /// Program and arguments (exec).
     #[serde(default)]
     pub command: Option<Vec<String>>,
+    /// Where a `file` sink writes (absolute).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
     /// Which events; default all.
     #[serde(default)]
     pub on: Option<Vec<AlertEvent>>,
@@ -260,33 +267,48 @@ impl AlertConfig {
     }
 }
 
-/// `[host]`: leading-edge alerts on the whole machine.
+/// `[host]`: the host's leading edge, one verdict judged from several
+/// signals together (see [`crate::policy::host`]).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Alert when free swap stays below this share of total swap ...
+    /// Swap counts as low below this share of total swap ...
     #[serde(default = "default_swap_below")]
     pub swap_free_below: Percent,
-    /// ... for this long.
-    #[serde(default = "default_swap_for")]
-    pub swap_for: Dur,
-    /// Alert when MemAvailable stays below this share of MemTotal ...
+    /// ... MemAvailable below this share of MemTotal.
     #[serde(default = "default_avail_below")]
     pub mem_available_below: Percent,
-    /// ... for this long.
-    #[serde(default = "default_avail_for")]
-    pub mem_available_for: Dur,
-    /// PSI trigger: alert when tasks stalled on memory (`some`) for this
-    /// long within `psi_window`.
+    /// The box is sliding when its free memory and swap, at the pace of
+    /// the last `trend_window`, would be gone within this long.
+    #[serde(default = "default_exhaustion_within")]
+    pub exhaustion_within: Dur,
+    /// The recent slope is a least-squares fit over this much history.
+    #[serde(default = "default_trend_window")]
+    pub trend_window: Dur,
+    /// Memory pressure counts when tasks that no cgroup limit of their own
+    /// explains stalled (`some`) this share of the last 10 s ...
+    #[serde(default = "default_psi_some_above")]
+    pub psi_some_above: Percent,
+    /// ... or every task stalled (`full`) this share.
+    #[serde(default = "default_psi_full_above")]
+    pub psi_full_above: Percent,
+    /// Kernel PSI triggers that make the agent judge at once, not at the
+    /// next second: some task stalled this long within `psi_window`.
     #[serde(default = "default_psi_some")]
     pub psi_some_stall: Dur,
-    /// PSI trigger on `full` stalls (every task stalled).
+    /// The same for `full` stalls (every task stalled).
     #[serde(default = "default_psi_full")]
     pub psi_full_stall: Dur,
     #[serde(default = "default_psi_window")]
     pub psi_window: Dur,
+    /// No longer used (the verdict judges the trend, not how long a level
+    /// held): accepted so that an older file still loads, with a warning.
+    #[serde(default)]
+    pub swap_for: Option<Dur>,
+    #[serde(default)]
+    pub mem_available_for: Option<Dur>,
 }
 
 fn yes() -> bool {
@@ -295,14 +317,20 @@ fn yes() -> bool {
 fn default_swap_below() -> Percent {
     Percent(15.0)
 }
-fn default_swap_for() -> Dur {
-    Dur(Duration::from_secs(60))
-}
 fn default_avail_below() -> Percent {
     Percent(10.0)
 }
-fn default_avail_for() -> Dur {
-    Dur(Duration::from_secs(30))
+fn default_exhaustion_within() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+fn default_trend_window() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn default_psi_some_above() -> Percent {
+    Percent(10.0)
+}
+fn default_psi_full_above() -> Percent {
+    Percent(5.0)
 }
 // Windows are a multiple of 2 s: the kernel requires it of processes
 // without CAP_SYS_RESOURCE, which containers and sandboxes often drop.
@@ -321,12 +349,16 @@ impl Default for HostConfig {
         Self {
             enabled: true,
             swap_free_below: default_swap_below(),
-            swap_for: default_swap_for(),
             mem_available_below: default_avail_below(),
-            mem_available_for: default_avail_for(),
+            exhaustion_within: default_exhaustion_within(),
+            trend_window: default_trend_window(),
+            psi_some_above: default_psi_some_above(),
+            psi_full_above: default_psi_full_above(),
             psi_some_stall: default_psi_some(),
             psi_full_stall: default_psi_full(),
             psi_window: default_psi_window(),
+            swap_for: None,
+            mem_available_for: None,
         }
     }
 }

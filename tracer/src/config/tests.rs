@@ -43,7 +43,8 @@ min_interval = "5m"
 
 [host]
 swap_free_below = "15%"
-swap_for = "2m"
+exhaustion_within = "3m"
+trend_window = "90s"
 "#;
 
 /// The environment FULL's `*_env` keys name.
@@ -92,7 +93,9 @@ fn full_example_parses() {
     );
     assert!(c.alerts[1].wants(AlertEvent::Host));
     assert_eq!(c.alerts[2].min_interval.0, Duration::from_secs(300));
-    assert_eq!(c.host.swap_for.0, Duration::from_secs(120));
+    assert_eq!(c.host.exhaustion_within.0, Duration::from_secs(180));
+    assert_eq!(c.host.trend_window.0, Duration::from_secs(90));
+    assert_eq!(c.host.mem_available_below.0, 10.0);
     assert_eq!(c.agent.metrics_listen, "127.0.0.1:9999");
     assert_eq!(c.record_max_bytes, 256 << 20);
     assert!(c.kills());
@@ -374,4 +377,65 @@ fn the_packaged_default_is_valid_and_kills_nothing() {
     assert!(!c.kills());
     assert!(c.alerts.is_empty());
     assert_eq!(c.budgets.len(), 1);
+}
+
+#[test]
+fn host_keys_are_checked_and_the_old_duration_keys_still_load() {
+    let e = err("[host]\ntrend_window = \"2s\"\n");
+    assert!(
+        e.message.contains("between 10s and 1h") && e.line == Some(2),
+        "{e}"
+    );
+    let e = err("[host]\nexhaustion_within = \"0s\"\n");
+    assert!(e.message.contains("between 1s and 24h"), "{e}");
+    let e = err("[host]\npsi_some_above = \"0%\"\n");
+    assert!(e.message.contains("above 0"), "{e}");
+    // Files written for the older verdict load; --check-config says the
+    // keys do nothing now.
+    let c = AgentConfig::parse(
+        "[host]\nswap_for = \"2m\"\nmem_available_for = \"30s\"\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.host.swap_for.map(|d| d.0), Some(Duration::from_secs(120)));
+    let w = checks::warnings(&c, &[]);
+    assert_eq!(w.iter().filter(|w| w.table == "host").count(), 2, "{w:#?}");
+}
+
+#[test]
+fn file_alerts_need_an_absolute_path_and_nothing_of_a_webhook() {
+    let c = AgentConfig::parse(
+        "[[alert]]\nkind = \"file\"\npath = \"/dev/virtio-ports/memtrace.alerts\"\non = [\"host\"]\n",
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(c.alerts[0].kind, AlertKind::File);
+    assert!(c.alerts[0].wants(AlertEvent::Host));
+    for (text, want, line) in [
+        ("[[alert]]\nkind = \"file\"\n", "file alerts need `path", 1),
+        (
+            "[[alert]]\nkind = \"file\"\npath = \"alerts.jsonl\"\n",
+            "is relative",
+            3,
+        ),
+        (
+            "[[alert]]\nkind = \"file\"\npath = \"/a\"\nurl = \"http://x/\"\n",
+            "take `path`, not `url`",
+            1,
+        ),
+        (
+            "[[alert]]\nkind = \"webhook\"\nurl = \"http://x/\"\npath = \"/a\"\n",
+            "`path` is for file alerts",
+            1,
+        ),
+        (
+            "[[alert]]\nkind = \"exec\"\ncommand = [\"/bin/true\"]\npath = \"/a\"\n",
+            "not `url` or `path`",
+            1,
+        ),
+    ] {
+        let e = err(text);
+        assert!(e.message.contains(want), "{text}: {e}");
+        assert_eq!(e.line, Some(line), "{text}: {e}");
+    }
 }

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use super::Exposition;
 use crate::event::LostKind;
 use crate::model::{Model, RECLAIM_BUCKETS, ReclaimStats};
+use crate::policy::host::Judgement;
 use crate::probe::ProbeReport;
 use crate::sys::cgroupfs::HostMemory;
 pub use crate::sys::own::ProcessUsage;
@@ -93,6 +94,8 @@ pub struct PageInput<'a> {
     pub counters: &'a AgentCounters,
     pub alerts: &'a [SinkCounts],
     pub host: &'a HostMemory,
+    /// The host verdict's latest judgement.
+    pub host_verdict: Judgement,
     pub process: ProcessUsage,
 }
 
@@ -501,6 +504,22 @@ fn host(e: &mut Exposition, i: &PageInput<'_>) {
         "SwapFree from /proc/meminfo.",
         h.swap_free as f64,
     );
+    single(
+        e,
+        "memtrace_host_exhaustion",
+        "gauge",
+        "1 while the agent judges the host to be sliding into memory exhaustion (the `host` \
+         alert's verdict: low on MemAvailable or swap, and falling fast or stalling), else 0.",
+        f64::from(u8::from(i.host_verdict.sliding)),
+    );
+    single(
+        e,
+        "memtrace_host_exhaustion_eta_seconds",
+        "gauge",
+        "Predicted seconds until MemAvailable and free swap together are gone, at the pace of \
+         the recent trend; +Inf while they are not falling.",
+        i.host_verdict.eta_s.unwrap_or(f64::INFINITY),
+    );
     if let Some(p) = h.pressure {
         single(
             e,
@@ -633,6 +652,7 @@ mod tests {
             counters: &counters,
             alerts: &alerts,
             host: &host,
+            host_verdict: Judgement::default(),
             process: ProcessUsage {
                 resident_bytes: 8 << 20,
                 virtual_bytes: 64 << 20,
@@ -676,6 +696,7 @@ mod tests {
             counters: &counters,
             alerts: &alerts,
             host: &host,
+            host_verdict: Judgement::default(),
             process: ProcessUsage::default(),
         });
         assert!(page.contains("# HELP memtrace_cgroup_throttled_seconds_total"));
