@@ -58,7 +58,13 @@ fn serve(mut stream: impl Read + Write) -> Option<Received> {
 impl HttpSink {
     /// Listens on 127.0.0.1 on a free port, answering 200 to every POST.
     pub fn start() -> std::io::Result<Self> {
-        Self::listen(None)
+        Self::listen(None, 0)
+    }
+
+    /// The same on a given port: the receiver a shipped configuration
+    /// names (`http://127.0.0.1:8080/memtrace`).
+    pub fn start_on(port: u16) -> std::io::Result<Self> {
+        Self::listen(None, port)
     }
 
     /// The same over TLS, with this certificate chain and key (PEM), as a
@@ -79,11 +85,11 @@ impl HttpSink {
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .map_err(std::io::Error::other)?;
-        Self::listen(Some(Arc::new(config)))
+        Self::listen(Some(Arc::new(config)), 0)
     }
 
-    fn listen(tls: Option<Arc<rustls::ServerConfig>>) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+    fn listen(tls: Option<Arc<rustls::ServerConfig>>, port: u16) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
         let port = listener.local_addr()?.port();
         let got = Arc::new(Mutex::new(Vec::new()));
         let sink = got.clone();

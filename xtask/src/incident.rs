@@ -29,6 +29,13 @@ pub const INTERVAL_MS: u64 = 100;
 /// limits, one second here (ten requests' worth).
 pub const WATCHDOG_MS: u64 = 1000;
 pub const BASELINE_S: f64 = 5.0;
+/// Where docs/examples/agent.toml's webhook posts.
+const RECEIVER_PORT: u16 = 8080;
+/// The PSI trigger the agent's host alert rested on before the verdict
+/// ("some" 300 ms within 2 s): the contained incident must stall the host
+/// more than this, or the check that it pages no `host` alert proves
+/// nothing.
+const OLD_HOST_TRIGGER_MS: f64 = 300.0;
 /// Consecutive replies within normal latency that make a recovery (1 s).
 pub const RECOVERY_RUN: usize = 10;
 
@@ -87,6 +94,9 @@ pub struct Guard {
     memtrace: bool,
     /// The systemd packages some suites lack (systemd-oomd on bullseye).
     needs_package: Option<&'static str>,
+    /// A real HTTP receiver on this guest loopback port for the guard's
+    /// alerts.
+    receiver_port: Option<u16>,
 }
 
 impl Guard {
@@ -102,6 +112,7 @@ impl Guard {
             collect: Vec::new(),
             memtrace: false,
             needs_package: None,
+            receiver_port: None,
         }
     }
 
@@ -255,9 +266,20 @@ pub fn guards() -> Vec<Guard> {
          30 % of 10 s throttled on `/system.slice/**/t3-serve@*.service`, kill-largest, avoid `^t3$`)",
     );
     g.memtrace = true;
+    // The shipped configuration's sinks read their secrets from the
+    // unit's EnvironmentFile, as an operator sets them up: both point at
+    // a real receiver in the guest (the webhook's own URL in agent.toml is
+    // http://127.0.0.1:8080/memtrace).
+    g.files.push((
+        "/etc/memtrace/secrets.env".into(),
+        format!(
+            "MEMTRACE_DISCORD_URL=http://127.0.0.1:{RECEIVER_PORT}/discord\nMEMTRACE_WEBHOOK_TOKEN=ci-token\n"
+        ),
+    ));
+    g.receiver_port = Some(RECEIVER_PORT);
     g.start.push("memtrace-agent.service");
     g.probes.push(vec![
-        "/usr/local/bin/memtrace",
+        "/usr/bin/memtrace",
         "agent",
         "--check-config",
         "--config",
@@ -326,7 +348,8 @@ pub fn run(
     }
     let root = cmd::workspace_root();
     if g.memtrace {
-        p.binary(&release.join("memtrace"), Some("/usr/local/bin/memtrace"))?;
+        // Where the shipped unit runs it (as the package installs it).
+        p.binary(&release.join("memtrace"), Some("/usr/bin/memtrace"))?;
         for (from, to) in [
             (
                 "docs/examples/memtrace-agent.service",
@@ -355,6 +378,7 @@ pub fn run(
         "observe_s": timing.observe_s,
         "after_recovery_s": timing.after_recovery_s,
         "recovery_run": RECOVERY_RUN,
+        "receiver_port": g.receiver_port,
     });
     let disk = p.build(plan, &run_dir.join("payload.img"))?;
     let label = format!("{} {}", image.suite.name, g.name);
@@ -476,7 +500,8 @@ pub fn ci_case() -> Result<()> {
 pub fn ci_summary(r: &Value) -> String {
     format!(
         "plateau {:.1} s after the spawn, recovery {} s after the plateau (bound {} s), \
-         {} stalls (bound {}), worst gap {:.1} s (bound {} s), boot to runner {} s, VM {} s",
+         {} stalls (bound {}), worst gap {:.1} s (bound {} s), host PSI worst 2 s {} ms, \
+         {} alerts received, boot to runner {} s, VM {} s",
         (r["plateau_ms"].as_f64().unwrap_or(f64::NAN) - r["spawn_ms"].as_f64().unwrap_or(0.0))
             / 1e3,
         r["plateau_to_recovery_s"],
@@ -485,6 +510,8 @@ pub fn ci_summary(r: &Value) -> String {
         bounds::STALLS,
         r["worst_gap_ms"].as_f64().unwrap_or(f64::NAN) / 1e3,
         bounds::WORST_GAP_S,
+        r["host_psi_worst_2s_ms"],
+        r["received"].as_array().map_or(0, Vec::len),
         r["boot_to_runner_s"],
         r["vm_seconds"]
     )
@@ -588,6 +615,43 @@ fn ci_checks(r: &Value) -> Vec<String> {
                 .iter()
                 .filter(|l| l.contains("memtrace"))
                 .collect::<Vec<_>>()
+        ),
+    );
+    // The shipped sinks: the unit's breach and kill went out, and never a
+    // `host` alert, though the whole guest stalled on the unit's memory.
+    let received: Vec<&Value> = r["received"].as_array().into_iter().flatten().collect();
+    let webhook = |event: &str| {
+        received.iter().any(|x| {
+            x["path"] == "/memtrace"
+                && x["body"]["event"] == event
+                && x["body"]["cgroup"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("t3-serve@"))
+        })
+    };
+    check(
+        webhook("breach") && webhook("kill"),
+        format!("the webhook did not get the unit's breach and kill: {received:?}"),
+    );
+    let host: Vec<&&Value> = received
+        .iter()
+        .filter(|x| {
+            x["body"]["event"] == "host"
+                || x["body"]["content"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("memtrace [host]"))
+        })
+        .collect();
+    check(
+        host.is_empty(),
+        format!("a livelock contained in the unit paged the host: {host:?}"),
+    );
+    let stall = r["host_psi_worst_2s_ms"].as_f64().unwrap_or(0.0);
+    check(
+        stall > OLD_HOST_TRIGGER_MS,
+        format!(
+            "the incident stalled the guest only {stall} ms in its worst 2 s (PSI some): \
+             the check that no host alert went out proves nothing"
         ),
     );
     let kill_log: Vec<&str> = r["collected"]["/var/log/memtrace/kills.jsonl"]

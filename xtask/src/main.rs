@@ -8,6 +8,8 @@
 //! - `bench`: the benchmarks behind docs/benchmarks.md.
 //! - `shootout`: the first incident against every OOM guard, in Debian
 //!   guests with systemd (docs/benchmarks.md).
+//! - `thrash`: the second incident, a box thrashing into a blackout:
+//!   memtrace's host alert against the seed's Prometheus rule.
 //! - `fuzz`: the cargo-fuzz targets, longer than CI runs them.
 //! - `dist`: the static binary and the Debian package.
 
@@ -18,6 +20,7 @@ mod rules;
 mod setup;
 mod shootout;
 mod test;
+mod thrash;
 mod vm;
 
 use clap::{Parser, Subcommand};
@@ -47,13 +50,20 @@ enum Task {
     Vmtest(vm::VmtestArgs),
     /// Benchmarks: recording size and speed, frame build and draw with
     /// 1,000 cgroups, top's idle CPU, probe cost (root). Results go to
-    /// target/bench.md; docs/benchmarks.md says how to read them.
+    /// target/bench.md; docs/benchmarks.md says how to read them. Then the
+    /// thrash run (`cargo xtask thrash`).
     Bench,
     /// The first incident (a hog plateaued between MemoryHigh and
     /// MemoryMax) against no guard, earlyoom, systemd-oomd, oomd, nohang
     /// and memtrace's agent, one Debian guest boot each (root, qemu). Writes
     /// the table into docs/benchmarks.md and docs/shootout-latency.svg.
     Shootout(shootout::ShootoutArgs),
+    /// The second incident: a Debian guest with swap on a slow disk thrashes
+    /// until it goes dark, while a real Prometheus on the host scrapes it;
+    /// measures memtrace's host alert against the seed's rule and the
+    /// blackout, and reads the flight recorder back after a power cut
+    /// (root, qemu, about 10-30 minutes). Writes docs/benchmarks.md.
+    Thrash(thrash::ThrashArgs),
     /// The CI's Debian guest case alone: memtrace's agent, started by its
     /// unit, ends the incident in a bookworm guest (root, qemu).
     DebianTest,
@@ -85,6 +95,7 @@ fn main() {
         Task::Vmtest(a) => vm::run(&a),
         Task::Bench => bench(),
         Task::Shootout(a) => shootout::run(&a),
+        Task::Thrash(a) => thrash::run(&a),
         Task::DebianTest => setup::run().and_then(|()| incident::ci_case()),
         Task::DebianImage { suite } => vm::debian::suite(&suite)
             .and_then(|s| vm::debian::image::image(&s))
@@ -123,7 +134,14 @@ fn bench() -> anyhow::Result<()> {
             .current_dir(cmd::workspace_root()),
     )?;
     eprintln!("\nresults written to {}", out.display());
-    Ok(())
+    // The thrash run is a benchmark too: docs/benchmarks.md gets its times.
+    use clap::Parser as _;
+    #[derive(Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        args: thrash::ThrashArgs,
+    }
+    thrash::run(&Defaults::parse_from(["thrash"]).args)
 }
 
 fn run_memtrace(args: &[String]) -> anyhow::Result<()> {

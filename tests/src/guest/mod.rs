@@ -13,6 +13,7 @@ pub mod safety;
 pub mod scenarios;
 pub mod screens;
 pub mod systemd;
+pub mod thrash;
 pub mod workload;
 
 use std::io::Write;

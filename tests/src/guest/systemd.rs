@@ -62,6 +62,11 @@ pub struct Plan {
     pub after_recovery_s: f64,
     /// Consecutive normal replies that make a recovery.
     pub recovery_run: usize,
+    /// A real HTTP receiver on this loopback port for the guard's
+    /// webhooks (memtrace's shipped configuration names 8080); what it
+    /// got goes into the result.
+    #[serde(default)]
+    pub receiver_port: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,13 +125,13 @@ impl Origin {
     }
 }
 
-fn log(msg: &str) {
+pub(crate) fn log(msg: &str) {
     // The unit's output goes to journal and console; the host streams
     // lines containing "debian-guest: " as progress.
     eprintln!("debian-guest: {msg}");
 }
 
-fn sh(program: &str, args: &[&str]) -> Result<String> {
+pub(crate) fn sh(program: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(program)
         .args(args)
         .output()
@@ -144,11 +149,11 @@ fn sh(program: &str, args: &[&str]) -> Result<String> {
     Ok(text)
 }
 
-fn systemctl(args: &[&str]) -> Result<String> {
+pub(crate) fn systemctl(args: &[&str]) -> Result<String> {
     sh("systemctl", args)
 }
 
-fn unit_prop(unit: &str, prop: &str) -> String {
+pub(crate) fn unit_prop(unit: &str, prop: &str) -> String {
     systemctl(&["show", "-p", prop, "--value", unit])
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
@@ -156,8 +161,14 @@ fn unit_prop(unit: &str, prop: &str) -> String {
 
 /// Copies the payload's files into place and reloads systemd.
 fn install(payload: &Path, plan: &Plan) -> Result<()> {
+    install_files(payload, &plan.install, &plan.edits)
+}
+
+/// Copies `files` from the payload into place, applies `edits` (each must
+/// match) and reloads systemd.
+pub fn install_files(payload: &Path, files: &[Install], edits: &[Edit]) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    for f in &plan.install {
+    for f in files {
         let from = payload.join(&f.from);
         let to = PathBuf::from(&f.to);
         if let Some(dir) = to.parent() {
@@ -167,7 +178,7 @@ fn install(payload: &Path, plan: &Plan) -> Result<()> {
             .with_context(|| format!("installing {} as {}", from.display(), to.display()))?;
         std::fs::set_permissions(&to, std::fs::Permissions::from_mode(f.mode))?;
     }
-    for e in &plan.edits {
+    for e in edits {
         let text =
             std::fs::read_to_string(&e.file).with_context(|| format!("reading {}", e.file))?;
         if !text.contains(&e.replace) {
@@ -304,6 +315,8 @@ struct Sample {
     /// /proc/pressure/memory avg10, percent (what nohang reads).
     host_some_avg10: f64,
     host_full_avg10: f64,
+    /// /proc/pressure/memory `some` total, µs.
+    host_some_us: u64,
 }
 
 fn read_sample(cg: &Path, origin: &Origin) -> Sample {
@@ -336,7 +349,24 @@ fn read_sample(cg: &Path, origin: &Origin) -> Sample {
             .unwrap_or(0),
         host_some_avg10: avg10("some"),
         host_full_avg10: avg10("full"),
+        host_some_us: psi_total(&host_psi, "some").unwrap_or(0),
     }
+}
+
+/// The most the host's `some` memory stall grew within any `window_ms`
+/// from `from_ms` on: what a PSI trigger on the whole host sees.
+fn worst_host_stall_ms(samples: &[Sample], from_ms: f64, window_ms: f64) -> f64 {
+    let s: Vec<&Sample> = samples.iter().filter(|s| s.at_ms >= from_ms).collect();
+    let mut worst: u64 = 0;
+    for (i, a) in s.iter().enumerate() {
+        for b in &s[i + 1..] {
+            if b.at_ms - a.at_ms > window_ms {
+                break;
+            }
+            worst = worst.max(b.host_some_us.saturating_sub(a.host_some_us));
+        }
+    }
+    worst as f64 / 1e3
 }
 
 /// The client outside the unit: one connection, a ping every interval,
@@ -469,6 +499,13 @@ pub fn run(payload: &Path, plan: &Plan) -> Result<Value> {
         failed.trim()
     ));
     trace_signals()?;
+    let receiver = match plan.receiver_port {
+        Some(port) => Some(
+            crate::http_sink::HttpSink::start_on(port)
+                .with_context(|| format!("listening on 127.0.0.1:{port} for webhooks"))?,
+        ),
+        None => None,
+    };
 
     for u in &plan.start {
         systemctl(&["start", u]).with_context(|| format!("starting the guard {u}"))?;
@@ -760,8 +797,20 @@ pub fn run(payload: &Path, plan: &Plan) -> Result<Value> {
             (f.clone(), json!(tail_lines(&text, 50)))
         })
         .collect();
+    let received: Vec<Value> = receiver
+        .as_ref()
+        .map(crate::http_sink::HttpSink::all)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| json!({ "path": r.path, "body": r.body }))
+        .collect();
     let more = json!({
         "collected": collected,
+        // What the guard posted to the receiver, in order.
+        "received": received,
+        // The host's worst 2 s of `some` memory stall from the spawn on:
+        // a system-wide PSI trigger of 300 ms in 2 s fires above 300.
+        "host_psi_worst_2s_ms": round1(worst_host_stall_ms(&samples, spawn_ms, 2000.0)),
         "end_ms": round1(end_ms),
         "requests": reqs.len(),
         "requests_after_plateau": after.len(),
@@ -856,6 +905,25 @@ mod tests {
         assert!((k[0].mono_s - 40.123456).abs() < 1e-9);
         assert_eq!(k[1].killer_comm, "systemd-oomd");
         assert_eq!(k[1].sig, 15);
+    }
+
+    #[test]
+    fn the_worst_window_of_host_stall() {
+        let at = |at_ms, host_some_us| Sample {
+            at_ms,
+            host_some_us,
+            ..Sample::default()
+        };
+        let s = [
+            at(0.0, 0),
+            at(1000.0, 100_000),
+            at(2000.0, 500_000),
+            at(3000.0, 550_000),
+            at(4500.0, 600_000),
+        ];
+        // 1000 -> 3000: 450 ms; from 2500 on only 100 ms.
+        assert!((worst_host_stall_ms(&s, 0.0, 2000.0) - 500.0).abs() < 1e-9);
+        assert!((worst_host_stall_ms(&s, 2500.0, 2000.0) - 50.0).abs() < 1e-9);
     }
 
     #[test]

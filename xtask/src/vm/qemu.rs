@@ -85,7 +85,59 @@ pub fn busybox_progress(line: &str) -> bool {
     line.starts_with("init: ") || line.starts_with("vm-guest: ")
 }
 
-pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
+/// A guest that is running: its console as it arrives (with the host's
+/// wall-clock time of each line), and qemu to wait for or kill.
+pub struct Running {
+    pub child: std::process::Child,
+    /// Console lines and when each arrived (host Unix time, seconds).
+    pub console: Arc<Mutex<Vec<(f64, String)>>>,
+    pub results_path: PathBuf,
+    pub started: Instant,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The host's wall clock, Unix seconds.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Running {
+    /// The console lines only.
+    pub fn lines(&self) -> Vec<String> {
+        self.console
+            .lock()
+            .map(|c| c.iter().map(|(_, l)| l.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Kills qemu at once (a power cut for the guest) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.join();
+    }
+
+    fn join(&mut self) {
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+
+    /// The results port's JSON lines so far.
+    pub fn results(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.results_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l.trim()).ok())
+            .collect()
+    }
+}
+
+/// Starts qemu for `spec` and streams its console; see [`boot`] for a
+/// boot that runs to its end.
+pub fn spawn(spec: &BootSpec<'_>) -> Result<Running> {
     std::fs::create_dir_all(&spec.run_dir)?;
     let results_path = spec.run_dir.join("results.jsonl");
     let console_path = spec.run_dir.join("console.log");
@@ -118,7 +170,7 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
         .spawn()
         .context("starting qemu-system-x86_64 (cargo xtask setup installs it)")?;
 
-    let console = Arc::new(Mutex::new(Vec::<String>::new()));
+    let console = Arc::new(Mutex::new(Vec::<(f64, String)>::new()));
     let mut log = std::fs::File::create(&console_path)?;
     let prefix = format!("[{}] ", spec.label);
     let sink = console.clone();
@@ -129,6 +181,7 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
         // report of a boot that hangs), not to the terminal.
         let mut up = false;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let at = unix_now();
             let line = line.trim_end_matches('\r').to_string();
             up |= is_progress(&line);
             if up {
@@ -136,7 +189,7 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
             }
             let _ = writeln!(log, "{line}");
             if let Ok(mut c) = sink.lock() {
-                c.push(line);
+                c.push((at, line));
             }
         }
     });
@@ -147,7 +200,20 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
             eprintln!("[{label} qemu] {line}");
         }
     });
+    Ok(Running {
+        child,
+        console,
+        results_path,
+        started: start,
+        reader: Some(reader),
+    })
+}
 
+pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
+    let mut running = spawn(spec)?;
+    let start = running.started;
+    let console = running.console.clone();
+    let child = &mut running.child;
     let mut timed_out = false;
     let mut seen = 0;
     let mut last_progress = Instant::now();
@@ -159,7 +225,7 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
             break;
         }
         if let Ok(c) = console.lock() {
-            for line in &c[seen..] {
+            for (_, line) in &c[seen..] {
                 if (spec.progress)(line) {
                     if booted {
                         longest_silence = longest_silence.max(last_progress.elapsed());
@@ -195,13 +261,9 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = reader.join();
-    let results = std::fs::read_to_string(&results_path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l.trim()).ok())
-        .collect();
-    let console = console.lock().map(|c| c.clone()).unwrap_or_default();
+    running.join();
+    let results = running.results();
+    let console = running.lines();
     Ok(Boot {
         console,
         results,

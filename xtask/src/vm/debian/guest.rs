@@ -22,6 +22,9 @@ pub struct Disk {
     pub serial: String,
     /// Guest writes go to a temporary overlay, not to the file.
     pub snapshot: bool,
+    /// qemu's I/O limits for the drive (`throttling.bps-total=N,...`): a
+    /// slow disk.
+    pub throttle: Option<String>,
 }
 
 pub struct Guest<'a> {
@@ -50,6 +53,7 @@ impl Guest<'_> {
                 path: payload.to_path_buf(),
                 serial: "payload".into(),
                 snapshot: true,
+                throttle: None,
             }],
             extra: Vec::new(),
             memory_mb: 512,
@@ -73,9 +77,13 @@ impl Guest<'_> {
         for (i, d) in self.disks.iter().enumerate() {
             a.push("-drive".into());
             a.push(format!(
-                "file={},format=raw,if=none,id=disk{i}{}",
+                "file={},format=raw,if=none,id=disk{i}{}{}",
                 d.path.display(),
-                if d.snapshot { ",snapshot=on" } else { "" }
+                if d.snapshot { ",snapshot=on" } else { "" },
+                d.throttle
+                    .as_ref()
+                    .map(|t| format!(",{t}"))
+                    .unwrap_or_default()
             ));
             a.push("-device".into());
             a.push(format!("virtio-blk-pci,drive=disk{i},serial={}", d.serial));
@@ -84,8 +92,8 @@ impl Guest<'_> {
         a
     }
 
-    pub fn boot(&self) -> Result<qemu::Boot> {
-        let spec = qemu::BootSpec {
+    fn spec(&self) -> qemu::BootSpec<'_> {
+        qemu::BootSpec {
             label: &self.label,
             vmlinuz: &self.image.vmlinuz,
             initramfs: None,
@@ -98,7 +106,17 @@ impl Guest<'_> {
             boot_timeout: self.boot_timeout,
             progress_timeout: self.progress_timeout,
             run_dir: self.run_dir.clone(),
-        };
-        qemu::boot(&spec)
+        }
+    }
+
+    /// Boots and runs to the guest's power-off (or a timeout).
+    pub fn boot(&self) -> Result<qemu::Boot> {
+        qemu::boot(&self.spec())
+    }
+
+    /// Starts the guest and returns at once: the caller watches it and
+    /// ends it (the thrash benchmark kills it, a power cut).
+    pub fn spawn(&self) -> Result<qemu::Running> {
+        qemu::spawn(&self.spec())
     }
 }
