@@ -24,6 +24,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// A kill-path feature as `check` found it (`kernel.kill` in its JSON).
+    pub fn kill_feature(&self, name: &str) -> bool {
+        self.capabilities["kernel"]["kill"][name] == true
+    }
+
     fn probe_attached(&self, name: &str) -> bool {
         self.capabilities["probes"].as_array().is_some_and(|ps| {
             ps.iter()
@@ -36,6 +41,7 @@ pub type Scenario = fn(&Ctx, &mut Checks) -> Result<()>;
 
 /// Every scenario by name, in the order the full matrix runs them.
 pub const ALL: &[(&str, Scenario)] = &[
+    ("check", check_features),
     ("livelock", livelock),
     ("oom", oom),
     ("nested", nested),
@@ -596,6 +602,52 @@ fn fallback(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
         }
         None => c.check(false, "no oom_kill event via the tracepoint fallback"),
     }
+    Ok(())
+}
+
+/// `memtrace check` on this kernel: the kill path's features are found
+/// as the kernel's version says they must be (process_mrelease 5.15,
+/// cgroup.kill 5.14), and each one missing is said, in `degraded`, with
+/// what the fallback costs. The scenarios that kill assert the fallback
+/// itself (agent-kill, agent-actions).
+pub fn check_features(ctx: &Ctx, c: &mut Checks) -> Result<()> {
+    let at_least = |want: (u32, u32)| {
+        let mut n = ctx
+            .kernel
+            .split(|ch: char| !ch.is_ascii_digit())
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        (n.next().unwrap_or(0), n.next().unwrap_or(0)) >= want
+    };
+    let degraded: Vec<String> = ctx.capabilities["degraded"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    for (feature, since, says) in [
+        ("process_mrelease", (5, 15), "process_mrelease needs Linux 5.15"),
+        ("cgroup_kill", (5, 14), "cgroup.kill needs Linux 5.14"),
+    ] {
+        let found = ctx.kill_feature(feature);
+        c.metric(feature, found);
+        c.check(
+            found == at_least(since),
+            format!(
+                "{feature}: check found {found} on {}, which is {} {}.{}",
+                ctx.kernel,
+                if at_least(since) { "at least" } else { "older than" },
+                since.0,
+                since.1
+            ),
+        );
+        let said = degraded.iter().any(|d| d.contains(says));
+        c.check(
+            said == !found,
+            format!("{feature} found {found}, but degraded says {said}: {degraded:?}"),
+        );
+    }
+    c.check(
+        ctx.probe_attached("throttle"),
+        format!("the throttle probe did not attach: {}", ctx.capabilities["probes"]),
+    );
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! `cargo xtask vmtest`: memtrace against real memory.high throttling, in
-//! qemu VMs booting Debian's 6.1, 6.12 and 7.2 kernels.
+//! qemu VMs booting Debian's 5.10, 6.1, 6.12, 7.2 and 7.3 kernels.
 //!
 //! One boot per kernel runs every requested scenario in turn; the guest
 //! (`tests/src/bin/vm-guest.rs`) reports one JSON line per scenario on its
@@ -21,7 +21,7 @@ use crate::cmd;
 
 #[derive(Args, Debug, Clone)]
 pub struct VmtestArgs {
-    /// Kernel series: 6.1, 6.12, 7.2, or all (comma-separated list allowed).
+    /// Kernel series: 5.10, 6.1, 6.12, 7.2, 7.3, or all (comma-separated list allowed).
     #[arg(long, default_value = "all")]
     pub kernel: String,
     /// Scenario to run (repeatable); default: all of them.
