@@ -55,7 +55,15 @@ fn threaded_hog(cg: &TestCgroup, threads: u32, until_s: u32) -> Result<Hog> {
     let mut hog = Hog::spawn(
         cg,
         &[
-            "--mb", "64", "--step-mb", "8", "--churn-kb", "256", "--threads", &n, "--ready",
+            "--mb",
+            "64",
+            "--step-mb",
+            "8",
+            "--churn-kb",
+            "256",
+            "--threads",
+            &n,
+            "--ready",
             &ready,
         ],
         until_s,

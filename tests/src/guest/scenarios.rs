@@ -620,10 +620,18 @@ pub fn check_features(ctx: &Ctx, c: &mut Checks) -> Result<()> {
     };
     let degraded: Vec<String> = ctx.capabilities["degraded"]
         .as_array()
-        .map(|d| d.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|d| {
+            d.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     for (feature, since, says) in [
-        ("process_mrelease", (5, 15), "process_mrelease needs Linux 5.15"),
+        (
+            "process_mrelease",
+            (5, 15),
+            "process_mrelease needs Linux 5.15",
+        ),
         ("cgroup_kill", (5, 14), "cgroup.kill needs Linux 5.14"),
     ] {
         let found = ctx.kill_feature(feature);
@@ -633,20 +641,27 @@ pub fn check_features(ctx: &Ctx, c: &mut Checks) -> Result<()> {
             format!(
                 "{feature}: check found {found} on {}, which is {} {}.{}",
                 ctx.kernel,
-                if at_least(since) { "at least" } else { "older than" },
+                if at_least(since) {
+                    "at least"
+                } else {
+                    "older than"
+                },
                 since.0,
                 since.1
             ),
         );
         let said = degraded.iter().any(|d| d.contains(says));
         c.check(
-            said == !found,
+            said != found,
             format!("{feature} found {found}, but degraded says {said}: {degraded:?}"),
         );
     }
     c.check(
         ctx.probe_attached("throttle"),
-        format!("the throttle probe did not attach: {}", ctx.capabilities["probes"]),
+        format!(
+            "the throttle probe did not attach: {}",
+            ctx.capabilities["probes"]
+        ),
     );
     Ok(())
 }
