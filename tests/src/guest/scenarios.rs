@@ -100,6 +100,17 @@ fn start_events() -> Result<EventsRun> {
     )
 }
 
+/// Records memtrace's own count of records it lost (ring buffer full), so a
+/// PSI mismatch says whether memtrace knew it missed something.
+fn lost_metric(c: &mut Checks, events: &[Value]) {
+    let lost: u64 = events
+        .iter()
+        .filter(|e| e["type"] == "lost")
+        .filter_map(|e| e["count"].as_u64())
+        .sum();
+    c.metric("lost_records", lost);
+}
+
 /// Compares memtrace's throttled time with the kernel's PSI `some` total.
 fn check_psi(c: &mut Checks, label: &str, union_ns: u64, ev: &Evidence) {
     let union_ms = union_ns as f64 / 1e6;
@@ -161,6 +172,7 @@ fn livelock(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     stop(&mut server);
     let server_pid = u64::from(server.id());
     let events = events.stop()?;
+    lost_metric(c, &events);
 
     c.check(
         status.success(),
@@ -329,6 +341,7 @@ fn nested(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     std::thread::sleep(Duration::from_secs(1));
     let after = Evidence::read(&parent)?.since(&before);
     let events = events.stop()?;
+    lost_metric(c, &events);
     drop(child);
 
     c.check(
@@ -459,6 +472,7 @@ fn many(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
         afters.push(Evidence::read(cg)?.since(before));
     }
     let events = events.stop()?;
+    lost_metric(c, &events);
 
     for ((cg, _, _), after) in groups.iter().zip(&afters) {
         let pids: Vec<u64> = hogs
@@ -553,6 +567,7 @@ fn fallback(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     let _ = victim.wait()?;
     let oom = events.wait_for(EVENT_LATENCY, |e| e["type"] == "oom_kill");
     let events = events.stop()?;
+    lost_metric(c, &events);
 
     c.check(
         status.success(),
