@@ -68,6 +68,7 @@ pub use event::{Comm, Event, Reclaim, Task, Throttle};
 pub use kernel::{CgroupLayout, CgroupVersion, MemoryHierarchy};
 pub use model::{IntervalUnion, Model};
 pub use record::{Header, Record, chunk, reader, writer};
-pub use report::{build as build_report, export};
+pub use report::perfetto::perfetto;
+pub use report::{build as build_report, build_from as build_report_from, export};
 pub use screen::view::{Identity, View};
 pub use sys::registry::CgroupRegistry;

@@ -11,13 +11,15 @@ use anyhow::{Context, Result, bail};
 use crate::cmd;
 
 /// Debian packages: LLVM 22 for bpf-linker, qemu/busybox/cpio for the VM
-/// tests, tmux for the terminal tests.
-const APT_PACKAGES: [&str; 5] = [
+/// tests, tmux for the terminal tests, protoc to check Perfetto exports
+/// against Perfetto's schema.
+const APT_PACKAGES: [&str; 6] = [
     "llvm-22-dev",
     "qemu-system-x86",
     "busybox-static",
     "cpio",
     "tmux",
+    "protobuf-compiler",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";

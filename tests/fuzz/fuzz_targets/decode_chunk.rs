@@ -18,15 +18,17 @@ fuzz_target!(|data: &[u8]| {
     let Ok(decoded) = chunk::decode(&data[12..], base, count) else {
         return;
     };
-    let mut rec = Recording {
+    let rec = Recording {
         records: decoded.records,
         cgroups: decoded.cgroups.into_iter().collect(),
         ..Default::default()
     };
     let _ = memtrace::build_report(&rec).markdown();
     let sink = &mut std::io::sink();
-    let _ = memtrace::export::perfetto(&rec, sink);
-    let _ = memtrace::export::csv_events(&rec, sink);
-    let _ = memtrace::export::csv_samples(&rec, sink);
-    let _ = memtrace::export::jsonl(&mut rec, sink);
+    let r = &rec.records;
+    let _ = memtrace::perfetto(&rec, r, sink);
+    let _ = memtrace::export::chrome_json(&rec, r, sink);
+    let _ = memtrace::export::csv_events(&rec, r, sink);
+    let _ = memtrace::export::csv_samples(&rec, r, sink);
+    let _ = memtrace::export::jsonl(&rec, r, sink);
 });

@@ -23,8 +23,11 @@ pub struct ReportArgs {
     pub markdown: bool,
 }
 
-fn open(file: &std::path::Path) -> anyhow::Result<reader::Recording> {
-    let rec = reader::read(file).with_context(|| format!("reading {}", file.display()))?;
+/// Reads a recording through once (tables, span, integrity) and says what
+/// was damaged; the records are streamed afterwards from `input`.
+fn open(file: &std::path::Path) -> anyhow::Result<(reader::Input, reader::Recording)> {
+    let input = reader::Input::File(file.to_path_buf());
+    let rec = reader::scan(&input).with_context(|| format!("reading {}", file.display()))?;
     if !rec.damaged.is_empty() || rec.torn_tail.is_some() {
         eprintln!(
             "memtrace: {}: {} damaged chunk(s) skipped{}; everything else was read",
@@ -37,12 +40,20 @@ fn open(file: &std::path::Path) -> anyhow::Result<reader::Recording> {
             }
         );
     }
-    Ok(rec)
+    Ok((input, rec))
+}
+
+/// The records, a second time, streamed.
+fn records(input: &reader::Input, file: &std::path::Path) -> anyhow::Result<reader::Stream> {
+    input
+        .open()
+        .with_context(|| format!("reading {}", file.display()))
 }
 
 pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
-    let rec = open(&args.file)?;
-    let r = crate::report::build(&rec);
+    let (input, rec) = open(&args.file)?;
+    let sorted = reader::Sorted::new(records(&input, &args.file)?);
+    let r = crate::report::build_from(&rec, sorted);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let written = if args.json {
         serde_json::to_writer_pretty(&mut out, &r)
@@ -65,8 +76,11 @@ fn finish(written: std::io::Result<()>, what: &'static str) -> anyhow::Result<u8
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Format {
-    /// Chrome trace-event JSON: open it in ui.perfetto.dev.
+    /// Perfetto's protobuf trace: open it in ui.perfetto.dev (any size).
     Perfetto,
+    /// Chrome trace-event JSON (ui.perfetto.dev, chrome://tracing), for
+    /// small recordings.
+    ChromeJson,
     /// One JSON object per record.
     Jsonl,
     /// A table for spreadsheets (events; with --samples, the samples).
@@ -87,7 +101,7 @@ pub struct ExportArgs {
 }
 
 pub fn export(args: ExportArgs) -> anyhow::Result<u8> {
-    let mut rec = open(&args.file)?;
+    let (input, rec) = open(&args.file)?;
     if let Some(p) = &args.output
         && same_file(p, &args.file)
     {
@@ -103,11 +117,14 @@ pub fn export(args: ExportArgs) -> anyhow::Result<u8> {
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
+    let r = records(&input, &args.file)?;
+    use crate::report::{export, perfetto};
     let result = match args.format {
-        Format::Perfetto => crate::report::export::perfetto(&rec, &mut out),
-        Format::Jsonl => crate::report::export::jsonl(&mut rec, &mut out),
-        Format::Csv if args.samples => crate::report::export::csv_samples(&rec, &mut out),
-        Format::Csv => crate::report::export::csv_events(&rec, &mut out),
+        Format::Perfetto => perfetto::perfetto(&rec, r, &mut out),
+        Format::ChromeJson => export::chrome_json(&rec, r, &mut out),
+        Format::Jsonl => export::jsonl(&rec, r, &mut out),
+        Format::Csv if args.samples => export::csv_samples(&rec, r, &mut out),
+        Format::Csv => export::csv_events(&rec, r, &mut out),
     };
     finish(result.and_then(|()| out.flush()), "writing the export")
 }

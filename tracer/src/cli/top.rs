@@ -72,14 +72,14 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
         .into());
     }
     check_interval(args.interval)?;
-    let rec =
-        reader::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    need_terminal()?;
     let name = args.file.file_name().map_or_else(
         || args.file.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let mut source = ReplaySource::new(rec, name, args.speed);
+    let input = reader::Input::File(args.file.clone());
+    let mut source = ReplaySource::new(input, name, args.speed)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    need_terminal()?;
     memtrace_ui::run(&mut source, Mode::Replay, args.interval).context("terminal")?;
     Ok(0)
 }
