@@ -10,7 +10,7 @@
 //! it found accumulates in [`Stream::info`] as it goes. [`Sorted`] puts
 //! the records in time order through a bounded reorder window.
 
-use std::collections::BinaryHeap;
+use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -495,37 +495,14 @@ pub const REORDER_NS: u64 = 5_000_000_000;
 /// At most this many records wait in the window.
 pub const REORDER_MAX: usize = 1 << 18;
 
-struct Pending {
-    ts: u64,
-    seq: u64,
-    record: Record,
-}
-
-impl PartialEq for Pending {
-    fn eq(&self, o: &Self) -> bool {
-        (self.ts, self.seq) == (o.ts, o.seq)
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Pending {
-    // Reversed: BinaryHeap is a max-heap, and the earliest goes first.
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (o.ts, o.seq).cmp(&(self.ts, self.seq))
-    }
-}
-
 /// Records in time order (ties in file order, as a stable sort leaves
 /// them), through a window of [`REORDER_NS`] and at most [`REORDER_MAX`]
 /// records. A record later than that comes out of order, and is counted.
 pub struct Sorted<I> {
     inner: I,
-    heap: BinaryHeap<Pending>,
-    seq: u64,
+    /// Waiting records, in time order. Records come nearly in order, so
+    /// each is inserted a few places from the back at most.
+    window: VecDeque<(u64, Record)>,
     newest: u64,
     last_out: u64,
     exhausted: bool,
@@ -537,8 +514,7 @@ impl<I: Iterator<Item = Record>> Sorted<I> {
     pub fn new(inner: I) -> Self {
         Self {
             inner,
-            heap: BinaryHeap::new(),
-            seq: 0,
+            window: VecDeque::new(),
             newest: 0,
             last_out: 0,
             exhausted: false,
@@ -547,10 +523,10 @@ impl<I: Iterator<Item = Record>> Sorted<I> {
     }
 
     fn ready(&self) -> bool {
-        self.heap.peek().is_some_and(|p| {
+        self.window.front().is_some_and(|(ts, _)| {
             self.exhausted
-                || self.heap.len() > REORDER_MAX
-                || p.ts.saturating_add(REORDER_NS) <= self.newest
+                || self.window.len() > REORDER_MAX
+                || ts.saturating_add(REORDER_NS) <= self.newest
         })
     }
 }
@@ -569,15 +545,19 @@ impl<I: Iterator<Item = Record>> Iterator for Sorted<I> {
                 self.late += 1;
             }
             self.newest = self.newest.max(ts);
-            self.heap.push(Pending {
-                ts,
-                seq: self.seq,
-                record: r,
-            });
-            self.seq += 1;
+            // After every record of the same time or earlier: ties stay in
+            // file order, as a stable sort leaves them.
+            let at = self.window.len()
+                - self
+                    .window
+                    .iter()
+                    .rev()
+                    .take_while(|(t, _)| *t > ts)
+                    .count();
+            self.window.insert(at, (ts, r));
         }
-        let p = self.heap.pop()?;
-        self.last_out = self.last_out.max(p.ts);
-        Some(p.record)
+        let (ts, r) = self.window.pop_front()?;
+        self.last_out = self.last_out.max(ts);
+        Some(r)
     }
 }

@@ -2,23 +2,27 @@
 //! root). Prints a Markdown table; docs/benchmarks.md holds the last
 //! results and how to reproduce them.
 //!
-//! - recording: bytes per event and encode+write throughput;
-//! - reading: recordings parsed per second;
+//! - recording ([`recording`]): bytes per event, write and read speed, and
+//!   report, export and replay of a one-hour recording (time and peak
+//!   memory of each, as its own process);
+//! - the event path ([`pipeline`]): decode → model on one core, and the
+//!   real programs driven through BPF_PROG_TEST_RUN into the ring buffer;
+//! - the agent at 1,000 watched cgroups ([`agent`]): resident, locked,
+//!   idle CPU;
 //! - screens: building a frame from a model of 1,000 cgroups, and drawing
 //!   it at 80×24 and 200×60;
 //! - `memtrace top` CPU use on an idle machine, at the default refresh;
 //! - probe cost: the kernel's own run time per program invocation
 //!   (`kernel.bpf_stats_enabled`) during a real memcg squeeze.
 
+mod recording;
+
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use memtrace::CgroupRegistry;
 use memtrace::Clock;
-use memtrace::Header;
 use memtrace::Model;
-use memtrace::reader;
-use memtrace::writer::{Fsync, Writer};
 use memtrace::{Comm, Event, Reclaim, Task, Throttle};
 use memtrace::{Identity, View};
 use memtrace_ui::canvas::{Theme, draw};
@@ -26,10 +30,25 @@ use memtrace_ui::{App, Mode, Source};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
-const SEC: u64 = 1_000_000_000;
+pub const SEC: u64 = 1_000_000_000;
+
+/// The results table.
+pub struct Rows(Vec<String>);
+
+impl Rows {
+    pub fn row(&mut self, what: &str, result: String, notes: &str) {
+        println!("| {what} | {result} | {notes} |");
+        self.0.push(format!("| {what} | {result} | {notes} |"));
+    }
+
+    fn push(&mut self, line: String) {
+        println!("{line}");
+        self.0.push(line);
+    }
+}
 
 /// Runs `f` `n` times; returns the median and p90 of one run.
-fn measure(n: usize, mut f: impl FnMut()) -> (Duration, Duration) {
+pub fn measure(n: usize, mut f: impl FnMut()) -> (Duration, Duration) {
     let mut v: Vec<Duration> = (0..n)
         .map(|_| {
             let t = Instant::now();
@@ -41,87 +60,7 @@ fn measure(n: usize, mut f: impl FnMut()) -> (Duration, Duration) {
     (v[n / 2], v[(n * 9 / 10).min(n - 1)])
 }
 
-fn events(n: u64) -> Vec<Event> {
-    (0..n)
-        .map(|i| {
-            let ts = SEC + i * 50_000;
-            let task = Task {
-                pid: 1000 + (i % 40) as u32,
-                tgid: 1000 + (i % 40) as u32,
-                comm: Comm::new(["ugrep", "node", "postgres", "t3"][(i % 4) as usize]),
-            };
-            if i % 3 == 0 {
-                Event::Throttle(Throttle {
-                    ts_ns: ts + 2_000_000,
-                    start_ns: ts,
-                    task,
-                    memcg_id: 5000 + i % 8,
-                    over_high_id: 5000 + i % 8,
-                    reclaim_ns: 40_000 + i % 1000,
-                    reclaimed_pages: i % 5,
-                    nr_pages: 64,
-                })
-            } else {
-                Event::Reclaim(Reclaim {
-                    ts_ns: ts + 80_000,
-                    start_ns: ts,
-                    task,
-                    memcg_id: 5000 + i % 8,
-                    memcg_exact: false,
-                    in_throttle: i % 2 == 0,
-                    nr_reclaimed: i % 64,
-                })
-            }
-        })
-        .collect()
-}
-
-fn recording(out: &mut Vec<String>) {
-    let n = 200_000u64;
-    let evs = events(n);
-    let dir = std::env::temp_dir();
-    let path = dir.join(format!("memtrace-bench-{}.mtr", std::process::id()));
-    let paths = |id: u64| {
-        Some(std::sync::Arc::<str>::from(
-            format!("/kubepods.slice/pod-{id}").as_str(),
-        ))
-    };
-    let (median, p90) = measure(5, || {
-        let mut w = Writer::create(&path, &Header::default(), Fsync::Never, true).unwrap();
-        for (i, e) in evs.iter().enumerate() {
-            w.event(e, &mut |id| paths(id)).unwrap();
-            if i % 20_000 == 0 {
-                w.flush().unwrap();
-            }
-        }
-        w.close().unwrap();
-    });
-    let size = std::fs::metadata(&path).unwrap().len();
-    out.push(format!(
-        "| record: bytes per event (2/3 reclaim, 1/3 throttle) | {:.1} B | |",
-        size as f64 / n as f64
-    ));
-    out.push(format!(
-        "| record: encode and write {n} events (page cache) | {:.0} ms, {:.2} M events/s | p90 {:.0} ms |",
-        median.as_secs_f64() * 1e3,
-        n as f64 / median.as_secs_f64() / 1e6,
-        p90.as_secs_f64() * 1e3
-    ));
-    let bytes = std::fs::read(&path).unwrap();
-    let (median, _) = measure(5, || {
-        let r = reader::parse(&bytes).unwrap();
-        assert_eq!(r.records.len() as u64, n);
-    });
-    out.push(format!(
-        "| read: parse {:.1} MiB ({n} events) | {:.0} ms, {:.2} M events/s | |",
-        bytes.len() as f64 / (1 << 20) as f64,
-        median.as_secs_f64() * 1e3,
-        n as f64 / median.as_secs_f64() / 1e6
-    ));
-    let _ = std::fs::remove_file(&path);
-}
-
-fn screens(out: &mut Vec<String>) {
+fn screens(out: &mut Rows) {
     let cgroups = 1000u64;
     let paths: Vec<(u64, String)> = (0..cgroups)
         .map(|i| (10 + i, format!("/kubepods.slice/pod-{i:04}")))
@@ -221,7 +160,7 @@ fn proc_cpu_ticks(pid: u32) -> Option<u64> {
     Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
 }
 
-fn top_cpu(out: &mut Vec<String>, memtrace: &str) {
+fn top_cpu(out: &mut Rows, memtrace: &str) {
     let socket = format!("memtrace-bench-{}", std::process::id());
     let tmux = |args: &[&str]| {
         std::process::Command::new("tmux")
@@ -302,7 +241,7 @@ fn prog_stats(pid: u32) -> Vec<(String, u64, u64)> {
     v
 }
 
-fn probe_cost(out: &mut Vec<String>, memtrace: &str) {
+fn probe_cost(out: &mut Rows, memtrace: &str) {
     let stats = "/proc/sys/kernel/bpf_stats_enabled";
     let before = std::fs::read_to_string(stats).unwrap_or_default();
     if std::fs::write(stats, "1").is_err() {
@@ -353,26 +292,40 @@ fn probe_cost(out: &mut Vec<String>, memtrace: &str) {
 }
 
 fn main() {
-    let memtrace = memtrace_tests::run::workspace_bin("memtrace")
-        .display()
-        .to_string();
-    let mut rows = vec![
-        "| what | result | notes |".to_string(),
-        "|---|---|---|".to_string(),
-    ];
-    recording(&mut rows);
-    screens(&mut rows);
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        top_cpu(&mut rows, &memtrace);
-        probe_cost(&mut rows, &memtrace);
-    } else {
-        rows.push("| top CPU, probe cost | not measured: needs root | |".into());
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--replay") {
+        recording::replay_to_end(&args[2]);
+        return;
     }
-    let text = rows.join("\n");
-    println!("{text}");
-    if let Some(path) = std::env::args().nth(1) {
-        let mut f = std::fs::File::create(&path).unwrap();
+    let memtrace = memtrace_tests::run::workspace_bin("memtrace");
+    let mut rows = Rows(Vec::new());
+    rows.push("| what | result | notes |".to_string());
+    rows.push("|---|---|---|".to_string());
+    // MEMTRACE_BENCH=recording,screens runs only those sections.
+    let only = std::env::var("MEMTRACE_BENCH").unwrap_or_default();
+    let want = |s: &str| only.is_empty() || only.split(',').any(|o| o == s);
+    if want("recording") {
+        recording::size_and_speed(&mut rows);
+        recording::one_hour(&mut rows, &memtrace);
+    }
+    if want("screens") {
+        screens(&mut rows);
+    }
+    let memtrace = memtrace.display().to_string();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        rows.push("| top CPU, probe cost, agent | not measured: needs root | |".into());
+    }
+    if root && want("top") {
+        top_cpu(&mut rows, &memtrace);
+    }
+    if root && want("probes") {
+        probe_cost(&mut rows, &memtrace);
+    }
+    let text = rows.0.join("\n");
+    if let Some(path) = args.get(1) {
+        let mut f = std::fs::File::create(path).unwrap();
         writeln!(f, "{text}").unwrap();
     }
 }
