@@ -25,8 +25,8 @@
 //! Delivering a kill needs no allocation and no file I/O: every second the
 //! loop prepares each watched cgroup's victim (its pidfd opened and
 //! verified), and the breach handler only signals it. The agent locks its
-//! memory, lowers its own OOM score, raises its priority and never counts
-//! or kills itself.
+//! memory once set up (the pages it uses, kill path included), lowers its
+//! own OOM score, raises its priority and never counts or kills itself.
 
 mod enforce;
 mod events;
@@ -135,6 +135,7 @@ impl Agent {
         let (psi_tx, mut psi_rx) = mpsc::unbounded_channel();
         self.start_psi_triggers(psi_tx);
         self.tick(mono_now_ns());
+        setup::lock_memory();
         self.log_ready(&metrics_at);
 
         loop {

@@ -100,6 +100,8 @@ pub struct ExportArgs {
     pub samples: bool,
 }
 
+const OUT_BUFFER: usize = 1 << 20;
+
 pub fn export(args: ExportArgs) -> anyhow::Result<u8> {
     let (input, rec) = open(&args.file)?;
     if let Some(p) = &args.output
@@ -112,10 +114,15 @@ pub fn export(args: ExportArgs) -> anyhow::Result<u8> {
         .into());
     }
     let mut out: Box<dyn Write> = match &args.output {
-        Some(p) => Box::new(std::io::BufWriter::new(
+        // Exports run to gigabytes: large buffers, few writes.
+        Some(p) => Box::new(std::io::BufWriter::with_capacity(
+            OUT_BUFFER,
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
         )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+        None => Box::new(std::io::BufWriter::with_capacity(
+            OUT_BUFFER,
+            std::io::stdout().lock(),
+        )),
     };
     let r = records(&input, &args.file)?;
     use crate::report::{export, perfetto};

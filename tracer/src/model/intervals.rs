@@ -34,10 +34,15 @@ impl IntervalUnion {
             j += 1;
         }
         self.total = self.total - merged + (e - s);
-        if j == i + 1 {
-            self.spans[i] = (s, e);
-        } else {
-            self.spans.splice(i..j, [(s, e)]);
+        // Episodes arrive nearly in order: most are appended or extend
+        // one span; only a merge of several moves the tail.
+        match j - i {
+            0 => self.spans.insert(i, (s, e)),
+            1 => self.spans[i] = (s, e),
+            _ => {
+                self.spans[i] = (s, e);
+                self.spans.drain(i + 1..j);
+            }
         }
     }
 
@@ -155,7 +160,10 @@ mod tests {
             u.forget_before(t);
             let after = cells[t as usize..].iter().filter(|&&c| c).count() as u64;
             assert_eq!(u.total(), after);
-            assert_eq!(u.total(), u.spans().iter().map(|&(s, e)| e - s).sum::<u64>());
+            assert_eq!(
+                u.total(),
+                u.spans().iter().map(|&(s, e)| e - s).sum::<u64>()
+            );
         }
     }
 }

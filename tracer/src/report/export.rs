@@ -19,6 +19,7 @@ use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::event::Event;
@@ -63,17 +64,17 @@ pub fn chrome_json<R: Borrow<Record>>(
                     let pid = pid_of(t.memcg_id);
                     processes.entry(pid).or_insert_with(|| format!("cgroup {}", rec.path(t.memcg_id)));
                     threads.entry((pid, t.task.pid)).or_insert_with(|| format!("{}[{}]", t.task.comm, t.task.pid));
-                    ev.push(json!({
-                        "name": "memory.high throttle", "cat": "throttle", "ph": "X",
-                        "pid": pid, "tid": t.task.pid,
-                        "ts": us(t.start_ns, origin), "dur": t.duration_ns() as f64 / 1e3,
-                        "args": {
-                            "reclaim_ms": t.reclaim_ns as f64 / 1e6,
-                            "sleep_ms": t.sleep_ns() as f64 / 1e6,
-                            "over_high": rec.path(t.over_high_id),
-                            "nr_pages": t.nr_pages, "tgid": t.task.tgid,
+                    ev.push(&Slice {
+                        name: "memory.high throttle", cat: "throttle", ph: "X",
+                        pid, tid: t.task.pid,
+                        ts: us(t.start_ns, origin), dur: t.duration_ns() as f64 / 1e3,
+                        args: ThrottleArgs {
+                            reclaim_ms: t.reclaim_ns as f64 / 1e6,
+                            sleep_ms: t.sleep_ns() as f64 / 1e6,
+                            over_high: rec.path(t.over_high_id),
+                            nr_pages: t.nr_pages, tgid: t.task.tgid,
                         },
-                    }))?;
+                    })?;
                 }
                 Event::Reclaim(r) | Event::DirectReclaim(r) => {
                     let direct = matches!(e, Event::DirectReclaim(_));
@@ -82,16 +83,16 @@ pub fn chrome_json<R: Borrow<Record>>(
                         processes.entry(pid).or_insert_with(|| format!("cgroup {}", rec.path(r.memcg_id)));
                     }
                     threads.entry((pid, r.task.pid)).or_insert_with(|| format!("{}[{}]", r.task.comm, r.task.pid));
-                    ev.push(json!({
-                        "name": if direct { "direct reclaim" } else { "memcg reclaim" }, "cat": "reclaim", "ph": "X",
-                        "pid": pid, "tid": r.task.pid,
-                        "ts": us(r.start_ns, origin), "dur": r.duration_ns() as f64 / 1e3,
-                        "args": { "pages": r.nr_reclaimed, "in_throttle": r.in_throttle },
-                    }))?;
+                    ev.push(&Slice {
+                        name: if direct { "direct reclaim" } else { "memcg reclaim" }, cat: "reclaim", ph: "X",
+                        pid, tid: r.task.pid,
+                        ts: us(r.start_ns, origin), dur: r.duration_ns() as f64 / 1e3,
+                        args: ReclaimArgs { pages: r.nr_reclaimed, in_throttle: r.in_throttle },
+                    })?;
                 }
                 Event::OomKill(o) => {
                     let pid = if o.victim_memcg_id == 0 { HOST_PID } else { pid_of(o.victim_memcg_id) };
-                    ev.push(json!({
+                    ev.push(&json!({
                         "name": format!("OOM kill {}[{}]", o.victim.comm, o.victim.pid), "cat": "oom",
                         "ph": "i", "s": "g", "pid": pid, "tid": 0, "ts": us(o.ts_ns, origin),
                         "args": {
@@ -101,35 +102,35 @@ pub fn chrome_json<R: Borrow<Record>>(
                         },
                     }))?;
                 }
-                Event::Brake(b) => ev.push(json!({
+                Event::Brake(b) => ev.push(&json!({
                     "name": format!("kernel brake {}[{}]", b.task.comm, b.task.tgid), "cat": "agent",
                     "ph": "i", "s": "g", "pid": HOST_PID, "tid": 0, "ts": us(b.ts_ns, origin),
                     "args": { "cgroup": rec.path(b.rule_memcg_id), "agent_silent_ms": b.heartbeat_age_ns / 1_000_000 },
                 }))?,
-                Event::Lost(l) => ev.push(json!({
+                Event::Lost(l) => ev.push(&json!({
                     "name": format!("{} {} events lost", l.count, l.kind.as_str()), "cat": "lost",
                     "ph": "i", "s": "g", "pid": HOST_PID, "tid": 0, "ts": us(l.ts_ns, origin),
                 }))?,
                 Event::ThrottleStart(_) => {}
             },
             Record::Sample(s) => counters(rec, s, origin, &mut ev, &mut processes)?,
-            Record::Action(a) => ev.push(json!({
+            Record::Action(a) => ev.push(&json!({
                 "name": format!("agent {}", a.kind), "cat": "agent", "ph": "i", "s": "g",
                 "pid": HOST_PID, "tid": 0, "ts": us(a.ts_ns, origin),
                 "args": serde_json::from_str::<Value>(&a.details).unwrap_or(Value::Null),
             }))?,
-            Record::Note { ts_ns, text } => ev.push(json!({
+            Record::Note { ts_ns, text } => ev.push(&json!({
                 "name": text, "cat": "note", "ph": "i", "s": "g", "pid": HOST_PID, "tid": 0, "ts": us(*ts_ns, origin),
             }))?,
         }
     }
     for (pid, name) in &processes {
         ev.push(
-            json!({ "name": "process_name", "ph": "M", "pid": pid, "args": { "name": name } }),
+            &json!({ "name": "process_name", "ph": "M", "pid": pid, "args": { "name": name } }),
         )?;
     }
     for ((pid, tid), name) in &threads {
-        ev.push(json!({ "name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": { "name": name } }))?;
+        ev.push(&json!({ "name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": { "name": name } }))?;
     }
     let tail = json!({
         "source": "memtrace",
@@ -152,14 +153,42 @@ struct Events<'a> {
 }
 
 impl Events<'_> {
-    fn push(&mut self, v: Value) -> io::Result<()> {
+    fn push<T: Serialize>(&mut self, v: &T) -> io::Result<()> {
         self.buf.clear();
         if !std::mem::take(&mut self.first) {
             self.buf.extend_from_slice(b",\n");
         }
-        serde_json::to_writer(&mut self.buf, &v)?;
+        serde_json::to_writer(&mut self.buf, v)?;
         self.out.write_all(&self.buf)
     }
+}
+
+/// A complete slice (`ph: X`): typed, as slices are most of a trace.
+#[derive(Serialize)]
+struct Slice<A> {
+    name: &'static str,
+    cat: &'static str,
+    ph: &'static str,
+    pid: u64,
+    tid: u32,
+    ts: f64,
+    dur: f64,
+    args: A,
+}
+
+#[derive(Serialize)]
+struct ThrottleArgs {
+    reclaim_ms: f64,
+    sleep_ms: f64,
+    over_high: String,
+    nr_pages: u32,
+    tgid: u32,
+}
+
+#[derive(Serialize)]
+struct ReclaimArgs {
+    pages: u64,
+    in_throttle: bool,
 }
 
 fn counters(
@@ -175,9 +204,9 @@ fn counters(
     if s.host.swap_total > 0 {
         host["SwapFree MiB"] = json!(mib(s.host.swap_free));
     }
-    ev.push(json!({ "name": "host memory", "ph": "C", "pid": HOST_PID, "ts": ts, "args": host }))?;
+    ev.push(&json!({ "name": "host memory", "ph": "C", "pid": HOST_PID, "ts": ts, "args": host }))?;
     if let Some(p) = s.host.pressure {
-        ev.push(json!({
+        ev.push(&json!({
             "name": "host memory PSI avg10 %", "ph": "C", "pid": HOST_PID, "ts": ts,
             "args": { "some": p.some_avg10, "full": p.full_avg10 },
         }))?;
@@ -199,11 +228,11 @@ fn counters(
         }
         if !args.is_empty() {
             ev.push(
-                json!({ "name": "memory MiB", "ph": "C", "pid": pid, "ts": ts, "args": args }),
+                &json!({ "name": "memory MiB", "ph": "C", "pid": pid, "ts": ts, "args": args }),
             )?;
         }
         if let Some(p) = c.mem.pressure {
-            ev.push(json!({
+            ev.push(&json!({
                 "name": "memory.pressure avg10 %", "ph": "C", "pid": pid, "ts": ts,
                 "args": { "some": p.some_avg10, "full": p.full_avg10 },
             }))?;
@@ -220,14 +249,22 @@ pub fn jsonl<R: Borrow<Record>>(
 ) -> io::Result<()> {
     let clock = rec.header.clock();
     let page = rec.header.page_size.max(1);
+    let presenter = Presenter {
+        paths: rec,
+        clock,
+        page_size: page,
+    };
+    let mut buf = Vec::with_capacity(1024);
     for r in records {
+        buf.clear();
+        // Events (nearly every record) are typed and serialised directly.
         let v = match r.borrow() {
-            Record::Event(e) => Presenter {
-                paths: rec,
-                clock,
-                page_size: page,
+            Record::Event(e) => {
+                serde_json::to_writer(&mut buf, &presenter.line(e))?;
+                buf.push(b'\n');
+                out.write_all(&buf)?;
+                continue;
             }
-            .json(e),
             Record::Sample(s) => {
                 let cgroups: Vec<Value> = s
                     .cgroups
@@ -245,22 +282,29 @@ pub fn jsonl<R: Borrow<Record>>(
                 json!({ "type": "note", "ts": clock.rfc3339(*ts_ns), "mono_ns": ts_ns, "text": text })
             }
         };
-        writeln!(out, "{v}")?;
+        serde_json::to_writer(&mut buf, &v)?;
+        buf.push(b'\n');
+        out.write_all(&buf)?;
     }
     Ok(())
 }
 
-fn csv_field(s: &str) -> String {
+fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
     if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
     } else {
-        s.to_string()
+        s.into()
     }
 }
 
 fn row(out: &mut dyn Write, fields: &[String]) -> io::Result<()> {
-    let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-    writeln!(out, "{}", line.join(","))
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        out.write_all(csv_field(f).as_bytes())?;
+    }
+    out.write_all(b"\n")
 }
 
 /// Events as CSV, one row per event.

@@ -41,6 +41,8 @@ pub struct Sample {
 pub const TOP_PROCESSES: usize = 5;
 /// How often the set of cgroups with a memory limit is refreshed.
 const LIMIT_SCAN: Duration = Duration::from_secs(10);
+/// How long a cgroup found without a limit is not asked again.
+const UNLIMITED_RECHECK: Duration = Duration::from_secs(60);
 
 pub struct Sampler {
     scope: CgroupFilter,
@@ -48,6 +50,28 @@ pub struct Sampler {
     page_size: u64,
     limited: HashSet<u64>,
     last_scan: Option<Instant>,
+    /// A limited cgroup with nothing going on is sampled one tick in this
+    /// many ([`Sampler::spread`]); 1 samples every one every tick.
+    quiet_every: u64,
+    ticks: u64,
+    /// Cgroups near or over a limit at their last sample: every tick.
+    hot: HashSet<u64>,
+    /// Cgroups found without a limit, and when.
+    unlimited: std::collections::HashMap<u64, Instant>,
+}
+
+/// A cgroup whose usage is at least this share of its memory.high or
+/// memory.max is sampled every tick, however quiet.
+const NEAR_LIMIT: f64 = 0.9;
+
+fn near_limit(m: &CgroupMemory) -> bool {
+    let Some(current) = m.current else {
+        return false;
+    };
+    [m.high, m.max]
+        .into_iter()
+        .flatten()
+        .any(|limit| current as f64 >= limit as f64 * NEAR_LIMIT)
 }
 
 impl Sampler {
@@ -58,7 +82,22 @@ impl Sampler {
             page_size,
             limited: HashSet::new(),
             last_scan: None,
+            quiet_every: 1,
+            ticks: 0,
+            hot: HashSet::new(),
+            unlimited: std::collections::HashMap::new(),
         }
+    }
+
+    /// Samples each quiet limited cgroup one tick in `every` (spread over
+    /// the ticks by id), instead of every tick. Cgroups with recent events
+    /// (`active`) and those near or over a limit stay every tick. The
+    /// agent uses this: with a thousand watched cgroups, reading every
+    /// one's files every second is most of its CPU, while a breach comes
+    /// from the throttle events, never from a sample.
+    pub fn spread(mut self, every: u32) -> Self {
+        self.quiet_every = u64::from(every.max(1));
+        self
     }
 
     /// Samples the host and the cgroups in scope that have a memory limit
@@ -75,18 +114,45 @@ impl Sampler {
         };
         if self.last_scan.is_none_or(|t| t.elapsed() >= LIMIT_SCAN) {
             reg.scan();
-            self.limited = reg
+            // A limited cgroup's own samples say when its limit goes; the
+            // others are looked at again at most once a minute.
+            let now = Instant::now();
+            let (limited, unlimited) = (&self.limited, &mut self.unlimited);
+            let found: Vec<u64> = reg
                 .entries()
                 .filter(|(_, p)| p.as_ref() != "/" && self.scope.matches(p))
                 .filter_map(|(id, p)| {
+                    if limited.contains(&id)
+                        || unlimited
+                            .get(&id)
+                            .is_some_and(|t| now - *t < UNLIMITED_RECHECK)
+                    {
+                        return limited.contains(&id).then_some(id);
+                    }
                     let dir = reg.dir(p)?;
-                    let m = CgroupMemory::read(&dir, version);
-                    (m.high.is_some() || m.max.is_some()).then_some(id)
+                    if crate::sys::cgroupfs::has_limit(&dir, version) {
+                        unlimited.remove(&id);
+                        Some(id)
+                    } else {
+                        unlimited.insert(id, now);
+                        None
+                    }
                 })
                 .collect();
-            self.last_scan = Some(Instant::now());
+            self.limited = found.into_iter().collect();
+            let live = &self.limited;
+            self.unlimited
+                .retain(|id, _| !live.contains(id) && reg.lookup(*id).is_some());
+            self.last_scan = Some(now);
         }
-        let mut ids: Vec<u64> = self.limited.iter().copied().collect();
+        self.ticks += 1;
+        let (every, tick) = (self.quiet_every, self.ticks);
+        let mut ids: Vec<u64> = self
+            .limited
+            .iter()
+            .copied()
+            .filter(|id| id.wrapping_add(tick) % every == 0 || self.hot.contains(id))
+            .collect();
         for &id in active {
             if reg.lookup(id).is_some_and(|p| self.scope.matches(&p)) {
                 ids.push(id);
@@ -98,10 +164,12 @@ impl Sampler {
         for id in ids {
             let Some(path) = reg.lookup(id) else { continue };
             let Some(dir) = reg.dir(&path) else { continue };
-            if !dir.exists() {
+            let mem = CgroupMemory::read(&dir, version);
+            // Gone since the last scan (every cgroup below the root has
+            // a usage file): no stat first, the read tells.
+            if mem.current.is_none() {
                 continue;
             }
-            let mem = CgroupMemory::read(&dir, version);
             let top = if active.contains(&id) || mem.over_high() {
                 let mut procs = subtree_processes(&dir, &path, self.page_size, false);
                 procs.sort_by_key(|p| std::cmp::Reverse(p.rss_bytes));
@@ -117,8 +185,18 @@ impl Sampler {
             } else {
                 Vec::new()
             };
+            if mem.high.is_none() && mem.max.is_none() {
+                self.limited.remove(&id);
+            }
+            if near_limit(&mem) || mem.over_high() {
+                self.hot.insert(id);
+            } else {
+                self.hot.remove(&id);
+            }
             cgroups.push(CgroupSample { id, mem, top });
         }
+        let limited = &self.limited;
+        self.hot.retain(|id| limited.contains(id));
         Sample {
             ts_ns,
             host,

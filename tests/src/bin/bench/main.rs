@@ -15,6 +15,8 @@
 //! - probe cost: the kernel's own run time per program invocation
 //!   (`kernel.bpf_stats_enabled`) during a real memcg squeeze.
 
+mod agent;
+mod pipeline;
 mod recording;
 
 use std::io::Write;
@@ -308,6 +310,9 @@ fn main() {
         recording::size_and_speed(&mut rows);
         recording::one_hour(&mut rows, &memtrace);
     }
+    if want("pipeline") {
+        pipeline::decode_and_model(&mut rows);
+    }
     if want("screens") {
         screens(&mut rows);
     }
@@ -319,6 +324,12 @@ fn main() {
     }
     if root && want("top") {
         top_cpu(&mut rows, &memtrace);
+    }
+    if root && want("pipeline") {
+        pipeline::real_programs(&mut rows);
+    }
+    if root && want("agent") {
+        agent::thousand_cgroups(&mut rows, &memtrace);
     }
     if root && want("probes") {
         probe_cost(&mut rows, &memtrace);

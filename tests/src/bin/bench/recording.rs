@@ -63,47 +63,50 @@ pub fn events(n: u64, rate: u64, seed: u64) -> impl Iterator<Item = Event> {
         .map(|i| {
             let tgid = 1000 + rng.below(60_000) as u32;
             // A third of the tasks are threads of another.
-            let pid = if i % 3 == 2 { tgid + 1 + i as u32 } else { tgid };
+            let pid = if i % 3 == 2 {
+                tgid + 1 + i as u32
+            } else {
+                tgid
+            };
             (pid, tgid, i % CGROUPS)
         })
         .collect();
     let comms = ["postgres", "node", "java", "nginx", "python3", "envoy"];
     let mut ts = SEC;
-    (0..n)
-        .map(move |_| {
-            ts += rng.below(2 * SEC / rate) + 1;
-            let (pid, tgid, cg) = pids[rng.below(TASKS) as usize];
-            let task = Task {
-                pid,
-                tgid,
-                comm: Comm::new(comms[(tgid as usize) % comms.len()]),
-            };
-            let memcg_id = 5000 + cg;
-            if rng.below(3) == 0 {
-                let d = rng.log_between(1_000_000, 500_000_000);
-                Event::Throttle(Throttle {
-                    ts_ns: ts,
-                    start_ns: ts - d,
-                    task,
-                    memcg_id,
-                    over_high_id: if rng.below(4) == 0 { 4999 } else { memcg_id },
-                    reclaim_ns: rng.log_between(10_000, d.max(10_001)),
-                    reclaimed_pages: rng.below(64),
-                    nr_pages: 1 + rng.below(512) as u32,
-                })
-            } else {
-                let d = rng.log_between(20_000, 5_000_000);
-                Event::Reclaim(Reclaim {
-                    ts_ns: ts,
-                    start_ns: ts - d,
-                    task,
-                    memcg_id,
-                    memcg_exact: true,
-                    in_throttle: rng.below(2) == 0,
-                    nr_reclaimed: rng.below(65),
-                })
-            }
-        })
+    (0..n).map(move |_| {
+        ts += rng.below(2 * SEC / rate) + 1;
+        let (pid, tgid, cg) = pids[rng.below(TASKS) as usize];
+        let task = Task {
+            pid,
+            tgid,
+            comm: Comm::new(comms[(tgid as usize) % comms.len()]),
+        };
+        let memcg_id = 5000 + cg;
+        if rng.below(3) == 0 {
+            let d = rng.log_between(1_000_000, 500_000_000);
+            Event::Throttle(Throttle {
+                ts_ns: ts,
+                start_ns: ts - d,
+                task,
+                memcg_id,
+                over_high_id: if rng.below(4) == 0 { 4999 } else { memcg_id },
+                reclaim_ns: rng.log_between(10_000, d.max(10_001)),
+                reclaimed_pages: rng.below(64),
+                nr_pages: 1 + rng.below(512) as u32,
+            })
+        } else {
+            let d = rng.log_between(20_000, 5_000_000);
+            Event::Reclaim(Reclaim {
+                ts_ns: ts,
+                start_ns: ts - d,
+                task,
+                memcg_id,
+                memcg_exact: true,
+                in_throttle: rng.below(2) == 0,
+                nr_reclaimed: rng.below(65),
+            })
+        }
+    })
 }
 
 /// The once-a-second sample of the benchmark's cgroups.
@@ -165,7 +168,8 @@ fn write<'a>(path: &Path, evs: impl IntoIterator<Item = &'a Event>, samples: boo
     for e in evs {
         while e.ts_ns() >= next_second {
             if samples {
-                w.sample(&sample(next_second, &mut rng), &mut paths).unwrap();
+                w.sample(&sample(next_second, &mut rng), &mut paths)
+                    .unwrap();
             }
             w.flush().unwrap();
             next_second += SEC;
@@ -181,7 +185,8 @@ fn write_owned(path: &Path, evs: impl Iterator<Item = Event>) -> u64 {
     let mut next_second = 2 * SEC;
     for e in evs {
         while e.ts_ns() >= next_second {
-            w.sample(&sample(next_second, &mut rng), &mut paths).unwrap();
+            w.sample(&sample(next_second, &mut rng), &mut paths)
+                .unwrap();
             w.flush().unwrap();
             next_second += SEC;
         }
@@ -258,7 +263,14 @@ pub fn size_and_speed(rows: &mut Rows) {
 pub fn vm_hwm(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
-    Some(kb.trim().trim_end_matches(" kB").trim().parse::<u64>().ok()? * 1024)
+    Some(
+        kb.trim()
+            .trim_end_matches(" kB")
+            .trim()
+            .parse::<u64>()
+            .ok()?
+            * 1024,
+    )
 }
 
 /// Wall time, CPU time and peak resident memory of a child process. The
@@ -323,9 +335,18 @@ pub fn one_hour(rows: &mut Rows, memtrace: &Path) {
             c.args(["report", file]);
             c
         }),
-        ("export --format perfetto", export(memtrace, file, "perfetto", out_s)),
-        ("export --format chrome-json", export(memtrace, file, "chrome-json", out_s)),
-        ("export --format jsonl", export(memtrace, file, "jsonl", out_s)),
+        (
+            "export --format perfetto",
+            export(memtrace, file, "perfetto", out_s),
+        ),
+        (
+            "export --format chrome-json",
+            export(memtrace, file, "chrome-json", out_s),
+        ),
+        (
+            "export --format jsonl",
+            export(memtrace, file, "jsonl", out_s),
+        ),
         ("export --format csv", export(memtrace, file, "csv", out_s)),
         ("export --format csv --samples", {
             let mut c = export(memtrace, file, "csv", out_s);
@@ -384,5 +405,8 @@ pub fn replay_to_end(file: &str) {
     let mut s = memtrace::ReplaySource::new(input, "bench".into(), 1.0).unwrap();
     s.command(&Command::Seek(10 * 24 * 3600)).unwrap();
     let snap = s.snapshot(None);
-    assert!(!snap.cgroups.is_empty(), "the replay shows the recorded cgroups");
+    assert!(
+        !snap.cgroups.is_empty(),
+        "the replay shows the recorded cgroups"
+    );
 }
