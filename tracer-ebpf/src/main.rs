@@ -59,6 +59,7 @@ macro_rules! kc {
     };
 }
 
+mod baseline;
 mod brake;
 mod cgroup;
 mod oom;

@@ -67,6 +67,7 @@ pub use config::AgentConfig;
 pub use event::{Comm, Event, Reclaim, Task, Throttle};
 pub use kernel::{CgroupLayout, CgroupVersion, MemoryHierarchy};
 pub use model::{IntervalUnion, Model};
+pub use probe::baseline::{ProgramStats, attach_baselines, program_stats};
 pub use probe::{LoadOptions, Tracer};
 pub use record::{CgroupSample, ProcSample, Sample};
 pub use record::{Header, Record, chunk, reader, writer};

@@ -15,7 +15,7 @@ use crate::kernel::tracefs;
 
 /// One program and where it goes.
 #[derive(Clone, Debug)]
-enum Hook {
+pub(super) enum Hook {
     Fentry {
         prog: &'static str,
         func: String,
@@ -282,7 +282,7 @@ fn attach_all(ebpf: &mut Ebpf, btf: Option<&aya::Btf>, hooks: &[Hook]) -> Result
     Ok(())
 }
 
-fn attach(ebpf: &mut Ebpf, btf: Option<&aya::Btf>, hook: &Hook) -> Result<(), String> {
+pub(super) fn attach(ebpf: &mut Ebpf, btf: Option<&aya::Btf>, hook: &Hook) -> Result<(), String> {
     let name = hook.prog();
     let prog = ebpf
         .program_mut(name)

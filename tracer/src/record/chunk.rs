@@ -27,6 +27,18 @@ use crate::sys::cgroupfs::Psi;
 
 pub use super::decode::{Decoded, decode};
 
+/// Decodes a version-2 chunk payload (compressed or stored) whole: what
+/// the reader does after the checksum, for the fuzz targets.
+pub fn decode_v2(
+    payload: &[u8],
+    base_ts: u64,
+    expected: u32,
+) -> Result<Decoded, super::codec::CodecError> {
+    let mut d = super::compress::Decompressor::default();
+    let raw = d.unframe(payload)?;
+    decode(raw, base_ts, expected)
+}
+
 /// Record tags.
 pub(super) mod tag {
     pub const THROTTLE: u8 = 1;

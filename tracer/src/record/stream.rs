@@ -223,19 +223,10 @@ impl Stream {
             path: name.to_string(),
             source,
         };
-        // The header is at most a few KiB of JSON; a length beyond what
-        // the file holds is caught by header_at.
+        // The header is a few KiB of JSON: one that does not fit in the
+        // first block is damaged (never a read of what its length claims).
         let head = window.get(0, BLOCK).map_err(io)?;
-        let (version, header, end) = match header_at(head) {
-            Ok(h) => h,
-            Err(ReadError::Header(m)) if m == "truncated" && head.len() < size as usize => {
-                // A header longer than one block: read it whole.
-                let len = le32(head, 12) as usize;
-                let head = window.get(0, 20 + len).map_err(io)?;
-                header_at(head)?
-            }
-            Err(e) => return Err(e),
-        };
+        let (version, header, end) = header_at(head)?;
         let info = Recording {
             header,
             bytes: size,
@@ -368,6 +359,10 @@ impl Stream {
             });
         }
         let head = self.window.get(pos, CHUNK_HEADER)?;
+        // Shorter than the size said: the file shrank while being read.
+        if head.len() < CHUNK_HEADER {
+            return Err(Bad::Torn);
+        }
         if &head[..4] != CHUNK_MAGIC {
             return Err(Bad::Damaged("no chunk magic".into()));
         }
@@ -390,6 +385,9 @@ impl Stream {
         // chunk can carry a correct checksum over an undecodable payload.
         let cost = len.max(CHUNK_HEADER) as u64;
         let bytes = self.window.get(pos, CHUNK_HEADER + len)?;
+        if bytes.len() < CHUNK_HEADER + len {
+            return Err(Bad::Torn);
+        }
         let payload = &bytes[CHUNK_HEADER..];
         let mut h = crc32fast::Hasher::new();
         h.update(&base.to_le_bytes());

@@ -25,7 +25,7 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
 }
 
 fn threads(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count)
 }
 
 pub fn thousand_cgroups(rows: &mut Rows, memtrace: &str) {

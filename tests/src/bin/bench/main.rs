@@ -12,11 +12,13 @@
 //! - screens: building a frame from a model of 1,000 cgroups, and drawing
 //!   it at 80×24 and 200×60;
 //! - `memtrace top` CPU use on an idle machine, at the default refresh;
-//! - probe cost: the kernel's own run time per program invocation
-//!   (`kernel.bpf_stats_enabled`) during a real memcg squeeze.
+//! - probe cost ([`probes`]): the kernel's own run time per program
+//!   invocation, beside an empty program on the same hook, on the host
+//!   and (the throttle programs) in a VM.
 
 mod agent;
 mod pipeline;
+mod probes;
 mod recording;
 
 use std::io::Write;
@@ -215,84 +217,6 @@ fn top_cpu(out: &mut Rows, memtrace: &str) {
     ));
 }
 
-/// Sums run_time_ns and run_cnt of a process's BPF programs from fdinfo.
-fn prog_stats(pid: u32) -> Vec<(String, u64, u64)> {
-    let mut v = Vec::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return v;
-    };
-    for e in dir.flatten() {
-        let Ok(text) = std::fs::read_to_string(e.path()) else {
-            continue;
-        };
-        if !text.contains("prog_type:") {
-            continue;
-        }
-        let get = |k: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(k))
-                .map(|s| s.trim().to_string())
-        };
-        let (Some(tag), Some(rt), Some(rc)) =
-            (get("prog_tag:"), get("run_time_ns:"), get("run_cnt:"))
-        else {
-            continue;
-        };
-        v.push((tag, rt.parse().unwrap_or(0), rc.parse().unwrap_or(0)));
-    }
-    v
-}
-
-fn probe_cost(out: &mut Rows, memtrace: &str) {
-    let stats = "/proc/sys/kernel/bpf_stats_enabled";
-    let before = std::fs::read_to_string(stats).unwrap_or_default();
-    if std::fs::write(stats, "1").is_err() {
-        out.push("| probes: kernel run time per invocation | not measured: kernel.bpf_stats_enabled unavailable | |".into());
-        return;
-    }
-    let mut child = std::process::Command::new(memtrace)
-        .args(["events", "--json"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    let layout = memtrace::CgroupLayout::detect().ok().and_then(|l| l.memory);
-    if let Some(h) = layout
-        && let Ok(cg) = memtrace_tests::cgroup::TestCgroup::create_in(
-            &h,
-            &format!("memtrace-bench-{}", std::process::id()),
-        )
-    {
-        let _ = cg.set_max(64 << 20);
-        for _ in 0..3 {
-            let _ = memtrace_tests::run::in_cgroup(
-                &memtrace_tests::run::workspace_bin("hog"),
-                &cg.procs_file(),
-            )
-            .args(["--mb", "160", "--step-mb", "8"])
-            .stdout(std::process::Stdio::null())
-            .status();
-        }
-    }
-    let progs = prog_stats(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::write(stats, before.trim());
-    let (rt, rc): (u64, u64) = progs
-        .iter()
-        .filter(|p| p.2 > 0)
-        .fold((0, 0), |a, p| (a.0 + p.1, a.1 + p.2));
-    if rc == 0 {
-        out.push("| probes: kernel run time per invocation | no invocations seen | |".into());
-        return;
-    }
-    out.push(format!(
-        "| probes: kernel run time per invocation (reclaim and OOM programs, v1 squeeze) | {:.0} ns | {rc} invocations |",
-        rt as f64 / rc as f64
-    ));
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--replay") {
@@ -332,7 +256,10 @@ fn main() {
         agent::thousand_cgroups(&mut rows, &memtrace);
     }
     if root && want("probes") {
-        probe_cost(&mut rows, &memtrace);
+        probes::host(&mut rows);
+    }
+    if want("probes") {
+        probes::vm(&mut rows, &std::env::current_dir().unwrap_or_default());
     }
     let text = rows.0.join("\n");
     if let Some(path) = args.get(1) {

@@ -113,8 +113,12 @@ fn through_the_kernel(
     programs: &'static [&'static str],
     rate: u64,
     secs: u64,
+    ring_bytes: u32,
 ) -> Result<(u64, u64, u64, f64), String> {
-    let opts = memtrace::LoadOptions::default();
+    let opts = memtrace::LoadOptions {
+        ring_bytes,
+        ..Default::default()
+    };
     let mut tracer = memtrace::Tracer::load(&opts).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -211,23 +215,27 @@ const OOM: &[&str] = &["mark_victim_raw"];
 const RECLAIM: &[&str] = &["memcg_reclaim_begin_raw", "memcg_reclaim_end_raw"];
 
 pub fn real_programs(rows: &mut Rows) {
+    const MIB: u32 = 1 << 20;
     let runs = [
         (
-            "mark_victim (OOM record, 1 run per record)",
+            "mark_victim (OOM record, 1 run each)",
             OOM,
             100_000u64,
             5u64,
+            MIB,
         ),
         (
-            "memcg reclaim begin+end (2 runs per record)",
+            "memcg reclaim begin+end (2 runs each)",
             RECLAIM,
             100_000,
             5,
+            MIB,
         ),
-        ("mark_victim, flat out", OOM, 10_000_000, 3),
+        ("mark_victim, a 4 MiB ring", OOM, 100_000, 5, 4 * MIB),
+        ("mark_victim, flat out", OOM, 10_000_000, 3, MIB),
     ];
-    for (what, programs, rate, secs) in runs {
-        match through_the_kernel(programs, rate, secs) {
+    for (what, programs, rate, secs, ring) in runs {
+        match through_the_kernel(programs, rate, secs, ring) {
             Ok((sent, received, lost, achieved)) => rows.row(
                 &format!(
                     "real programs via BPF_PROG_TEST_RUN → ring → EventSource: {what}, paced at {} k/s",
