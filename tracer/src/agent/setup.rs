@@ -144,13 +144,16 @@ impl Agent {
         let clock = Clock::now();
         // Quiet cgroups every 10 s: breaches come from the throttle events,
         // and a thousand cgroups read every second cost more CPU than
-        // everything else the agent does at rest.
+        // everything else the agent does at rest. Not when budgets are
+        // judged from estimates (v2 without the probe): those come from
+        // the samples, every second.
+        let estimating = !throttle && version == Some(CgroupVersion::V2);
         let sampler = Sampler::new(
             crate::config::filter::CgroupFilter::default(),
             version,
             page_size,
         )
-        .spread(QUIET_SAMPLE_EVERY);
+        .spread(if estimating { 1 } else { QUIET_SAMPLE_EVERY });
         let recorder = start_recorder(&cfg, &tracer, &clock);
         Ok(Self {
             policy: Policy::new(cfg.budgets.clone()),
