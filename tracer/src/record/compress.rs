@@ -65,19 +65,12 @@ impl Compressor {
     }
 }
 
-/// Decompresses payloads into one reused buffer.
+/// Decompresses payloads into one reused buffer. Its zstd context is made
+/// at the first compressed chunk: a version-1 file never needs one.
+#[derive(Default)]
 pub struct Decompressor {
     zstd: Option<zstd::bulk::Decompressor<'static>>,
     buf: Vec<u8>,
-}
-
-impl Default for Decompressor {
-    fn default() -> Self {
-        Self {
-            zstd: zstd::bulk::Decompressor::new().ok(),
-            buf: Vec::new(),
-        }
-    }
 }
 
 impl Decompressor {
@@ -95,6 +88,9 @@ impl Decompressor {
             CODEC_NONE if data.len() == raw_len => Ok(data),
             CODEC_NONE => Err(CodecError::Range("uncompressed length")),
             CODEC_ZSTD => {
+                if self.zstd.is_none() {
+                    self.zstd = zstd::bulk::Decompressor::new().ok();
+                }
                 let z = self
                     .zstd
                     .as_mut()
