@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::Checks;
+use super::host_psi::HostPsiWatch;
 use super::scenarios::{Ctx, MIB, limits, v2_cgroup};
 use super::workload::{
     Hog, LatencyClient, SERVER_START_TIMEOUT, latencies, percentile, plateau_hog, spawn_in, stop,
@@ -55,6 +56,14 @@ const KILLED_EXIT: Duration = Duration::from_secs(5);
 /// Life of the unthrottled 600 MiB hog of `agent-host`: it allocates, holds
 /// 12 s and exits; the host alert must come while it holds.
 const BIG_HOG_UNTIL_S: u32 = 60;
+
+/// `agent-host`'s kernel PSI trigger on the whole host (`psi_some_stall`
+/// within `psi_window`): the stall that paged every contained livelock
+/// before the host verdict. The contained case must stall the host at
+/// least this much, or its "no host alert" proves nothing. Measured
+/// 803-1476 ms of stall over the whole contained phase.
+const HOST_TRIGGER_MS: f64 = 200.0;
+const HOST_TRIGGER_WINDOW: Duration = Duration::from_secs(2);
 
 /// A livelock cgroup (64 MiB high, 128 MiB max, no swap) with a server in
 /// it and a client outside.
@@ -644,14 +653,15 @@ avoid = ["^latency-server$"]
 [host]
 mem_available_below = "60%"
 trend_window = "10s"
-psi_some_stall = "200ms"
-psi_window = "2s"
+psi_some_stall = "{HOST_TRIGGER_MS}ms"
+psi_window = "{}s"
 [[alert]]
 kind = "webhook"
 url = "{}"
 on = ["breach", "kill", "host"]
 min_interval = "1s"
 "#,
+            HOST_TRIGGER_WINDOW.as_secs(),
             sink.url("/alerts")
         ),
     )?;
@@ -665,7 +675,7 @@ min_interval = "1s"
     };
 
     // The contained livelock.
-    let psi_before = host_psi_some_us();
+    let psi = HostPsiWatch::start();
     let stage = Stage::new("/agenthost")?;
     let mut hog = stage.plateau_hog(100, KILLED_HOG_UNTIL_S, &[])?;
     let hog_pid = hog.pid();
@@ -675,15 +685,17 @@ min_interval = "1s"
     // once: two windows after the kill, every trigger the livelock set
     // off has been judged.
     std::thread::sleep(Duration::from_secs(4));
-    let psi_ms = host_psi_some_us().saturating_sub(psi_before) / 1000;
+    let (psi_ms, worst_ms) = psi.finish(HOST_TRIGGER_WINDOW);
     let contained = host_alerts(&sink);
     drop(stage);
-    c.metric("contained_host_psi_some_ms", psi_ms as f64);
+    c.metric("contained_host_psi_some_ms", psi_ms);
+    c.metric("contained_host_psi_worst_2s_ms", worst_ms);
     c.check(
-        psi_ms >= 1000,
+        worst_ms >= HOST_TRIGGER_MS,
         format!(
-            "the contained livelock stalled the host only {psi_ms} ms (PSI some): \
-             the negative case proves nothing"
+            "the contained livelock stalled the host only {worst_ms} ms within its worst 2 s \
+             (PSI some, {psi_ms} ms in all), under the {HOST_TRIGGER_MS} ms trigger: the \
+             negative case proves nothing"
         ),
     );
     c.check(
@@ -776,14 +788,6 @@ min_interval = "1s"
         "the agent did not log the host verdict",
     );
     Ok(())
-}
-
-/// The host's `some` memory stall so far, µs.
-fn host_psi_some_us() -> u64 {
-    std::fs::read_to_string("/proc/pressure/memory")
-        .ok()
-        .and_then(|t| crate::cgroup::psi_total(&t, "some"))
-        .unwrap_or(0)
 }
 
 /// The other kill actions: `kill-most-throttled` picks the process

@@ -7,6 +7,7 @@
 //! failure report says everything that was wrong.
 
 pub mod agent;
+pub mod host_psi;
 pub mod ops;
 pub mod probe_cost;
 pub mod record;
