@@ -987,7 +987,7 @@ mod tests {
             at(3000.0, 550_000),
             at(4500.0, 600_000),
         ];
-        // 1000 -> 3000: 450 ms; from 2500 on only 100 ms.
+        // 0 -> 2000: 500 ms; from 2500 on only 3000 -> 4500: 50 ms.
         assert!((worst_host_stall_ms(&s, 0.0, 2000.0) - 500.0).abs() < 1e-9);
         assert!((worst_host_stall_ms(&s, 2500.0, 2000.0) - 50.0).abs() < 1e-9);
     }
