@@ -61,7 +61,7 @@ const BIG_HOG_UNTIL_S: u32 = 60;
 /// within `psi_window`): the stall that paged every contained livelock
 /// before the host verdict. The contained case must stall the host at
 /// least this much, or its "no host alert" proves nothing. Measured
-/// 796-1503 ms within the worst 2 s, nine runs on five kernels beside
+/// 781-1503 ms within the worst 2 s, 14 runs on five kernels beside
 /// other VMs.
 const HOST_TRIGGER_MS: f64 = 200.0;
 const HOST_TRIGGER_WINDOW: Duration = Duration::from_secs(2);
