@@ -471,6 +471,10 @@ fn many(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
             hogs.push((cg.path.clone(), hog.pid(), hog));
         }
     }
+    let dbg = super::probe_debug::Sampler::start(
+        hogs.iter().map(|(_, p, _)| *p).collect(),
+        groups.iter().map(|(cg, _, _)| cg.path.clone()).collect(),
+    );
     // Each wait ends by the same deadline: 15 s from the hogs' start plus
     // the grace, not 8 times that.
     for (_, _, hog) in &mut hogs {
@@ -482,8 +486,31 @@ fn many(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     for ((cg, _, _), before) in groups.iter().zip(&befores) {
         afters.push(Evidence::read(cg)?.since(before));
     }
+    let samples = dbg.finish();
     let events = events.stop()?;
     lost_metric(c, &events);
+    {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let hogs_j: Vec<Value> = hogs
+            .iter()
+            .map(|(p, pid, _)| serde_json::json!({"cg": p, "pid": pid}))
+            .collect();
+        let evs: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["cgroup"].as_str().is_some_and(|c| c.starts_with("/many")))
+            .collect();
+        let art = serde_json::json!({
+            "kallsyms": super::probe_debug::kallsyms(),
+            "hogs": hogs_j,
+            "samples": samples,
+            "events": evs,
+            "afters": afters.iter().map(|a| serde_json::json!({"some_us": a.some_us, "full_us": a.full_us, "high": a.high})).collect::<Vec<_>>(),
+        });
+        c.artifacts
+            .push((format!("many-debug-{n}.json"), art.to_string().into_bytes()));
+    }
 
     for ((cg, _, _), after) in groups.iter().zip(&afters) {
         let pids: Vec<u64> = hogs
