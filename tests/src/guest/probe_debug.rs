@@ -81,3 +81,73 @@ pub fn kallsyms() -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Each BPF program memtrace holds: id, name, run count and the kernel's
+/// recursion misses (invocations skipped because the same program was
+/// already running on that CPU), from /proc/PID/fdinfo.
+pub fn bpf_misses() -> Vec<Value> {
+    let names: std::collections::HashMap<u32, String> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| (p.id(), p.name_as_str().unwrap_or("?").to_string()))
+        .collect();
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.filter_map(Result::ok) {
+        let pid = p.file_name().to_string_lossy().to_string();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "memtrace" {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.filter_map(Result::ok) {
+            let link = std::fs::read_link(fd.path()).unwrap_or_default();
+            if !link.to_string_lossy().contains("bpf-prog") {
+                continue;
+            }
+            let info = std::fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .unwrap_or_default();
+            let field = |k: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .map(|v| v.trim().trim_start_matches(':').trim().to_string())
+                    .unwrap_or_default()
+            };
+            let id: u32 = field("prog_id").parse().unwrap_or(0);
+            out.push(json!({
+                "pid": pid,
+                "id": id,
+                "name": names.get(&id),
+                "run_cnt": field("run_cnt"),
+                "recursion_misses": field("recursion_misses"),
+            }));
+        }
+    }
+    out
+}
+
+/// THP and memory.events/memory.stat lines that say whether anything but
+/// the throttle stalled the cgroup.
+pub fn cgroup_extra(cg: &str) -> Value {
+    let read = |f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup{cg}/{f}")).unwrap_or_default();
+    let stat: Vec<String> = read("memory.stat")
+        .lines()
+        .filter(|l| ["thp", "pgfault", "pgmajfault", "pgscan", "pgsteal", "workingset_refault", "anon ", "kernel", "pagetables", "compact"].iter().any(|k| l.starts_with(k)))
+        .map(str::to_string)
+        .collect();
+    json!({
+        "events": read("memory.events"),
+        "stat": stat,
+        "thp_enabled": std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default(),
+        "thp_defrag": std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/defrag").unwrap_or_default(),
+    })
+}

@@ -487,6 +487,11 @@ fn many(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
         afters.push(Evidence::read(cg)?.since(before));
     }
     let samples = dbg.finish();
+    let misses = super::probe_debug::bpf_misses();
+    let extra: Vec<Value> = groups
+        .iter()
+        .map(|(cg, _, _)| super::probe_debug::cgroup_extra(&cg.path))
+        .collect();
     let events = events.stop()?;
     lost_metric(c, &events);
     {
@@ -503,6 +508,8 @@ fn many(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
             .collect();
         let art = serde_json::json!({
             "kallsyms": super::probe_debug::kallsyms(),
+            "misses": misses,
+            "extra": extra,
             "hogs": hogs_j,
             "samples": samples,
             "events": evs,
