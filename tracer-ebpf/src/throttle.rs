@@ -144,7 +144,7 @@ pub fn throttle_fentry(ctx: FEntryContext) -> u32 {
 
 /// The second copy of the entry: runs when the kernel skips the first.
 #[fentry(function = "mem_cgroup_handle_over_high")]
-pub fn throttle_fentry_b(ctx: FEntryContext) -> u32 {
+pub fn throttle_b_fentry(ctx: FEntryContext) -> u32 {
     throttle_enter(&ctx, COPY_B);
     0
 }
@@ -157,7 +157,7 @@ pub fn throttle_fexit(_ctx: FExitContext) -> u32 {
 
 /// The second copy of the exit: the first that runs ends the episode.
 #[fexit(function = "mem_cgroup_handle_over_high")]
-pub fn throttle_fexit_b(_ctx: FExitContext) -> u32 {
+pub fn throttle_b_fexit(_ctx: FExitContext) -> u32 {
     throttle_exit();
     0
 }

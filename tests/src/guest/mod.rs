@@ -8,7 +8,8 @@
 
 pub mod agent;
 pub mod ops;
-pub mod probe_debug;
+pub mod probe_cost;
+pub mod progstats;
 pub mod record;
 pub mod safety;
 pub mod scenarios;

@@ -7,10 +7,11 @@
 use std::collections::HashMap;
 
 /// Sum of `recursion_misses` over the programs of process `pid` whose
-/// name starts with `prefix`, from `/proc/PID/fdinfo` (the kernel counts
-/// misses whether or not BPF stats are enabled). `None` if the process
-/// holds no such program or the kernel does not count misses (before 5.12).
-pub fn recursion_misses(pid: u32, prefix: &str) -> Option<u64> {
+/// name (as the kernel keeps it: 15 bytes at most) `wanted` accepts, from
+/// `/proc/PID/fdinfo` (the kernel counts misses whether or not BPF stats
+/// are enabled). `None` if the process holds no such program or the kernel
+/// does not count misses (before 5.12).
+pub fn recursion_misses(pid: u32, wanted: impl Fn(&str) -> bool) -> Option<u64> {
     // fdinfo has the program's id, not its name.
     let names: HashMap<u32, String> = aya::programs::loaded_programs()
         .filter_map(Result::ok)
@@ -33,10 +34,9 @@ pub fn recursion_misses(pid: u32, prefix: &str) -> Option<u64> {
                 .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
                 .and_then(|v| v.trim().parse().ok())
         };
-        // The kernel truncates names to 15 bytes.
         let named = field("prog_id")
             .and_then(|id| names.get(&u32::try_from(id).ok()?))
-            .is_some_and(|n| n.starts_with(prefix));
+            .is_some_and(|n| wanted(n));
         if let (true, Some(m)) = (named, field("recursion_misses")) {
             total = Some(total.unwrap_or(0) + m);
         }

@@ -66,6 +66,9 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("top-incident", super::screens::top_incident),
 ];
 
+/// Scenarios only `cargo xtask bench` runs, by name.
+pub const BENCH: &[(&str, Scenario)] = &[("probe-cost", super::probe_cost::probe_cost)];
+
 /// memtrace's union of throttle episodes and the cgroup's PSI `some` total
 /// must agree within this share of the PSI figure, plus [`PSI_SLACK_MS`].
 /// Why: docs/testing.md, "Tolerances".
@@ -471,10 +474,6 @@ fn many(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
             hogs.push((cg.path.clone(), hog.pid(), hog));
         }
     }
-    let dbg = super::probe_debug::Sampler::start(
-        hogs.iter().map(|(_, p, _)| *p).collect(),
-        groups.iter().map(|(cg, _, _)| cg.path.clone()).collect(),
-    );
     // Each wait ends by the same deadline: 15 s from the hogs' start plus
     // the grace, not 8 times that.
     for (_, _, hog) in &mut hogs {
@@ -486,37 +485,21 @@ fn many(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     for ((cg, _, _), before) in groups.iter().zip(&befores) {
         afters.push(Evidence::read(cg)?.since(before));
     }
-    let samples = dbg.finish();
-    let misses = super::probe_debug::bpf_misses();
-    let extra: Vec<Value> = groups
-        .iter()
-        .map(|(cg, _, _)| super::probe_debug::cgroup_extra(&cg.path))
-        .collect();
+    // What the kernel skipped: a copy of a throttle program is skipped on
+    // a CPU while a preempted task is inside it (tracer-ebpf/src/throttle.rs);
+    // the other copy records the episode. Nonzero on 7.x, whose kernels
+    // preempt lazily; the PSI check below says whether anything was lost.
+    let skips = |copy_b: bool| {
+        super::progstats::recursion_misses(events.pid(), |n| {
+            n.starts_with("throttle_") && n.starts_with("throttle_b_") == copy_b
+        })
+    };
+    let (skips_a, skips_b) = (skips(false), skips(true));
     let events = events.stop()?;
     lost_metric(c, &events);
-    {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let hogs_j: Vec<Value> = hogs
-            .iter()
-            .map(|(p, pid, _)| serde_json::json!({"cg": p, "pid": pid}))
-            .collect();
-        let evs: Vec<&Value> = events
-            .iter()
-            .filter(|e| e["cgroup"].as_str().is_some_and(|c| c.starts_with("/many")))
-            .collect();
-        let art = serde_json::json!({
-            "kallsyms": super::probe_debug::kallsyms(),
-            "misses": misses,
-            "extra": extra,
-            "hogs": hogs_j,
-            "samples": samples,
-            "events": evs,
-            "afters": afters.iter().map(|a| serde_json::json!({"some_us": a.some_us, "full_us": a.full_us, "high": a.high})).collect::<Vec<_>>(),
-        });
-        c.artifacts
-            .push((format!("many-debug-{n}.json"), art.to_string().into_bytes()));
+    if let (Some(a), Some(b)) = (skips_a, skips_b) {
+        c.metric("throttle_skips_a", a);
+        c.metric("throttle_skips_b", b);
     }
 
     for ((cg, _, _), after) in groups.iter().zip(&afters) {

@@ -16,7 +16,7 @@ use crate::kernel::tracefs;
 
 /// One program and where it goes.
 #[derive(Clone, Debug)]
-enum Hook {
+pub(super) enum Hook {
     Fentry {
         prog: &'static str,
         func: String,
@@ -139,12 +139,12 @@ pub(super) fn candidates(probe: Probe, r: &Resolved) -> Vec<Candidate> {
                 fentry.hooks.insert(
                     1,
                     Hook::Fexit {
-                        prog: "throttle_fexit_b",
+                        prog: "throttle_b_fexit",
                         func: func.clone(),
                     },
                 );
                 fentry.hooks.push(Hook::Fentry {
-                    prog: "throttle_fentry_b",
+                    prog: "throttle_b_fentry",
                     func,
                 });
             }
@@ -334,7 +334,7 @@ fn attach_all(
     Ok(())
 }
 
-fn attach(
+pub(super) fn attach(
     ebpf: &mut Ebpf,
     btf: Option<&aya::Btf>,
     hook: &Hook,
@@ -504,9 +504,9 @@ mod tests {
             progs,
             [
                 "throttle_fexit",
-                "throttle_fexit_b",
+                "throttle_b_fexit",
                 "throttle_fentry",
-                "throttle_fentry_b"
+                "throttle_b_fentry"
             ]
         );
         assert!(c[0].hooks.iter().all(|h| matches!(
