@@ -20,8 +20,8 @@ pub fn recursion_misses(pid: u32, wanted: impl Fn(&str) -> bool) -> Option<u64> 
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
     let mut total = None;
     for fd in fds.filter_map(Result::ok) {
-        let is_prog = std::fs::read_link(fd.path())
-            .is_ok_and(|l| l.to_string_lossy().contains("bpf-prog"));
+        let is_prog =
+            std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().contains("bpf-prog"));
         if !is_prog {
             continue;
         }

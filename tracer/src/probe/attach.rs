@@ -521,6 +521,9 @@ mod tests {
     #[test]
     fn no_throttle_function_means_no_hooks_and_a_reason() {
         let c = candidates(Probe::Throttle, &Resolved::default());
-        assert!(c.iter().all(|c| c.hooks.is_empty() && c.precondition.is_some()));
+        assert!(
+            c.iter()
+                .all(|c| c.hooks.is_empty() && c.precondition.is_some())
+        );
     }
 }
