@@ -75,7 +75,8 @@ fn throttle_enter<C: EbpfContext>(ctx: &C, copy: u32) {
         entered_by: copy,
     };
     // An entry left by this thread means its last exit was never seen (a
-    // kretprobe out of instances): that episode's end is lost.
+    // kretprobe out of instances, both fexit copies skipped): that
+    // episode's end is lost.
     if unsafe { THROTTLE.get(who.pid) }.is_some() {
         count_lost(kind::THROTTLE_END);
     }
