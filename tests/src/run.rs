@@ -200,6 +200,11 @@ impl EventsRun {
         None
     }
 
+    /// The memtrace process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops memtrace with SIGINT and returns every event it printed.
     pub fn stop(mut self) -> Result<Vec<Value>> {
         // SAFETY: signalling our own child.

@@ -267,7 +267,10 @@ pub struct ThrottleState {
     /// none.
     pub brake_rule_id: u64,
     pub nr_pages: u32,
-    pub _pad: u32,
+    /// Which copies of the entry program saw this call, one bit per copy
+    /// (`throttle.rs`): the second copy to run finds its sibling's bit and
+    /// leaves the episode as it is.
+    pub entered_by: u32,
 }
 
 /// Per-task state kept between begin and end of a reclaim pass.
@@ -433,7 +436,7 @@ const _: () = {
     assert!(offset_of!(ThrottleState, reclaimed_pages) == 32);
     assert!(offset_of!(ThrottleState, brake_rule_id) == 40);
     assert!(offset_of!(ThrottleState, nr_pages) == 48);
-    assert!(offset_of!(ThrottleState, _pad) == 52);
+    assert!(offset_of!(ThrottleState, entered_by) == 52);
 
     assert!(size_of::<ReclaimState>() == 16);
     assert!(offset_of!(ReclaimState, start_ns) == 0);

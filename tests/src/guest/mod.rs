@@ -10,6 +10,7 @@ pub mod agent;
 pub mod host_psi;
 pub mod ops;
 pub mod probe_cost;
+pub mod progstats;
 pub mod record;
 pub mod safety;
 pub mod scenarios;

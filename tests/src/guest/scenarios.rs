@@ -485,8 +485,22 @@ fn many(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     for ((cg, _, _), before) in groups.iter().zip(&befores) {
         afters.push(Evidence::read(cg)?.since(before));
     }
+    // What the kernel skipped: a copy of a throttle program is skipped on
+    // a CPU while a preempted task is inside it (tracer-ebpf/src/throttle.rs);
+    // the other copy records the episode. Nonzero on 7.x, whose kernels
+    // preempt lazily; the PSI check below says whether anything was lost.
+    let skips = |copy_b: bool| {
+        super::progstats::recursion_misses(events.pid(), |n| {
+            n.starts_with("throttle_") && n.starts_with("throttle_b_") == copy_b
+        })
+    };
+    let (skips_a, skips_b) = (skips(false), skips(true));
     let events = events.stop()?;
     lost_metric(c, &events);
+    if let (Some(a), Some(b)) = (skips_a, skips_b) {
+        c.metric("throttle_skips_a", a);
+        c.metric("throttle_skips_b", b);
+    }
 
     for ((cg, _, _), after) in groups.iter().zip(&afters) {
         let pids: Vec<u64> = hogs

@@ -130,8 +130,26 @@ pub(super) fn candidates(probe: Probe, r: &Resolved) -> Vec<Candidate> {
                 "throttle_kretprobe",
             ];
             let missing = "no memory.high throttle function in this kernel's BTF";
+            let mut fentry = entry_exit(Mechanism::Fentry, r.throttle_fn, progs, missing);
+            // A second copy of each program (tracer-ebpf/src/throttle.rs):
+            // the kernel skips a tracing program on a CPU while a preempted
+            // task is inside it, and then the copy records the episode.
+            if let Some(func) = r.throttle_fn {
+                let func = func.to_string();
+                fentry.hooks.insert(
+                    1,
+                    Hook::Fexit {
+                        prog: "throttle_b_fexit",
+                        func: func.clone(),
+                    },
+                );
+                fentry.hooks.push(Hook::Fentry {
+                    prog: "throttle_b_fentry",
+                    func,
+                });
+            }
             vec![
-                entry_exit(Mechanism::Fentry, r.throttle_fn, progs, missing),
+                fentry,
                 entry_exit(Mechanism::Kprobe, r.throttle_fn, progs, missing),
             ]
         }
@@ -527,4 +545,47 @@ fn explain(m: Mechanism, e: &aya::programs::ProgramError) -> String {
         return format!("the kernel has no kprobe support ({chain})");
     }
     chain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Exits before entries (an entry must find its exit watched), and two
+    /// copies of each through fentry/fexit, so an episode survives the
+    /// kernel skipping one copy while a preempted task is inside it.
+    #[test]
+    fn the_throttle_fentry_candidate_has_two_copies_exits_first() {
+        let r = Resolved {
+            throttle_fn: Some("__mem_cgroup_handle_over_high"),
+            ..Resolved::default()
+        };
+        let c = candidates(Probe::Throttle, &r);
+        let progs: Vec<&str> = c[0].hooks.iter().map(Hook::prog).collect();
+        assert_eq!(
+            progs,
+            [
+                "throttle_fexit",
+                "throttle_b_fexit",
+                "throttle_fentry",
+                "throttle_b_fentry"
+            ]
+        );
+        assert!(c[0].hooks.iter().all(|h| matches!(
+            h,
+            Hook::Fentry { func, .. } | Hook::Fexit { func, .. } if func == "__mem_cgroup_handle_over_high"
+        )));
+        // Kprobes run with preemption off: one copy is enough.
+        let kprobes: Vec<&str> = c[1].hooks.iter().map(Hook::prog).collect();
+        assert_eq!(kprobes, ["throttle_kretprobe", "throttle_kprobe"]);
+    }
+
+    #[test]
+    fn no_throttle_function_means_no_hooks_and_a_reason() {
+        let c = candidates(Probe::Throttle, &Resolved::default());
+        assert!(
+            c.iter()
+                .all(|c| c.hooks.is_empty() && c.precondition.is_some())
+        );
+    }
 }

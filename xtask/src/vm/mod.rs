@@ -331,11 +331,15 @@ fn report(outcomes: &[Outcome]) -> Vec<String> {
                     .collect()
             })
             .unwrap_or_default();
-        for name in &expected {
+        for (i, name) in expected.iter().enumerate() {
+            // A scenario named twice (`--scenario many --scenario many`)
+            // has one result per run: the n-th name takes the n-th result.
+            let nth = expected[..i].iter().filter(|n| *n == name).count();
             let result = boot
                 .results
                 .iter()
-                .find(|r| r["scenario"] == name.as_str() && r.get("status").is_some());
+                .filter(|r| r["scenario"] == name.as_str() && r.get("status").is_some())
+                .nth(nth);
             match result {
                 Some(r) => {
                     let status = r["status"].as_str().unwrap_or("?");
