@@ -27,7 +27,13 @@ impl Agent {
         );
         let mut policy = Policy::new(cfg.budgets.clone());
         policy.inherit(&self.policy);
+        policy.set_known(self.registry.known());
         self.policy = policy;
+        if cfg.names.sources() != self.cfg.names.sources()
+            || cfg.names.enrich != self.cfg.names.enrich
+        {
+            self.enricher = super::setup::start_enricher(&cfg, &mut self.registry);
+        }
         let has_exec = |c: &crate::config::AgentConfig| {
             c.alerts
                 .iter()

@@ -70,6 +70,24 @@ fn harden() {
     }
 }
 
+/// The enrichment thread, when the configuration wants names looked up;
+/// from then on the registry collects what to ask.
+pub(super) fn start_enricher(
+    cfg: &AgentConfig,
+    registry: &mut CgroupRegistry,
+) -> Option<crate::sys::enrich::Enricher> {
+    if !cfg.names.enrich {
+        return None;
+    }
+    let e = crate::sys::enrich::Enricher::start(cfg.names.sources());
+    if e.is_some() {
+        registry.want_names();
+    } else {
+        log::warn!("names: no thread for lookups; cgroups are named from their paths alone");
+    }
+    e
+}
+
 impl Agent {
     /// Loads the probes and everything the loop needs. The configuration is
     /// validated by the caller first, so a bad one changes nothing.
@@ -115,7 +133,8 @@ impl Agent {
         } else {
             None
         };
-        let registry = CgroupRegistry::new(hierarchy.as_ref());
+        let mut registry = CgroupRegistry::new(hierarchy.as_ref());
+        let enricher = start_enricher(&cfg, &mut registry);
         let self_pid = std::process::id();
         let kill_log = match &cfg.agent.kill_log {
             Some(p) => {
@@ -174,6 +193,7 @@ impl Agent {
             child,
             _lock: lock,
             status: status::Recent::default(),
+            enricher,
         })
     }
 

@@ -65,8 +65,9 @@ fn full_example_parses() {
     assert_eq!(b.label(), "work");
     assert_eq!(b.budget_ns(), 3_000_000_000);
     assert_eq!(b.action, Action::KillLargest);
-    assert!(b.cgroup.matches("/work") && b.cgroup.matches("/workers"));
-    assert!(!b.cgroup.matches("/work/child"));
+    let cg = b.cgroup.as_ref().unwrap();
+    assert!(cg.matches("/work") && cg.matches("/workers"));
+    assert!(!cg.matches("/work/child"));
     assert!(b.avoid[1].is_match("ugrep --keep-me x"));
     let brake = b.brake.as_ref().unwrap();
     assert_eq!(brake.limit.0, Duration::from_secs(20));
@@ -107,8 +108,9 @@ fn embedded_default_alerts_on_half_of_10s_and_kills_nothing() {
     assert_eq!(b.max_throttled.fraction(), 0.5);
     assert_eq!(b.action, Action::Alert);
     assert!(!c.kills());
-    assert!(b.cgroup.matches("/a") && b.cgroup.matches("/a/b/c"));
-    assert!(!b.cgroup.matches("/"));
+    let cg = b.cgroup.as_ref().unwrap();
+    assert!(cg.matches("/a") && cg.matches("/a/b/c"));
+    assert!(!cg.matches("/"));
     assert_eq!(c.agent.metrics_listen, DEFAULT_METRICS);
 }
 

@@ -1,5 +1,6 @@
 //! The naming stage over real path shapes, each with where it comes from.
 
+use super::identity::Labels;
 use super::*;
 
 /// Docker's own example long id (Docker docs, "Runtime metrics": "If a
@@ -1233,8 +1234,11 @@ fn labels_are_short_and_leave_workload_units_out() {
         (l.unit, l.container, l.pod, l.namespace),
         ("", C_SHORT, P, "")
     );
+    // What a file held: trimmed, and what is left made printable.
     ctr.set_namespace(Some("web\n"));
-    assert_eq!(ctr.labels().namespace, r"web\x0a");
+    assert_eq!(ctr.labels().namespace, "web");
+    ctr.set_namespace(Some("we\u{1b}b"));
+    assert_eq!(ctr.labels().namespace, r"we\x1bb");
     ctr.set_namespace(Some(""));
     assert_eq!(ctr.namespace(), None);
     let docker = identify(&format!("/system.slice/docker-{D}.scope"));

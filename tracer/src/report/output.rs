@@ -1,6 +1,6 @@
 //! Events as people and scripts read them: one text line, or one JSON
-//! object per line. Cgroup ids become paths here and monotonic times
-//! become wall-clock times; nothing upstream deals with either.
+//! object per line. Cgroup ids become paths and names here, and monotonic
+//! times become wall-clock times; nothing upstream deals with either.
 
 use serde_json::{Map, Value, json};
 
@@ -25,9 +25,18 @@ impl Presenter<'_> {
         self.path(id).map_or(Value::Null, Value::String)
     }
 
+    /// The cgroup's name for people, null if unknown.
+    fn name_value(&self, id: u64) -> Value {
+        self.paths
+            .identity(id)
+            .map_or(Value::Null, |n| Value::String(n.name().to_string()))
+    }
+
     /// One JSON object: `type`, `ts` (RFC 3339), `mono_ns`, `cgroup` (the
-    /// memory cgroup's path, null if unknown), `cgroup_id`, task fields
-    /// where the event has a task, then the event's own fields.
+    /// memory cgroup's path, null if unknown), `cgroup_id`, `cgroup_name`
+    /// and `who` (who the cgroup is: unit, user, container, pod), task
+    /// fields where the event has a task, then the event's own fields
+    /// (every other cgroup with its `_name`).
     pub fn json(&self, e: &Event) -> Value {
         let mut m = Map::new();
         m.insert("type".into(), json!(e.type_name()));
@@ -36,6 +45,18 @@ impl Presenter<'_> {
         let id = e.memcg_id();
         m.insert("cgroup".into(), self.path_value(id));
         m.insert("cgroup_id".into(), json!(id));
+        let who = self.paths.identity(id);
+        m.insert(
+            "cgroup_name".into(),
+            who.as_ref()
+                .map_or(Value::Null, |n| Value::String(n.name().to_string())),
+        );
+        m.insert(
+            "who".into(),
+            who.map_or(Value::Null, |n| {
+                serde_json::to_value(&*n).unwrap_or(Value::Null)
+            }),
+        );
         if let Some(t) = e.task() {
             m.insert("pid".into(), json!(t.pid));
             m.insert("tgid".into(), json!(t.tgid));
@@ -47,6 +68,10 @@ impl Presenter<'_> {
                 m.insert("nr_pages".into(), json!(s.nr_pages));
                 m.insert("over_high_cgroup".into(), self.path_value(s.over_high_id));
                 m.insert("over_high_cgroup_id".into(), json!(s.over_high_id));
+                m.insert(
+                    "over_high_cgroup_name".into(),
+                    self.name_value(s.over_high_id),
+                );
                 m.insert(
                     "over_high_usage_bytes".into(),
                     json!(s.over_high_usage_pages.saturating_mul(page)),
@@ -65,6 +90,10 @@ impl Presenter<'_> {
                 m.insert("nr_pages".into(), json!(t.nr_pages));
                 m.insert("over_high_cgroup".into(), self.path_value(t.over_high_id));
                 m.insert("over_high_cgroup_id".into(), json!(t.over_high_id));
+                m.insert(
+                    "over_high_cgroup_name".into(),
+                    self.name_value(t.over_high_id),
+                );
             }
             Event::Reclaim(r) | Event::DirectReclaim(r) => {
                 m.insert("start_mono_ns".into(), json!(r.start_ns));
@@ -78,6 +107,7 @@ impl Presenter<'_> {
                 m.insert("invoker_comm".into(), json!(o.invoker.comm.to_string()));
                 m.insert("oom_cgroup".into(), self.path_value(o.oom_memcg_id));
                 m.insert("oom_cgroup_id".into(), json!(o.oom_memcg_id));
+                m.insert("oom_cgroup_name".into(), self.name_value(o.oom_memcg_id));
                 m.insert(
                     "rss_bytes".into(),
                     o.rss_pages.map_or(Value::Null, |r| {
@@ -105,15 +135,23 @@ impl Presenter<'_> {
         Value::Object(m)
     }
 
-    /// One aligned text line.
+    /// A cgroup's name for a line, or its path when it has no better name.
+    fn short(&self, id: u64) -> Option<String> {
+        self.paths.identity(id).map(|n| n.name().to_string())
+    }
+
+    /// One aligned text line: time, type, who the cgroup is, what
+    /// happened, and the cgroup's path at the end (`cgroup=`).
     pub fn text(&self, e: &Event) -> String {
         // UTC, marked as such.
         let when = format!("{}Z", self.clock.hms(e.ts_ns()));
-        let cgroup = self.path(e.memcg_id()).unwrap_or_else(|| {
-            if e.memcg_id() == 0 {
+        let id = e.memcg_id();
+        let path = self.path(id);
+        let name = self.short(id).or_else(|| path.clone()).unwrap_or_else(|| {
+            if id == 0 {
                 "-".into()
             } else {
-                format!("#{}", e.memcg_id())
+                format!("#{id}")
             }
         });
         let who = |t: &Task| format!("{}[{}]", t.comm, t.tgid);
@@ -149,7 +187,7 @@ impl Presenter<'_> {
                     .rss_pages
                     .map(|r| format!(" rss {}", fmt_bytes(r.total().saturating_mul(page))))
                     .unwrap_or_default();
-                let ran_out = match self.path(o.oom_memcg_id) {
+                let ran_out = match self.short(o.oom_memcg_id) {
                     Some(p) => format!(", {p} ran out"),
                     None => String::new(),
                 };
@@ -173,11 +211,12 @@ impl Presenter<'_> {
                 l.kind.as_str()
             ),
         };
-        format!("{when} {:<14} {:<28} {detail}", e.type_name(), cgroup)
+        let at = path.map(|p| format!("  cgroup={p}")).unwrap_or_default();
+        format!("{when} {:<14} {name:<28} {detail}{at}", e.type_name())
     }
 
     fn over_high(&self, id: u64) -> String {
-        match self.path(id) {
+        match self.short(id) {
             Some(p) => format!(", over high: {p}"),
             None => String::new(),
         }
@@ -234,6 +273,37 @@ mod tests {
         assert_eq!(v["sleep_ns"], 2_000_000_000u64 - 500);
         let line = p.text(&e);
         assert!(line.contains("hog[10] throttled 2.000s"), "{line}");
+    }
+
+    #[test]
+    fn names_in_json_and_text() {
+        let unit = r"/system.slice/system-t3\x2dserve.slice/t3-serve@wizard.service";
+        let reg =
+            CgroupRegistry::from_paths([(7, unit), (8, "/system.slice/system-t3\\x2dserve.slice")]);
+        let p = presenter(&reg);
+        let e = Event::Throttle(Throttle {
+            ts_ns: 3_000_000_000,
+            start_ns: 1_000_000_000,
+            task: task(),
+            memcg_id: 7,
+            over_high_id: 7,
+            reclaim_ns: 500,
+            reclaimed_pages: 1,
+            nr_pages: 32,
+        });
+        let v = p.json(&e);
+        assert_eq!(v["cgroup"], unit);
+        assert_eq!(v["cgroup_name"], "t3-serve@wizard.service");
+        assert_eq!(v["who"]["kind"], "service");
+        assert_eq!(v["who"]["slice"], "system-t3-serve.slice");
+        assert_eq!(v["over_high_cgroup_name"], "t3-serve@wizard.service");
+        let line = p.text(&e);
+        assert!(
+            line.contains("throttle       t3-serve@wizard.service ")
+                && line.contains("over high: t3-serve@wizard.service")
+                && line.ends_with(&format!("  cgroup={unit}")),
+            "{line}"
+        );
     }
 
     #[test]

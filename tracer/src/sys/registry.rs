@@ -12,8 +12,15 @@
 //! (rate-limited), since a new cgroup is the usual reason for a miss. Kernfs ids are never
 //! reused, so entries of removed cgroups stay valid for late events and are
 //! only dropped after [`GONE_RETENTION`].
+//!
+//! Each entry carries its cgroup's [`Identity`], made once when the path is
+//! learned (pure naming from the path, [`crate::names`]) and completed by
+//! what enrichment learned ([`CgroupRegistry::learn`]): every lookup after
+//! that only clones an `Arc`. With [`CgroupRegistry::want_names`] the
+//! registry also collects what to ask the enrichment thread about
+//! ([`CgroupRegistry::take_asks`]); it never asks itself.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +29,7 @@ use std::time::{Duration, Instant};
 use crate::event::Event;
 use crate::kernel::{CgroupVersion, MemoryHierarchy};
 use crate::model::Hierarchy;
+use crate::names::{Ask, Identity, Known, Learned, identify};
 use crate::sys::watch::DirWatch;
 
 /// How long a removed cgroup's path is kept for events that arrive late.
@@ -30,10 +38,52 @@ pub const GONE_RETENTION: Duration = Duration::from_secs(600);
 /// Minimum time between two rescans triggered by unknown ids.
 const RESCAN_INTERVAL: Duration = Duration::from_millis(200);
 
+/// The most questions for the enrichment thread remembered as asked; past
+/// it the memory is cleared (and a question may be asked twice).
+const MAX_ASKED: usize = 65_536;
+
 #[derive(Clone, Debug)]
 struct Entry {
     path: Arc<str>,
+    name: Arc<Identity>,
     gone_since: Option<Instant>,
+}
+
+/// What the registry knows of names beyond the paths.
+#[derive(Debug, Default)]
+struct Names {
+    known: Known,
+    /// Collect questions for enrichment (only a live registry does).
+    wanted: bool,
+    asked: HashSet<Ask>,
+    asks: Vec<Ask>,
+}
+
+impl Names {
+    /// The entry of a path: named now, asked about later.
+    fn entry(&mut self, path: Arc<str>) -> Entry {
+        let mut id = identify(&path);
+        self.known.apply(&mut id);
+        if self.wanted {
+            self.ask(&id);
+        }
+        Entry {
+            path,
+            name: Arc::new(id),
+            gone_since: None,
+        }
+    }
+
+    fn ask(&mut self, id: &Identity) {
+        for a in self.known.asks(id) {
+            if self.asked.len() >= MAX_ASKED {
+                self.asked.clear();
+            }
+            if self.asked.insert(a.clone()) {
+                self.asks.push(a);
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -46,6 +96,7 @@ pub struct CgroupRegistry {
     watch: Option<DirWatch>,
     /// Cgroups found since the last [`CgroupRegistry::take_created`].
     created: Vec<u64>,
+    names: Names,
 }
 
 impl CgroupRegistry {
@@ -60,6 +111,7 @@ impl CgroupRegistry {
             last_scan: None,
             watch: None,
             created: Vec::new(),
+            names: Names::default(),
         };
         r.scan();
         r
@@ -75,6 +127,7 @@ impl CgroupRegistry {
             last_scan: None,
             watch: None,
             created: Vec::new(),
+            names: Names::default(),
         };
         r.scan();
         r
@@ -91,6 +144,7 @@ impl CgroupRegistry {
             last_scan: None,
             watch: None,
             created: Vec::new(),
+            names: Names::default(),
         };
         for (id, path) in paths {
             if path.is_empty() {
@@ -98,13 +152,8 @@ impl CgroupRegistry {
             }
             let path: Arc<str> = Arc::from(path);
             r.by_path.insert(path.clone(), id);
-            r.by_id.insert(
-                id,
-                Entry {
-                    path,
-                    gone_since: None,
-                },
-            );
+            let entry = r.names.entry(path);
+            r.by_id.insert(id, entry);
         }
         r
     }
@@ -170,13 +219,8 @@ impl CgroupRegistry {
                     }
                     let path: Arc<str> = Arc::from(path);
                     self.by_path.insert(path.clone(), id);
-                    self.by_id.insert(
-                        id,
-                        Entry {
-                            path,
-                            gone_since: None,
-                        },
-                    );
+                    let entry = self.names.entry(path);
+                    self.by_id.insert(id, entry);
                 }
             }
         }
@@ -249,13 +293,8 @@ impl CgroupRegistry {
             }
             let path: Arc<str> = Arc::from(rel);
             self.by_path.insert(path.clone(), id);
-            self.by_id.insert(
-                id,
-                Entry {
-                    path,
-                    gone_since: None,
-                },
-            );
+            let entry = self.names.entry(path);
+            self.by_id.insert(id, entry);
             self.created.push(id);
             found += 1;
         }
@@ -288,6 +327,56 @@ impl CgroupRegistry {
     /// The path of a cgroup id, without rescanning.
     pub fn lookup(&self, id: u64) -> Option<Arc<str>> {
         self.by_id.get(&id).map(|e| e.path.clone())
+    }
+
+    /// Who a cgroup is, without rescanning.
+    pub fn name(&self, id: u64) -> Option<Arc<Identity>> {
+        self.by_id.get(&id).map(|e| e.name.clone())
+    }
+
+    /// From now on, collect what to ask enrichment about every cgroup
+    /// (those known already included).
+    pub fn want_names(&mut self) {
+        self.names.wanted = true;
+        let ids: Vec<Arc<Identity>> = self.by_id.values().map(|e| e.name.clone()).collect();
+        for id in ids {
+            self.names.ask(&id);
+        }
+    }
+
+    /// The questions for enrichment collected since the last call.
+    pub fn take_asks(&mut self) -> Vec<Ask> {
+        std::mem::take(&mut self.names.asks)
+    }
+
+    /// Questions that could not be sent: asked again with the next batch.
+    pub fn requeue(&mut self, asks: Vec<Ask>) {
+        self.names.asks.extend(asks);
+    }
+
+    /// Keeps what enrichment learned and renames the cgroups it is about;
+    /// whether any name changed.
+    pub fn learn(&mut self, facts: impl IntoIterator<Item = Learned>) -> bool {
+        let mut changed = false;
+        for f in facts {
+            changed |= self.names.known.learn(f);
+        }
+        if changed {
+            let known = &self.names.known;
+            for e in self.by_id.values_mut() {
+                let mut id = Identity::clone(&e.name);
+                known.apply(&mut id);
+                if id != *e.name {
+                    e.name = Arc::new(id);
+                }
+            }
+        }
+        changed
+    }
+
+    /// What enrichment learned so far.
+    pub fn known(&self) -> &Known {
+        &self.names.known
     }
 
     /// The id of a cgroup path (as the registry spells it, `/a/b`).
@@ -363,6 +452,10 @@ impl Hierarchy for CgroupRegistry {
 
     fn id(&self, path: &str) -> Option<u64> {
         self.by_path.get(path).copied()
+    }
+
+    fn identity(&self, id: u64) -> Option<Arc<Identity>> {
+        self.name(id)
     }
 
     /// Only a registry of a mounted hierarchy knows what was removed.
