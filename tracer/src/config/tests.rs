@@ -377,3 +377,75 @@ fn the_packaged_default_is_valid_and_kills_nothing() {
     assert!(c.alerts.is_empty());
     assert_eq!(c.budgets.len(), 1);
 }
+
+/// Budgets that select by name: every key parses, bad globs and budgets
+/// that select nothing point at their line, and `[names]` is checked.
+#[test]
+fn budgets_select_by_name() {
+    let c = AgentConfig::parse(
+        r#"
+[[budget]]
+name = "t3"
+unit = "t3-serve@*.service"
+max_throttled = "30%"
+
+[[budget]]
+cgroup = "/kubepods.slice/**"
+pod_namespace = "batch"
+pod = "etl-*"
+max_throttled = "50%"
+
+[[budget]]
+container = "ae836c95b4c3"
+max_throttled = "50%"
+
+[names]
+docker_socket = "/var/run/docker.sock"
+timeout = "100ms"
+"#,
+        "t.toml",
+    )
+    .unwrap();
+    let [t3, batch, ctr] = &c.budgets[..] else {
+        panic!("{:?}", c.budgets);
+    };
+    assert!(t3.cgroup.is_none());
+    assert_eq!(t3.selector(), r#"unit = "t3-serve@*.service""#);
+    assert_eq!(t3.label(), "t3");
+    assert!(!t3.needs_known(), "a unit is in the path");
+    assert_eq!(
+        batch.label(),
+        r#"cgroup = "/kubepods.slice/**", pod = "etl-*", pod_namespace = "batch""#
+    );
+    assert!(batch.needs_known());
+    assert_eq!(ctr.scope(), r#"container = "ae836c95b4c3""#);
+    assert_eq!(
+        c.names.docker_socket,
+        std::path::Path::new("/var/run/docker.sock")
+    );
+    assert_eq!(c.names.timeout.0, Duration::from_millis(100));
+    assert!(c.names.enrich);
+    let unit = r"/system.slice/system-t3\x2dserve.slice/t3-serve@wizard.service";
+    assert!(t3.selects(unit, &crate::names::Known::default()));
+    assert!(!t3.selects("/", &crate::names::Known::default()));
+
+    let e = err("[[budget]]\nmax_throttled = \"30%\"\nunit = \"[x\"\n");
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.message.contains("bad unit glob `[x`"), "{e}");
+    let e = err("[[budget]]\nmax_throttled = \"30%\"\npod_namespace = \"\"\n");
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.message.contains("empty pod_namespace glob"), "{e}");
+    let e = err("\n[[budget]]\nname = \"x\"\nmax_throttled = \"30%\"\n");
+    assert_eq!(e.line, Some(2), "{e}");
+    assert!(
+        e.message.contains("say what it watches") && e.message.contains("pod_namespace"),
+        "{e}"
+    );
+    let e = err(
+        "[[budget]]\nunit = \"x.service\"\nmax_throttled = \"30%\"\n\n[names]\ntimeout = \"1m\"\n",
+    );
+    assert_eq!(e.line, Some(6), "{e}");
+    assert!(e.message.contains("[names] timeout"), "{e}");
+    let e = err("[names]\nsocket = \"/x\"\n");
+    assert!(e.message.contains("socket"), "{e}");
+}

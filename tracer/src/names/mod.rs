@@ -262,6 +262,12 @@ impl<'a> Scan<'a> {
     }
 }
 
+/// A cgroup path for people, from the path alone: `<name> (<path>)`, or
+/// the path when its name says nothing more ([`Identity::describe`]).
+pub fn describe(path: &str) -> String {
+    identify(path).describe(path)
+}
+
 /// What the display name is taken from.
 enum Anchor<'s, 'a> {
     Unit(&'s Unit<'a>),

@@ -14,6 +14,7 @@ use std::io::{self, Write};
 use serde_json::{Value, json};
 
 use crate::event::Event;
+use crate::names::describe;
 use crate::record::reader::Recording;
 use crate::record::{Record, Sample};
 use crate::report::output::Presenter;
@@ -51,7 +52,7 @@ pub fn perfetto(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
             Record::Event(e) => match e {
                 Event::Throttle(t) => {
                     let pid = pid_of(t.memcg_id);
-                    processes.entry(pid).or_insert_with(|| format!("cgroup {}", rec.path(t.memcg_id)));
+                    processes.entry(pid).or_insert_with(|| format!("cgroup {}", describe(&rec.path(t.memcg_id))));
                     threads.insert((pid, t.task.pid), format!("{}[{}]", t.task.comm, t.task.pid));
                     ev.push(json!({
                         "name": "memory.high throttle", "cat": "throttle", "ph": "X",
@@ -69,7 +70,7 @@ pub fn perfetto(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
                     let direct = matches!(e, Event::DirectReclaim(_));
                     let pid = if direct || r.memcg_id == 0 { HOST_PID } else { pid_of(r.memcg_id) };
                     if pid != HOST_PID {
-                        processes.entry(pid).or_insert_with(|| format!("cgroup {}", rec.path(r.memcg_id)));
+                        processes.entry(pid).or_insert_with(|| format!("cgroup {}", describe(&rec.path(r.memcg_id))));
                     }
                     threads.insert((pid, r.task.pid), format!("{}[{}]", r.task.comm, r.task.pid));
                     ev.push(json!({
@@ -157,7 +158,7 @@ fn counters(
         let pid = c.id.saturating_add(1_000);
         processes
             .entry(pid)
-            .or_insert_with(|| format!("cgroup {}", rec.path(c.id)));
+            .or_insert_with(|| format!("cgroup {}", describe(&rec.path(c.id))));
         let mut args = serde_json::Map::new();
         for (k, v) in [
             ("current", c.mem.current),
@@ -250,6 +251,7 @@ pub fn csv_events(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
             "oom_cgroup",
             "rss_bytes",
             "count",
+            "cgroup_name",
         ]
         .map(String::from),
     )?;
@@ -337,6 +339,13 @@ pub fn csv_events(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
                 if oom == "-" { String::new() } else { oom },
                 opt(rss),
                 opt(count),
+                if e.memcg_id() == 0 {
+                    String::new()
+                } else {
+                    crate::names::identify(&rec.path(e.memcg_id()))
+                        .name()
+                        .to_string()
+                },
             ],
         )?;
     }
@@ -455,6 +464,49 @@ mod tests {
             evs.iter()
                 .filter_map(|e| e["ts"].as_f64())
                 .all(|t| t >= 0.0)
+        );
+    }
+
+    /// The fixture's cgroups renamed to the first incident's unit and a
+    /// subgroup below it: tracks, lines and rows name the unit.
+    #[test]
+    fn exports_name_the_unit() {
+        let mut rec = recording();
+        let unit = r"/system.slice/system-t3\x2dserve.slice/t3-serve@wizard.service";
+        for p in rec.cgroups.values_mut() {
+            if p.starts_with("/work") {
+                *p = p.replacen("/work", unit, 1);
+            }
+        }
+        let mut out = Vec::new();
+        perfetto(&rec, &mut out).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let track = format!("cgroup t3-serve@wizard.service/job ({unit}/job)");
+        assert!(
+            v["traceEvents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["ph"] == "M" && e["args"]["name"] == track.as_str()),
+            "no track {track}"
+        );
+        let mut out = Vec::new();
+        jsonl(&mut rec, &mut out).unwrap();
+        let first: Value =
+            serde_json::from_str(String::from_utf8(out).unwrap().lines().next().unwrap()).unwrap();
+        assert_eq!(first["cgroup_name"], "t3-serve@wizard.service/job");
+        assert_eq!(first["who"]["kind"], "subgroup");
+        assert_eq!(first["who"]["unit"], "t3-serve@wizard.service");
+        let mut csv = Vec::new();
+        csv_events(&rec, &mut csv).unwrap();
+        let text = String::from_utf8(csv).unwrap();
+        assert!(text.lines().next().unwrap().ends_with(",count,cgroup_name"));
+        assert!(
+            text.lines()
+                .nth(1)
+                .unwrap()
+                .ends_with(",t3-serve@wizard.service/job"),
+            "{text}"
         );
     }
 

@@ -576,6 +576,50 @@ mod tests {
     }
 
     #[test]
+    fn names_are_made_once_asked_about_once_and_renamed_by_what_is_learned() {
+        let id = "ae836c95b4c3c9e9179e0e91015512da89fdec91612f63cebae57df9a5444c79";
+        let ctr = format!("/docker.slice/docker-{id}.scope");
+        let mut r = CgroupRegistry::from_paths([(1, "/"), (2, "/docker.slice"), (3, ctr.as_str())]);
+        assert_eq!(r.name(3).unwrap().name(), "ae836c95b4c3");
+        assert!(
+            r.take_asks().is_empty(),
+            "a recording's registry asks nothing"
+        );
+        r.want_names();
+        let asks = r.take_asks();
+        assert_eq!(
+            asks,
+            [Ask::Container {
+                id: id.into(),
+                runtime: Some(crate::names::Runtime::Docker),
+                owner: None
+            }]
+        );
+        // Asked once: a second pass asks nothing; a refused batch comes back.
+        r.want_names();
+        assert!(r.take_asks().is_empty());
+        r.requeue(asks);
+        assert_eq!(r.take_asks().len(), 1);
+        let before = r.name(3).unwrap();
+        assert!(r.learn([Learned::Container {
+            id: id.into(),
+            names: crate::names::ContainerNames {
+                name: Some("t3-indexer".into()),
+                ..Default::default()
+            },
+        }]));
+        assert_eq!(r.name(3).unwrap().name(), "t3-indexer");
+        assert_eq!(
+            before.name(),
+            "ae836c95b4c3",
+            "names already handed out stay"
+        );
+        assert!(Arc::ptr_eq(&r.name(2).unwrap(), &r.name(2).unwrap()));
+        // Through the model's lookup too.
+        assert_eq!(Hierarchy::identity(&r, 3).unwrap().name(), "t3-indexer");
+    }
+
+    #[test]
     fn unknown_and_zero_ids() {
         let mut r = CgroupRegistry::new(None);
         assert!(r.resolve(0).is_none());
