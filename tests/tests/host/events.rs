@@ -177,36 +177,12 @@ fn bad_usage_exits_2() {
     }
 }
 
-/// Removes directories (the parents of a nested test cgroup) when dropped,
-/// deepest first; declared before the cgroup, so dropped after it.
-struct RemoveDirs(Vec<std::path::PathBuf>);
-
-impl Drop for RemoveDirs {
-    fn drop(&mut self) {
-        for d in &self.0 {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
-}
-
 /// A cgroup nested as systemd names it, squeezed until the OOM killer
 /// fires on this kernel; returns every event `events --json` printed.
 fn squeeze_named(rel: &str) -> (Vec<Value>, Value, String) {
     let memtrace = workspace_bin("memtrace");
-    let top = format!("memtrace-test-{}.slice", std::process::id());
-    let layout = memtrace::CgroupLayout::detect().unwrap();
-    let mount = layout.memory.expect("a memory controller").mount;
-    let mut parents: Vec<std::path::PathBuf> = Vec::new();
-    let mut at = mount.join(&top);
-    parents.push(at.clone());
-    for seg in rel.split('/').filter(|s| !s.is_empty()) {
-        at = at.join(seg);
-        parents.push(at.clone());
-    }
-    parents.pop();
-    parents.reverse();
-    let _cleanup = RemoveDirs(parents);
-    let cg = TestCgroup::create(&format!("{top}/{rel}")).unwrap();
+    let (_parents, cg) =
+        super::nested_cgroup(&format!("memtrace-test-{}.slice", std::process::id()), rel);
     cg.set_max(64 << 20).unwrap();
     let mut events = EventsRun::start(&memtrace, &["--cgroup", &cg.path]).unwrap();
     let child = in_cgroup(&workspace_bin("hog"), &cg.procs_file())
@@ -260,4 +236,39 @@ fn events_name_a_container_and_its_user() {
         all.iter().any(|v| v["who"]["user"] == "root"),
         "no event named the user: {all:#?}"
     );
+}
+
+/// In a cgroup namespace of its own (a container's, as the DaemonSet of
+/// docs/examples runs it), memtrace finds where that namespace is rooted in
+/// the hierarchy it walks, and reads processes' cgroups relative to it.
+#[test]
+fn check_finds_its_cgroup_namespace_root() {
+    let _serial = super::serial();
+    let cg = TestCgroup::create(&format!("memtrace-ns-{}", std::process::id())).unwrap();
+    // Into the cgroup, then a namespace rooted there (unshare -C).
+    let script = format!(
+        "echo $$ > {} && exec unshare --cgroup {} check --json",
+        cg.procs_file().display(),
+        workspace_bin("memtrace").display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bad JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(
+        report["cgroup_namespace_root"],
+        cg.path.as_str(),
+        "{report:#}"
+    );
+    // Outside a namespace: the hierarchy's root.
+    let out = Command::new(workspace_bin("memtrace"))
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["cgroup_namespace_root"], "/", "{report:#}");
 }

@@ -103,6 +103,13 @@ impl CgroupRegistry {
     /// A registry of the memory controller's hierarchy (empty when the
     /// kernel has none).
     pub fn new(hierarchy: Option<&MemoryHierarchy>) -> Self {
+        if let Some(h) = hierarchy
+            && let Some(root) = crate::sys::cgroupns::detect(&h.mount, h.version)
+        {
+            log::info!(
+                "memtrace runs in a cgroup namespace rooted at {root}: processes' cgroups are read relative to it"
+            );
+        }
         let mut r = Self {
             root: hierarchy.map(|h| h.mount.clone()),
             version: hierarchy.map(|h| h.version),
@@ -477,15 +484,8 @@ fn dir_of(root: &Path, path: &str) -> Option<PathBuf> {
 /// The memory hierarchy's path in `/proc/PID/cgroup` text: the `0::` line
 /// in v2, the line whose controllers include `memory` in v1.
 fn cgroup_line(text: &str, version: CgroupVersion) -> Option<String> {
-    text.lines().find_map(|line| {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        let hit = match version {
-            CgroupVersion::V2 => controllers.is_empty(),
-            CgroupVersion::V1 => controllers.split(',').any(|c| c == "memory"),
-        };
-        hit.then(|| path.to_string())
-    })
+    // Relative to this process's cgroup namespace (see `cgroupns`).
+    crate::sys::cgroupns::line_of(text, version).and_then(crate::sys::cgroupns::host_path)
 }
 
 /// The parent of a cgroup path (`/a/b` → `/a`, `/a` → `/`), `None` for `/`.
