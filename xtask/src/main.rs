@@ -4,7 +4,7 @@
 //! - `run -- ARGS`: setup, build memtrace (release) and run it with ARGS.
 //! - `test`: the whole suite, as CI runs it.
 //! - `lint`: rustfmt and clippy, including the eBPF crate.
-//! - `vmtest`: the scenarios in qemu VMs on Debian's 6.1, 6.12, 7.2 kernels.
+//! - `vmtest`: the scenarios in qemu VMs on Debian's 5.10, 6.1, 6.12, 7.2 and 7.3 kernels.
 //! - `bench`: the benchmarks behind docs/benchmarks.md.
 //! - `shootout`: the first incident against every OOM guard, in Debian
 //!   guests with systemd (docs/benchmarks.md).

@@ -144,7 +144,7 @@ pub(crate) fn killed_by_sigkill(status: &std::process::ExitStatus) -> bool {
 
 /// The incident with the agent: kill-largest ends it within the budget plus
 /// a small overshoot; the server survives and recovers; one process dies.
-pub fn agent_kill(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
+pub fn agent_kill(ctx: &Ctx, c: &mut Checks) -> Result<()> {
     let _ = std::fs::remove_file("/tmp/kills.jsonl");
     let config = write_config(
         "agent-kill",
@@ -239,6 +239,18 @@ action = "kill-largest"
             s2e.is_some_and(|v| v < 2000.0),
             format!("signal to exit: {s2e:?} ms"),
         );
+        // Without process_mrelease (5.10) the kill falls back to the
+        // victim's own exit, and the log must not claim otherwise. Where
+        // the call exists it can still refuse (a contended mmap lock), so
+        // there the outcome is a number, not a check.
+        let released = k["memory_released"].as_bool();
+        c.metric("memory_released", released);
+        if !ctx.kill_feature("process_mrelease") {
+            c.check(
+                released == Some(false),
+                format!("memory_released {released:?} on a kernel without process_mrelease"),
+            );
+        }
     }
     let baseline = latencies(&samples, 0.0, hog_from);
     let after = latencies(&samples, kill_ms + 1000.0, f64::MAX);
@@ -690,7 +702,7 @@ min_interval = "1s"
 /// The other kill actions: `kill-most-throttled` picks the process
 /// throttled longest (not the largest), `kill-cgroup` ends every process of
 /// the cgroup through cgroup.kill.
-pub fn agent_actions(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
+pub fn agent_actions(ctx: &Ctx, c: &mut Checks) -> Result<()> {
     let _ = std::fs::remove_file("/tmp/actions.jsonl");
     let config = write_config(
         "agent-actions",
@@ -749,8 +761,19 @@ action = "kill-cgroup"
             .is_ok_and(|p| p.trim().is_empty())
     });
     drop(stage);
-    agent.stop();
+    let log = agent.stop();
     let kills = kill_log("/tmp/actions.jsonl");
+    // cgroup.kill where the kernel has it (5.14+), else one by one: both
+    // must end every process, and the log says which ran.
+    let (how, other) = if ctx.kill_feature("cgroup_kill") {
+        ("via cgroup.kill", "one by one")
+    } else {
+        ("one by one", "via cgroup.kill")
+    };
+    c.check(
+        log.contains(how) && !log.contains(other),
+        format!("kill-cgroup should have killed {how} on this kernel"),
+    );
 
     c.check(
         killed_by_sigkill(&small_status),

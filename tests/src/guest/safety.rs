@@ -43,6 +43,42 @@ fn wait_until_s(child: &mut std::process::Child, until_s: u64) -> Result<std::pr
     wait_child(child, Duration::from_secs(until_s) + HOG_EXIT_GRACE)
 }
 
+/// A hog of `threads` threads that all churn over memory.high at once:
+/// it allocates 64 MiB under a high limit, starts its threads, and only
+/// then is memory.high lowered to 48 MiB. Lowered first, the allocation
+/// alone would sleep past the hog's life (2 s per 256 KiB batch once well
+/// over) and the threads would never start. Pinned to one CPU, the
+/// cgroup's PSI `some` is the union of its threads' stalls; spread over
+/// two, PSI weighs each CPU's share and reads less than the union.
+fn threaded_hog(cg: &TestCgroup, threads: u32, until_s: u32, cpu: Option<usize>) -> Result<Hog> {
+    let ready = format!("/tmp/threads{}.ready", cg.path.replace('/', "-"));
+    let _ = std::fs::remove_file(&ready);
+    let n = threads.to_string();
+    let mut hog = Hog::spawn(
+        cg,
+        &[
+            "--mb",
+            "64",
+            "--step-mb",
+            "8",
+            "--churn-kb",
+            "256",
+            "--threads",
+            &n,
+            "--ready",
+            &ready,
+        ],
+        until_s,
+        cpu,
+    )?;
+    if !super::wait_until(hog.life_left(), || Path::new(&ready).exists()) {
+        stop(&mut hog.child);
+        bail!("the threaded hog did not finish allocating");
+    }
+    limits(cg, 48 * MIB, 256 * MIB)?;
+    Ok(hog)
+}
+
 fn victims(kills: &[Value]) -> Vec<String> {
     kills
         .iter()
@@ -157,7 +193,7 @@ action = "kill-largest"
 pub fn safety_lost_ends(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     let _ = std::fs::remove_file("/tmp/lost.jsonl");
     let cg = v2_cgroup("/lost")?;
-    limits(&cg, 48 * MIB, 256 * MIB)?;
+    limits(&cg, 256 * MIB, 256 * MIB)?;
     let config = super::agent::write_config(
         "lost",
         r#"
@@ -174,21 +210,7 @@ action = "kill-largest"
     let mut small = idle(&cg, 20, 90)?;
     let small_pid = small.pid();
     std::thread::sleep(Duration::from_secs(2));
-    let mut hog = Hog::spawn(
-        &cg,
-        &[
-            "--mb",
-            "70",
-            "--step-mb",
-            "2",
-            "--churn-kb",
-            "256",
-            "--threads",
-            "128",
-        ],
-        30,
-        None,
-    )?;
+    let mut hog = threaded_hog(&cg, 128, 40, None)?;
     // Throttled for about 3 s: 30 % of the window, under the 60 % budget.
     std::thread::sleep(Duration::from_secs(3));
     // The agent stops reading; every throttled thread exits at once and
@@ -321,28 +343,14 @@ pub fn safety_fallback_threads(ctx: &Ctx, c: &mut Checks) -> Result<()> {
     let _ = ctx;
     let deny = [("MEMTRACE_DENY_ATTACH", "fentry")];
     let cg = v2_cgroup("/threads")?;
-    limits(&cg, 48 * MIB, 256 * MIB)?;
+    limits(&cg, 256 * MIB, 256 * MIB)?;
     let events = EventsRun::start_with_env(
         &workspace_bin("memtrace"),
         &["--types", "throttle,lost"],
         &deny,
     )?;
     let before = Evidence::read(&cg)?;
-    let mut hog = Hog::spawn(
-        &cg,
-        &[
-            "--mb",
-            "70",
-            "--step-mb",
-            "2",
-            "--churn-kb",
-            "256",
-            "--threads",
-            "50",
-        ],
-        10,
-        Some(0),
-    )?;
+    let mut hog = threaded_hog(&cg, 50, 12, Some(0))?;
     let (status, _) = hog.wait()?;
     std::thread::sleep(Duration::from_secs(1));
     let after = Evidence::read(&cg)?.since(&before);

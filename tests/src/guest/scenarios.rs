@@ -24,6 +24,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// A kill-path feature as `check` found it (`kernel.kill` in its JSON).
+    pub fn kill_feature(&self, name: &str) -> bool {
+        self.capabilities["kernel"]["kill"][name] == true
+    }
+
     fn probe_attached(&self, name: &str) -> bool {
         self.capabilities["probes"].as_array().is_some_and(|ps| {
             ps.iter()
@@ -36,6 +41,7 @@ pub type Scenario = fn(&Ctx, &mut Checks) -> Result<()>;
 
 /// Every scenario by name, in the order the full matrix runs them.
 pub const ALL: &[(&str, Scenario)] = &[
+    ("check", check_features),
     ("livelock", livelock),
     ("oom", oom),
     ("nested", nested),
@@ -79,11 +85,6 @@ pub const OOM_HOG_UNTIL_S: u32 = 30;
 /// below its limits): 48 MiB and a 6 s hold took at most 7.0 s under load.
 const QUIET_HOG_UNTIL_S: u32 = 40;
 
-/// From a kernel event (an OOM kill) to memtrace's JSON line for it, once
-/// the victim is reaped: the ring buffer is polled continuously; measured
-/// at most 14 ms.
-pub const EVENT_LATENCY: Duration = Duration::from_secs(10);
-
 pub fn v2_cgroup(path: &str) -> Result<TestCgroup> {
     let cg = TestCgroup::create(path)?;
     if cg.version() != memtrace::CgroupVersion::V2 {
@@ -105,6 +106,17 @@ fn start_events() -> Result<EventsRun> {
         &workspace_bin("memtrace"),
         &["--types", "throttle,reclaim,oom_kill,lost"],
     )
+}
+
+/// Records memtrace's own count of records it lost (ring buffer full), so a
+/// PSI mismatch says whether memtrace knew it missed something.
+fn lost_metric(c: &mut Checks, events: &[Value]) {
+    let lost: u64 = events
+        .iter()
+        .filter(|e| e["type"] == "lost")
+        .filter_map(|e| e["count"].as_u64())
+        .sum();
+    c.metric("lost_records", lost);
 }
 
 /// Compares memtrace's throttled time with the kernel's PSI `some` total.
@@ -168,6 +180,7 @@ fn livelock(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     stop(&mut server);
     let server_pid = u64::from(server.id());
     let events = events.stop()?;
+    lost_metric(c, &events);
 
     c.check(
         status.success(),
@@ -263,8 +276,11 @@ fn oom(ctx: &Ctx, c: &mut Checks) -> Result<()> {
         None,
     )?;
     let hog_pid = hog.pid();
+    // The event first, then the reaping (as in `fallback`: where the OOM
+    // tracepoint names only a pid, memtrace reads the victim's cgroup from
+    // /proc/PID, gone once it is reaped), bounded by the hog's life.
+    let oom = events.wait_for(hog.life_left(), |e| e["type"] == "oom_kill");
     let (status, _) = hog.wait()?;
-    let oom = events.wait_for(EVENT_LATENCY, |e| e["type"] == "oom_kill");
     let after = Evidence::read(&cg)?.since(&before);
     let events = events.stop()?;
 
@@ -336,6 +352,7 @@ fn nested(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     std::thread::sleep(Duration::from_secs(1));
     let after = Evidence::read(&parent)?.since(&before);
     let events = events.stop()?;
+    lost_metric(c, &events);
     drop(child);
 
     c.check(
@@ -466,6 +483,7 @@ fn many(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
         afters.push(Evidence::read(cg)?.since(before));
     }
     let events = events.stop()?;
+    lost_metric(c, &events);
 
     for ((cg, _, _), after) in groups.iter().zip(&afters) {
         let pids: Vec<u64> = hogs
@@ -557,9 +575,16 @@ fn fallback(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
         None,
     )?;
     let victim_pid = victim.pid();
+    // The event first, then the reaping: the classic tracepoint names only
+    // the victim's pid, and memtrace reads its cgroup from /proc/PID, which
+    // is gone once the victim is reaped. Reaped first, as before, a late
+    // lookup on a loaded guest reported "OOM victim cgroup null" (6.1). The
+    // wait ends with the victim's life at the latest: the OOM kill cannot
+    // come later.
+    let oom = events.wait_for(victim.life_left(), |e| e["type"] == "oom_kill");
     let _ = victim.wait()?;
-    let oom = events.wait_for(EVENT_LATENCY, |e| e["type"] == "oom_kill");
     let events = events.stop()?;
+    lost_metric(c, &events);
 
     c.check(
         status.success(),
@@ -596,6 +621,67 @@ fn fallback(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
         }
         None => c.check(false, "no oom_kill event via the tracepoint fallback"),
     }
+    Ok(())
+}
+
+/// `memtrace check` on this kernel: the kill path's features are found
+/// as the kernel's version says they must be (process_mrelease 5.15,
+/// cgroup.kill 5.14), and each one missing is said, in `degraded`, with
+/// what the fallback costs. The scenarios that kill assert the fallback
+/// itself (agent-kill, agent-actions).
+pub fn check_features(ctx: &Ctx, c: &mut Checks) -> Result<()> {
+    let at_least = |want: (u32, u32)| {
+        let mut n = ctx
+            .kernel
+            .split(|ch: char| !ch.is_ascii_digit())
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        (n.next().unwrap_or(0), n.next().unwrap_or(0)) >= want
+    };
+    let degraded: Vec<String> = ctx.capabilities["degraded"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (feature, since, says) in [
+        (
+            "process_mrelease",
+            (5, 15),
+            "process_mrelease needs Linux 5.15",
+        ),
+        ("cgroup_kill", (5, 14), "cgroup.kill needs Linux 5.14"),
+    ] {
+        let found = ctx.kill_feature(feature);
+        c.metric(feature, found);
+        c.check(
+            found == at_least(since),
+            format!(
+                "{feature}: check found {found} on {}, which is {} {}.{}",
+                ctx.kernel,
+                if at_least(since) {
+                    "at least"
+                } else {
+                    "older than"
+                },
+                since.0,
+                since.1
+            ),
+        );
+        let said = degraded.iter().any(|d| d.contains(says));
+        c.check(
+            said != found,
+            format!("{feature} found {found}, but degraded says {said}: {degraded:?}"),
+        );
+    }
+    c.check(
+        ctx.probe_attached("throttle"),
+        format!(
+            "the throttle probe did not attach: {}",
+            ctx.capabilities["probes"]
+        ),
+    );
     Ok(())
 }
 

@@ -99,7 +99,10 @@ impl Prepared {
     }
 
     /// Sends the signal. With SIGKILL, also releases its memory at once
-    /// where the kernel can (`process_mrelease`); returns whether it did.
+    /// where the kernel can (`process_mrelease`); returns whether the
+    /// memory is gone when this returns: reaped here, or already given
+    /// back by the victim's own exit (a throttled victim wakes at the
+    /// signal and can exit on another CPU first: ESRCH, no mm left).
     pub fn signal(&self, signal: i32) -> io::Result<bool> {
         pidfd_send_signal(&self.fd, signal)?;
         if signal != libc::SIGKILL {
@@ -110,7 +113,10 @@ impl Prepared {
         for _ in 0..3 {
             match process_mrelease(&self.fd) {
                 Ok(()) => return Ok(true),
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(true),
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => std::thread::yield_now(),
+                // ENOSYS (before 5.15), EAGAIN (the reap could not finish):
+                // the victim's exit frees it.
                 Err(_) => return Ok(false),
             }
         }

@@ -141,6 +141,63 @@ pub struct KernelInfo {
     /// Where tracefs is mounted, if it is.
     pub tracefs: Option<PathBuf>,
     pub page_size: u64,
+    /// What the kill path can use here.
+    pub kill: KillFeatures,
+}
+
+/// Kernel features of the kill path; without them the agent falls back,
+/// and `check` says what that costs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KillFeatures {
+    /// `process_mrelease(2)` (Linux 5.15): a killed victim's memory is
+    /// freed at once by the killer, not by the victim's own exit.
+    pub process_mrelease: bool,
+    /// `cgroup.kill` (Linux 5.14, cgroup v2): one write kills a whole
+    /// cgroup, forks in flight included.
+    pub cgroup_kill: bool,
+}
+
+impl KillFeatures {
+    pub fn detect(v2_mount: Option<&Path>) -> Self {
+        // With fd -1, a kernel that has the call answers EBADF, one that
+        // lacks it ENOSYS; nothing is released either way.
+        // SAFETY: no pointers are passed.
+        let rc = unsafe { libc::syscall(libc::SYS_process_mrelease, -1, 0u32) };
+        let process_mrelease =
+            rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS);
+        Self {
+            process_mrelease,
+            cgroup_kill: v2_mount.is_some_and(has_cgroup_kill),
+        }
+    }
+}
+
+/// Whether cgroups under the v2 mount have `cgroup.kill`. The root has
+/// none, so a child is asked; with no child at all, nothing to kill yet,
+/// the kernel's release decides.
+fn has_cgroup_kill(mount: &Path) -> bool {
+    let child = fs::read_dir(mount).ok().and_then(|d| {
+        d.flatten()
+            .find(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+    });
+    match child {
+        Some(dir) => dir.join("cgroup.kill").exists(),
+        None => fs::read_to_string("/proc/sys/kernel/osrelease")
+            .is_ok_and(|r| release_at_least(&r, (5, 14))),
+    }
+}
+
+/// Whether a release string like `5.10.0-32-cloud-amd64` is at least
+/// `major.minor`.
+pub fn release_at_least(release: &str, want: (u32, u32)) -> bool {
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= want
 }
 
 impl KernelInfo {
@@ -157,9 +214,10 @@ impl KernelInfo {
             boot_id: read("/proc/sys/kernel/random/boot_id").unwrap_or_default(),
             btf: Path::new(crate::kernel::btf::VMLINUX_BTF).exists(),
             psi: fs::read_to_string("/proc/pressure/memory").is_ok(),
-            cgroups,
             tracefs: super::tracefs::mount_point(),
             page_size: page_size(),
+            kill: KillFeatures::detect(cgroups.v2_mount.as_deref()),
+            cgroups,
         }
     }
 }
@@ -180,6 +238,15 @@ mod tests {
 29 25 0:27 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
 31 25 0:29 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
 ";
+
+    #[test]
+    fn releases_compare_by_major_and_minor() {
+        assert!(release_at_least("5.15.0-1-amd64", (5, 15)));
+        assert!(release_at_least("6.1.0-40-cloud-amd64", (5, 15)));
+        assert!(!release_at_least("5.10.0-32-cloud-amd64", (5, 14)));
+        assert!(release_at_least("7.3.4+deb13-cloud-amd64", (5, 14)));
+        assert!(!release_at_least("garbage", (5, 14)));
+    }
 
     #[test]
     fn hybrid_with_memory_on_v1() {

@@ -151,6 +151,21 @@ pub(super) fn degradations(caps: &Capabilities, r: &Resolved) -> Vec<String> {
     if caps.kernel.cgroups.memory.is_none() {
         out.push("no memory controller is mounted: no memory cgroup to watch".into());
     }
+    if !caps.kernel.kill.process_mrelease {
+        out.push(
+            "a killed victim's memory is freed by its own exit, not at once by the agent \
+             (process_mrelease needs Linux 5.15): under heavy throttling the cgroup stays \
+             over memory.high a little longer after a kill"
+                .into(),
+        );
+    }
+    if caps.kernel.cgroups.v2_mount.is_some() && !caps.kernel.kill.cgroup_kill {
+        out.push(
+            "action kill-cgroup signals the cgroup's processes one by one (cgroup.kill needs \
+             Linux 5.14): a process forked meanwhile can survive it"
+                .into(),
+        );
+    }
     if !ok(Probe::Throttle) {
         out.push(
             "throttle episodes are not measured: memtrace cannot see time spent in the \

@@ -41,13 +41,13 @@ pub struct Suite {
 pub const SUITES: [Suite; 3] = [
     Suite {
         name: "bookworm",
-        kernel: kernels::SERIES[0],
+        kernel: kernels::BOOKWORM,
         extra: &["systemd-oomd"],
         old_glibc: false,
     },
     Suite {
         name: "trixie",
-        kernel: kernels::SERIES[1],
+        kernel: kernels::TRIXIE,
         extra: &["systemd-oomd"],
         old_glibc: false,
     },
