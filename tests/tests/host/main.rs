@@ -9,6 +9,7 @@
 
 mod agent;
 mod events;
+mod examples;
 mod incident;
 mod record;
 mod top;

@@ -170,9 +170,11 @@ impl AgentConfig {
                 return Err(at(
                     Some(span.clone()),
                     format!(
-                        "budget `{}`: say what it watches: `cgroup = \"/system.slice/*.service\"`, \
+                        "{}: say what it watches: `cgroup = \"/system.slice/*.service\"`, \
                          or a name: `unit`, `container`, `pod`, `pod_namespace`",
-                        b.label()
+                        b.name
+                            .as_ref()
+                            .map_or_else(|| "a budget".to_string(), |n| format!("budget `{n}`"))
                     ),
                 ));
             }
