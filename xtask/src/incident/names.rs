@@ -15,7 +15,9 @@ use crate::vm::debian::payload::Payload;
 
 const SCRIPT: &str = include_str!("../vm/debian/names-check.sh");
 const SCRIPT_AT: &str = "/root/names-check.sh";
-const EVENTS: &str = "/root/names-events.jsonl";
+/// The OOM kills `memtrace events --json` printed, and the first event that
+/// named the user.
+const EVENTS: &str = "/root/names-seen.jsonl";
 
 /// Where docs/examples/agent.toml's exec sink points.
 const PAGER_AT: &str = "/usr/local/bin/page-oncall";
@@ -73,14 +75,17 @@ pub(super) fn summary(r: &Value) -> String {
     let events = json_lines(r, EVENTS);
     let user = events
         .iter()
-        .find(|e| e["who"]["user"] == UNIT_USER)
+        .find(|e| {
+            e["type"] == "oom_kill"
+                && e["cgroup"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("/user.slice/"))
+        })
         .map_or("none".into(), |e| {
             format!("{} ({})", e["cgroup_name"], e["cgroup"])
         });
-    format!(
-        "names: {} oom_kill events, the user's: {user}",
-        events.len()
-    )
+    let ooms = events.iter().filter(|e| e["type"] == "oom_kill").count();
+    format!("names: {ooms} oom_kill events, the user's: {user}")
 }
 
 /// What the names checks found wrong (empty: all passed).
@@ -163,21 +168,31 @@ pub(super) fn checks(r: &Value) -> Vec<String> {
         scope,
         format!("no oom_kill event named the scope names-batch.scope: {events:?}"),
     );
+    // The user's uid, from the path, and its name, looked up in the
+    // guest's passwd while events flowed.
+    let named = events
+        .iter()
+        .find(|e| e["who"]["user"] == UNIT_USER && e["who"]["uid"].is_u64());
+    check(
+        named.is_some(),
+        format!("no event named user {UNIT_USER}: {events:?}"),
+    );
+    let uid = named.map_or(Value::Null, |e| e["who"]["uid"].clone());
     // The victim's memory cgroup is its service's when the user manager
     // delegates memory, else the nearest above it that has the controller.
-    let user = events.iter().any(|e| {
-        let uid = &e["who"]["uid"];
-        let slice = format!("/user.slice/user-{uid}.slice");
-        let own = format!("{slice}/user@{uid}.service/app.slice/names-user.service");
+    let slice = format!("/user.slice/user-{uid}.slice");
+    let manager = format!("{slice}/user@{uid}.service");
+    let own = format!("{manager}/app.slice/names-user.service");
+    let user_oom = events.iter().any(|e| {
         e["type"] == "oom_kill"
-            && e["who"]["user"] == UNIT_USER
+            && e["who"]["uid"] == uid
             && (e["cgroup"] == own.as_str() && e["cgroup_name"] == "names-user.service"
-                || e["cgroup"] == format!("{slice}/user@{uid}.service").as_str()
+                || e["cgroup"] == manager.as_str()
                 || e["cgroup"] == slice.as_str())
     });
     check(
-        user,
-        format!("no oom_kill event named user {UNIT_USER}'s service or session: {events:?}"),
+        user_oom,
+        format!("no oom_kill event in {slice} named for uid {uid}: {events:?}"),
     );
     f
 }
