@@ -316,6 +316,14 @@ pub struct Timing {
     pub after_recovery_s: f64,
 }
 
+/// The example configuration's secrets (its Discord and webhook sinks name
+/// them with `url_env`/`token_env`, and a file whose variables are unset
+/// does not load), as an operator puts them beside it for the unit's
+/// `EnvironmentFile=`. They point at a closed port on the guest's own
+/// loopback: those deliveries fail and are counted.
+const SECRETS: &str =
+    "MEMTRACE_DISCORD_URL=http://127.0.0.1:9/discord\nMEMTRACE_WEBHOOK_TOKEN=ci-token\n";
+
 /// A configuration that parses as TOML but does not validate: the
 /// packaged unit's reload must refuse it and keep the running one.
 const BROKEN_CONFIG: &str = "[[budget]]\ncgroup = \"/system.slice/**\"\nmax_throttled = \"300%\"\n";
@@ -415,6 +423,7 @@ pub fn run(
             p.file("/root/agent.toml", &example()?, 0o644)?;
             p.file("/root/broken.toml", BROKEN_CONFIG, 0o644)?;
             names::pager(&mut p)?;
+            p.file("/etc/memtrace/secrets.env", SECRETS, 0o600)?;
             steps = package_steps();
         }
         (None, true) => {
@@ -424,6 +433,7 @@ pub fn run(
             p.file("/etc/systemd/system/memtrace-agent.service", &unit, 0o644)?;
             p.file("/etc/memtrace/agent.toml", &example()?, 0o644)?;
             names::pager(&mut p)?;
+            p.file("/etc/memtrace/secrets.env", SECRETS, 0o600)?;
         }
         _ => {}
     }

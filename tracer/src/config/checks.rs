@@ -85,7 +85,7 @@ pub fn warnings(cfg: &AgentConfig, cgroups: &[String]) -> Vec<Warning> {
                 key,
                 format!(
                     "`{}` matches no cgroup now ({} exist): check the spelling, or start the service first",
-                    b.selector(),
+                    b.scope(),
                     cgroups.len()
                 ),
             );
