@@ -56,7 +56,7 @@ fn main() {
         eprintln!("vm-guest: === {name} ===");
         let start = Instant::now();
         let mut checks = Checks::default();
-        let error = match ALL.iter().find(|(n, _)| n == name) {
+        let error = match ALL.iter().chain(scenarios::BENCH).find(|(n, _)| n == name) {
             Some((_, f)) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 f(&ctx, &mut checks)
             })) {

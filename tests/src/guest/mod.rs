@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod ops;
+pub mod probe_cost;
 pub mod record;
 pub mod safety;
 pub mod scenarios;

@@ -66,6 +66,9 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("top-incident", super::screens::top_incident),
 ];
 
+/// Scenarios only `cargo xtask bench` runs, by name.
+pub const BENCH: &[(&str, Scenario)] = &[("probe-cost", super::probe_cost::probe_cost)];
+
 /// memtrace's union of throttle episodes and the cgroup's PSI `some` total
 /// must agree within this share of the PSI figure, plus [`PSI_SLACK_MS`].
 /// Why: docs/testing.md, "Tolerances".
