@@ -404,7 +404,7 @@ pub fn run(
     std::fs::create_dir_all(&run_dir)?;
     let mut p = Payload::new(&run_dir, image.suite.old_glibc)?;
     p.binary(&release.join("debian-guest"), None)?;
-    // The names checks squeeze a scope and a user's service with it.
+    // The names checks squeeze a transient scope with it.
     p.binary(&release.join("hog"), Some("/usr/bin/hog"))?;
     p.binary(&release.join("t3-standin"), Some("/usr/bin/t3"))?;
     p.file("/etc/systemd/system/t3-serve@.service", &t3_unit(), 0o644)?;
