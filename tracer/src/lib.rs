@@ -44,14 +44,6 @@ mod event;
 mod kernel;
 mod metrics;
 mod model;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        unused_imports,
-        reason = "the naming stage is being wired into events, top, alerts and metrics"
-    )
-)]
 mod names;
 mod policy;
 mod probe;

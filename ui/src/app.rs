@@ -126,7 +126,12 @@ impl App {
         let mut rows: Vec<&CgroupRow> = snap
             .cgroups
             .iter()
-            .filter(|r| needle.is_empty() || r.path.to_lowercase().contains(&needle))
+            .filter(|r| {
+                needle.is_empty()
+                    || r.path.to_lowercase().contains(&needle)
+                    || r.name.to_lowercase().contains(&needle)
+                    || r.search.contains(&needle)
+            })
             .collect();
         if self.tree {
             // By path segments, so `/a/b` follows `/a` before `/a-b` does.

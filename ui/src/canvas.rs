@@ -357,6 +357,15 @@ fn fit_path(p: &str, w: usize) -> String {
     format!("…{tail}")
 }
 
+/// A name cut at the right to fit: its start says who.
+fn fit_name(n: &str, w: usize) -> String {
+    if n.chars().count() <= w {
+        return n.to_string();
+    }
+    let head: String = n.chars().take(w.saturating_sub(1)).collect();
+    format!("{head}…")
+}
+
 fn draw_table(
     f: &mut Frame<'_>,
     area: Rect,
@@ -366,17 +375,40 @@ fn draw_table(
     selected: Option<usize>,
     theme: Theme,
 ) {
+    // Who the cgroup is comes first, then its path while there is room
+    // for one that says something; numbers get what the name leaves, the
+    // least useful dropped first. In the tree the path's tree leads.
+    const NAME_MIN: u16 = 24;
     const PATH_MIN: u16 = 16;
     let inner_w = area.width.saturating_sub(2);
     let mut cols: Vec<&Col> = Vec::new();
-    let mut used = PATH_MIN;
+    let mut used = NAME_MIN;
     for c in COLS {
         if used + c.width < inner_w {
             used += c.width + 1;
             cols.push(c);
         }
     }
-    let path_w = inner_w.saturating_sub(used - PATH_MIN).max(4);
+    let flex = inner_w.saturating_sub(used - NAME_MIN).max(8);
+    let longest = rows
+        .iter()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(8, usize::from(flex)) as u16;
+    // (first column, its width), (second, its width) or none.
+    let (first_w, second_w) = if app.tree {
+        let name_w = longest.min(flex / 2);
+        match flex.checked_sub(name_w + 1) {
+            Some(t) if t >= PATH_MIN => (t, Some(name_w)),
+            _ => (flex, None),
+        }
+    } else {
+        match flex.checked_sub(longest + 1) {
+            Some(p) if p >= PATH_MIN => (longest, Some(p)),
+            _ => (flex, None),
+        }
+    };
     let sort = format!(
         " cgroups {}/{}  sort: {}{}{}{} ",
         rows.len(),
@@ -390,8 +422,17 @@ fn draw_table(
             format!("  filter: {}", app.filter)
         }
     );
+    let titles: &[&str] = match (app.tree, second_w.is_some()) {
+        (false, true) => &["NAME", "CGROUP"],
+        (false, false) => &["NAME"],
+        (true, true) => &["CGROUP", "NAME"],
+        (true, false) => &["CGROUP"],
+    };
     let header = Row::new(
-        std::iter::once(Cell::from("CGROUP")).chain(cols.iter().map(|c| Cell::from(c.title))),
+        titles
+            .iter()
+            .map(|t| Cell::from(*t))
+            .chain(cols.iter().map(|c| Cell::from(c.title))),
     )
     .style(Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
     let visible = area.height.saturating_sub(3) as usize;
@@ -407,12 +448,19 @@ fn draw_table(
         .skip(offset)
         .take(visible)
         .map(|(i, r)| {
-            let name = if app.tree {
-                crate::tree::tree_name(rows, i)
+            let mut cells = if app.tree {
+                let tree = crate::tree::tree_name(rows, i);
+                vec![Cell::from(fit_path(&tree, first_w as usize))]
             } else {
-                r.path.clone()
+                vec![Cell::from(fit_name(&r.name, first_w as usize))]
             };
-            let mut cells = vec![Cell::from(fit_path(&name, path_w as usize))];
+            if let Some(w) = second_w {
+                cells.push(Cell::from(if app.tree {
+                    fit_name(&r.name, w as usize)
+                } else {
+                    fit_path(&r.path, w as usize)
+                }));
+            }
             for c in &cols {
                 cells.push(Cell::from((c.cell)(r, c.width)).style((c.style)(r, theme)));
             }
@@ -424,7 +472,10 @@ fn draw_table(
             }
         })
         .collect();
-    let mut widths = vec![Constraint::Length(path_w)];
+    let mut widths: Vec<Constraint> = std::iter::once(first_w)
+        .chain(second_w)
+        .map(Constraint::Length)
+        .collect();
     widths.extend(cols.iter().map(|c| Constraint::Length(c.width)));
     let empty = rows.is_empty();
     let table = Table::new(body, widths)
@@ -449,8 +500,13 @@ fn draw_table(
 }
 
 fn draw_detail(f: &mut Frame<'_>, area: Rect, app: &App, r: &CgroupRow, theme: Theme) {
+    let who = if r.name.is_empty() || r.path.ends_with(&format!("/{}", r.name)) {
+        String::new()
+    } else {
+        format!("{}  ", r.name)
+    };
     let limits = format!(
-        " {}  current {}  high {}  max {} ",
+        " {who}{}  current {}  high {}  max {} ",
         r.path,
         r.current.map_or("-".into(), fmt_bytes),
         r.high.map_or("max".into(), fmt_bytes),
@@ -616,7 +672,7 @@ fn draw_help(f: &mut Frame<'_>, area: Rect, mode: Mode) {
         "Enter        open the cgroup: chart, tasks, events",
         "Esc          close it; clear the filter",
         "s / S        next sort column / reverse order",
-        "/            filter by path (substring)",
+        "/            filter by path or name (unit, user, pod, ...)",
         "t            tree view (by path)",
         "p or space   pause",
     ];
@@ -633,6 +689,7 @@ fn draw_help(f: &mut Frame<'_>, area: Rect, mode: Mode) {
     text.extend([
         "q, Ctrl-C    quit",
         "",
+        "NAME: the unit, user, container or pod; CGROUP: its path.",
         "THR1s/THR10s: share of the last 1 s / 10 s with a task of",
         "the cgroup (or below) in the memory.high throttle.",
         "MEMORY: memory.current of memory.max (| marks memory.high).",

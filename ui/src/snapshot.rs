@@ -77,6 +77,11 @@ pub struct TaskRow {
 pub struct CgroupRow {
     pub id: u64,
     pub path: String,
+    /// Who the cgroup is, for people: its unit, container or pod.
+    pub name: String,
+    /// Every name the filter matches besides the path (unit as systemd
+    /// spells it, user, container id and name, pod, namespace), lowercase.
+    pub search: String,
     /// Share of the last second / last 10 s with a task of the cgroup (or
     /// below) in the memory.high throttle.
     pub throttled_1s: f64,

@@ -11,6 +11,11 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyEventState, 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
+/// The first incident's cgroup, as systemd spells it, and a container of
+/// the seeds' docker.slice (Docker's own example id).
+const UNIT: &str = r"/system.slice/system-t3\x2dserve.slice/t3-serve@wizard.service";
+const CONTAINER: &str = "ae836c95b4c3c9e9179e0e91015512da89fdec91612f63cebae57df9a5444c79";
+
 fn screen(app: &mut App, snap: &Snapshot, w: u16, h: u16) -> String {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
     t.draw(|f| draw(f, app, snap, Theme { color: false }))
@@ -62,7 +67,12 @@ fn livelock() -> Snapshot {
     s.cgroups = vec![
         CgroupRow {
             id: 10,
-            path: "/system.slice/t3-serve@wizard.service".into(),
+            path: UNIT.into(),
+            name: "t3-serve@wizard.service".into(),
+            search: format!(
+                "t3-serve@wizard.service\n{}",
+                UNIT.rsplit('/').next().unwrap()
+            ),
             throttled_1s: 0.82,
             throttled_10s: 0.78,
             episodes_per_s: 3.1,
@@ -125,6 +135,8 @@ fn livelock() -> Snapshot {
         CgroupRow {
             id: 11,
             path: "/user.slice/user-1000.slice".into(),
+            name: "user-1000.slice (wizard)".into(),
+            search: "user-1000.slice (wizard)\nuser-1000.slice\nwizard\n1000".into(),
             throttled_1s: 0.0,
             throttled_10s: 0.04,
             episodes_per_s: 0.2,
@@ -140,8 +152,20 @@ fn livelock() -> Snapshot {
         CgroupRow {
             id: 12,
             path: "/docker.slice".into(),
+            name: "docker.slice".into(),
+            search: "docker.slice\ndocker.slice".into(),
             current: Some(700 * MIB),
             max: Some(8 * GIB),
+            psi_full_avg10: Some(0.0),
+            oom_kills: 2,
+            ..Default::default()
+        },
+        CgroupRow {
+            id: 13,
+            path: format!("/docker.slice/docker-{CONTAINER}.scope"),
+            name: "t3-indexer".into(),
+            search: format!("t3-indexer\ndocker-{CONTAINER}.scope\n{CONTAINER}\nt3-indexer"),
+            current: Some(650 * MIB),
             psi_full_avg10: Some(0.0),
             oom_kills: 2,
             ..Default::default()
@@ -151,23 +175,25 @@ fn livelock() -> Snapshot {
         LogLine {
             time: "15:41:58".into(),
             kind: LogKind::Warning,
-            text: "/system.slice/t3-serve@wizard.service throttled 1.6s of 10s (50% of budget)"
-                .into(),
+            text: "t3-serve@wizard.service throttled 1.6s of 10s (50% of budget)".into(),
         },
         LogLine {
             time: "15:42:01".into(),
             kind: LogKind::Oom,
-            text: "the kernel OOM-killed chrome[3003] in /docker.slice".into(),
+            text: format!(
+                "the kernel OOM-killed chrome[3003] in t3-indexer (/docker.slice/docker-{}.scope)",
+                &CONTAINER[..12]
+            ),
         },
         LogLine {
             time: "15:42:06".into(),
             kind: LogKind::Breach,
-            text: "/system.slice/t3-serve@wizard.service throttled 3.0s of 10s: budget work".into(),
+            text: "t3-serve@wizard.service throttled 3.0s of 10s: budget work".into(),
         },
         LogLine {
             time: "15:42:06".into(),
             kind: LogKind::Kill,
-            text: "ugrep[4242] rss 12.0GiB in /system.slice/t3-serve@wizard.service".into(),
+            text: "ugrep[4242] rss 12.0GiB in t3-serve@wizard.service".into(),
         },
     ];
     s
@@ -184,6 +210,8 @@ fn degraded() -> Snapshot {
     s.cgroups = vec![CgroupRow {
         id: 3,
         path: "/memtrace-test".into(),
+        name: "memtrace-test".into(),
+        search: "memtrace-test".into(),
         current: Some(63 * MIB),
         max: Some(64 * MIB),
         reclaim_p50_us: Some(45),
@@ -245,6 +273,34 @@ fn help_filter_and_tree() {
     key(&mut app, &s, KeyCode::Enter);
     key(&mut app, &s, KeyCode::Char('t'));
     insta::assert_snapshot!("filter_tree_80x24", screen(&mut app, &s, 80, 24));
+}
+
+/// `/` matches names as well as paths: the unit's user, a container's
+/// name, a pod's namespace, case aside.
+#[test]
+fn the_filter_finds_names() {
+    let s = livelock();
+    let shown = |filter: &str| {
+        let mut app = App::new(Mode::Live);
+        key(&mut app, &s, KeyCode::Char('/'));
+        for c in filter.chars() {
+            key(&mut app, &s, KeyCode::Char(c));
+        }
+        key(&mut app, &s, KeyCode::Enter);
+        app.rows(&s).iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    assert_eq!(shown("WIZARD"), [10, 11], "the unit and the user's slice");
+    assert_eq!(shown("t3-indexer"), [13], "a container by its name");
+    assert_eq!(shown("ae836c95"), [13], "and by its id");
+    assert_eq!(shown("x2dserve"), [10], "a unit as systemd spells it");
+    assert!(shown("nothing-by-this-name").is_empty());
+    let mut app = App::new(Mode::Live);
+    key(&mut app, &s, KeyCode::Char('/'));
+    for c in "t3-indexer".chars() {
+        key(&mut app, &s, KeyCode::Char(c));
+    }
+    key(&mut app, &s, KeyCode::Enter);
+    insta::assert_snapshot!("filter_by_name_100x30", screen(&mut app, &s, 100, 30));
 }
 
 #[test]
@@ -319,7 +375,12 @@ fn a_thousand_cgroups_in_a_small_and_a_large_terminal() {
     s.cgroups = (0..1000)
         .map(|i| CgroupRow {
             id: 100 + i,
-            path: format!("/kubepods.slice/pod-{i:04}/container"),
+            path: format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod8e3f{i:04}_7c4d_4b2a_9f10_2d6e5a7b8c9d.slice/cri-containerd-{}.scope",
+                &CONTAINER[4..]
+            ),
+            name: format!("batch/etl-{i:04}/worker"),
+            search: format!("batch/etl-{i:04}/worker\nbatch\netl-{i:04}\nworker"),
             throttled_10s: (i % 17) as f64 / 20.0,
             current: Some((i % 50 + 1) * 40 * MIB),
             high: Some(2 * GIB),

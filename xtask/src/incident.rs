@@ -17,6 +17,8 @@ use crate::vm::debian::guest::Guest;
 use crate::vm::debian::image::{Image, UNIT_USER};
 use crate::vm::debian::payload::Payload;
 
+mod names;
+
 /// The seed's limits (MemoryHigh=12G, MemoryMax=16G on a 23 GiB host)
 /// scaled to a 512 MiB guest, in the same 3:4 ratio.
 pub const HIGH_MB: u32 = 96;
@@ -91,6 +93,8 @@ pub struct Guard {
     start: Vec<&'static str>,
     probes: Vec<Vec<&'static str>>,
     collect: Vec<&'static str>,
+    /// Commands the guest runs after the incident (plan `after`).
+    after: Vec<Value>,
     memtrace: bool,
     /// memtrace's Debian package: installed with apt in the guest (its
     /// unit and configuration as packaged), instead of the release binary
@@ -114,6 +118,7 @@ impl Guard {
             start: Vec::new(),
             probes: Vec::new(),
             collect: Vec::new(),
+            after: Vec::new(),
             memtrace: false,
             deb: None,
             needs_package: None,
@@ -319,6 +324,8 @@ pub fn build_binaries() -> Result<PathBuf> {
         "debian-guest",
         "--bin",
         "t3-standin",
+        "--bin",
+        "hog",
     ])
     .context("building memtrace and the Debian guest's programs (release)")?;
     Ok(cmd::workspace_root().join("target/release"))
@@ -330,6 +337,14 @@ pub struct Timing {
     /// Seconds to keep watching after a recovery.
     pub after_recovery_s: f64,
 }
+
+/// The example configuration's secrets (its Discord and webhook sinks name
+/// them with `url_env`/`token_env`, and a file whose variables are unset
+/// does not load), as an operator puts them beside it for the unit's
+/// `EnvironmentFile=`. They point at a closed port on the guest's own
+/// loopback: those deliveries fail and are counted.
+const SECRETS: &str =
+    "MEMTRACE_DISCORD_URL=http://127.0.0.1:9/discord\nMEMTRACE_WEBHOOK_TOKEN=ci-token\n";
 
 /// A configuration that parses as TOML but does not validate: the
 /// packaged unit's reload must refuse it and keep the running one.
@@ -411,6 +426,8 @@ pub fn run(
     std::fs::create_dir_all(&run_dir)?;
     let mut p = Payload::new(&run_dir, image.suite.old_glibc)?;
     p.binary(&release.join("debian-guest"), None)?;
+    // The names checks squeeze a transient scope with it.
+    p.binary(&release.join("hog"), Some("/usr/bin/hog"))?;
     p.binary(&release.join("t3-standin"), Some("/usr/bin/t3"))?;
     p.file("/etc/systemd/system/t3-serve@.service", &t3_unit(), 0o644)?;
     for (to, text) in &g.files {
@@ -427,6 +444,8 @@ pub fn run(
             p.copy(deb, "/root/memtrace.deb", 0o644)?;
             p.file("/root/agent.toml", &example()?, 0o644)?;
             p.file("/root/broken.toml", BROKEN_CONFIG, 0o644)?;
+            names::pager(&mut p)?;
+            p.file("/etc/memtrace/secrets.env", SECRETS, 0o600)?;
             steps = package_steps();
         }
         (None, true) => {
@@ -435,6 +454,8 @@ pub fn run(
                 .context("reading docs/examples/memtrace-agent.service")?;
             p.file("/etc/systemd/system/memtrace-agent.service", &unit, 0o644)?;
             p.file("/etc/memtrace/agent.toml", &example()?, 0o644)?;
+            names::pager(&mut p)?;
+            p.file("/etc/memtrace/secrets.env", SECRETS, 0o600)?;
         }
         _ => {}
     }
@@ -447,6 +468,7 @@ pub fn run(
         "steps": steps,
         "probes": g.probes,
         "collect": g.collect,
+        "after": g.after,
         "unit": unit_name(),
         "port": PORT,
         "interval_ms": INTERVAL_MS,
@@ -554,6 +576,7 @@ pub fn ci_case() -> Result<()> {
     let image = crate::vm::debian::image::image(&suite)?;
     let mut g = guard("memtrace")?;
     g.deb = Some(built.deb.clone());
+    names::add(&mut g);
     let r = run(
         &image,
         &g,
@@ -564,8 +587,9 @@ pub fn ci_case() -> Result<()> {
             after_recovery_s: 3.0,
         },
     )?;
-    let failures = ci_checks(&r);
-    let line = ci_summary(&r);
+    let mut failures = ci_checks(&r);
+    failures.extend(names::checks(&r));
+    let line = format!("{}; {}", ci_summary(&r), names::summary(&r));
     eprintln!("debian guest (bookworm): {line}");
     if !failures.is_empty() {
         bail!(

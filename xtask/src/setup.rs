@@ -17,8 +17,10 @@ use crate::cmd;
 /// alert rules; and what the package checks run: lintian, systemd-analyze,
 /// man, readelf, and the shells whose completions are loaded; openssl
 /// makes the TLS test's private CA; chromium for the HTML report test;
-/// protoc to check Perfetto exports against Perfetto's schema.
-const APT_PACKAGES: [&str; 20] = [
+/// protoc to check Perfetto exports against Perfetto's schema;
+/// python3-kubernetes (and its python3-yaml) checks the DaemonSet example
+/// against the Kubernetes API's own types.
+const APT_PACKAGES: [&str; 22] = [
     "llvm-22-dev",
     "qemu-system-x86",
     "busybox-static",
@@ -39,6 +41,8 @@ const APT_PACKAGES: [&str; 20] = [
     "openssl",
     "chromium",
     "protobuf-compiler",
+    "python3-yaml",
+    "python3-kubernetes",
 ];
 /// The static binary's target.
 const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";

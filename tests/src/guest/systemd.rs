@@ -50,6 +50,11 @@ pub struct Plan {
     /// result (`oomctl`, `memtrace agent --check-config`, ...).
     #[serde(default)]
     pub probes: Vec<Vec<String>>,
+    /// Commands run after the incident, in order, whatever each ends with:
+    /// their exit and output go into the result (`after`) for the host to
+    /// judge (the names checks of the CI case).
+    #[serde(default)]
+    pub after: Vec<Step>,
     /// Files read back into the result at the end (a kill log).
     #[serde(default)]
     pub collect: Vec<String>,
@@ -139,6 +144,42 @@ fn run_steps(plan: &Plan) -> Result<Vec<StepRun>> {
         });
     }
     Ok(done)
+}
+
+/// Runs the plan's `after` commands in order and records how each ended
+/// (stdout is the output; stderr goes to the console); none stops the run
+/// (the host judges them, with the incident's result).
+fn run_after(plan: &Plan) -> Vec<StepRun> {
+    plan.after
+        .iter()
+        .map(|step| {
+            let (exit, output) = match step.argv.split_first() {
+                None => (None, "no command".to_string()),
+                // stderr to the console: the host's sign of progress.
+                Some((program, args)) => match Command::new(program)
+                    .args(args)
+                    .stderr(std::process::Stdio::inherit())
+                    .output()
+                {
+                    Ok(out) => (
+                        out.status.code(),
+                        format!(
+                            "{}{}",
+                            String::from_utf8_lossy(&out.stdout),
+                            String::from_utf8_lossy(&out.stderr)
+                        ),
+                    ),
+                    Err(e) => (None, format!("could not run {program}: {e}")),
+                },
+            };
+            log(&format!("after `{}`: exit {exit:?}", step.name));
+            StepRun {
+                name: step.name.clone(),
+                exit,
+                output: tail_lines(&output, 30).join("\n"),
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -855,6 +896,9 @@ pub fn run(payload: &Path, plan: &Plan) -> Result<Value> {
             _ => Value::Null,
         },
     });
+    // After the incident and its kill window: what these do is judged
+    // apart from it.
+    let after_steps = run_after(plan);
     let collected: serde_json::Map<String, Value> = plan
         .collect
         .iter()
@@ -871,6 +915,7 @@ pub fn run(payload: &Path, plan: &Plan) -> Result<Value> {
         .map(|r| json!({ "path": r.path, "body": r.body }))
         .collect();
     let more = json!({
+        "after": after_steps,
         "collected": collected,
         // What the guard posted to the receiver, in order.
         "received": received,

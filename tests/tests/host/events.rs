@@ -176,3 +176,99 @@ fn bad_usage_exits_2() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// A cgroup nested as systemd names it, squeezed until the OOM killer
+/// fires on this kernel; returns every event `events --json` printed.
+fn squeeze_named(rel: &str) -> (Vec<Value>, Value, String) {
+    let memtrace = workspace_bin("memtrace");
+    let (_parents, cg) =
+        super::nested_cgroup(&format!("memtrace-test-{}.slice", std::process::id()), rel);
+    cg.set_max(64 << 20).unwrap();
+    let mut events = EventsRun::start(&memtrace, &["--cgroup", &cg.path]).unwrap();
+    let child = in_cgroup(&workspace_bin("hog"), &cg.procs_file())
+        .args(["--mb", "200", "--step-mb", "8"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the hog should have been OOM-killed");
+    let oom = events.wait_for(Duration::from_secs(20), |v| v["type"] == "oom_kill");
+    let all = events.stop().unwrap();
+    let oom = oom.unwrap_or_else(|| panic!("no oom_kill event; got {all:#?}"));
+    (all, oom, cg.path.clone())
+}
+
+/// The first incident's unit, nested as systemd spells it
+/// (`system-t3\x2dserve.slice/t3-serve@wizard.service`), under a v1 memory
+/// cgroup of this host: every event names the unit, readable.
+#[test]
+fn events_name_the_unit_of_a_cgroup() {
+    let _serial = super::serial();
+    let (all, oom, path) = squeeze_named(r"system-t3\x2dserve.slice/t3-serve@wizard.service");
+    assert_eq!(oom["cgroup"], path.as_str(), "{oom}");
+    assert_eq!(oom["cgroup_name"], "t3-serve@wizard.service", "{oom}");
+    let who = &oom["who"];
+    assert_eq!(who["kind"], "service", "{oom}");
+    assert_eq!(who["template"], "t3-serve@.service", "{oom}");
+    assert_eq!(who["instance"], "wizard", "{oom}");
+    assert_eq!(who["slice"], "system-t3-serve.slice", "{oom}");
+    assert_eq!(who["slice_escaped"], r"system-t3\x2dserve.slice", "{oom}");
+    for v in all.iter().filter(|v| v["type"] != "lost") {
+        assert_eq!(v["cgroup_name"], "t3-serve@wizard.service", "{v}");
+    }
+}
+
+/// A Docker container's scope under a user's slice: named by its short id,
+/// with its runtime, and the uid's user name looked up (uid 0: root) on the
+/// enrichment thread while events flow.
+#[test]
+fn events_name_a_container_and_its_user() {
+    let _serial = super::serial();
+    let id = "ae836c95b4c3c9e9179e0e91015512da89fdec91612f63cebae57df9a5444c79";
+    let (all, oom, _) = squeeze_named(&format!("user-0.slice/docker-{id}.scope"));
+    assert_eq!(oom["cgroup_name"], "ae836c95b4c3", "{oom}");
+    assert_eq!(oom["who"]["kind"], "container", "{oom}");
+    assert_eq!(oom["who"]["runtime"], "docker", "{oom}");
+    assert_eq!(oom["who"]["container_id"], id, "{oom}");
+    assert_eq!(oom["who"]["uid"], 0, "{oom}");
+    // Asked when events started; answered within the squeeze.
+    assert!(
+        all.iter().any(|v| v["who"]["user"] == "root"),
+        "no event named the user: {all:#?}"
+    );
+}
+
+/// In a cgroup namespace of its own (a container's, as the DaemonSet of
+/// docs/examples runs it), memtrace finds where that namespace is rooted in
+/// the hierarchy it walks, and reads processes' cgroups relative to it.
+#[test]
+fn check_finds_its_cgroup_namespace_root() {
+    let _serial = super::serial();
+    let cg = TestCgroup::create(&format!("memtrace-ns-{}", std::process::id())).unwrap();
+    // Into the cgroup, then a namespace rooted there (unshare -C).
+    let script = format!(
+        "echo $$ > {} && exec unshare --cgroup {} check --json",
+        cg.procs_file().display(),
+        workspace_bin("memtrace").display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bad JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(
+        report["cgroup_namespace_root"],
+        cg.path.as_str(),
+        "{report:#}"
+    );
+    // Outside a namespace: the hierarchy's root.
+    let out = Command::new(workspace_bin("memtrace"))
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["cgroup_namespace_root"], "/", "{report:#}");
+}

@@ -9,6 +9,7 @@
 
 mod agent;
 mod events;
+mod examples;
 mod incident;
 mod record;
 mod top;
@@ -27,6 +28,39 @@ fn serial() -> MutexGuard<'static, ()> {
     // A failed test poisons the lock; the next still runs alone.
     HOST.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The parents of a nested test cgroup, removed (deepest first) when
+/// dropped; they are returned before the cgroup, so dropped after it.
+struct Parents(Vec<std::path::PathBuf>);
+
+impl Drop for Parents {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// A test cgroup at `top/rel` (each a path of one or more segments, as
+/// systemd or a runtime would name them), and its parents to clean up.
+fn nested_cgroup(top: &str, rel: &str) -> (Parents, TestCgroup) {
+    let layout = memtrace::CgroupLayout::detect().unwrap();
+    let mount = layout.memory.expect("a memory controller").mount;
+    let mut parents = Vec::new();
+    let mut at = mount.clone();
+    for seg in top
+        .split('/')
+        .chain(rel.split('/'))
+        .filter(|s| !s.is_empty())
+    {
+        at = at.join(seg);
+        parents.push(at.clone());
+    }
+    parents.pop();
+    parents.reverse();
+    let cg = TestCgroup::create(&format!("{top}/{rel}")).unwrap();
+    (Parents(parents), cg)
 }
 
 /// Squeezes a cgroup limited to 64 MiB with a 200 MiB hog until the OOM

@@ -85,15 +85,24 @@ impl Drop for Tmux {
     }
 }
 
-/// The row of a cgroup on screen.
-/// The table row of a cgroup: its path in the first column (the log below
-/// the table names cgroups too, and must not stand in for the row).
+/// The table row of a cgroup: its name in the first column (the log below
+/// the table names cgroups too, and must not stand in for the row). A
+/// cgroup the naming stage does not recognise (`/memtrace-top-1`) is named
+/// after its last segment.
 fn row<'a>(screen: &'a str, path: &str) -> Option<&'a str> {
+    let name = path.rsplit('/').next().unwrap_or(path);
     screen.lines().find(|l| {
         l.trim_start_matches(['│', ' '])
-            .strip_prefix(path)
+            .strip_prefix(name)
             .is_some_and(|rest| rest.starts_with(' '))
     })
+}
+
+/// The first share on a row: THR10s, the first numbers column.
+fn thr10s(row: &str) -> Option<u32> {
+    row.split_whitespace()
+        .find(|c| c.ends_with('%'))
+        .and_then(|p| p.trim_end_matches('%').parse().ok())
 }
 
 #[test]
@@ -177,6 +186,47 @@ fn top_shows_a_squeezed_cgroup_with_reclaim_and_the_oom_kill_and_keys_work() {
     });
 }
 
+/// The first incident's unit, nested as systemd spells it, squeezed on
+/// this kernel: `top` names it in the NAME column and finds it by its
+/// instance's name.
+#[test]
+fn top_names_the_unit_and_finds_it_by_name() {
+    let _serial = super::serial();
+    let (_parents, cg) = super::nested_cgroup(
+        &format!("memtrace-top-{}.slice", std::process::id()),
+        r"system-t3\x2dserve.slice/t3-serve@wizard.service",
+    );
+    cg.set_max(64 << 20).unwrap();
+    let top = format!(
+        "{} top --interval 500ms",
+        workspace_bin("memtrace").display()
+    );
+    let t = Tmux::start("named", 160, 30, &top);
+    t.wait("the header", Duration::from_secs(60), |s| {
+        s.contains(" LIVE ") && s.contains("NAME")
+    });
+    // By the unit's instance, which the path spells nowhere as a word.
+    t.keys(&["/"]);
+    t.keys(&["-l", "wizard"]);
+    t.keys(&["Enter"]);
+    t.wait("the filter", Duration::from_secs(5), |s| {
+        s.contains("filter: wizard")
+    });
+    super::squeeze(&cg);
+    let s = t.wait("the unit's row", Duration::from_secs(20), |s| {
+        row(s, "/t3-serve@wizard.service").is_some()
+    });
+    let r = row(&s, "/t3-serve@wizard.service").unwrap();
+    assert!(
+        r.contains(r"system-t3\x2dserve.slice"),
+        "the path beside it: {r}"
+    );
+    t.keys(&["q"]);
+    t.wait("top to quit", Duration::from_secs(10), |s| {
+        s.contains("MEMTRACE-EXITED 0")
+    });
+}
+
 fn vm_recording() -> PathBuf {
     // The VM matrix leaves a fresh one; a plain run uses the committed
     // recording of the same scenario.
@@ -201,12 +251,7 @@ fn replay_of_the_vm_livelock_shows_the_throttled_cgroup_and_the_hog() {
     );
     let t = Tmux::start("replay", 100, 30, &replay);
     let s = t.wait("the throttled cgroup", Duration::from_secs(30), |s| {
-        row(s, "/recorded").is_some_and(|r| {
-            r.split_whitespace()
-                .nth(1)
-                .and_then(|p| p.trim_end_matches('%').parse::<u32>().ok())
-                .is_some_and(|p| p >= 30)
-        })
+        row(s, "/recorded").is_some_and(|r| thr10s(r).is_some_and(|p| p >= 30))
     });
     assert!(
         s.contains(" REPLAY ") && s.contains("recording livelock.mtr"),

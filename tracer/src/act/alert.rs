@@ -33,6 +33,7 @@ use super::alert_dns::{self, Prepared};
 use super::alert_file::FileSink;
 use super::child::ChildSetup;
 use crate::config::{AlertConfig, AlertEvent, AlertKind};
+use crate::names::Identity;
 use crate::policy::host::HostDetails;
 
 /// The machine-readable part of an alert: one shape per kind of finding.
@@ -121,6 +122,8 @@ pub struct Alert {
     pub event: AlertEvent,
     /// The cgroup it is about, if any.
     pub cgroup: Option<String>,
+    /// Who that cgroup is: unit, user, container, pod.
+    pub who: Option<Arc<Identity>>,
     /// What alerts fold on with the event: the cgroup, or a topic such as
     /// `host:swap`.
     pub key: String,
@@ -152,6 +155,8 @@ impl Alert {
             host: &self.host,
             time: &self.time,
             cgroup: self.cgroup.as_deref(),
+            cgroup_name: self.who.as_deref().map(Identity::name),
+            who: self.who.as_deref(),
             summary: &self.summary,
             estimate: self.estimate,
             details: &self.details,
@@ -191,6 +196,12 @@ pub struct WebhookBody<'a> {
     pub host: &'a str,
     pub time: &'a str,
     pub cgroup: Option<&'a str>,
+    /// The cgroup's name for people ([`Identity::name`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_name: Option<&'a str>,
+    /// Everything known of who the cgroup is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub who: Option<&'a Identity>,
     pub summary: &'a str,
     pub estimate: bool,
     pub details: &'a Details,
@@ -527,6 +538,7 @@ impl Worker {
             .env("MEMTRACE_HOST", &a.host)
             .env("MEMTRACE_TIME", &a.time)
             .env("MEMTRACE_CGROUP", a.cgroup.as_deref().unwrap_or(""))
+            .env("MEMTRACE_NAME", a.who.as_deref().map_or("", Identity::name))
             .env("MEMTRACE_ESTIMATE", if a.estimate { "1" } else { "0" })
             .env("MEMTRACE_SUPPRESSED", held.to_string())
             .env("MEMTRACE_JSON", a.json(held).to_string())
@@ -593,6 +605,7 @@ mod tests {
         Alert {
             event,
             cgroup: Some(cgroup.into()),
+            who: Some(Arc::new(crate::names::identify(cgroup))),
             key: cgroup.into(),
             summary: format!("{cgroup} throttled 6.0s of 10s"),
             details,
@@ -611,6 +624,16 @@ mod tests {
         assert_eq!(v["cgroup"], "/work");
         assert_eq!(v["details"]["pid"], 42);
         assert_eq!(v["suppressed"], 3);
+        assert_eq!(v["cgroup_name"], "work");
+        assert_eq!(v["who"]["kind"], "other");
+        let unit = alert(
+            AlertEvent::Kill,
+            r"/system.slice/system-t3\x2dserve.slice/t3-serve@wizard.service",
+        );
+        let v = unit.json(0);
+        assert_eq!(v["cgroup_name"], "t3-serve@wizard.service");
+        assert_eq!(v["who"]["template"], "t3-serve@.service");
+        assert_eq!(v["who"]["instance"], "wizard");
         let t = a.text(2);
         assert!(
             t.starts_with("memtrace [breach] box: /work throttled"),

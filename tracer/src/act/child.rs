@@ -115,9 +115,10 @@ impl ChildSetup {
 
 /// The cgroup v2 path of `/proc/self/cgroup` (the `0::` line).
 fn own_v2_cgroup(text: &str) -> Option<String> {
+    // As mounted, not as a cgroup namespace shows it (see `cgroupns`).
     text.lines()
         .find_map(|l| l.strip_prefix("0::"))
-        .map(|p| p.trim().to_string())
+        .and_then(|p| crate::sys::cgroupns::host_path(p.trim()))
 }
 
 /// The parent a sibling of `own` goes under; None for the root cgroup.

@@ -72,7 +72,7 @@ impl Agent {
             .warnings += 1;
         let summary = format!(
             "{} throttled {} of the last {} ({:.0}%), {:.0}% of budget `{label}`",
-            f.path,
+            self.describe(&f.path),
             fmt_ns(f.used_ns),
             fmt_ns(f.window_ns),
             share(f.used_ns, f.window_ns),
@@ -186,14 +186,19 @@ impl Agent {
         self.counters
             .budget(budget.label(), budget.action.as_str())
             .breaches += 1;
+        // The cause a second time by its name only, when it is the line.
+        let cause = if f.cause == f.cgroup {
+            self.short(&f.cause_path)
+        } else {
+            self.describe(&f.cause_path)
+        };
         let summary = format!(
-            "{} throttled {} of the last {} ({:.0}% > {:.0}%) by {} over memory.high: budget `{}` exceeded",
-            f.path,
+            "{} throttled {} of the last {} ({:.0}% > {:.0}%) by {cause} over memory.high: budget `{}` exceeded",
+            self.describe(&f.path),
             fmt_ns(f.used_ns),
             fmt_ns(f.window_ns),
             share(f.used_ns, f.window_ns),
             budget.max_throttled.0,
-            f.cause_path,
             budget.label()
         );
         log::warn!(

@@ -47,10 +47,11 @@ impl Agent {
 
     fn on_oom_kill(&mut self, o: &OomKill) {
         let path = self.path(o.victim_memcg_id);
+        let who = self.who(o.victim_memcg_id);
         let rss = o.rss_pages.map(|r| r.total() * self.page_size);
         let pid = o.victim.tgid.max(o.victim.pid);
         log::warn!(
-            "OOM kill: the kernel killed {}[{}] in {path}{}",
+            "OOM kill: the kernel killed {}[{}] in {who}{}",
             o.victim.comm,
             o.victim.pid,
             rss.map(|r| format!(", rss {}", fmt_bytes(r)))
@@ -63,7 +64,7 @@ impl Agent {
             oom_cgroup: self.registry.path(o.oom_memcg_id).map(|p| p.to_string()),
         });
         let summary = format!(
-            "the kernel OOM-killed {}[{}] in {path}",
+            "the kernel OOM-killed {}[{}] in {who}",
             o.victim.comm, o.victim.pid
         );
         self.alert(
@@ -79,8 +80,9 @@ impl Agent {
 
     fn on_brake(&mut self, b: &Brake) {
         let path = self.path(b.rule_memcg_id);
+        let who = self.who(b.rule_memcg_id);
         log::warn!(
-            "kernel brake fired while the agent was silent for {}: signal {} to {}[{}] in {path}",
+            "kernel brake fired while the agent was silent for {}: signal {} to {}[{}] in {who}",
             fmt_ns(b.heartbeat_age_ns),
             b.signal,
             b.task.comm,
@@ -94,7 +96,7 @@ impl Agent {
             agent_silent_ms: b.heartbeat_age_ns / 1_000_000,
         });
         let summary = format!(
-            "kernel brake killed {}[{}] in {path}: the agent was silent for {}",
+            "kernel brake killed {}[{}] in {who}: the agent was silent for {}",
             b.task.comm,
             b.task.tgid,
             fmt_ns(b.heartbeat_age_ns)

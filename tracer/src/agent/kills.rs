@@ -20,6 +20,7 @@ use crate::clock::{fmt_bytes, fmt_ns, mono_now_ns};
 use crate::config::{Action, AlertEvent};
 use crate::kernel::CgroupVersion;
 use crate::model::Hierarchy;
+use crate::names::Identity;
 use crate::policy::budget::{Finding, Line};
 use crate::policy::victim::{self, Rules};
 use crate::sys::procs::{ProcessInfo, subtree_processes};
@@ -35,6 +36,10 @@ pub struct KillRecord {
     pub time: String,
     pub budget: String,
     pub cgroup: String,
+    /// The cgroup's name for people ([`Identity::name`]).
+    pub cgroup_name: String,
+    /// Who the cgroup is: unit, user, container, pod, as far as known.
+    pub who: Identity,
     pub action: &'static str,
     pub dry_run: bool,
     /// The victim (one process killed).
@@ -67,6 +72,7 @@ pub struct VictimRecord {
     pub comm: String,
     pub cmdline: String,
     pub victim_cgroup: String,
+    pub victim_cgroup_name: String,
     pub rss_bytes: u64,
 }
 
@@ -144,12 +150,28 @@ impl Agent {
         })
     }
 
+    /// Who the cgroup of a path is: the registry's name, or one made from
+    /// the path with what enrichment knows.
+    fn identity_of(&self, path: &str) -> Identity {
+        match self.registry.id(path).and_then(|id| self.registry.name(id)) {
+            Some(n) => Identity::clone(&n),
+            None => {
+                let mut id = crate::names::identify(path);
+                self.registry.known().apply(&mut id);
+                id
+            }
+        }
+    }
+
     fn kill_record(&self, f: &Finding, v: &ProcessInfo, dry: bool) -> KillRecord {
         let budget = &self.policy.budgets[f.budget];
+        let who = self.identity_of(&f.path);
         KillRecord {
             time: self.clock.rfc3339(f.at_ns),
             budget: budget.label(),
             cgroup: f.path.clone(),
+            cgroup_name: who.name().to_string(),
+            who,
             action: budget.action.as_str(),
             dry_run: dry,
             victim: Some(VictimRecord {
@@ -157,6 +179,7 @@ impl Agent {
                 comm: v.comm.clone(),
                 cmdline: v.cmdline.clone(),
                 victim_cgroup: v.cgroup.clone(),
+                victim_cgroup_name: self.identity_of(&v.cgroup).name().to_string(),
                 rss_bytes: v.rss_bytes,
             }),
             pids: None,
@@ -260,15 +283,15 @@ impl Agent {
         let mut record = self.kill_record(f, &v.info, dry);
         let breach_to_signal = signal_ns.saturating_sub(f.crossed_ns);
         let verb = if dry { "WOULD KILL" } else { "KILL" };
+        let line = self.describe(&f.path);
         log::warn!(
-            "{verb} {}[{}] rss {} in {} (budget `{label}`: throttled {} of {}, over memory.high: {}){}",
+            "{verb} {}[{}] rss {} in {line} (budget `{label}`: throttled {} of {}, over memory.high: {}){}",
             v.info.comm,
             v.info.pid,
             fmt_bytes(v.info.rss_bytes),
-            f.path,
             fmt_ns(f.used_ns),
             fmt_ns(f.window_ns),
-            f.cause_path,
+            self.short(&f.cause_path),
             if dry {
                 String::new()
             } else {
@@ -284,8 +307,8 @@ impl Agent {
             self.counters.budget(label.clone(), action).would_kill += 1;
             self.write_kill_log(&record);
             let summary = format!(
-                "would kill {}[{}] in {} (dry run)",
-                v.info.comm, v.info.pid, f.path
+                "would kill {}[{}] in {line} (dry run)",
+                v.info.comm, v.info.pid
             );
             self.record_action("would-kill", f.cgroup, f.at_ns, &record, &summary);
             self.kill_alert(f, summary, details);
@@ -296,20 +319,18 @@ impl Agent {
         record.breach_to_signal_ns = Some(breach_to_signal);
         record.memory_released = Some(released);
         let text = format!(
-            "killed {}[{}] (rss {}) in {}",
+            "killed {}[{}] (rss {}) in {line}",
             v.info.comm,
             v.info.pid,
             fmt_bytes(v.info.rss_bytes),
-            f.path
         );
         self.record_action("kill", f.cgroup, signal_ns, &record, &text);
         details.breach_to_signal_ms = Some(breach_to_signal as f64 / 1e6);
         let summary = format!(
-            "killed {}[{}] (rss {}) in {}: throttled {} of {}",
+            "killed {}[{}] (rss {}) in {line}: throttled {} of {}",
             v.info.comm,
             v.info.pid,
             fmt_bytes(v.info.rss_bytes),
-            f.path,
             fmt_ns(f.used_ns),
             fmt_ns(f.window_ns)
         );
@@ -389,10 +410,13 @@ impl Agent {
             }
             log::warn!("KILL processes of {} one by one", f.path);
         }
+        let who = self.identity_of(&f.path);
         let record = KillRecord {
             time: self.clock.rfc3339(f.at_ns),
             budget: label.clone(),
             cgroup: f.path.clone(),
+            cgroup_name: who.name().to_string(),
+            who,
             action: "kill-cgroup",
             dry_run: dry,
             victim: None,
@@ -421,7 +445,7 @@ impl Agent {
         let summary = format!(
             "{} every process of {}",
             if dry { "would kill" } else { "killed" },
-            f.path
+            self.describe(&f.path)
         );
         self.record_action(
             if dry { "would-kill" } else { "kill" },
@@ -513,18 +537,27 @@ impl Agent {
 mod tests {
     use super::*;
 
+    /// The first incident's unit and its hog in a subgroup the server made.
+    const UNIT: &str = r"/system.slice/system-t3\x2dserve.slice/t3-serve@wizard.service";
+
     fn record() -> KillRecord {
+        let who = crate::names::identify(UNIT);
         KillRecord {
             time: "2026-12-01T03:00:00.000000000Z".into(),
             budget: "work".into(),
-            cgroup: "/work".into(),
+            cgroup: UNIT.into(),
+            cgroup_name: who.name().into(),
+            who,
             action: "kill-largest",
             dry_run: false,
             victim: Some(VictimRecord {
                 pid: 4242,
                 comm: "ugrep".into(),
                 cmdline: String::new(),
-                victim_cgroup: "/work/job".into(),
+                victim_cgroup: format!("{UNIT}/agents"),
+                victim_cgroup_name: crate::names::identify(&format!("{UNIT}/agents"))
+                    .name()
+                    .into(),
                 rss_bytes: 100 << 20,
             }),
             pids: None,

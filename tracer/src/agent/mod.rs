@@ -141,6 +141,8 @@ pub struct Agent {
     /// Held for the agent's life.
     _lock: service::HostLock,
     status: status::Recent,
+    /// The names a path does not tell (`[names] enrich`), off the loop.
+    enricher: Option<crate::sys::enrich::Enricher>,
 }
 
 impl Agent {
@@ -251,6 +253,31 @@ impl Agent {
         files.close();
         let _ = std::fs::remove_file(&opts.status_file);
         child.remove();
+    }
+
+    /// A cgroup for people: `<name> (<path>)`, or the path alone when the
+    /// name adds nothing; `#id` when unknown, `?` for none.
+    fn who(&self, id: u64) -> String {
+        match self.registry.name(id) {
+            Some(n) => n.describe(&self.path(id)),
+            None => self.path(id),
+        }
+    }
+
+    /// [`Self::who`] of a cgroup path.
+    fn describe(&self, path: &str) -> String {
+        self.registry
+            .id(path)
+            .and_then(|id| self.registry.name(id))
+            .map_or_else(|| path.to_string(), |n| n.describe(path))
+    }
+
+    /// The short name of a cgroup path, for a second mention in a line.
+    fn short(&self, path: &str) -> String {
+        self.registry
+            .id(path)
+            .and_then(|id| self.registry.name(id))
+            .map_or_else(|| path.to_string(), |n| n.name().to_string())
     }
 
     /// A cgroup's path for people: `#id` when unknown, `?` for none.

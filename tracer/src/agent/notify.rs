@@ -28,9 +28,14 @@ impl Agent {
         if self.cfg.alerts.is_empty() {
             return;
         }
+        let who = cgroup
+            .as_deref()
+            .and_then(|p| self.registry.id(p))
+            .and_then(|id| self.registry.name(id));
         self.alerter.send(&Alert {
             event,
             cgroup,
+            who,
             key: key.to_string(),
             summary,
             details,

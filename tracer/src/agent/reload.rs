@@ -47,7 +47,13 @@ impl Agent {
         );
         let mut policy = Policy::new(cfg.budgets.clone());
         policy.inherit(&self.policy);
+        policy.set_known(self.registry.known());
         self.policy = policy;
+        if cfg.names.sources() != self.cfg.names.sources()
+            || cfg.names.enrich != self.cfg.names.enrich
+        {
+            self.enricher = super::setup::start_enricher(&cfg, &mut self.registry);
+        }
         if cfg.agent.kill_log != self.cfg.agent.kill_log {
             self.files.kill_log(match &cfg.agent.kill_log {
                 Some(p) => open_append(p)

@@ -76,6 +76,24 @@ fn harden() {
     }
 }
 
+/// The enrichment thread, when the configuration wants names looked up;
+/// from then on the registry collects what to ask.
+pub(super) fn start_enricher(
+    cfg: &AgentConfig,
+    registry: &mut CgroupRegistry,
+) -> Option<crate::sys::enrich::Enricher> {
+    if !cfg.names.enrich {
+        return None;
+    }
+    let e = crate::sys::enrich::Enricher::start(cfg.names.sources());
+    if e.is_some() {
+        registry.want_names();
+    } else {
+        log::warn!("names: no thread for lookups; cgroups are named from their paths alone");
+    }
+    e
+}
+
 /// Locks the agent's memory, once setup (BTF, loading the programs) has
 /// come and gone: what setup freed is given back first, so it is not
 /// locked for good. Pages are locked as they are used (`MCL_ONFAULT`, as
@@ -154,7 +172,8 @@ impl Agent {
         } else {
             None
         };
-        let registry = CgroupRegistry::new(hierarchy.as_ref());
+        let mut registry = CgroupRegistry::new(hierarchy.as_ref());
+        let enricher = start_enricher(&cfg, &mut registry);
         let self_pid = std::process::id();
         let kill_log = match &cfg.agent.kill_log {
             Some(p) => {
@@ -221,6 +240,7 @@ impl Agent {
             child,
             _lock: lock,
             status: status::Recent::default(),
+            enricher,
         })
     }
 

@@ -20,6 +20,7 @@ const ACTIVE_NS: u64 = 10_000_000_000;
 
 impl Agent {
     pub(super) fn tick(&mut self, now: u64) {
+        self.names();
         self.model.gc(now);
         for id in self.model.unresolved() {
             self.registry.resolve(id);
@@ -62,6 +63,21 @@ impl Agent {
         self.update_brake();
         self.render_metrics(now);
         self.write_status(now);
+    }
+
+    /// What the enrichment thread answered renames cgroups (and budgets
+    /// that select by those names select again); what the registry wants
+    /// to know goes to it. Neither waits.
+    fn names(&mut self) {
+        let Some(e) = &self.enricher else {
+            return;
+        };
+        let facts = e.answers();
+        if !facts.is_empty() && self.registry.learn(facts) {
+            self.policy.set_known(self.registry.known());
+        }
+        let back = e.ask(self.registry.take_asks());
+        self.registry.requeue(back);
     }
 
     /// A sample arrived from the sampler thread: cool-downs end when memory
@@ -166,7 +182,8 @@ impl Agent {
                 let Some(path) = self.registry.path(id) else {
                     continue;
                 };
-                if crate::sys::registry::ancestors(&path).any(|a| budget.cgroup.matches(a)) {
+                let known = self.registry.known();
+                if crate::sys::registry::ancestors(&path).any(|a| budget.selects(a, known)) {
                     let v = self.prepared.get(&(b, Line::own(id))).map(|v| &v.info);
                     let (pid, start) = v.map_or((0, 0), |v| (v.pid, v.start_time));
                     let rule = crate::probe::brake::rule(cfg, pid, start);
@@ -201,6 +218,14 @@ impl Agent {
                 action: b.action.as_str(),
             })
             .collect();
+        let lookups: Vec<_> = self
+            .enricher
+            .as_ref()
+            .map(|e| e.stats.read())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(s, o, n)| (s, o.as_str(), n))
+            .collect();
         let page = render(&PageInput {
             now,
             build: BuildInfo {
@@ -210,6 +235,8 @@ impl Agent {
             },
             probes: &self.tracer.caps.probes,
             model: &self.model,
+            names: &self.registry,
+            lookups: &lookups,
             budgets: &budgets,
             counters: &self.counters,
             alerts: &alerts,

@@ -60,7 +60,7 @@ fn print_summary(cfg: &AgentConfig, dry_run: bool) {
         out!(
             "budget `{}`: cgroups {} throttled more than {}% of {:?} -> {}{}{}",
             b.label(),
-            b.cgroup.pattern,
+            b.scope(),
             b.max_throttled.0,
             b.window.0,
             b.action.as_str(),

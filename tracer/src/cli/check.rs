@@ -59,11 +59,19 @@ pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
     }
 }
 
+/// This process's cgroup namespace root in the memory hierarchy, when it
+/// is not the hierarchy's root (a container).
+fn cgroupns_root(k: &KernelInfo) -> Option<&'static str> {
+    let m = k.cgroups.memory.as_ref()?;
+    crate::sys::cgroupns::detect(&m.mount, m.version)
+}
+
 fn json_report(caps: &Capabilities, error: Option<&str>) -> serde_json::Value {
     json!({
         "ok": caps.all_attached() && error.is_none(),
         "error": error,
         "kernel": caps.kernel,
+        "cgroup_namespace_root": cgroupns_root(&caps.kernel).unwrap_or("/"),
         "throttle_function": caps.throttle_function,
         "probes": caps.probes,
         "btf_problems": caps.btf_problems,
@@ -104,6 +112,12 @@ fn write_kernel(
         None => "no memory controller".into(),
     };
     writeln!(out, "cgroups     {mode}; {memory}")?;
+    if let Some(root) = cgroupns_root(k) {
+        writeln!(
+            out,
+            "            in a cgroup namespace rooted at {root}: processes' cgroups read relative to it"
+        )?;
+    }
     if let (CgroupMode::Hybrid, Some(v2)) = (k.cgroups.mode, &k.cgroups.v2_mount) {
         writeln!(out, "            v2 hierarchy at {}", v2.display())?;
     }

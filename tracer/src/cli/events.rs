@@ -12,6 +12,7 @@ use crate::event::Event;
 use crate::probe::{LoadOptions, Tracer};
 use crate::report::output::Presenter;
 use crate::ring::stream::EventSource;
+use crate::sys::enrich::{Enricher, Sources};
 use crate::sys::registry::CgroupRegistry;
 
 use super::{UsageError, duration_arg, runtime};
@@ -52,7 +53,8 @@ pub struct EventsArgs {
     /// (`*` stays in a path segment, `**` crosses). Repeatable.
     #[arg(long, value_name = "GLOB")]
     pub cgroup: Vec<String>,
-    /// One JSON object per line (type, ts, cgroup, pid, comm, ...).
+    /// One JSON object per line (type, ts, cgroup, cgroup_name, who, pid,
+    /// comm, ...).
     #[arg(long)]
     pub json: bool,
     /// Stop after this long (`30s`, `5m`, or seconds).
@@ -83,6 +85,14 @@ pub fn run(args: EventsArgs) -> anyhow::Result<u8> {
         say!("memtrace: degraded: {d}");
     }
     let mut registry = CgroupRegistry::new(tracer.caps.kernel.cgroups.memory.as_ref());
+    // Container, pod and user names, looked up off this thread; an event
+    // printed before its answer names the cgroup from its path.
+    let enricher = Enricher::start(Sources::default());
+    if let Some(e) = &enricher {
+        registry.want_names();
+        let back = e.ask(registry.take_asks());
+        registry.requeue(back);
+    }
     let attached = tracer.caps.probes.iter().filter(|p| p.ok()).count();
     say!(
         "memtrace: tracing ({attached} of {} probes attached); Ctrl-C to stop",
@@ -94,6 +104,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<u8> {
         let mut source = EventSource::new(&mut tracer)?;
         let mut out = Printer {
             registry: &mut registry,
+            enricher: enricher.as_ref(),
             clock: Clock::now(),
             page_size,
             filter: &filter,
@@ -141,6 +152,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 struct Printer<'a> {
     registry: &'a mut CgroupRegistry,
+    enricher: Option<&'a Enricher>,
     clock: Clock,
     page_size: u64,
     filter: &'a CgroupFilter,
@@ -154,6 +166,11 @@ impl Printer<'_> {
     /// is closed (a pipe reader went away), which ends the command quietly.
     fn print(&mut self, mut event: Event) -> anyhow::Result<bool> {
         self.registry.complete(&mut event);
+        if let Some(e) = self.enricher {
+            self.registry.learn(e.answers());
+            let back = e.ask(self.registry.take_asks());
+            self.registry.requeue(back);
+        }
         if !self.types.contains(&EventType::of(&event)) {
             return Ok(true);
         }

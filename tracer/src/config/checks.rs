@@ -11,6 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use super::{AgentConfig, AlertKind};
+use crate::names::Known;
 
 /// One warning, with the key it is about.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -83,13 +84,30 @@ pub fn warnings(cfg: &AgentConfig, cgroups: &[String]) -> Vec<Warning> {
         );
     }
     for b in &cfg.budgets {
-        if !cgroups.iter().any(|p| p != "/" && b.cgroup.matches(p)) {
+        let table = format!("budget `{}`", b.label());
+        // The first selector written.
+        let selector = b.selector();
+        let key = selector.split(' ').next().unwrap_or("cgroup");
+        if b.needs_known() {
+            // What it selects is known once the agent runs and asks.
+            if !cfg.names.enrich {
+                warn(
+                    table,
+                    key,
+                    format!(
+                        "`{}` selects by a name only the container runtime knows, and [names] \
+                         enrich = false: it will select nothing",
+                        b.selector()
+                    ),
+                );
+            }
+        } else if !cgroups.iter().any(|p| b.selects(p, &Known::default())) {
             warn(
-                format!("budget `{}`", b.label()),
-                "cgroup",
+                table,
+                key,
                 format!(
                     "`{}` matches no cgroup now ({} exist): check the spelling, or start the service first",
-                    b.cgroup.pattern,
+                    b.scope(),
                     cgroups.len()
                 ),
             );

@@ -2,8 +2,12 @@
 //!
 //! `*` and `?` stay inside one path segment and `**` crosses segments, as in
 //! gitignore: `/system.slice/*.service` matches the services but nothing
-//! below them. A [`CgroupFilter`] selects a cgroup *and its subtree*: it
-//! matches a path when the glob matches the path or one of its ancestors.
+//! below them. `\` is an ordinary character, as in the paths systemd
+//! writes (`/system.slice/system-t3\x2dserve.slice`, what `systemctl show
+//! -p ControlGroup` prints), so a path pasted from systemd matches itself;
+//! a literal `*` is `[*]`. A [`CgroupFilter`] selects a cgroup *and its
+//! subtree*: it matches a path when the glob matches the path or one of
+//! its ancestors.
 
 use globset::{Glob, GlobBuilder, GlobMatcher};
 
@@ -20,6 +24,7 @@ pub fn cgroup_glob(pattern: &str) -> Result<GlobMatcher, String> {
     }
     let glob: Glob = GlobBuilder::new(pattern)
         .literal_separator(true)
+        .backslash_escape(false)
         .build()
         .map_err(|e| format!("bad cgroup glob `{pattern}`: {}", e.kind()))?;
     Ok(glob.compile_matcher())
@@ -80,6 +85,21 @@ mod tests {
         let deep = CgroupFilter::new(&["/**/hog"]).unwrap();
         assert!(deep.matches("/a/b/hog"));
         assert!(CgroupFilter::new::<&str>(&[]).unwrap().matches("/anything"));
+    }
+
+    /// systemd's own spelling of the first incident's cgroup, pasted from
+    /// `systemctl show -p ControlGroup`, selects it.
+    #[test]
+    fn paths_as_systemd_writes_them_match_themselves() {
+        let unit = r"/system.slice/system-t3\x2dserve.slice/t3-serve@wizard.service";
+        let f = CgroupFilter::new(&[unit]).unwrap();
+        assert!(f.matches(unit));
+        assert!(f.matches(&format!("{unit}/agents")));
+        assert!(!f.matches("/system.slice/system-t3x2dserve.slice/t3-serve@wizard.service"));
+        let slice = CgroupFilter::new(&[r"/system.slice/system-t3\x2dserve.slice/*"]).unwrap();
+        assert!(slice.matches(unit));
+        assert!(CgroupFilter::new(&["/a[*]"]).unwrap().matches("/a*"));
+        assert!(!CgroupFilter::new(&["/a[*]"]).unwrap().matches("/ab"));
     }
 
     #[test]

@@ -56,6 +56,8 @@ struct RawConfig {
     alert: Vec<Spanned<AlertConfig>>,
     #[serde(default)]
     host: Option<HostConfig>,
+    #[serde(default)]
+    names: Option<Spanned<NamesSection>>,
 }
 
 impl fmt::Display for ConfigError {
@@ -76,6 +78,7 @@ pub struct AgentConfig {
     pub budgets: Vec<BudgetConfig>,
     pub alerts: Vec<AlertConfig>,
     pub host: HostConfig,
+    pub names: NamesSection,
     /// The flight recorder's size cap in bytes.
     pub record_max_bytes: u64,
 }
@@ -163,7 +166,22 @@ impl AgentConfig {
                     "window longer than an hour: memtrace keeps at most an hour of history".into(),
                 );
             }
-            if b.cgroup.pattern.trim_end_matches('/').is_empty() {
+            if !b.selects_anything() {
+                return Err(at(
+                    Some(span.clone()),
+                    format!(
+                        "{}: say what it watches: `cgroup = \"/system.slice/*.service\"`, \
+                         or a name: `unit`, `container`, `pod`, `pod_namespace`",
+                        b.name
+                            .as_ref()
+                            .map_or_else(|| "a budget".to_string(), |n| format!("budget `{n}`"))
+                    ),
+                ));
+            }
+            if b.cgroup
+                .as_ref()
+                .is_some_and(|c| c.pattern.trim_end_matches('/').is_empty())
+            {
                 return fail(
                     "cgroup",
                     "cgroup \"/\" is the root: every process of the host. Name the cgroups \
@@ -390,12 +408,28 @@ impl AgentConfig {
                 ),
             ));
         }
+        let (names, names_span) = raw.names.map_or_else(
+            || (NamesSection::default(), 0..0),
+            |n| {
+                let span = n.span();
+                (n.into_inner(), span)
+            },
+        );
+        if !(Duration::from_millis(10)..=Duration::from_secs(5)).contains(&names.timeout.0) {
+            return Err(at(
+                Some(key_in(text, &names_span, "timeout")),
+                "[names] timeout must be between 10ms and 5s: a lookup never holds up the agent, \
+                 but a slow runtime would hold up every name after it"
+                    .into(),
+            ));
+        }
         Ok(Self {
             source: source.to_string(),
             agent,
             budgets,
             alerts,
             host,
+            names,
             record_max_bytes,
         })
     }

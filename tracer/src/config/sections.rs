@@ -1,5 +1,5 @@
 //! The tables of the configuration file and their defaults: `[agent]`,
-//! `[[budget]]` (with its `brake`), `[[alert]]` and `[host]`.
+//! `[[budget]]` (with its `brake`), `[[alert]]`, `[host]` and `[names]`.
 //! docs/configuration.md documents every key.
 
 use std::path::PathBuf;
@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::values::{CgroupGlob, Dur, Pattern, Percent, Signal};
+use super::values::{
+    CgroupGlob, Dur, Pattern, Percent, Signal, container_glob, namespace_glob, pod_glob, unit_glob,
+};
+use crate::names::{Known, NameGlob, identify};
 
 /// What a budget does when it is exceeded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -70,7 +73,22 @@ fn default_signal() -> Signal {
 pub struct BudgetConfig {
     #[serde(default)]
     pub name: Option<String>,
-    pub cgroup: CgroupGlob,
+    /// What the budget watches: the cgroups its path glob and every name
+    /// selector below select, all at once (at least one is given).
+    #[serde(default)]
+    pub cgroup: Option<CgroupGlob>,
+    /// The systemd unit, readable or as systemd spells it.
+    #[serde(default, deserialize_with = "unit_glob")]
+    pub unit: Option<NameGlob>,
+    /// The container's id (full or short) or name.
+    #[serde(default, deserialize_with = "container_glob")]
+    pub container: Option<NameGlob>,
+    /// The pod's UID or name.
+    #[serde(default, deserialize_with = "pod_glob")]
+    pub pod: Option<NameGlob>,
+    /// The pod's namespace.
+    #[serde(default, deserialize_with = "namespace_glob")]
+    pub pod_namespace: Option<NameGlob>,
     #[serde(default = "default_window")]
     pub window: Dur,
     pub max_throttled: Percent,
@@ -109,10 +127,66 @@ fn default_cooldown() -> Dur {
 }
 
 impl BudgetConfig {
+    /// The budget's name, or [`Self::scope`].
     pub fn label(&self) -> String {
-        self.name
-            .clone()
-            .unwrap_or_else(|| self.cgroup.pattern.clone())
+        self.name.clone().unwrap_or_else(|| self.scope())
+    }
+
+    /// What it watches, short: the path glob alone, or [`Self::selector`].
+    pub fn scope(&self) -> String {
+        match (&self.cgroup, self.names().next()) {
+            (Some(c), None) => c.pattern.clone(),
+            _ => self.selector(),
+        }
+    }
+
+    fn names(&self) -> impl Iterator<Item = &NameGlob> {
+        [&self.unit, &self.container, &self.pod, &self.pod_namespace]
+            .into_iter()
+            .flatten()
+    }
+
+    /// How the budget selects, as written: `cgroup = "/work", unit = "x.service"`.
+    pub fn selector(&self) -> String {
+        self.cgroup
+            .iter()
+            .map(|c| format!("cgroup = \"{}\"", c.pattern))
+            .chain(self.names().map(ToString::to_string))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Whether it selects by anything: a budget with no selector is refused
+    /// when the file is read.
+    pub fn selects_anything(&self) -> bool {
+        self.cgroup.is_some() || self.names().next().is_some()
+    }
+
+    /// Whether enrichment can change what it selects (a container's or
+    /// pod's name, a namespace).
+    pub fn needs_known(&self) -> bool {
+        self.names().any(|g| g.field().enriched())
+    }
+
+    /// Whether the budget selects this cgroup: every selector it has
+    /// matches the cgroup itself (never `/`). The name selectors see the
+    /// cgroup's identity, named from its path and completed by `known`.
+    pub fn selects(&self, path: &str, known: &Known) -> bool {
+        if path == "/" || !self.selects_anything() {
+            return false;
+        }
+        if let Some(c) = &self.cgroup
+            && !c.matches(path)
+        {
+            return false;
+        }
+        let mut names = self.names().peekable();
+        if names.peek().is_none() {
+            return true;
+        }
+        let mut id = identify(path);
+        known.apply(&mut id);
+        names.all(|g| g.matches(&id))
     }
 
     /// The budget as throttled nanoseconds per window.
@@ -359,6 +433,56 @@ impl Default for HostConfig {
             psi_window: default_psi_window(),
             swap_for: None,
             mem_available_for: None,
+        }
+    }
+}
+
+/// `[names]`: where the names a path does not tell are looked up
+/// ([`crate::sys::enrich`]), off the kill path.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamesSection {
+    /// Look names up at all (users, containers, pods).
+    #[serde(default = "yes")]
+    pub enrich: bool,
+    #[serde(default = "default_docker_socket")]
+    pub docker_socket: PathBuf,
+    #[serde(default = "default_podman_socket")]
+    pub podman_socket: PathBuf,
+    /// For each lookup.
+    #[serde(default = "default_names_timeout")]
+    pub timeout: Dur,
+}
+
+fn default_docker_socket() -> PathBuf {
+    crate::sys::enrich::Sources::default().docker_socket
+}
+fn default_podman_socket() -> PathBuf {
+    crate::sys::enrich::Sources::default().podman_socket
+}
+fn default_names_timeout() -> Dur {
+    Dur(crate::sys::enrich::Sources::default().timeout)
+}
+
+impl Default for NamesSection {
+    fn default() -> Self {
+        Self {
+            enrich: true,
+            docker_socket: default_docker_socket(),
+            podman_socket: default_podman_socket(),
+            timeout: default_names_timeout(),
+        }
+    }
+}
+
+impl NamesSection {
+    /// Where the enrichment thread looks.
+    pub fn sources(&self) -> crate::sys::enrich::Sources {
+        crate::sys::enrich::Sources {
+            docker_socket: self.docker_socket.clone(),
+            podman_socket: self.podman_socket.clone(),
+            timeout: self.timeout.0,
+            ..Default::default()
         }
     }
 }

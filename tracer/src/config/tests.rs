@@ -66,8 +66,9 @@ fn full_example_parses() {
     assert_eq!(b.label(), "work");
     assert_eq!(b.budget_ns(), 3_000_000_000);
     assert_eq!(b.action, Action::KillLargest);
-    assert!(b.cgroup.matches("/work") && b.cgroup.matches("/workers"));
-    assert!(!b.cgroup.matches("/work/child"));
+    let cg = b.cgroup.as_ref().unwrap();
+    assert!(cg.matches("/work") && cg.matches("/workers"));
+    assert!(!cg.matches("/work/child"));
     assert!(b.avoid[1].is_match("ugrep --keep-me x"));
     let brake = b.brake.as_ref().unwrap();
     assert_eq!(brake.limit.0, Duration::from_secs(20));
@@ -110,8 +111,9 @@ fn embedded_default_alerts_on_half_of_10s_and_kills_nothing() {
     assert_eq!(b.max_throttled.fraction(), 0.5);
     assert_eq!(b.action, Action::Alert);
     assert!(!c.kills());
-    assert!(b.cgroup.matches("/a") && b.cgroup.matches("/a/b/c"));
-    assert!(!b.cgroup.matches("/"));
+    let cg = b.cgroup.as_ref().unwrap();
+    assert!(cg.matches("/a") && cg.matches("/a/b/c"));
+    assert!(!cg.matches("/"));
     assert_eq!(c.agent.metrics_listen, DEFAULT_METRICS);
 }
 
@@ -438,4 +440,76 @@ fn file_alerts_need_an_absolute_path_and_nothing_of_a_webhook() {
         assert!(e.message.contains(want), "{text}: {e}");
         assert_eq!(e.line, Some(line), "{text}: {e}");
     }
+}
+
+/// Budgets that select by name: every key parses, bad globs and budgets
+/// that select nothing point at their line, and `[names]` is checked.
+#[test]
+fn budgets_select_by_name() {
+    let c = AgentConfig::parse(
+        r#"
+[[budget]]
+name = "t3"
+unit = "t3-serve@*.service"
+max_throttled = "30%"
+
+[[budget]]
+cgroup = "/kubepods.slice/**"
+pod_namespace = "batch"
+pod = "etl-*"
+max_throttled = "50%"
+
+[[budget]]
+container = "ae836c95b4c3"
+max_throttled = "50%"
+
+[names]
+docker_socket = "/var/run/docker.sock"
+timeout = "100ms"
+"#,
+        "t.toml",
+    )
+    .unwrap();
+    let [t3, batch, ctr] = &c.budgets[..] else {
+        panic!("{:?}", c.budgets);
+    };
+    assert!(t3.cgroup.is_none());
+    assert_eq!(t3.selector(), r#"unit = "t3-serve@*.service""#);
+    assert_eq!(t3.label(), "t3");
+    assert!(!t3.needs_known(), "a unit is in the path");
+    assert_eq!(
+        batch.label(),
+        r#"cgroup = "/kubepods.slice/**", pod = "etl-*", pod_namespace = "batch""#
+    );
+    assert!(batch.needs_known());
+    assert_eq!(ctr.scope(), r#"container = "ae836c95b4c3""#);
+    assert_eq!(
+        c.names.docker_socket,
+        std::path::Path::new("/var/run/docker.sock")
+    );
+    assert_eq!(c.names.timeout.0, Duration::from_millis(100));
+    assert!(c.names.enrich);
+    let unit = r"/system.slice/system-t3\x2dserve.slice/t3-serve@wizard.service";
+    assert!(t3.selects(unit, &crate::names::Known::default()));
+    assert!(!t3.selects("/", &crate::names::Known::default()));
+
+    let e = err("[[budget]]\nmax_throttled = \"30%\"\nunit = \"[x\"\n");
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.message.contains("bad unit glob `[x`"), "{e}");
+    let e = err("[[budget]]\nmax_throttled = \"30%\"\npod_namespace = \"\"\n");
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.message.contains("empty pod_namespace glob"), "{e}");
+    let e = err("\n[[budget]]\nname = \"x\"\nmax_throttled = \"30%\"\n");
+    assert_eq!(e.line, Some(2), "{e}");
+    assert!(
+        e.message.contains("say what it watches") && e.message.contains("pod_namespace"),
+        "{e}"
+    );
+    let e = err(
+        "[[budget]]\nunit = \"x.service\"\nmax_throttled = \"30%\"\n\n[names]\ntimeout = \"1m\"\n",
+    );
+    assert_eq!(e.line, Some(6), "{e}");
+    assert!(e.message.contains("[names] timeout"), "{e}");
+    let e = err("[names]\nsocket = \"/x\"\n");
+    assert!(e.message.contains("socket"), "{e}");
 }

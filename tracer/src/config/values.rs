@@ -10,6 +10,8 @@ use regex::Regex;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+use crate::names::{NameField, NameGlob};
+
 /// A duration written with a unit: `"10s"`, `"250ms"`, `"2m"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dur(pub Duration);
@@ -109,6 +111,35 @@ impl<'de> Deserialize<'de> for CgroupGlob {
         let matcher = crate::config::filter::cgroup_glob(&pattern).map_err(de::Error::custom)?;
         Ok(Self { pattern, matcher })
     }
+}
+
+/// A budget's name selectors (`unit`, `container`, `pod`, `pod_namespace`):
+/// a glob over that name of a cgroup's identity, with an error that names
+/// the key and the glob.
+fn name_glob<'de, D: Deserializer<'de>>(
+    d: D,
+    field: NameField,
+) -> Result<Option<NameGlob>, D::Error> {
+    let pattern = String::deserialize(d)?;
+    NameGlob::new(field, &pattern)
+        .map(Some)
+        .map_err(de::Error::custom)
+}
+
+pub fn unit_glob<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NameGlob>, D::Error> {
+    name_glob(d, NameField::Unit)
+}
+
+pub fn container_glob<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NameGlob>, D::Error> {
+    name_glob(d, NameField::Container)
+}
+
+pub fn pod_glob<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NameGlob>, D::Error> {
+    name_glob(d, NameField::Pod)
+}
+
+pub fn namespace_glob<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NameGlob>, D::Error> {
+    name_glob(d, NameField::Namespace)
 }
 
 /// A regular expression, matched against a process's comm or cmdline.

@@ -9,7 +9,9 @@
 //! the standard `process_*` family for the agent itself, and
 //! `memtrace_build_info`. Label sets are bounded: a cgroup label only on
 //! the per-cgroup gauges and counters (one series per cgroup the agent
-//! knows), kills and breaches by budget and action only. Every counter an
+//! knows), with who the cgroup is beside it (`unit`, `container`, `pod`,
+//! `namespace`: one value each per cgroup, see [`crate::names::Identity::labels`], so
+//! they add no series), kills and breaches by budget and action only. Every counter an
 //! alert rule watches is on the page at 0 from the first scrape, because
 //! `increase()` cannot see a series that starts at 1.
 
@@ -17,7 +19,8 @@ use std::collections::BTreeMap;
 
 use super::Exposition;
 use crate::event::LostKind;
-use crate::model::{Model, RECLAIM_BUCKETS, ReclaimStats};
+use crate::model::{Hierarchy, Model, RECLAIM_BUCKETS, ReclaimStats};
+use crate::names::Identity;
 use crate::policy::host::Judgement;
 use crate::probe::ProbeReport;
 use crate::sys::cgroupfs::HostMemory;
@@ -90,6 +93,10 @@ pub struct PageInput<'a> {
     pub build: BuildInfo<'a>,
     pub probes: &'a [ProbeReport],
     pub model: &'a Model,
+    /// Who each cgroup is, for its labels.
+    pub names: &'a dyn Hierarchy,
+    /// Name lookups by source and result (`crate::sys::enrich`).
+    pub lookups: &'a [(&'static str, &'static str, u64)],
     pub budgets: &'a [BudgetSeries],
     pub counters: &'a AgentCounters,
     pub alerts: &'a [SinkCounts],
@@ -104,7 +111,7 @@ pub fn render(i: &PageInput<'_>) -> String {
     let mut e = Exposition::new();
     build_and_process(&mut e, i);
     probes_and_events(&mut e, i);
-    cgroups(&mut e, i.model, i.now, throttle_measured(i.probes));
+    cgroups(&mut e, i, throttle_measured(i.probes));
     budgets(&mut e, i);
     agent(&mut e, i);
     host(&mut e, i);
@@ -237,9 +244,31 @@ fn throttle_measured(probes: &[ProbeReport]) -> bool {
         .any(|p| p.probe == crate::probe::Probe::Throttle && p.attached.is_some())
 }
 
-fn cgroups(e: &mut Exposition, model: &Model, now: u64, measured: bool) {
+/// A cgroup's labels: its path, and who it is where that is known (empty
+/// values are left out: Prometheus reads an empty label as none).
+fn cgroup_labels<'a>(path: &'a str, who: Option<&'a Identity>) -> Vec<(&'static str, &'a str)> {
+    let mut l = vec![("cgroup", path)];
+    if let Some(w) = who {
+        l.extend(
+            w.labels()
+                .pairs()
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty()),
+        );
+    }
+    l
+}
+
+fn cgroups(e: &mut Exposition, i: &PageInput<'_>, measured: bool) {
+    let (model, now) = (i.model, i.now);
     let mut cgroups: Vec<_> = model.cgroups.values().collect();
     cgroups.sort_by(|a, b| a.path.cmp(&b.path));
+    let who: Vec<_> = cgroups.iter().map(|c| i.names.identity(c.id)).collect();
+    let labels: Vec<_> = cgroups
+        .iter()
+        .zip(&who)
+        .map(|(c, w)| cgroup_labels(&c.path, w.as_deref()))
+        .collect();
     for (name, kind, help) in [
         (
             "memtrace_cgroup_throttled_seconds_total",
@@ -269,7 +298,7 @@ fn cgroups(e: &mut Exposition, model: &Model, now: u64, measured: bool) {
         if !measured && name != "memtrace_cgroup_oom_kills_total" {
             continue;
         }
-        for c in &cgroups {
+        for (c, l) in cgroups.iter().zip(&labels) {
             let v = match name {
                 "memtrace_cgroup_throttled_seconds_total" => c.throttle.total_ns as f64 / 1e9,
                 "memtrace_cgroup_throttle_episodes_total" => c.throttle.episodes as f64,
@@ -278,7 +307,7 @@ fn cgroups(e: &mut Exposition, model: &Model, now: u64, measured: bool) {
                 }
                 _ => c.oom_kills as f64,
             };
-            e.sample(name, &[("cgroup", &c.path)], v);
+            e.sample(name, l, v);
         }
     }
     e.family(
@@ -286,23 +315,24 @@ fn cgroups(e: &mut Exposition, model: &Model, now: u64, measured: bool) {
         "histogram",
         "Latency of memcg reclaim passes charged to the cgroup.",
     );
-    for c in cgroups.iter().filter(|c| c.reclaim.count > 0) {
-        histogram(
-            e,
-            "memtrace_cgroup_reclaim_seconds",
-            &[("cgroup", &c.path)],
-            &c.reclaim,
-        );
+    let reclaimed = || {
+        cgroups
+            .iter()
+            .zip(&labels)
+            .filter(|(c, _)| c.reclaim.count > 0)
+    };
+    for (c, l) in reclaimed() {
+        histogram(e, "memtrace_cgroup_reclaim_seconds", l, &c.reclaim);
     }
     e.family(
         "memtrace_cgroup_reclaimed_pages_total",
         "counter",
         "Pages memcg reclaim took back from the cgroup.",
     );
-    for c in cgroups.iter().filter(|c| c.reclaim.count > 0) {
+    for (c, l) in reclaimed() {
         e.sample(
             "memtrace_cgroup_reclaimed_pages_total",
-            &[("cgroup", &c.path)],
+            l,
             c.reclaim.pages as f64,
         );
     }
@@ -342,9 +372,9 @@ fn cgroups(e: &mut Exposition, model: &Model, now: u64, measured: bool) {
     ];
     for (name, kind, help, read) in sampled {
         e.family(name, kind, help);
-        for c in &cgroups {
+        for (c, l) in cgroups.iter().zip(&labels) {
             if let Some(v) = c.memory.as_ref().and_then(read) {
-                e.sample(name, &[("cgroup", &c.path)], v);
+                e.sample(name, l, v);
             }
         }
     }
@@ -439,6 +469,19 @@ fn agent(e: &mut Exposition, i: &PageInput<'_>) {
     ] {
         e.family(name, "histogram", help);
         histogram(e, name, &[], h);
+    }
+    e.family(
+        "memtrace_name_lookups_total",
+        "counter",
+        "Lookups of names a cgroup path does not tell (users, containers, pods) by source and \
+         result: found, missing (the runtime is not there), failed (timeout, bad answer).",
+    );
+    for (source, result, n) in i.lookups {
+        e.sample(
+            "memtrace_name_lookups_total",
+            &[("source", source), ("result", result)],
+            *n as f64,
+        );
     }
     e.family(
         "memtrace_config_reloads_total",
@@ -550,8 +593,48 @@ mod tests {
 
     #[test]
     fn the_page_for_a_known_state() {
-        let reg = CgroupRegistry::from_paths([(1, "/"), (10, "/work"), (11, "/work/job")]);
+        // The seed's unit, a container of its docker.slice, and a pod's
+        // container whose namespace enrichment learned.
+        let unit = r"/system.slice/system-t3\x2dserve.slice/t3-serve@wizard.service";
+        let ctr = "/docker.slice/docker-ae836c95b4c3c9e9179e0e91015512da89fdec91612f63cebae57df9a5444c79.scope";
+        let pod = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod8e3f1a52_7c4d_4b2a_9f10_2d6e5a7b8c9d.slice/cri-containerd-1207db63eaeb133a85d2b614d12d95d4dff3f29af60d7a7b3c7d39abdf4bd119.scope";
+        let mut reg = CgroupRegistry::from_paths([
+            (1, "/"),
+            (10, "/work"),
+            (11, "/work/job"),
+            (20, unit),
+            (21, ctr),
+            (22, pod),
+        ]);
+        reg.learn([crate::names::Learned::Pod {
+            uid: "8e3f1a52-7c4d-4b2a-9f10-2d6e5a7b8c9d".into(),
+            names: crate::names::PodNames {
+                name: Some("etl-28641".into()),
+                namespace: Some("batch".into()),
+            },
+        }]);
         let mut model = Model::new(0, 600 * S);
+        for id in [20, 21, 22] {
+            model.apply(
+                &Event::OomKill(OomKill {
+                    ts_ns: 8 * S,
+                    victim: Task {
+                        pid: 8,
+                        tgid: 8,
+                        comm: Comm::new("worker"),
+                    },
+                    invoker: Task {
+                        pid: 8,
+                        tgid: 8,
+                        comm: Comm::new("worker"),
+                    },
+                    victim_memcg_id: id,
+                    oom_memcg_id: id,
+                    rss_pages: None,
+                }),
+                &reg,
+            );
+        }
         let hog = Task {
             pid: 7,
             tgid: 7,
@@ -648,6 +731,8 @@ mod tests {
             },
             probes: &probes,
             model: &model,
+            names: &reg,
+            lookups: &[("docker", "found", 3), ("docker", "failed", 1)],
             budgets: &budgets,
             counters: &counters,
             alerts: &alerts,
@@ -692,6 +777,8 @@ mod tests {
             },
             probes: &unprobed,
             model: &model,
+            names: &reg,
+            lookups: &[],
             budgets: &budgets,
             counters: &counters,
             alerts: &alerts,

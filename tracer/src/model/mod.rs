@@ -38,6 +38,11 @@ pub trait Hierarchy {
     fn removed(&self, _id: u64) -> bool {
         false
     }
+    /// Who the cgroup is: named from its path unless the lookup keeps
+    /// names (the live registry does, with what enrichment learned).
+    fn identity(&self, id: u64) -> Option<Arc<crate::names::Identity>> {
+        self.path(id).map(|p| Arc::new(crate::names::identify(&p)))
+    }
 }
 
 /// Upper bounds (seconds) of the reclaim latency buckets in metrics.

@@ -23,23 +23,32 @@ pub enum NameField {
     /// The systemd unit, readable (`t3-serve@wizard.service`) or as systemd
     /// spells it (`system-t3\x2dserve.slice`); either matching selects.
     Unit,
-    /// The container id, full or short.
+    /// The container id, full or short, or its name (enrichment).
     Container,
-    /// The pod UID, with `-`s.
+    /// The pod UID, with `-`s, or its name (enrichment).
     Pod,
+    /// The pod's namespace (enrichment): selects the pods in it.
+    Namespace,
     /// The display name ([`Identity::name`]).
     Name,
 }
 
 impl NameField {
-    /// The config key: `unit`, `container`, `pod`, `name`.
+    /// The config key: `unit`, `container`, `pod`, `pod_namespace`, `name`.
     pub fn key(self) -> &'static str {
         match self {
             NameField::Unit => "unit",
             NameField::Container => "container",
             NameField::Pod => "pod",
+            NameField::Namespace => "pod_namespace",
             NameField::Name => "name",
         }
+    }
+
+    /// Whether what it matches can depend on enrichment: a selection by it
+    /// must be made again when enrichment learns something.
+    pub fn enriched(self) -> bool {
+        !matches!(self, NameField::Unit)
     }
 }
 
@@ -57,9 +66,10 @@ impl FromStr for NameField {
             "unit" => Ok(NameField::Unit),
             "container" => Ok(NameField::Container),
             "pod" => Ok(NameField::Pod),
+            "pod_namespace" => Ok(NameField::Namespace),
             "name" => Ok(NameField::Name),
             _ => Err(format!(
-                "unknown name field `{s}` (expected unit, container, pod or name)"
+                "unknown name field `{s}` (expected unit, container, pod, pod_namespace or name)"
             )),
         }
     }
@@ -108,9 +118,11 @@ impl NameGlob {
         match self.field {
             NameField::Unit => id.is_unit_cgroup() && (m(id.unit()) || m(id.unit_escaped())),
             NameField::Container => {
-                id.kind() == Kind::Container && (m(id.container_id()) || m(id.short_id()))
+                id.kind() == Kind::Container
+                    && (m(id.container_id()) || m(id.short_id()) || m(id.container_name()))
             }
-            NameField::Pod => id.kind() == Kind::Pod && m(id.pod_uid()),
+            NameField::Pod => id.kind() == Kind::Pod && (m(id.pod_uid()) || m(id.pod_name())),
+            NameField::Namespace => id.kind() == Kind::Pod && m(id.namespace()),
             NameField::Name => m(Some(id.name())),
         }
     }

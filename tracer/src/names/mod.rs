@@ -17,11 +17,14 @@
 //! family live in `systemd`, `containers` and `kubernetes`.
 //!
 //! **What it does not.** Anything the path does not say: user names from
-//! uids, container names and images from the Docker or Podman sockets, pod
-//! names and namespaces from the kubelet. That enrichment is I/O; it
-//! happens elsewhere, cached, and never on the kill path. It meets this
-//! stage in one reserved slot, [`Identity::set_namespace`], so that metric
-//! label sets are the same whether or not enrichment ran.
+//! uids, container names from the Docker or Podman sockets, pod names and
+//! namespaces from the runtime's state. That enrichment is I/O; it happens
+//! on a thread of its own (`crate::sys::enrich`), cached, and never on the
+//! kill path. It meets this stage in [`Known`]: what it learned, keyed by
+//! what the path names (a uid, a container id, a pod UID), which
+//! [`Known::apply`] lays over an identity. Metric label values stay those
+//! of the path (see [`Identity::labels`]), with the namespace the one
+//! exception (empty until known), so enrichment never adds a series.
 //!
 //! **Where it meets the next stage.** Views (`top`, `replay`, `report`)
 //! show `name()` and `kind()`; alerts and the kill log serialize the whole
@@ -33,6 +36,8 @@
 
 mod containers;
 mod glob;
+mod identity;
+mod known;
 mod kubernetes;
 mod systemd;
 #[cfg(test)]
@@ -45,10 +50,13 @@ use serde::Serialize;
 
 pub use containers::Runtime;
 pub use glob::{NameField, NameGlob};
+pub use identity::Identity;
+pub use known::{Ask, ContainerNames, Known, Learned, PodNames};
 pub use kubernetes::QosClass;
 pub use systemd::unescape;
 
 use containers::ContainerSeg;
+use identity::{NameAnchor, OWN_UNIT};
 use kubernetes::KubeSeg;
 use systemd::{Unit, UnitType};
 
@@ -111,236 +119,6 @@ impl fmt::Display for Kind {
     }
 }
 
-/// Which of the names belong to the cgroup itself (its last segment), not
-/// to an ancestor.
-const OWN_UNIT: u8 = 1;
-
-/// Who a cgroup belongs to, as far as its path tells. Build it with
-/// [`identify`]; every accessor borrows.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Identity {
-    kind: Kind,
-    /// Never empty, at most [`MAX_NAME_LEN`] bytes, no control characters.
-    name: String,
-    /// The innermost systemd unit on the path, readable.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    unit: Option<String>,
-    /// The unit as systemd spells it (what `systemctl` takes), when that
-    /// differs from `unit`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    unit_escaped: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    template: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    instance: Option<String>,
-    /// The slice the unit is in, readable.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    slice: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    slice_escaped: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    uid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    session: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    container_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    runtime: Option<Runtime>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pod_uid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    qos: Option<QosClass>,
-    /// Filled by enrichment, never from the path.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    namespace: Option<String>,
-    #[serde(skip)]
-    own: u8,
-    /// The unit is a container's scope or a pod's slice: its name is the
-    /// container's or pod's, not a service a person would label by.
-    #[serde(skip)]
-    unit_is_workload: bool,
-}
-
-/// The Prometheus label values of a cgroup; empty means absent (as
-/// Prometheus reads an empty label).
-///
-/// Bounded: each value is a function of the cgroup's path alone (one value
-/// per cgroup, never per process or event, so they add no series to a
-/// `cgroup` label), at most [`MAX_NAME_LEN`] bytes, without control
-/// characters; containers appear by their 12-character short id, pods by
-/// UID, and the unit label is left empty for a container's scope or a
-/// pod's slice, which the `container` and `pod` labels already name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Labels<'a> {
-    pub unit: &'a str,
-    pub container: &'a str,
-    pub pod: &'a str,
-    /// Empty until enrichment fills it.
-    pub namespace: &'a str,
-}
-
-impl<'a> Labels<'a> {
-    pub const NAMES: [&'static str; 4] = ["unit", "container", "pod", "namespace"];
-
-    /// `(label, value)` pairs, as [`crate::metrics::Exposition::sample`] takes them.
-    pub fn pairs(&self) -> [(&'static str, &'a str); 4] {
-        [
-            ("unit", self.unit),
-            ("container", self.container),
-            ("pod", self.pod),
-            ("namespace", self.namespace),
-        ]
-    }
-}
-
-impl Identity {
-    fn root() -> Self {
-        Self {
-            kind: Kind::Root,
-            name: "/".to_string(),
-            unit: None,
-            unit_escaped: None,
-            template: None,
-            instance: None,
-            slice: None,
-            slice_escaped: None,
-            uid: None,
-            session: None,
-            container_id: None,
-            runtime: None,
-            pod_uid: None,
-            qos: None,
-            namespace: None,
-            own: 0,
-            unit_is_workload: false,
-        }
-    }
-
-    pub fn kind(&self) -> Kind {
-        self.kind
-    }
-
-    /// A short name a person recognises: the unit, the container's short id
-    /// (`conmon-<short id>` for its monitor), `pod:<first 8 of the UID>`,
-    /// else the last path segment; below any of those, `<that>/<last
-    /// segment>`. `/` for the root. Never empty.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The innermost systemd unit on the path, readable
-    /// (`t3-serve@wizard.service`, `system-t3-serve.slice`).
-    pub fn unit(&self) -> Option<&str> {
-        self.unit.as_deref()
-    }
-
-    /// The unit as systemd spells it, when that differs from [`Self::unit`].
-    pub fn unit_escaped(&self) -> Option<&str> {
-        self.unit_escaped.as_deref()
-    }
-
-    /// The unit name `systemctl` accepts.
-    pub fn systemd_unit(&self) -> Option<&str> {
-        self.unit_escaped().or(self.unit())
-    }
-
-    /// `t3-serve@.service` for `t3-serve@wizard.service`.
-    pub fn template(&self) -> Option<&str> {
-        self.template.as_deref()
-    }
-
-    /// `wizard` for `t3-serve@wizard.service`, readable.
-    pub fn instance(&self) -> Option<&str> {
-        self.instance.as_deref()
-    }
-
-    /// The slice holding the unit, readable (`system-t3-serve.slice`);
-    /// `None` for units at the top, whose slice is `-.slice`.
-    pub fn slice(&self) -> Option<&str> {
-        self.slice.as_deref()
-    }
-
-    /// The slice as systemd spells it, when that differs from [`Self::slice`].
-    pub fn slice_escaped(&self) -> Option<&str> {
-        self.slice_escaped.as_deref()
-    }
-
-    /// The uid of a user's cgroups (`user-1000.slice`, `user@1000.service`);
-    /// the user name is enrichment's business.
-    pub fn uid(&self) -> Option<u32> {
-        self.uid
-    }
-
-    /// The logind session id (`3` for `session-3.scope`).
-    pub fn session(&self) -> Option<&str> {
-        self.session.as_deref()
-    }
-
-    /// The innermost container's full id.
-    pub fn container_id(&self) -> Option<&str> {
-        self.container_id.as_deref()
-    }
-
-    /// The innermost container's short id, 12 characters.
-    pub fn short_id(&self) -> Option<&str> {
-        self.container_id().map(containers::short_id)
-    }
-
-    /// The container's runtime, when the path says (under a pod with the
-    /// cgroupfs driver it does not).
-    pub fn runtime(&self) -> Option<Runtime> {
-        self.runtime
-    }
-
-    /// The innermost pod's UID, with `-`s.
-    pub fn pod_uid(&self) -> Option<&str> {
-        self.pod_uid.as_deref()
-    }
-
-    /// The QoS class of the pod, or of the kubelet's QoS cgroup.
-    pub fn qos(&self) -> Option<QosClass> {
-        self.qos
-    }
-
-    /// The Kubernetes namespace, once enrichment has set it.
-    pub fn namespace(&self) -> Option<&str> {
-        self.namespace.as_deref()
-    }
-
-    /// Enrichment's slot: the pod's namespace (made printable and bounded).
-    pub fn set_namespace(&mut self, namespace: Option<&str>) {
-        self.namespace = namespace
-            .filter(|n| !n.is_empty())
-            .map(|n| bounded(printable(n).into_owned()));
-    }
-
-    /// Whether the cgroup is the unit's own (not a subgroup below it).
-    pub fn is_unit_cgroup(&self) -> bool {
-        self.own & OWN_UNIT != 0
-    }
-
-    /// The Prometheus label values; see [`Labels`].
-    pub fn labels(&self) -> Labels<'_> {
-        let unit = if self.unit_is_workload {
-            ""
-        } else {
-            self.unit().unwrap_or("")
-        };
-        Labels {
-            unit,
-            container: self.short_id().unwrap_or(""),
-            pod: self.pod_uid().unwrap_or(""),
-            namespace: self.namespace().unwrap_or(""),
-        }
-    }
-}
-
-impl fmt::Display for Identity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name)
-    }
-}
-
 /// Characters a name must not carry as themselves into a terminal, a log
 /// line or an alert: control characters and the invisible ones that
 /// reorder or hide text.
@@ -365,6 +143,13 @@ fn printable(s: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// An enrichment value as kept: printable, bounded, `None` when empty.
+fn clean(v: Option<&str>) -> Option<String> {
+    v.map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|v| bounded(printable(v).into_owned()))
 }
 
 /// At most [`MAX_NAME_LEN`] bytes, cut at a character boundary with `…`.
@@ -477,10 +262,16 @@ impl<'a> Scan<'a> {
     }
 }
 
+/// A cgroup path for people, from the path alone: `<name> (<path>)`, or
+/// the path when its name says nothing more ([`Identity::describe`]).
+pub fn describe(path: &str) -> String {
+    identify(path).describe(path)
+}
+
 /// What the display name is taken from.
 enum Anchor<'s, 'a> {
     Unit(&'s Unit<'a>),
-    Pod(&'s str),
+    Pod,
     Container(&'s ContainerSeg<'a>),
 }
 
@@ -538,10 +329,10 @@ pub fn identify(path: &str) -> Identity {
     if let Some((i, u, _)) = &scan.unit {
         anchor = Some((*i, Anchor::Unit(u)));
     }
-    if let Some((i, uid)) = &scan.pod
+    if let Some((i, _)) = &scan.pod
         && anchor.as_ref().is_none_or(|(j, _)| i >= j)
     {
-        anchor = Some((*i, Anchor::Pod(uid)));
+        anchor = Some((*i, Anchor::Pod));
     }
     if let Some((i, c)) = &scan.container
         && anchor.as_ref().is_none_or(|(j, _)| i >= j)
@@ -549,30 +340,28 @@ pub fn identify(path: &str) -> Identity {
         anchor = Some((*i, Anchor::Container(c)));
     }
 
-    let tail = || printable(segs[last]);
-    let (kind, name) = match anchor {
-        None => (Kind::Other, tail().into_owned()),
+    let tail = || printable(segs[last]).into_owned();
+    match anchor {
+        None => {
+            id.kind = Kind::Other;
+            id.below = Some(tail());
+        }
         Some((i, a)) => {
-            let (kind, base) = match a {
-                Anchor::Unit(u) => (unit_kind(u), id.unit.clone().unwrap_or_default()),
-                Anchor::Pod(uid) => (Kind::Pod, format!("pod:{}", uid.get(..8).unwrap_or(uid))),
-                Anchor::Container(c) if c.monitor => (
-                    Kind::ContainerMonitor,
-                    format!("conmon-{}", containers::short_id(c.id)),
-                ),
-                Anchor::Container(c) => (Kind::Container, containers::short_id(c.id).to_string()),
+            let (kind, anchor) = match a {
+                Anchor::Unit(u) => (unit_kind(u), NameAnchor::Unit),
+                Anchor::Pod => (Kind::Pod, NameAnchor::Pod),
+                Anchor::Container(c) if c.monitor => (Kind::ContainerMonitor, NameAnchor::Monitor),
+                Anchor::Container(_) => (Kind::Container, NameAnchor::Container),
             };
+            id.anchor = anchor;
             if i == last {
-                (kind, base)
+                id.kind = kind;
             } else {
-                (Kind::Subgroup, format!("{base}/{}", tail()))
+                id.kind = Kind::Subgroup;
+                id.below = Some(tail());
             }
         }
-    };
-    id.kind = kind;
-    id.name = bounded(name);
-    if id.name.is_empty() {
-        id.name = "/".to_string();
     }
+    id.rename();
     id
 }

@@ -1,5 +1,7 @@
 //! The naming stage over real path shapes, each with where it comes from.
 
+use super::identity::Labels;
+use super::known;
 use super::*;
 
 /// Docker's own example long id (Docker docs, "Runtime metrics": "If a
@@ -1233,8 +1235,11 @@ fn labels_are_short_and_leave_workload_units_out() {
         (l.unit, l.container, l.pod, l.namespace),
         ("", C_SHORT, P, "")
     );
+    // What a file held: trimmed, and what is left made printable.
     ctr.set_namespace(Some("web\n"));
-    assert_eq!(ctr.labels().namespace, r"web\x0a");
+    assert_eq!(ctr.labels().namespace, "web");
+    ctr.set_namespace(Some("we\u{1b}b"));
+    assert_eq!(ctr.labels().namespace, r"we\x1bb");
     ctr.set_namespace(Some(""));
     assert_eq!(ctr.namespace(), None);
     let docker = identify(&format!("/system.slice/docker-{D}.scope"));
@@ -1485,4 +1490,136 @@ fn random_bytes_never_panic_and_always_have_a_name() {
         let path: String = (0..n).map(|_| pieces[rng.below(pieces.len())]).collect();
         assert_sane(&path, &globs);
     }
+}
+
+/// What enrichment learned renames: a container by its name, its pod's
+/// too, a user's cgroups with the user's name; labels keep the path's
+/// values (the namespace aside), so no new series.
+#[test]
+fn enrichment_renames_and_keeps_labels() {
+    let mut known = Known::default();
+    let docker = format!("/docker.slice/docker-{D}.scope");
+    let ctr = format!(
+        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{P_}.slice/cri-containerd-{C}.scope"
+    );
+    let pod = format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{P_}.slice");
+    let user = "/user.slice/user-1000.slice/user@1000.service/app.slice/run-r42.scope";
+    // Nothing known: the path's names, and these questions.
+    let ids = [&docker, &ctr, &pod, &user.to_string()].map(|p| identify(p));
+    assert_eq!(ids[0].name(), D_SHORT);
+    assert_eq!(ids[2].name(), P_NAME);
+    let asks: Vec<Ask> = ids.iter().flat_map(|i| known.asks(i)).collect();
+    assert!(asks.contains(&Ask::Container {
+        id: D.into(),
+        runtime: Some(Runtime::Docker),
+        owner: None
+    }));
+    assert!(asks.contains(&Ask::Pod(P.into())));
+    assert!(asks.contains(&Ask::User(1000)));
+
+    assert!(known.learn(Learned::Container {
+        id: D.into(),
+        names: ContainerNames {
+            name: Some("t3-indexer".into()),
+            ..Default::default()
+        },
+    }));
+    assert!(known.learn(Learned::Container {
+        id: C.into(),
+        names: ContainerNames {
+            name: Some("worker".into()),
+            pod_uid: Some(P.into()),
+            pod: PodNames {
+                name: Some("etl-28641".into()),
+                namespace: Some("batch".into()),
+            },
+        },
+    }));
+    assert!(known.learn(Learned::User {
+        uid: 1000,
+        name: "wizard".into()
+    }));
+    // The same fact again changes nothing.
+    assert!(!known.learn(Learned::User {
+        uid: 1000,
+        name: "wizard".into()
+    }));
+    let named: Vec<Identity> = [&docker, &ctr, &pod, &user.to_string()]
+        .iter()
+        .map(|p| {
+            let mut i = identify(p);
+            known.apply(&mut i);
+            i
+        })
+        .collect();
+    assert_eq!(named[0].name(), "t3-indexer");
+    assert_eq!(named[0].container_name(), Some("t3-indexer"));
+    assert_eq!(named[1].name(), "batch/etl-28641/worker");
+    assert_eq!(named[2].name(), "batch/etl-28641");
+    assert_eq!(named[2].namespace(), Some("batch"));
+    assert_eq!(named[3].name(), "run-r42.scope (wizard)");
+    assert_eq!(named[3].user(), Some("wizard"));
+    // The pod's own cgroup learned its names from its container.
+    assert!(known.answers(&Ask::Pod(P.into())));
+    for (a, b) in ids.iter().zip(&named) {
+        let (la, lb) = (a.labels(), b.labels());
+        assert_eq!(
+            (la.unit, la.container, la.pod),
+            (lb.unit, lb.container, lb.pod)
+        );
+    }
+    assert_eq!(named[1].labels().namespace, "batch");
+    // Below a named container, a subgroup keeps the container's name.
+    let mut sub = identify(&format!("{docker}/payload"));
+    known.apply(&mut sub);
+    assert_eq!(sub.name(), "t3-indexer/payload");
+    // JSON carries what enrichment added.
+    let v = serde_json::to_value(&named[1]).unwrap();
+    assert_eq!(v["container_name"], "worker");
+    assert_eq!(v["pod_name"], "etl-28641");
+    assert_eq!(v["namespace"], "batch");
+    // The filter's words hold every name, lowercase.
+    let words = named[1].search_text();
+    for w in ["worker", "etl-28641", "batch", C, P] {
+        assert!(words.contains(w), "{w} in {words}");
+    }
+    // describe: the name and the path, or the path alone.
+    assert_eq!(named[0].describe(&docker), format!("t3-indexer ({docker})"));
+    assert_eq!(identify("/livelock").describe("/livelock"), "/livelock");
+}
+
+/// A runtime's answer is untrusted: control characters, bidi overrides and
+/// huge values come out printable and bounded; the tables stop growing.
+#[test]
+fn hostile_answers_stay_printable_and_bounded() {
+    let mut known = Known::default();
+    known.learn(Learned::Container {
+        id: D.into(),
+        names: ContainerNames {
+            name: Some(format!("\u{1b}[2J{}\u{202e}", "x".repeat(1000))),
+            ..Default::default()
+        },
+    });
+    let mut id = identify(&format!("/docker.slice/docker-{D}.scope"));
+    known.apply(&mut id);
+    assert!(id.name().len() <= MAX_NAME_LEN, "{}", id.name().len());
+    assert!(!id.name().chars().any(needs_escape), "{:?}", id.name());
+    assert!(id.name().starts_with(r"\x1b[2J"));
+    // Empty names are no names.
+    assert!(!known.learn(Learned::User {
+        uid: 7,
+        name: "  ".into()
+    }));
+    for i in 0..known::MAX_ENTRIES as u32 + 10 {
+        known.learn(Learned::User {
+            uid: i + 100,
+            name: format!("u{i}"),
+        });
+    }
+    let mut late = identify(&format!(
+        "/user.slice/user-{}.slice",
+        known::MAX_ENTRIES as u32 + 105
+    ));
+    known.apply(&mut late);
+    assert_eq!(late.user(), None, "past the cap, facts are dropped");
 }

@@ -8,8 +8,11 @@
 //! sibling cgroups over their own memory.high, throttled in turn, are two
 //! incidents, each within budget, never one incident of their parent.
 //!
-//! A budget watches the cgroups its glob selects and everything below
-//! them. For a cause `C` it judges one [`Line`]: the cgroup where a victim
+//! A budget watches the cgroups it selects (by path glob, by name, or
+//! both: [`BudgetConfig::selects`]) and everything below them. Selection
+//! by a name only enrichment knows (a container's or pod's name, a
+//! namespace) is made again when enrichment learns something
+//! ([`Policy::set_known`]). For a cause `C` it judges one [`Line`]: the cgroup where a victim
 //! would be chosen, which is inside both `C`'s subtree (only memory there
 //! counts toward `C`'s memory.high) and the budget's scope:
 //! - `C` itself, when `C` is in the budget's scope (the whole over-high
@@ -35,6 +38,7 @@ use std::collections::HashMap;
 
 use crate::config::BudgetConfig;
 use crate::model::Model;
+use crate::names::Known;
 use crate::sys::cgroupfs::CgroupMemory;
 use crate::sys::registry::ancestors;
 
@@ -131,6 +135,8 @@ pub struct Policy {
     /// Budgets judging each line, once its paths are known.
     judged: HashMap<Line, Vec<usize>>,
     state: HashMap<(usize, Line), BudgetState>,
+    /// What enrichment learned, for budgets that select by those names.
+    known: Known,
 }
 
 impl Policy {
@@ -140,22 +146,37 @@ impl Policy {
             selected: HashMap::new(),
             judged: HashMap::new(),
             state: HashMap::new(),
+            known: Known::default(),
         }
     }
 
-    /// The budgets whose glob selects a cgroup.
+    /// Enrichment learned names: budgets that select by them select
+    /// again (their breaches and cool-downs stay).
+    pub fn set_known(&mut self, known: &Known) {
+        if *known == self.known {
+            return;
+        }
+        self.known.clone_from(known);
+        if self.budgets.iter().any(BudgetConfig::needs_known) {
+            self.selected.clear();
+            self.judged.clear();
+        }
+    }
+
+    fn selects(&self, b: usize, path: &str) -> bool {
+        self.budgets[b].selects(path, &self.known)
+    }
+
+    /// The budgets that select a cgroup.
     pub fn budgets_of(&mut self, id: u64, path: &str) -> Vec<usize> {
-        self.selected
-            .entry(id)
-            .or_insert_with(|| {
-                self.budgets
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, b)| b.cgroup.matches(path))
-                    .map(|(i, _)| i)
-                    .collect()
-            })
-            .clone()
+        if let Some(v) = self.selected.get(&id) {
+            return v.clone();
+        }
+        let v: Vec<usize> = (0..self.budgets.len())
+            .filter(|&b| self.selects(b, path))
+            .collect();
+        self.selected.insert(id, v.clone());
+        v
     }
 
     /// The budgets that judge `line`, whose cgroup and cause have these
@@ -166,7 +187,7 @@ impl Policy {
         }
         let budgets: Vec<usize> = (0..self.budgets.len())
             .filter(|&b| {
-                let sel = |p: &str| self.budgets[b].cgroup.matches(p);
+                let sel = |p: &str| self.selects(b, p);
                 let cause_in_scope = ancestors(cause_path).any(sel);
                 if line.cgroup == line.cause {
                     return cause_in_scope;
@@ -418,7 +439,7 @@ impl Policy {
         for (i, b) in self.budgets.iter().enumerate() {
             let Some(j) = old.budgets.iter().position(|o| {
                 o.label() == b.label()
-                    && o.cgroup.pattern == b.cgroup.pattern
+                    && o.selector() == b.selector()
                     && o.window == b.window
                     && o.max_throttled == b.max_throttled
             }) else {

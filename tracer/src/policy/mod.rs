@@ -21,4 +21,6 @@ pub mod victim;
 #[cfg(test)]
 mod property;
 #[cfg(test)]
+mod select;
+#[cfg(test)]
 mod testing;

@@ -10,6 +10,7 @@ use super::victim::{Rank, Rules, choose};
 use crate::config::AgentConfig;
 use crate::event::{Comm, Event, Task, Throttle, ThrottleStart};
 use crate::model::Model;
+use crate::names::Known;
 use crate::sys::procs::ProcessInfo;
 use crate::sys::registry::{CgroupRegistry, ancestors};
 
@@ -151,10 +152,10 @@ fn a_victim_is_always_inside_the_cause_and_the_budgets_scope() {
                     f.cause_path
                 );
                 assert!(
-                    ancestors(&f.path).any(|a| budget.cgroup.matches(a)),
+                    ancestors(&f.path).any(|a| budget.selects(a, &Known::default())),
                     "line {} is outside the scope of {}",
                     f.path,
-                    budget.cgroup.pattern
+                    budget.selector()
                 );
                 // Whom kill-largest would choose there: only processes of
                 // the line's subtree are candidates.
@@ -173,7 +174,7 @@ fn a_victim_is_always_inside_the_cause_and_the_budgets_scope() {
                 if let Some(v) = choose(candidates, Rank::Largest, &rules).victim {
                     assert!(inside(&v.cgroup, &f.cause_path), "victim outside the cause");
                     assert!(
-                        ancestors(&v.cgroup).any(|a| budget.cgroup.matches(a)),
+                        ancestors(&v.cgroup).any(|a| budget.selects(a, &Known::default())),
                         "victim outside the budget's scope"
                     );
                 }

@@ -16,16 +16,56 @@
 //! records, from memory or from [`crate::record::stream::Stream`].
 
 use std::borrow::Borrow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::event::Event;
+use crate::model::Hierarchy;
+use crate::names::{Identity, describe, identify};
 use crate::record::reader::Recording;
 use crate::record::{Record, Sample};
 use crate::report::output::Presenter;
+
+/// A recording's cgroups with their names, made once each from the
+/// recorded path (not once per record): what the exports name them by.
+pub(super) struct Named<'a> {
+    rec: &'a Recording,
+    names: HashMap<u64, Arc<Identity>>,
+}
+
+impl<'a> Named<'a> {
+    pub(super) fn new(rec: &'a Recording) -> Self {
+        let names = rec
+            .cgroups
+            .iter()
+            .map(|(id, p)| (*id, Arc::new(identify(p))))
+            .collect();
+        Self { rec, names }
+    }
+
+    /// The name for a column, empty where no chunk named the cgroup.
+    fn name(&self, id: u64) -> &str {
+        self.names.get(&id).map_or("", |n| n.name())
+    }
+}
+
+impl Hierarchy for Named<'_> {
+    fn path(&self, id: u64) -> Option<Arc<str>> {
+        Hierarchy::path(self.rec, id)
+    }
+
+    fn id(&self, path: &str) -> Option<u64> {
+        Hierarchy::id(self.rec, path)
+    }
+
+    fn identity(&self, id: u64) -> Option<Arc<Identity>> {
+        self.names.get(&id).cloned()
+    }
+}
 
 /// The process id the host's own tracks live under in the trace.
 const HOST_PID: u64 = 1;
@@ -62,7 +102,7 @@ pub fn chrome_json<R: Borrow<Record>>(
             Record::Event(e) => match e {
                 Event::Throttle(t) => {
                     let pid = pid_of(t.memcg_id);
-                    processes.entry(pid).or_insert_with(|| format!("cgroup {}", rec.path(t.memcg_id)));
+                    processes.entry(pid).or_insert_with(|| format!("cgroup {}", describe(&rec.path(t.memcg_id))));
                     threads.entry((pid, t.task.pid)).or_insert_with(|| format!("{}[{}]", t.task.comm, t.task.pid));
                     ev.push(&Slice {
                         name: "memory.high throttle", cat: "throttle", ph: "X",
@@ -80,7 +120,7 @@ pub fn chrome_json<R: Borrow<Record>>(
                     let direct = matches!(e, Event::DirectReclaim(_));
                     let pid = if direct || r.memcg_id == 0 { HOST_PID } else { pid_of(r.memcg_id) };
                     if pid != HOST_PID {
-                        processes.entry(pid).or_insert_with(|| format!("cgroup {}", rec.path(r.memcg_id)));
+                        processes.entry(pid).or_insert_with(|| format!("cgroup {}", describe(&rec.path(r.memcg_id))));
                     }
                     threads.entry((pid, r.task.pid)).or_insert_with(|| format!("{}[{}]", r.task.comm, r.task.pid));
                     ev.push(&Slice {
@@ -215,7 +255,7 @@ fn counters(
         let pid = c.id.saturating_add(1_000);
         processes
             .entry(pid)
-            .or_insert_with(|| format!("cgroup {}", rec.path(c.id)));
+            .or_insert_with(|| format!("cgroup {}", describe(&rec.path(c.id))));
         let mut args = serde_json::Map::new();
         for (k, v) in [
             ("current", c.mem.current),
@@ -249,8 +289,9 @@ pub fn jsonl<R: Borrow<Record>>(
 ) -> io::Result<()> {
     let clock = rec.header.clock();
     let page = rec.header.page_size.max(1);
+    let named = Named::new(rec);
     let presenter = Presenter {
-        paths: rec,
+        paths: &named,
         clock,
         page_size: page,
     };
@@ -332,9 +373,11 @@ pub fn csv_events<R: Borrow<Record>>(
             "oom_cgroup",
             "rss_bytes",
             "count",
+            "cgroup_name",
         ]
         .map(String::from),
     )?;
+    let named = Named::new(rec);
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     for r in records {
         let Record::Event(e) = r.borrow() else {
@@ -421,6 +464,7 @@ pub fn csv_events<R: Borrow<Record>>(
                 if oom == "-" { String::new() } else { oom },
                 opt(rss),
                 opt(count),
+                named.name(e.memcg_id()).to_string(),
             ],
         )?;
     }
@@ -545,6 +589,49 @@ mod tests {
             evs.iter()
                 .filter_map(|e| e["ts"].as_f64())
                 .all(|t| t >= 0.0)
+        );
+    }
+
+    /// The fixture's cgroups renamed to the first incident's unit and a
+    /// subgroup below it: tracks, lines and rows name the unit.
+    #[test]
+    fn exports_name_the_unit() {
+        let mut rec = recording();
+        let unit = r"/system.slice/system-t3\x2dserve.slice/t3-serve@wizard.service";
+        for p in rec.cgroups.values_mut() {
+            if p.starts_with("/work") {
+                *p = p.replacen("/work", unit, 1);
+            }
+        }
+        let mut out = Vec::new();
+        chrome_json(&rec, &rec.records, &mut out).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let track = format!("cgroup t3-serve@wizard.service/job ({unit}/job)");
+        assert!(
+            v["traceEvents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["ph"] == "M" && e["args"]["name"] == track.as_str()),
+            "no track {track}"
+        );
+        let mut out = Vec::new();
+        jsonl(&rec, &rec.records, &mut out).unwrap();
+        let first: Value =
+            serde_json::from_str(String::from_utf8(out).unwrap().lines().next().unwrap()).unwrap();
+        assert_eq!(first["cgroup_name"], "t3-serve@wizard.service/job");
+        assert_eq!(first["who"]["kind"], "subgroup");
+        assert_eq!(first["who"]["unit"], "t3-serve@wizard.service");
+        let mut csv = Vec::new();
+        csv_events(&rec, &rec.records, &mut csv).unwrap();
+        let text = String::from_utf8(csv).unwrap();
+        assert!(text.lines().next().unwrap().ends_with(",count,cgroup_name"));
+        assert!(
+            text.lines()
+                .nth(1)
+                .unwrap()
+                .ends_with(",t3-serve@wizard.service/job"),
+            "{text}"
         );
     }
 

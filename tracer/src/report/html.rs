@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use super::Report;
 use super::series::{Charts, Mark};
 use crate::clock::{fmt_bytes, fmt_ns};
+use crate::names::describe;
 
 const W: f64 = 900.0;
 const H: f64 = 150.0;
@@ -232,7 +233,7 @@ table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;pa
             let _ = writeln!(s, "<p>The recording holds no records: nothing to draw.</p>");
         }
         for g in &c.cgroups {
-            let _ = writeln!(s, "<h2>{}</h2>", esc(&g.cgroup));
+            let _ = writeln!(s, "<h2>{}</h2>", esc(&describe(&g.cgroup)));
             chart(
                 &mut s,
                 "throttled share (memory.high throttle)",
@@ -379,7 +380,7 @@ table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;pa
                 let _ = writeln!(
                     s,
                     "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}%</td><td>{}</td></tr>",
-                    esc(&i.cgroup),
+                    esc(&describe(&i.cgroup)),
                     esc(i.start.get(11..19).unwrap_or(&i.start)),
                     esc(i.end.get(11..19).unwrap_or(&i.end)),
                     fmt_ns(i.throttled_ms * 1_000_000),
@@ -400,7 +401,7 @@ table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;pa
                 let _ = writeln!(
                     s,
                     "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    esc(&e.cgroup),
+                    esc(&describe(&e.cgroup)),
                     dur(e.memtrace_ms),
                     dur(e.psi_some_ms),
                     dur(e.psi_full_ms),
@@ -419,7 +420,7 @@ table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;pa
                     esc(o.time.get(11..19).unwrap_or(&o.time)),
                     esc(&o.comm),
                     o.pid,
-                    esc(&o.cgroup)
+                    esc(&describe(&o.cgroup))
                 );
             }
             for a in &self.actions {
@@ -428,7 +429,7 @@ table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;pa
                     "<li>{} agent {}: {}</li>",
                     esc(a.time.get(11..19).unwrap_or(&a.time)),
                     esc(&a.kind),
-                    esc(&a.cgroup)
+                    esc(&describe(&a.cgroup))
                 );
             }
             s.push_str("</ul>\n");

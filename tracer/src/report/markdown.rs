@@ -1,10 +1,16 @@
 //! The report as Markdown, for an incident document: the same numbers as
-//! `--json`, in tables a person reads.
+//! `--json`, in tables a person reads, each cgroup by its name and path.
 
 use std::fmt::Write as _;
 
 use super::Report;
 use crate::clock::{fmt_bytes, fmt_ns};
+use crate::names::{describe, identify};
+
+/// A cgroup's name alone, for a second mention.
+fn short(path: &str) -> String {
+    identify(path).name().to_string()
+}
 
 fn hms(rfc: &str) -> &str {
     rfc.get(11..19).unwrap_or(rfc)
@@ -69,7 +75,7 @@ impl Report {
                 let _ = writeln!(
                     s,
                     "| {} | {} | {} | {} | {} | {:.0}% | {} | {} |",
-                    i.cgroup,
+                    describe(&i.cgroup),
                     hms(&i.start),
                     hms(&i.end),
                     fmt_ns(i.duration_ms * 1_000_000),
@@ -93,12 +99,16 @@ impl Report {
                 let _ = writeln!(
                     s,
                     "| {} | {} | {} | {} | {} | {} |",
-                    c.cgroup,
+                    describe(&c.cgroup),
                     fmt_ns(c.throttled_ms * 1_000_000),
                     c.episodes,
                     fmt_ns(c.reclaim_ms * 1_000_000),
                     fmt_ns(c.sleep_ms * 1_000_000),
-                    c.over_high.join(", ")
+                    c.over_high
+                        .iter()
+                        .map(|p| short(p))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
             self.more(&mut s, "cgroups");
@@ -114,7 +124,7 @@ impl Report {
                     "| {}[{}] | {} | {} | {} |",
                     t.comm,
                     t.pid,
-                    t.cgroup,
+                    describe(&t.cgroup),
                     fmt_ns(t.throttled_ms * 1_000_000),
                     t.episodes
                 );
@@ -138,7 +148,7 @@ impl Report {
                 let _ = writeln!(
                     s,
                     "| {} | {} | {} | {} | {} | {} | {} |",
-                    e.cgroup,
+                    describe(&e.cgroup),
                     dur(e.memtrace_ms),
                     dur(e.psi_some_ms),
                     dur(e.psi_full_ms),
@@ -163,7 +173,7 @@ impl Report {
                 let _ = writeln!(
                     s,
                     "| {} | {} | {} pages | {} | {} | {} | {} |",
-                    r.cgroup,
+                    describe(&r.cgroup),
                     r.passes,
                     r.pages,
                     fmt_ns(r.p50_us * 1_000),
@@ -186,13 +196,13 @@ impl Report {
                 hms(&o.time),
                 o.comm,
                 o.pid,
-                o.cgroup,
+                describe(&o.cgroup),
                 o.rss_bytes
                     .map(|b| format!(", rss {}", fmt_bytes(b)))
                     .unwrap_or_default(),
                 o.oom_cgroup
                     .as_ref()
-                    .map(|c| format!(", {c} ran out"))
+                    .map(|c| format!(", {} ran out", short(c)))
                     .unwrap_or_default()
             );
         }
@@ -202,7 +212,7 @@ impl Report {
                 "- {} agent {}: {} {}",
                 hms(&a.time),
                 a.kind,
-                a.cgroup,
+                describe(&a.cgroup),
                 a.details
             );
         }

@@ -161,6 +161,9 @@ pub struct Report {
     /// Rows left out of each list above (a damaged or forged file can
     /// name thousands of cgroups): the list's name and how many.
     pub omitted: BTreeMap<String, usize>,
+    /// Who each cgroup in the lists above is (unit, user, container, pod),
+    /// by path: named from the recorded path, as the agent named it.
+    pub names: BTreeMap<String, crate::names::Identity>,
     /// What the HTML report draws.
     #[serde(skip)]
     pub charts: series::Charts,
@@ -411,6 +414,26 @@ impl<'a> Builder<'a> {
         cap(&mut actions, MAX_ROWS, "actions", &mut omitted);
         let mut damaged = rec.damaged.clone();
         cap(&mut damaged, MAX_DAMAGE_ROWS, "damaged", &mut omitted);
+        let paths = incidents
+            .iter()
+            .map(|i| &i.cgroup)
+            .chain(
+                cgroups
+                    .iter()
+                    .flat_map(|c| std::iter::once(&c.cgroup).chain(&c.over_high)),
+            )
+            .chain(tasks.iter().map(|t| &t.cgroup))
+            .chain(reclaim.iter().map(|r| &r.cgroup))
+            .chain(evidence.iter().map(|e| &e.cgroup))
+            .chain(
+                ooms.iter()
+                    .flat_map(|o| std::iter::once(&o.cgroup).chain(&o.oom_cgroup)),
+            )
+            .chain(actions.iter().map(|a| &a.cgroup));
+        let names = paths
+            .filter(|p| p.starts_with('/'))
+            .map(|p| (p.clone(), crate::names::identify(p)))
+            .collect();
 
         Report {
             host: rec.header.host.clone(),
@@ -445,6 +468,7 @@ impl<'a> Builder<'a> {
                     .collect(),
             },
             omitted,
+            names,
             charts,
         }
     }

@@ -1,8 +1,9 @@
 //! Events as people and scripts read them: one text line, or one JSON
-//! object per line. Cgroup ids become paths here and monotonic times
-//! become wall-clock times; nothing upstream deals with either.
+//! object per line. Cgroup ids become paths and names here, and monotonic
+//! times become wall-clock times; nothing upstream deals with either.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -10,6 +11,18 @@ use serde_json::Value;
 use crate::clock::{Clock, fmt_bytes, fmt_ns};
 use crate::event::{Event, Task};
 use crate::model::Hierarchy;
+use crate::names::Identity;
+
+/// Who a cgroup is, shared with the lookup it came from; serialised as the
+/// identity itself.
+#[derive(Debug)]
+pub struct Who(pub Arc<Identity>);
+
+impl Serialize for Who {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
 
 /// One event as a JSON object (see [`Presenter::json`]).
 #[derive(Debug, Serialize)]
@@ -20,6 +33,10 @@ pub struct EventLine<'e> {
     pub mono_ns: u64,
     pub cgroup: Option<String>,
     pub cgroup_id: u64,
+    /// The cgroup's name for people (`t3-serve@wizard.service`).
+    pub cgroup_name: Option<String>,
+    /// Who the cgroup is: unit, user, container, pod.
+    pub who: Option<Who>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -38,6 +55,7 @@ pub enum Detail<'e> {
         nr_pages: u32,
         over_high_cgroup: Option<String>,
         over_high_cgroup_id: u64,
+        over_high_cgroup_name: Option<String>,
         over_high_usage_bytes: u64,
         over_high_limit_bytes: u64,
     },
@@ -50,6 +68,7 @@ pub enum Detail<'e> {
         nr_pages: u32,
         over_high_cgroup: Option<String>,
         over_high_cgroup_id: u64,
+        over_high_cgroup_name: Option<String>,
     },
     Reclaim {
         start_mono_ns: u64,
@@ -63,6 +82,7 @@ pub enum Detail<'e> {
         invoker_comm: Cow<'e, str>,
         oom_cgroup: Option<String>,
         oom_cgroup_id: u64,
+        oom_cgroup_name: Option<String>,
         rss_bytes: Option<RssBytes>,
     },
     Brake {
@@ -99,9 +119,16 @@ impl Presenter<'_> {
         self.paths.path(id).map(|p| p.to_string())
     }
 
+    /// The cgroup's name for people, None if unknown.
+    fn name(&self, id: u64) -> Option<String> {
+        self.paths.identity(id).map(|n| n.name().to_string())
+    }
+
     /// One JSON object: `type`, `ts` (RFC 3339), `mono_ns`, `cgroup` (the
-    /// memory cgroup's path, null if unknown), `cgroup_id`, task fields
-    /// where the event has a task, then the event's own fields.
+    /// memory cgroup's path, null if unknown), `cgroup_id`, `cgroup_name`
+    /// and `who` (who the cgroup is: unit, user, container, pod), task
+    /// fields where the event has a task, then the event's own fields
+    /// (every other cgroup with its `_name`).
     pub fn json(&self, e: &Event) -> Value {
         serde_json::to_value(self.line(e)).unwrap_or(Value::Null)
     }
@@ -115,6 +142,7 @@ impl Presenter<'_> {
                 nr_pages: s.nr_pages,
                 over_high_cgroup: self.path(s.over_high_id),
                 over_high_cgroup_id: s.over_high_id,
+                over_high_cgroup_name: self.name(s.over_high_id),
                 over_high_usage_bytes: s.over_high_usage_pages.saturating_mul(page),
                 over_high_limit_bytes: s.over_high_limit_pages.saturating_mul(page),
             },
@@ -127,6 +155,7 @@ impl Presenter<'_> {
                 nr_pages: t.nr_pages,
                 over_high_cgroup: self.path(t.over_high_id),
                 over_high_cgroup_id: t.over_high_id,
+                over_high_cgroup_name: self.name(t.over_high_id),
             },
             Event::Reclaim(r) | Event::DirectReclaim(r) => Detail::Reclaim {
                 start_mono_ns: r.start_ns,
@@ -140,6 +169,7 @@ impl Presenter<'_> {
                 invoker_comm: o.invoker.comm.to_str_lossy(),
                 oom_cgroup: self.path(o.oom_memcg_id),
                 oom_cgroup_id: o.oom_memcg_id,
+                oom_cgroup_name: self.name(o.oom_memcg_id),
                 rss_bytes: o.rss_pages.map(|r| RssBytes {
                     anon: r.anon.saturating_mul(page),
                     file: r.file.saturating_mul(page),
@@ -160,12 +190,15 @@ impl Presenter<'_> {
             },
         };
         let task = e.task();
+        let who = self.paths.identity(e.memcg_id());
         EventLine {
             kind: e.type_name(),
             ts: self.clock.rfc3339(e.ts_ns()),
             mono_ns: e.ts_ns(),
             cgroup: self.path(e.memcg_id()),
             cgroup_id: e.memcg_id(),
+            cgroup_name: who.as_ref().map(|n| n.name().to_string()),
+            who: who.map(Who),
             pid: task.map(|t| t.pid),
             tgid: task.map(|t| t.tgid),
             comm: task.map(|t| t.comm.to_str_lossy()),
@@ -173,15 +206,18 @@ impl Presenter<'_> {
         }
     }
 
-    /// One aligned text line.
+    /// One aligned text line: time, type, who the cgroup is, what
+    /// happened, and the cgroup's path at the end (`cgroup=`).
     pub fn text(&self, e: &Event) -> String {
         // UTC, marked as such.
         let when = format!("{}Z", self.clock.hms(e.ts_ns()));
-        let cgroup = self.path(e.memcg_id()).unwrap_or_else(|| {
-            if e.memcg_id() == 0 {
+        let id = e.memcg_id();
+        let path = self.path(id);
+        let name = self.name(id).or_else(|| path.clone()).unwrap_or_else(|| {
+            if id == 0 {
                 "-".into()
             } else {
-                format!("#{}", e.memcg_id())
+                format!("#{id}")
             }
         });
         let who = |t: &Task| format!("{}[{}]", t.comm, t.tgid);
@@ -217,7 +253,7 @@ impl Presenter<'_> {
                     .rss_pages
                     .map(|r| format!(" rss {}", fmt_bytes(r.total().saturating_mul(page))))
                     .unwrap_or_default();
-                let ran_out = match self.path(o.oom_memcg_id) {
+                let ran_out = match self.name(o.oom_memcg_id) {
                     Some(p) => format!(", {p} ran out"),
                     None => String::new(),
                 };
@@ -241,11 +277,12 @@ impl Presenter<'_> {
                 l.kind.as_str()
             ),
         };
-        format!("{when} {:<14} {:<28} {detail}", e.type_name(), cgroup)
+        let at = path.map(|p| format!("  cgroup={p}")).unwrap_or_default();
+        format!("{when} {:<14} {name:<28} {detail}{at}", e.type_name())
     }
 
     fn over_high(&self, id: u64) -> String {
-        match self.path(id) {
+        match self.name(id) {
             Some(p) => format!(", over high: {p}"),
             None => String::new(),
         }
@@ -302,6 +339,37 @@ mod tests {
         assert_eq!(v["sleep_ns"], 2_000_000_000u64 - 500);
         let line = p.text(&e);
         assert!(line.contains("hog[10] throttled 2.000s"), "{line}");
+    }
+
+    #[test]
+    fn names_in_json_and_text() {
+        let unit = r"/system.slice/system-t3\x2dserve.slice/t3-serve@wizard.service";
+        let reg =
+            CgroupRegistry::from_paths([(7, unit), (8, "/system.slice/system-t3\\x2dserve.slice")]);
+        let p = presenter(&reg);
+        let e = Event::Throttle(Throttle {
+            ts_ns: 3_000_000_000,
+            start_ns: 1_000_000_000,
+            task: task(),
+            memcg_id: 7,
+            over_high_id: 7,
+            reclaim_ns: 500,
+            reclaimed_pages: 1,
+            nr_pages: 32,
+        });
+        let v = p.json(&e);
+        assert_eq!(v["cgroup"], unit);
+        assert_eq!(v["cgroup_name"], "t3-serve@wizard.service");
+        assert_eq!(v["who"]["kind"], "service");
+        assert_eq!(v["who"]["slice"], "system-t3-serve.slice");
+        assert_eq!(v["over_high_cgroup_name"], "t3-serve@wizard.service");
+        let line = p.text(&e);
+        assert!(
+            line.contains("throttle       t3-serve@wizard.service ")
+                && line.contains("over high: t3-serve@wizard.service")
+                && line.ends_with(&format!("  cgroup={unit}")),
+            "{line}"
+        );
     }
 
     #[test]

@@ -199,7 +199,10 @@ impl Writer<'_> {
         let uuid = self.tracks.len() as u64 + 1;
         let (name, counter) = match &t {
             Track::Host => (format!("host {}", self.rec.header.host), None),
-            Track::Cgroup(id) => (format!("cgroup {}", self.rec.path(*id)), None),
+            Track::Cgroup(id) => (
+                format!("cgroup {}", crate::names::describe(&self.rec.path(*id))),
+                None,
+            ),
             Track::Task(..) => (task_name(), None),
             Track::Counter(_, name) => {
                 let bytes = !name.contains('%');

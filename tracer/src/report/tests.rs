@@ -88,6 +88,44 @@ fn incidents_totals_and_evidence() {
     assert!(md.contains("Against the kernel's counters"), "{md}");
 }
 
+/// The first incident's unit, as recorded: the report names it in its
+/// tables, its HTML and its JSON, from the recorded path alone.
+#[test]
+fn the_report_names_the_unit() {
+    let unit = r"/system.slice/system-t3\x2dserve.slice/t3-serve@wizard.service";
+    let mut rec = Recording {
+        header: Header {
+            host: "devvm".into(),
+            probes: [("throttle".to_string(), Some("fentry".to_string()))].into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    rec.cgroups.insert(5, unit.into());
+    rec.records = vec![
+        sample(10, 0, 0),
+        throttle(11.0, 12.0, 7),
+        sample(13, 1_000, 3),
+    ];
+    let r = build(&rec);
+    let named = format!("t3-serve@wizard.service ({unit})");
+    let md = r.markdown();
+    assert!(md.contains(&format!("| {named} | 00:00:11 |")), "{md}");
+    assert!(md.contains(&format!("| {named} | 1.000s |")), "{md}");
+    assert!(md.contains("| hog[7] | t3-serve@wizard.service ("), "{md}");
+    // The over-high cgroup, named again, by its name alone.
+    assert!(md.contains("| t3-serve@wizard.service |\n"), "{md}");
+    let html = r.html();
+    assert!(
+        html.contains(&format!("<h2>{named}</h2>")),
+        "no chart heading: {html}"
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["names"][unit]["kind"], "service");
+    assert_eq!(json["names"][unit]["template"], "t3-serve@.service");
+    assert_eq!(json["names"][unit]["slice"], "system-t3-serve.slice");
+}
+
 #[test]
 fn peak_share_finds_the_densest_second() {
     let ms = 1_000_000;

@@ -18,6 +18,7 @@ use crate::probe::{LoadOptions, Probe, Tracer};
 use crate::record::Sample;
 use crate::ring::stream::EventSource;
 use crate::screen::view::{Identity, View, read_agent_status};
+use crate::sys::enrich::{Enricher, Sources};
 use crate::sys::procs::read_process;
 use crate::sys::registry::CgroupRegistry;
 use crate::sys::sampler::Sampler;
@@ -52,6 +53,8 @@ pub struct LiveSource {
     /// last sample.
     detail_procs: Option<u64>,
     version: Option<crate::kernel::CgroupVersion>,
+    /// Container, pod and user names, looked up off the screen's thread.
+    enricher: Option<Enricher>,
 }
 
 impl LiveSource {
@@ -84,9 +87,15 @@ impl LiveSource {
             throttle_unmeasured: !caps.throttle_measured(),
         };
         let page_size = caps.kernel.page_size;
+        let mut registry = CgroupRegistry::new(hierarchy.as_ref());
+        let enricher = Enricher::start(Sources::default());
+        if enricher.is_some() {
+            registry.want_names();
+        }
         Ok(Self {
             _rt: rt,
-            registry: CgroupRegistry::new(hierarchy.as_ref()),
+            registry,
+            enricher,
             version: hierarchy.as_ref().map(|h| h.version),
             sampler: Sampler::new(
                 CgroupFilter::default(),
@@ -231,6 +240,11 @@ impl SnapshotSource for LiveSource {
                 .collect();
             self.starts.retain(|pid, _| shown.contains(pid));
             read_agent_status(&self.status_file, &mut self.view);
+            if let Some(e) = &self.enricher {
+                self.registry.learn(e.answers());
+                let back = e.ask(self.registry.take_asks());
+                self.registry.requeue(back);
+            }
         }
         // The selected cgroup's processes, whatever the sampler chose: read
         // once per sample, the moment it is opened.

@@ -65,9 +65,10 @@ impl View {
             .get(..8)
             .unwrap_or_default()
             .to_string();
-        let path = |reg: &dyn Hierarchy, id: u64| {
-            reg.path(id)
-                .map_or_else(|| format!("#{id}"), |p| p.to_string())
+        let path = |reg: &dyn Hierarchy, id: u64| match (reg.path(id), reg.identity(id)) {
+            (Some(p), Some(n)) => n.describe(&p),
+            (Some(p), None) => p.to_string(),
+            _ => format!("#{id}"),
         };
         let (cgroup, kind, text) = match e {
             Event::OomKill(o) => {
@@ -169,6 +170,9 @@ impl View {
             if path == "/" {
                 continue;
             }
+            let who = reg
+                .name(cid)
+                .unwrap_or_else(|| std::sync::Arc::new(crate::names::identify(&path)));
             let m = mem
                 .get(&cid)
                 .map(|c| c.mem)
@@ -198,7 +202,11 @@ impl View {
                 *warned = true;
                 warnings.push((
                     cid,
-                    format!("{path} throttled {:.0}% of the last 10 s", t10 * 100.0),
+                    format!(
+                        "{} throttled {:.0}% of the last 10 s",
+                        who.describe(&path),
+                        t10 * 100.0
+                    ),
                 ));
             } else if t10 < WARN_SHARE / 2.0 {
                 *warned = false;
@@ -207,6 +215,8 @@ impl View {
             let mut row = CgroupRow {
                 id: cid,
                 path: path.clone(),
+                name: who.name().to_string(),
+                search: who.search_text(),
                 throttled_1s: t1,
                 throttled_10s: t10,
                 episodes_per_s: rate,

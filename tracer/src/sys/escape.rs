@@ -23,18 +23,12 @@ pub enum Escape {
     Stuck { from: String, why: String },
 }
 
-/// The memory cgroup path of this process in `hierarchy`.
-fn own_cgroup(version: CgroupVersion) -> Option<String> {
+/// The memory cgroup path of this process in `hierarchy` (as mounted, not
+/// as its cgroup namespace shows it).
+fn own_cgroup(h: &MemoryHierarchy) -> Option<String> {
+    crate::sys::cgroupns::detect(&h.mount, h.version);
     let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    text.lines().find_map(|line| {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        let hit = match version {
-            CgroupVersion::V2 => controllers.is_empty(),
-            CgroupVersion::V1 => controllers.split(',').any(|c| c == "memory"),
-        };
-        hit.then(|| path.to_string())
-    })
+    crate::sys::cgroupns::line_of(&text, h.version).and_then(crate::sys::cgroupns::host_path)
 }
 
 /// Whether the cgroup at `dir` has a memory limit of its own.
@@ -54,7 +48,7 @@ fn limited(dir: &Path, version: CgroupVersion) -> bool {
 /// Moves this process out of a memory-limited cgroup line into
 /// [`OWN_CGROUP`] (made if missing), when it is in one.
 pub fn leave_limited_cgroup(h: &MemoryHierarchy) -> Escape {
-    let Some(own) = own_cgroup(h.version) else {
+    let Some(own) = own_cgroup(h) else {
         return Escape::Unlimited;
     };
     let dir = |p: &str| -> PathBuf {

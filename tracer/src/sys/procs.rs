@@ -154,16 +154,9 @@ pub fn cgroup_file_in(text: &[u8], path: &str, version: crate::kernel::CgroupVer
     let Ok(text) = std::str::from_utf8(text) else {
         return false;
     };
-    let own = text.lines().find_map(|line| {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, p) = (parts.next()?, parts.next()?, parts.next()?);
-        let hit = match version {
-            crate::kernel::CgroupVersion::V2 => controllers.is_empty(),
-            crate::kernel::CgroupVersion::V1 => controllers.split(',').any(|c| c == "memory"),
-        };
-        hit.then_some(p)
-    });
-    own.is_some_and(|own| crate::sys::registry::ancestors(own).any(|a| a == path))
+    // Relative to this process's cgroup namespace (see `cgroupns`).
+    crate::sys::cgroupns::line_of(text, version)
+        .is_some_and(|own| crate::sys::cgroupns::is_under(own, path))
 }
 
 #[cfg(test)]

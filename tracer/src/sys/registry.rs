@@ -12,8 +12,15 @@
 //! (rate-limited), since a new cgroup is the usual reason for a miss. Kernfs ids are never
 //! reused, so entries of removed cgroups stay valid for late events and are
 //! only dropped after [`GONE_RETENTION`].
+//!
+//! Each entry carries its cgroup's [`Identity`], made once when the path is
+//! learned (pure naming from the path, [`crate::names`]) and completed by
+//! what enrichment learned ([`CgroupRegistry::learn`]): every lookup after
+//! that only clones an `Arc`. With [`CgroupRegistry::want_names`] the
+//! registry also collects what to ask the enrichment thread about
+//! ([`CgroupRegistry::take_asks`]); it never asks itself.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +29,7 @@ use std::time::{Duration, Instant};
 use crate::event::Event;
 use crate::kernel::{CgroupVersion, MemoryHierarchy};
 use crate::model::Hierarchy;
+use crate::names::{Ask, Identity, Known, Learned, identify};
 use crate::sys::watch::DirWatch;
 
 /// How long a removed cgroup's path is kept for events that arrive late.
@@ -30,10 +38,52 @@ pub const GONE_RETENTION: Duration = Duration::from_secs(600);
 /// Minimum time between two rescans triggered by unknown ids.
 const RESCAN_INTERVAL: Duration = Duration::from_millis(200);
 
+/// The most questions for the enrichment thread remembered as asked; past
+/// it the memory is cleared (and a question may be asked twice).
+const MAX_ASKED: usize = 65_536;
+
 #[derive(Clone, Debug)]
 struct Entry {
     path: Arc<str>,
+    name: Arc<Identity>,
     gone_since: Option<Instant>,
+}
+
+/// What the registry knows of names beyond the paths.
+#[derive(Debug, Default)]
+struct Names {
+    known: Known,
+    /// Collect questions for enrichment (only a live registry does).
+    wanted: bool,
+    asked: HashSet<Ask>,
+    asks: Vec<Ask>,
+}
+
+impl Names {
+    /// The entry of a path: named now, asked about later.
+    fn entry(&mut self, path: Arc<str>) -> Entry {
+        let mut id = identify(&path);
+        self.known.apply(&mut id);
+        if self.wanted {
+            self.ask(&id);
+        }
+        Entry {
+            path,
+            name: Arc::new(id),
+            gone_since: None,
+        }
+    }
+
+    fn ask(&mut self, id: &Identity) {
+        for a in self.known.asks(id) {
+            if self.asked.len() >= MAX_ASKED {
+                self.asked.clear();
+            }
+            if self.asked.insert(a.clone()) {
+                self.asks.push(a);
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -46,12 +96,20 @@ pub struct CgroupRegistry {
     watch: Option<DirWatch>,
     /// Cgroups found since the last [`CgroupRegistry::take_created`].
     created: Vec<u64>,
+    names: Names,
 }
 
 impl CgroupRegistry {
     /// A registry of the memory controller's hierarchy (empty when the
     /// kernel has none).
     pub fn new(hierarchy: Option<&MemoryHierarchy>) -> Self {
+        if let Some(h) = hierarchy
+            && let Some(root) = crate::sys::cgroupns::detect(&h.mount, h.version)
+        {
+            log::info!(
+                "memtrace runs in a cgroup namespace rooted at {root}: processes' cgroups are read relative to it"
+            );
+        }
         let mut r = Self {
             root: hierarchy.map(|h| h.mount.clone()),
             version: hierarchy.map(|h| h.version),
@@ -60,6 +118,7 @@ impl CgroupRegistry {
             last_scan: None,
             watch: None,
             created: Vec::new(),
+            names: Names::default(),
         };
         r.scan();
         r
@@ -75,6 +134,7 @@ impl CgroupRegistry {
             last_scan: None,
             watch: None,
             created: Vec::new(),
+            names: Names::default(),
         };
         r.scan();
         r
@@ -91,6 +151,7 @@ impl CgroupRegistry {
             last_scan: None,
             watch: None,
             created: Vec::new(),
+            names: Names::default(),
         };
         for (id, path) in paths {
             if path.is_empty() {
@@ -98,13 +159,8 @@ impl CgroupRegistry {
             }
             let path: Arc<str> = Arc::from(path);
             r.by_path.insert(path.clone(), id);
-            r.by_id.insert(
-                id,
-                Entry {
-                    path,
-                    gone_since: None,
-                },
-            );
+            let entry = r.names.entry(path);
+            r.by_id.insert(id, entry);
         }
         r
     }
@@ -173,13 +229,8 @@ impl CgroupRegistry {
                     }
                     let path: Arc<str> = Arc::from(path);
                     self.by_path.insert(path.clone(), id);
-                    self.by_id.insert(
-                        id,
-                        Entry {
-                            path,
-                            gone_since: None,
-                        },
-                    );
+                    let entry = self.names.entry(path);
+                    self.by_id.insert(id, entry);
                 }
             }
         }
@@ -252,13 +303,8 @@ impl CgroupRegistry {
             }
             let path: Arc<str> = Arc::from(rel);
             self.by_path.insert(path.clone(), id);
-            self.by_id.insert(
-                id,
-                Entry {
-                    path,
-                    gone_since: None,
-                },
-            );
+            let entry = self.names.entry(path);
+            self.by_id.insert(id, entry);
             self.created.push(id);
             found += 1;
         }
@@ -291,6 +337,56 @@ impl CgroupRegistry {
     /// The path of a cgroup id, without rescanning.
     pub fn lookup(&self, id: u64) -> Option<Arc<str>> {
         self.by_id.get(&id).map(|e| e.path.clone())
+    }
+
+    /// Who a cgroup is, without rescanning.
+    pub fn name(&self, id: u64) -> Option<Arc<Identity>> {
+        self.by_id.get(&id).map(|e| e.name.clone())
+    }
+
+    /// From now on, collect what to ask enrichment about every cgroup
+    /// (those known already included).
+    pub fn want_names(&mut self) {
+        self.names.wanted = true;
+        let ids: Vec<Arc<Identity>> = self.by_id.values().map(|e| e.name.clone()).collect();
+        for id in ids {
+            self.names.ask(&id);
+        }
+    }
+
+    /// The questions for enrichment collected since the last call.
+    pub fn take_asks(&mut self) -> Vec<Ask> {
+        std::mem::take(&mut self.names.asks)
+    }
+
+    /// Questions that could not be sent: asked again with the next batch.
+    pub fn requeue(&mut self, asks: Vec<Ask>) {
+        self.names.asks.extend(asks);
+    }
+
+    /// Keeps what enrichment learned and renames the cgroups it is about;
+    /// whether any name changed.
+    pub fn learn(&mut self, facts: impl IntoIterator<Item = Learned>) -> bool {
+        let mut changed = false;
+        for f in facts {
+            changed |= self.names.known.learn(f);
+        }
+        if changed {
+            let known = &self.names.known;
+            for e in self.by_id.values_mut() {
+                let mut id = Identity::clone(&e.name);
+                known.apply(&mut id);
+                if id != *e.name {
+                    e.name = Arc::new(id);
+                }
+            }
+        }
+        changed
+    }
+
+    /// What enrichment learned so far.
+    pub fn known(&self) -> &Known {
+        &self.names.known
     }
 
     /// The id of a cgroup path (as the registry spells it, `/a/b`).
@@ -368,6 +464,10 @@ impl Hierarchy for CgroupRegistry {
         self.by_path.get(path).copied()
     }
 
+    fn identity(&self, id: u64) -> Option<Arc<Identity>> {
+        self.name(id)
+    }
+
     /// Only a registry of a mounted hierarchy knows what was removed.
     fn removed(&self, id: u64) -> bool {
         self.root.is_some() && !self.is_live(id)
@@ -387,15 +487,8 @@ fn dir_of(root: &Path, path: &str) -> Option<PathBuf> {
 /// The memory hierarchy's path in `/proc/PID/cgroup` text: the `0::` line
 /// in v2, the line whose controllers include `memory` in v1.
 fn cgroup_line(text: &str, version: CgroupVersion) -> Option<String> {
-    text.lines().find_map(|line| {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        let hit = match version {
-            CgroupVersion::V2 => controllers.is_empty(),
-            CgroupVersion::V1 => controllers.split(',').any(|c| c == "memory"),
-        };
-        hit.then(|| path.to_string())
-    })
+    // Relative to this process's cgroup namespace (see `cgroupns`).
+    crate::sys::cgroupns::line_of(text, version).and_then(crate::sys::cgroupns::host_path)
 }
 
 /// The parent of a cgroup path (`/a/b` → `/a`, `/a` → `/`), `None` for `/`.
@@ -483,6 +576,50 @@ mod tests {
         std::fs::create_dir(dir.join("old/new/deep/deeper")).unwrap();
         assert_eq!(r.poll_new(), 1, "new directories are watched too");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn names_are_made_once_asked_about_once_and_renamed_by_what_is_learned() {
+        let id = "ae836c95b4c3c9e9179e0e91015512da89fdec91612f63cebae57df9a5444c79";
+        let ctr = format!("/docker.slice/docker-{id}.scope");
+        let mut r = CgroupRegistry::from_paths([(1, "/"), (2, "/docker.slice"), (3, ctr.as_str())]);
+        assert_eq!(r.name(3).unwrap().name(), "ae836c95b4c3");
+        assert!(
+            r.take_asks().is_empty(),
+            "a recording's registry asks nothing"
+        );
+        r.want_names();
+        let asks = r.take_asks();
+        assert_eq!(
+            asks,
+            [Ask::Container {
+                id: id.into(),
+                runtime: Some(crate::names::Runtime::Docker),
+                owner: None
+            }]
+        );
+        // Asked once: a second pass asks nothing; a refused batch comes back.
+        r.want_names();
+        assert!(r.take_asks().is_empty());
+        r.requeue(asks);
+        assert_eq!(r.take_asks().len(), 1);
+        let before = r.name(3).unwrap();
+        assert!(r.learn([Learned::Container {
+            id: id.into(),
+            names: crate::names::ContainerNames {
+                name: Some("t3-indexer".into()),
+                ..Default::default()
+            },
+        }]));
+        assert_eq!(r.name(3).unwrap().name(), "t3-indexer");
+        assert_eq!(
+            before.name(),
+            "ae836c95b4c3",
+            "names already handed out stay"
+        );
+        assert!(Arc::ptr_eq(&r.name(2).unwrap(), &r.name(2).unwrap()));
+        // Through the model's lookup too.
+        assert_eq!(Hierarchy::identity(&r, 3).unwrap().name(), "t3-indexer");
     }
 
     #[test]
