@@ -11,6 +11,7 @@
 //! - `fuzz`: the cargo-fuzz targets, longer than CI runs them.
 //! - `dist`: the static binary and the Debian package.
 
+mod bench;
 mod cmd;
 mod dist;
 mod incident;
@@ -46,9 +47,11 @@ enum Task {
     /// Boot Debian kernels in qemu and run the scenarios inside (root).
     Vmtest(vm::VmtestArgs),
     /// Benchmarks: recording size and speed, frame build and draw with
-    /// 1,000 cgroups, top's idle CPU, probe cost (root). Results go to
-    /// target/bench.md; docs/benchmarks.md says how to read them.
-    Bench,
+    /// 1,000 cgroups, top's idle CPU, probe cost (root), and the kill
+    /// path's breach to signal over many real breaches in a VM (qemu).
+    /// Results go to target/bench.md; docs/benchmarks.md says how to read
+    /// them.
+    Bench(bench::BenchArgs),
     /// The first incident (a hog plateaued between MemoryHigh and
     /// MemoryMax) against no guard, earlyoom, systemd-oomd, oomd, nohang
     /// and memtrace's agent, one Debian guest boot each (root, qemu). Writes
@@ -83,7 +86,7 @@ fn main() {
         Task::Test(a) => test::run(&a),
         Task::Lint => test::lint(),
         Task::Vmtest(a) => vm::run(&a),
-        Task::Bench => bench(),
+        Task::Bench(a) => bench::run(&a),
         Task::Shootout(a) => shootout::run(&a),
         Task::DebianTest => setup::run().and_then(|()| incident::ci_case()),
         Task::DebianImage { suite } => vm::debian::suite(&suite)
@@ -102,28 +105,6 @@ fn main() {
         eprintln!("\nxtask: FAILED: {e:#}");
         std::process::exit(1);
     }
-}
-
-fn bench() -> anyhow::Result<()> {
-    setup::run()?;
-    cmd::cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "memtrace",
-        "-p",
-        "memtrace-tests",
-        "--bins",
-    ])?;
-    let out = cmd::workspace_root().join("target/bench.md");
-    let bin = cmd::workspace_root().join("target/release/bench");
-    cmd::run(
-        std::process::Command::new(&bin)
-            .arg(&out)
-            .current_dir(cmd::workspace_root()),
-    )?;
-    eprintln!("\nresults written to {}", out.display());
-    Ok(())
 }
 
 fn run_memtrace(args: &[String]) -> anyhow::Result<()> {

@@ -69,17 +69,21 @@ pub fn run(args: &TestArgs) -> Result<()> {
         || fuzz(&FUZZ_CI),
     )?;
     if !args.no_vm {
-        suite.step("VM matrix: every scenario on 5.10, 6.1, 6.12, 7.2, 7.3", || {
-            vm::run(&VmtestArgs {
-                kernel: "all".into(),
-                scenarios: Vec::new(),
-                keep: false,
-                jobs: 3,
-                fault: None,
-                expect_failure: None,
-                trace: false,
-            })
-        })?;
+        suite.step(
+            "VM matrix: every scenario on 5.10, 6.1, 6.12, 7.2, 7.3",
+            || {
+                vm::run(&VmtestArgs {
+                    kernel: "all".into(),
+                    scenarios: Vec::new(),
+                    keep: false,
+                    jobs: 3,
+                    fault: None,
+                    expect_failure: None,
+                    trace: false,
+                    append: None,
+                })
+            },
+        )?;
         suite.step(
             "VM harness self-check: a probe reading the wrong cgroup must fail",
             || {
@@ -91,6 +95,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
                     fault: Some("wrong-cgroup".into()),
                     expect_failure: Some("attributed to another cgroup".into()),
                     trace: false,
+                    append: None,
                 })
             },
         )?;

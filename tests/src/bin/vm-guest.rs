@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use memtrace_tests::guest::kill_bench;
 use memtrace_tests::guest::scenarios::{self, ALL, Ctx};
 use memtrace_tests::guest::{Checks, ResultsPort, result_line};
 use serde_json::json;
@@ -56,7 +57,11 @@ fn main() {
         eprintln!("vm-guest: === {name} ===");
         let start = Instant::now();
         let mut checks = Checks::default();
-        let error = match ALL.iter().find(|(n, _)| n == name) {
+        let found = ALL
+            .iter()
+            .chain(kill_bench::ON_REQUEST)
+            .find(|(n, _)| n == name);
+        let error = match found {
             Some((_, f)) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 f(&ctx, &mut checks)
             })) {

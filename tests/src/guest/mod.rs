@@ -7,7 +7,9 @@
 //! failure report says everything that was wrong.
 
 pub mod agent;
+pub mod kill_bench;
 pub mod ops;
+pub mod probe_long;
 pub mod record;
 pub mod safety;
 pub mod scenarios;

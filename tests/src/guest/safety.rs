@@ -55,7 +55,15 @@ fn threaded_hog(cg: &TestCgroup, threads: u32, until_s: u32) -> Result<Hog> {
     let mut hog = Hog::spawn(
         cg,
         &[
-            "--mb", "64", "--step-mb", "8", "--churn-kb", "256", "--threads", &n, "--ready",
+            "--mb",
+            "64",
+            "--step-mb",
+            "8",
+            "--churn-kb",
+            "256",
+            "--threads",
+            &n,
+            "--ready",
             &ready,
         ],
         until_s,
@@ -311,7 +319,11 @@ action = "kill-largest"
 }
 
 /// Starts a program given by path (not a workspace binary) in a cgroup.
-fn spawn_path(cg: &TestCgroup, exe: &Path, args: &[&str]) -> Result<std::process::Child> {
+pub(crate) fn spawn_path(
+    cg: &TestCgroup,
+    exe: &Path,
+    args: &[&str],
+) -> Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
     let procs = cg.procs_file();
     let mut cmd = std::process::Command::new(exe);

@@ -64,6 +64,7 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("safety-threads", super::safety::safety_fallback_threads),
     ("safety-disk", super::safety::safety_slow_disk),
     ("top-incident", super::screens::top_incident),
+    ("probe-long", super::probe_long::probe_long),
 ];
 
 /// memtrace's union of throttle episodes and the cgroup's PSI `some` total
@@ -620,10 +621,18 @@ pub fn check_features(ctx: &Ctx, c: &mut Checks) -> Result<()> {
     };
     let degraded: Vec<String> = ctx.capabilities["degraded"]
         .as_array()
-        .map(|d| d.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|d| {
+            d.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     for (feature, since, says) in [
-        ("process_mrelease", (5, 15), "process_mrelease needs Linux 5.15"),
+        (
+            "process_mrelease",
+            (5, 15),
+            "process_mrelease needs Linux 5.15",
+        ),
         ("cgroup_kill", (5, 14), "cgroup.kill needs Linux 5.14"),
     ] {
         let found = ctx.kill_feature(feature);
@@ -633,7 +642,11 @@ pub fn check_features(ctx: &Ctx, c: &mut Checks) -> Result<()> {
             format!(
                 "{feature}: check found {found} on {}, which is {} {}.{}",
                 ctx.kernel,
-                if at_least(since) { "at least" } else { "older than" },
+                if at_least(since) {
+                    "at least"
+                } else {
+                    "older than"
+                },
                 since.0,
                 since.1
             ),
@@ -646,7 +659,10 @@ pub fn check_features(ctx: &Ctx, c: &mut Checks) -> Result<()> {
     }
     c.check(
         ctx.probe_attached("throttle"),
-        format!("the throttle probe did not attach: {}", ctx.capabilities["probes"]),
+        format!(
+            "the throttle probe did not attach: {}",
+            ctx.capabilities["probes"]
+        ),
     );
     Ok(())
 }

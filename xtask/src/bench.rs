@@ -1,0 +1,126 @@
+//! `cargo xtask bench`: the host benchmarks (`tests/src/bin/bench.rs`) and
+//! the kill path's, breach to signal over many real breaches in one VM per
+//! kernel (`tests/src/guest/kill_bench.rs`). Results go to
+//! target/bench.md; docs/benchmarks.md holds the last ones and says how to
+//! read them.
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::vm::{self, VmtestArgs};
+use crate::{cmd, setup};
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Kernel series for the kill-path benchmark, comma-separated (5.10,
+    /// 6.1, 6.12, 7.2, 7.3), one guest after the other.
+    #[arg(long, default_value = "6.12")]
+    pub kernel: String,
+    /// Livelocks, each ended by one kill, per guest.
+    #[arg(long, default_value_t = 30)]
+    pub breaches: u32,
+    /// Only the host benchmarks.
+    #[arg(long, conflicts_with = "vm_only")]
+    pub no_vm: bool,
+    /// Only the kill-path benchmark.
+    #[arg(long)]
+    pub vm_only: bool,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    setup::run()?;
+    let root = cmd::workspace_root();
+    let out = root.join("target/bench.md");
+    let mut text = String::new();
+    if !args.vm_only {
+        cmd::cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "memtrace",
+            "-p",
+            "memtrace-tests",
+            "--bins",
+        ])?;
+        let host = root.join("target/bench-host.md");
+        cmd::run(
+            std::process::Command::new(root.join("target/release/bench"))
+                .arg(&host)
+                .current_dir(&root),
+        )?;
+        text.push_str(&std::fs::read_to_string(&host).context("reading the host results")?);
+        text.push('\n');
+    }
+    if !args.no_vm {
+        text.push_str(&kill_path(args)?);
+    }
+    std::fs::write(&out, &text)?;
+    println!("{text}");
+    eprintln!("\nresults written to {}", out.display());
+    Ok(())
+}
+
+/// The host's 1-minute load average: other engineers' builds and VMs share
+/// these cores, and a TCG guest's timing depends on them.
+fn host_load() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// One guest per kernel, one after the other, each running `bench-kill`.
+fn kill_path(args: &BenchArgs) -> Result<String> {
+    let mut rows = vec![
+        "| kernel | breaches | p50 | p99 | max | host load average (before, after) | guest load average (max) |".to_string(),
+        "|---|---|---|---|---|---|---|".to_string(),
+    ];
+    let mut samples = Vec::new();
+    for kernel in args.kernel.split(',') {
+        let before = host_load();
+        let results = vm::measure(&VmtestArgs {
+            kernel: kernel.to_string(),
+            scenarios: vec!["bench-kill".into()],
+            keep: false,
+            jobs: 1,
+            fault: None,
+            expect_failure: None,
+            trace: false,
+            append: Some(format!("memtrace.bench.breaches={}", args.breaches)),
+        })?;
+        let after = host_load();
+        for (label, lines) in results {
+            let Some(m) = lines
+                .iter()
+                .find(|r| r["scenario"] == "bench-kill")
+                .map(|r| &r["metrics"])
+            else {
+                continue;
+            };
+            let num = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
+            rows.push(format!(
+                "| {label} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {before:.1}, {after:.1} | {:.1} |",
+                m["breaches"],
+                num("p50_ms"),
+                num("p99_ms"),
+                num("max_ms"),
+                num("guest_load_max"),
+            ));
+            samples.push(format!(
+                "{label}: {}",
+                m["samples_ms"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    Ok(format!(
+        "\nKill path: breach to signal (`cargo xtask bench --vm-only --kernel {} --breaches {}`)\n\n{}\n\nEvery sample, ms, sorted:\n\n{}\n",
+        args.kernel,
+        args.breaches,
+        rows.join("\n"),
+        samples
+            .iter()
+            .map(|s| format!("- {s}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    ))
+}
