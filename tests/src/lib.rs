@@ -4,4 +4,5 @@
 pub mod cgroup;
 pub mod guest;
 pub mod http_sink;
+pub mod probes;
 pub mod run;

@@ -17,10 +17,10 @@ use crate::{DIRECT_RECLAIM, MEMCG_RECLAIM, OOM_MEMCG, THROTTLE};
 #[inline(always)]
 fn forget_current() {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = THROTTLE.remove(&tid);
-    let _ = MEMCG_RECLAIM.remove(&tid);
-    let _ = DIRECT_RECLAIM.remove(&tid);
-    let _ = OOM_MEMCG.remove(&tid);
+    let _ = THROTTLE.remove(tid);
+    let _ = MEMCG_RECLAIM.remove(tid);
+    let _ = DIRECT_RECLAIM.remove(tid);
+    let _ = OOM_MEMCG.remove(tid);
 }
 
 #[raw_tracepoint(tracepoint = "sched_process_exit")]

@@ -67,6 +67,7 @@ macro_rules! kc {
     };
 }
 
+mod baseline;
 mod brake;
 mod cgroup;
 mod exit;

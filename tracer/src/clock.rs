@@ -23,6 +23,12 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
+thread_local! {
+    /// The last second [`Clock::rfc3339`] formatted, and its text.
+    static RFC3339_SECOND: std::cell::RefCell<(u64, String)> =
+        const { std::cell::RefCell::new((0, String::new())) };
+}
+
 /// Maps monotonic timestamps to wall-clock time, from one reading of both
 /// clocks taken at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +61,20 @@ impl Clock {
 
     /// RFC 3339 UTC with nanoseconds, e.g. `2026-11-22T19:20:01.123456789Z`.
     pub fn rfc3339(&self, mono_ns: u64) -> String {
-        humantime::format_rfc3339_nanos(self.system_time(mono_ns)).to_string()
+        let t = self.system_time(mono_ns);
+        let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        // Exports format millions of times a second, mostly the same
+        // second: its date and time are formatted once per second.
+        RFC3339_SECOND.with(|cache| {
+            let mut c = cache.borrow_mut();
+            if c.0 != since.as_secs() || c.1.is_empty() {
+                let whole = UNIX_EPOCH + Duration::from_secs(since.as_secs());
+                let text = humantime::format_rfc3339_seconds(whole).to_string();
+                // `...T19:20:01Z`: keep all but the `Z`.
+                *c = (since.as_secs(), text.trim_end_matches('Z').to_string());
+            }
+            format!("{}.{:09}Z", c.1, since.subsec_nanos())
+        })
     }
 
     /// `HH:MM:SS.mmm` UTC, for dense text output.

@@ -1,6 +1,7 @@
-//! `cargo xtask bench`: the host benchmarks (`tests/src/bin/bench.rs`) and
-//! the kill path's, breach to signal over many real breaches in one VM per
-//! kernel (`tests/src/guest/kill_bench.rs`). Results go to
+//! `cargo xtask bench`: the host benchmarks (`tests/src/bin/bench/`, with
+//! the VM's `probe-cost` figures) and the kill path's, breach to signal
+//! over many real breaches in one VM per kernel
+//! (`tests/src/guest/kill_bench.rs`). Results go to
 //! target/bench.md; docs/benchmarks.md holds the last ones and says how to
 //! read them.
 
@@ -19,7 +20,7 @@ pub struct BenchArgs {
     /// Livelocks, each ended by one kill, per guest.
     #[arg(long, default_value_t = 30)]
     pub breaches: u32,
-    /// Only the host benchmarks.
+    /// Only the host benchmarks (no guest boots).
     #[arg(long, conflicts_with = "vm_only")]
     pub no_vm: bool,
     /// Only the kill-path benchmark.
@@ -42,6 +43,23 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "memtrace-tests",
             "--bins",
         ])?;
+        if !args.no_vm {
+            // The throttle programs run only in a VM: measure them there
+            // first; the host benchmark reads what the guest sent back.
+            let probes = vm::run(&VmtestArgs {
+                kernel: "6.12".into(),
+                scenarios: vec!["probe-cost".into()],
+                keep: false,
+                jobs: 1,
+                fault: None,
+                expect_failure: None,
+                trace: false,
+                append: None,
+            });
+            if let Err(e) = probes {
+                eprintln!("xtask: the VM probe-cost run failed ({e:#}); its rows will say so");
+            }
+        }
         let host = root.join("target/bench-host.md");
         cmd::run(
             std::process::Command::new(root.join("target/release/bench"))

@@ -85,6 +85,10 @@ pub struct Guard {
     probes: Vec<Vec<&'static str>>,
     collect: Vec<&'static str>,
     memtrace: bool,
+    /// memtrace's Debian package: installed with apt in the guest (its
+    /// unit and configuration as packaged), instead of the release binary
+    /// and the example unit copied in place.
+    deb: Option<PathBuf>,
     /// The systemd packages some suites lack (systemd-oomd on bullseye).
     needs_package: Option<&'static str>,
 }
@@ -101,6 +105,7 @@ impl Guard {
             probes: Vec::new(),
             collect: Vec::new(),
             memtrace: false,
+            deb: None,
             needs_package: None,
         }
     }
@@ -257,7 +262,7 @@ pub fn guards() -> Vec<Guard> {
     g.memtrace = true;
     g.start.push("memtrace-agent.service");
     g.probes.push(vec![
-        "/usr/local/bin/memtrace",
+        "/usr/bin/memtrace",
         "agent",
         "--check-config",
         "--config",
@@ -304,6 +309,71 @@ pub struct Timing {
     pub after_recovery_s: f64,
 }
 
+/// A configuration that parses as TOML but does not validate: the
+/// packaged unit's reload must refuse it and keep the running one.
+const BROKEN_CONFIG: &str = "[[budget]]\ncgroup = \"/system.slice/**\"\nmax_throttled = \"300%\"\n";
+
+/// What the CI case does with the package before the incident, in order;
+/// each step must end as expected or the run fails there. The packaged
+/// configuration kills nothing, so the kill that follows also proves the
+/// reload to the example configuration took effect.
+fn package_steps() -> Vec<Value> {
+    let step = |name: &str, argv: &[&str], succeed: bool| json!({ "name": name, "argv": argv, "succeed": succeed });
+    let unit = "memtrace-agent.service";
+    vec![
+        step(
+            "install",
+            &[
+                "env",
+                "DEBIAN_FRONTEND=noninteractive",
+                "apt-get",
+                "install",
+                "-y",
+                "--no-install-recommends",
+                "/root/memtrace.deb",
+            ],
+            true,
+        ),
+        step(
+            "started by the package",
+            &["systemctl", "is-active", unit],
+            true,
+        ),
+        step(
+            "pid before",
+            &["systemctl", "show", "-p", "MainPID", "--value", unit],
+            true,
+        ),
+        step(
+            "break the file",
+            &["cp", "/root/broken.toml", "/etc/memtrace/agent.toml"],
+            true,
+        ),
+        step(
+            "reload a broken file",
+            &["systemctl", "reload", unit],
+            false,
+        ),
+        step("still active", &["systemctl", "is-active", unit], true),
+        step(
+            "pid after",
+            &["systemctl", "show", "-p", "MainPID", "--value", unit],
+            true,
+        ),
+        step(
+            "configure",
+            &["cp", "/root/agent.toml", "/etc/memtrace/agent.toml"],
+            true,
+        ),
+        step("reload", &["systemctl", "reload", unit], true),
+        step(
+            "active after reload",
+            &["systemctl", "is-active", unit],
+            true,
+        ),
+    ]
+}
+
 /// Boots one guest with one guard and returns its result line.
 pub fn run(
     image: &Image,
@@ -325,19 +395,26 @@ pub fn run(
         p.file(to, text, 0o644)?;
     }
     let root = cmd::workspace_root();
-    if g.memtrace {
-        p.binary(&release.join("memtrace"), Some("/usr/local/bin/memtrace"))?;
-        for (from, to) in [
-            (
-                "docs/examples/memtrace-agent.service",
-                "/etc/systemd/system/memtrace-agent.service",
-            ),
-            ("docs/examples/agent.toml", "/etc/memtrace/agent.toml"),
-        ] {
-            let text = std::fs::read_to_string(root.join(from))
-                .with_context(|| format!("reading {from}"))?;
-            p.file(to, &text, 0o644)?;
+    let example = || {
+        std::fs::read_to_string(root.join("docs/examples/agent.toml"))
+            .context("reading docs/examples/agent.toml")
+    };
+    let mut steps = Vec::new();
+    match (&g.deb, g.memtrace) {
+        (Some(deb), true) => {
+            p.copy(deb, "/root/memtrace.deb", 0o644)?;
+            p.file("/root/agent.toml", &example()?, 0o644)?;
+            p.file("/root/broken.toml", BROKEN_CONFIG, 0o644)?;
+            steps = package_steps();
         }
+        (None, true) => {
+            p.binary(&release.join("memtrace"), Some("/usr/bin/memtrace"))?;
+            let unit = std::fs::read_to_string(root.join("docs/examples/memtrace-agent.service"))
+                .context("reading docs/examples/memtrace-agent.service")?;
+            p.file("/etc/systemd/system/memtrace-agent.service", &unit, 0o644)?;
+            p.file("/etc/memtrace/agent.toml", &example()?, 0o644)?;
+        }
+        _ => {}
     }
     let plan = json!({
         "run": run_name,
@@ -345,6 +422,7 @@ pub fn run(
         "start": g.start,
         "journal_units": g.start,
         "edits": g.edits.iter().map(|(f, a, b)| json!({"file": f, "replace": a, "with": b})).collect::<Vec<_>>(),
+        "steps": steps,
         "probes": g.probes,
         "collect": g.collect,
         "unit": unit_name(),
@@ -447,8 +525,12 @@ pub mod bounds {
 pub fn ci_case() -> Result<()> {
     let suite = crate::vm::debian::suite("bookworm")?;
     let release = build_binaries()?;
+    let source = crate::dist::Source::of_workspace()?;
+    let built = crate::dist::build(&source, &cmd::workspace_root().join("target"), &[])
+        .context("building the Debian package the guest installs")?;
     let image = crate::vm::debian::image::image(&suite)?;
-    let g = guard("memtrace")?;
+    let mut g = guard("memtrace")?;
+    g.deb = Some(built.deb.clone());
     let r = run(
         &image,
         &g,
@@ -497,6 +579,31 @@ fn ci_checks(r: &Value) -> Vec<String> {
             f.push(what);
         }
     };
+    // The package: installed, started, a broken reload refused with the
+    // agent still running as it was, the example configuration loaded.
+    let steps = r["steps"].as_array().cloned().unwrap_or_default();
+    let output = |name: &str| {
+        steps
+            .iter()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["output"].as_str())
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    check(
+        steps.len() == package_steps().len(),
+        format!(
+            "{} of {} package steps ran: {steps:?}",
+            steps.len(),
+            package_steps().len()
+        ),
+    );
+    let (before, after) = (output("pid before"), output("pid after"));
+    check(
+        !before.is_empty() && before != "0" && before == after,
+        format!("the agent's MainPID changed across the refused reload: {before} then {after}"),
+    );
     check(
         r["guard_state"]["memtrace-agent.service"] == "active",
         format!(

@@ -46,9 +46,10 @@ enum Task {
     Lint,
     /// Boot Debian kernels in qemu and run the scenarios inside (root).
     Vmtest(vm::VmtestArgs),
-    /// Benchmarks: recording size and speed, frame build and draw with
-    /// 1,000 cgroups, top's idle CPU, probe cost (root), and the kill
-    /// path's breach to signal over many real breaches in a VM (qemu).
+    /// Benchmarks: recordings (size, speed, an hour of report, export and
+    /// replay), the event path, the agent at 1,000 cgroups, frames, top's
+    /// idle CPU, probe cost on the host and in a VM, and the kill path's
+    /// breach to signal over many real breaches in a VM (root, qemu).
     /// Results go to target/bench.md; docs/benchmarks.md says how to read
     /// them.
     Bench(bench::BenchArgs),

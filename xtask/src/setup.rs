@@ -16,8 +16,9 @@ use crate::cmd;
 /// for the static binary (ring's C parts); promtool (prometheus) for the
 /// alert rules; and what the package checks run: lintian, systemd-analyze,
 /// man, readelf, and the shells whose completions are loaded; openssl
-/// makes the TLS test's private CA; chromium for the HTML report test.
-const APT_PACKAGES: [&str; 19] = [
+/// makes the TLS test's private CA; chromium for the HTML report test;
+/// protoc to check Perfetto exports against Perfetto's schema.
+const APT_PACKAGES: [&str; 20] = [
     "llvm-22-dev",
     "qemu-system-x86",
     "busybox-static",
@@ -37,6 +38,7 @@ const APT_PACKAGES: [&str; 19] = [
     "fish",
     "openssl",
     "chromium",
+    "protobuf-compiler",
 ];
 /// The static binary's target.
 const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";

@@ -1,4 +1,5 @@
-//! Bytes straight into the chunk decoder, past the checksum that keeps
+//! Bytes straight into the chunk decoder (and the version-2
+//! decompressor), past the checksum that keeps
 //! random files from reaching it, then through every consumer of decoded
 //! records: report, Perfetto, JSON lines and CSV exports. None may panic,
 //! overflow or hang, whatever the numbers in the records.
@@ -15,10 +16,14 @@ fuzz_target!(|data: &[u8]| {
     };
     let base = u64::from_le_bytes(base.try_into().unwrap_or_default());
     let count = u32::from_le_bytes(count.try_into().unwrap_or_default());
-    let Ok(decoded) = chunk::decode(&data[12..], base, count) else {
+    // The bytes as a version-1 payload, else as a version-2 one (a codec
+    // byte, a length and zstd data: the decompressor's bounds).
+    let Ok(decoded) = chunk::decode(&data[12..], base, count)
+        .or_else(|_| chunk::decode_v2(&data[12..], base, count))
+    else {
         return;
     };
-    let mut rec = Recording {
+    let rec = Recording {
         records: decoded.records,
         cgroups: decoded.cgroups.into_iter().collect(),
         ..Default::default()
@@ -27,8 +32,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = report.markdown();
     let _ = report.html();
     let sink = &mut std::io::sink();
-    let _ = memtrace::export::perfetto(&rec, sink);
-    let _ = memtrace::export::csv_events(&rec, sink);
-    let _ = memtrace::export::csv_samples(&rec, sink);
-    let _ = memtrace::export::jsonl(&mut rec, sink);
+    let r = &rec.records;
+    let _ = memtrace::perfetto(&rec, r, sink);
+    let _ = memtrace::export::chrome_json(&rec, r, sink);
+    let _ = memtrace::export::csv_events(&rec, r, sink);
+    let _ = memtrace::export::csv_samples(&rec, r, sink);
+    let _ = memtrace::export::jsonl(&rec, r, sink);
 });

@@ -15,5 +15,12 @@ fuzz_target!(|data: &[u8]| {
             let _ = report.markdown();
             let _ = report.html();
         }
+        // The streaming path the commands take: scan, then the records
+        // again in time order.
+        let input = memtrace::reader::Input::Bytes(input.into());
+        if let (Ok(scan), Ok(stream)) = (memtrace::reader::scan(&input), input.open()) {
+            let sorted = memtrace::reader::Sorted::new(stream);
+            let _ = memtrace::build_report_from(&scan, sorted).markdown();
+        }
     }
 });

@@ -22,11 +22,13 @@
 //! stock, and the first fault after the other cgroup ran charges, and pays
 //! for, a fresh batch. One 2 MiB step has taken 26 s (68 penalties in its
 //! 512 faults, 6.1 with three guests on two host cores), so a deadline
-//! checked between steps held only as well as the host was idle. A
-//! watchdog thread ends the process at the deadline instead: exit_group
-//! SIGKILLs the allocating thread, which wakes from the penalty's
-//! `schedule_timeout_killable` at once. Reaching `--until` is a normal end:
-//! exit status 0.
+//! checked between steps held only as well as the host was idle. Now the
+//! deadline is checked before every page, so the hog stops at the first
+//! return to user space after it (one throttle call late at most), and a
+//! watchdog thread ends the process [`BACKSTOP`] after the deadline if even
+//! that did not happen: exit_group SIGKILLs the allocating thread, which
+//! wakes from the penalty's `schedule_timeout_killable` at once. Reaching
+//! `--until` is a normal end: exit status 0.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -69,14 +71,14 @@ fn main() {
     let trace = Trace::from_env(born);
     let end_of_life = until_secs.map(|s| born + Duration::from_secs_f64(s));
     if let Some(deadline) = end_of_life {
-        watchdog(deadline, trace);
+        watchdog(deadline + BACKSTOP, trace);
     }
     let expired = || end_of_life.is_some_and(|t| Instant::now() >= t);
     let mut held: Vec<Region> = Vec::new();
     let mut done = 0;
     while done < mb && !expired() {
         let n = step_mb.min(mb - done);
-        held.push(Region::touch(n << 20, page, trace, "alloc"));
+        held.push(Region::touch(n << 20, page, trace, "alloc", end_of_life));
         done += n;
     }
     println!("allocated {done} MiB");
@@ -93,7 +95,13 @@ fn main() {
     let churn = move || {
         while Instant::now() < until {
             if churn_kb > 0 {
-                drop(Region::touch(churn_kb << 10, page, trace, "churn"));
+                drop(Region::touch(
+                    churn_kb << 10,
+                    page,
+                    trace,
+                    "churn",
+                    end_of_life,
+                ));
             } else {
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -137,6 +145,18 @@ impl Trace {
     }
 }
 
+/// How long after `--until` the watchdog ends the process if the main
+/// thread has not: the main thread stops at the deadline by itself, at the
+/// latest when the page fault in flight returns, which is one throttle call
+/// (reclaim, then at most 2 s of penalty; the slowest fault seen took
+/// 2.12 s). Stopping from user space, rather than killing the thread inside
+/// the kernel's throttle path, leaves the throttle episodes as the kernel
+/// ran them (killed there at the deadline, PSI once counted 0.3 s of stall
+/// after the last episode had ended). The watchdog fires mostly while the
+/// hog is already unmapping its memory on the way out, which can take
+/// seconds with eight hogs exiting at once.
+const BACKSTOP: Duration = Duration::from_secs(3);
+
 /// Ends the whole process at `deadline`, wherever its main thread is: in
 /// user space, in reclaim, or asleep in the kernel's throttle penalty.
 fn watchdog(deadline: Instant, trace: Trace) {
@@ -161,7 +181,7 @@ fn watchdog(deadline: Instant, trace: Trace) {
                 )
             };
             trace.line(format_args!(
-                "deadline at={:.2} {in_step}",
+                "backstop at={:.2} {in_step}",
                 now.as_secs_f64()
             ));
             // SAFETY: _exit is exit_group(2): it ends every thread at once
@@ -194,7 +214,8 @@ struct Region {
 }
 
 impl Region {
-    fn touch(len: usize, page: usize, trace: Trace, what: &str) -> Self {
+    /// Maps `len` bytes and writes every page, stopping early at `stop`.
+    fn touch(len: usize, page: usize, trace: Trace, what: &str, stop: Option<Instant>) -> Self {
         // SAFETY: a fresh private anonymous mapping; checked for failure.
         let ptr = unsafe {
             libc::mmap(
@@ -222,6 +243,9 @@ impl Region {
             STEP_START_US.store(us + 1, Ordering::Relaxed);
         }
         for off in (0..len).step_by(page) {
+            if stop.is_some_and(|t| Instant::now() >= t) {
+                break;
+            }
             let t = trace.on.then(Instant::now);
             // SAFETY: off < len, inside the mapping.
             unsafe { bytes.add(off).write_volatile(1) };

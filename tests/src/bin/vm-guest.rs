@@ -7,7 +7,6 @@
 
 use std::time::Instant;
 
-use memtrace_tests::guest::kill_bench;
 use memtrace_tests::guest::scenarios::{self, ALL, Ctx};
 use memtrace_tests::guest::{Checks, ResultsPort, result_line};
 use serde_json::json;
@@ -57,11 +56,7 @@ fn main() {
         eprintln!("vm-guest: === {name} ===");
         let start = Instant::now();
         let mut checks = Checks::default();
-        let found = ALL
-            .iter()
-            .chain(kill_bench::ON_REQUEST)
-            .find(|(n, _)| n == name);
-        let error = match found {
+        let error = match ALL.iter().chain(scenarios::BENCH).find(|(n, _)| n == name) {
             Some((_, f)) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 f(&ctx, &mut checks)
             })) {

@@ -13,12 +13,8 @@ use hdrhistogram::Histogram;
 
 use super::Checks;
 use super::agent::{agent, kill_log, killed_by_sigkill, write_config};
-use super::scenarios::{Ctx, MIB, Scenario, limits, v2_cgroup};
+use super::scenarios::{Ctx, MIB, limits, v2_cgroup};
 use super::workload::plateau_hog;
-
-/// Scenarios that run only when named (`memtrace.scenarios=`), never in
-/// the full matrix.
-pub const ON_REQUEST: &[(&str, Scenario)] = &[("bench-kill", bench_kill)];
 
 /// Breaches measured unless `memtrace.bench.breaches=N` says otherwise.
 const DEFAULT_BREACHES: usize = 30;

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod kill_bench;
 pub mod ops;
+pub mod probe_cost;
 pub mod probe_long;
 pub mod record;
 pub mod safety;

@@ -126,10 +126,10 @@ pub fn record(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     }
 
     let out = Command::new(&memtrace)
-        .args(["export", file, "--format", "perfetto"])
+        .args(["export", file, "--format", "chrome-json"])
         .output()?;
     let trace: Value =
-        serde_json::from_slice(&out.stdout).context("perfetto export is not JSON")?;
+        serde_json::from_slice(&out.stdout).context("chrome-json export is not JSON")?;
     let evs = trace["traceEvents"].as_array().cloned().unwrap_or_default();
     let slices = evs
         .iter()

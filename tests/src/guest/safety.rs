@@ -47,8 +47,10 @@ fn wait_until_s(child: &mut std::process::Child, until_s: u64) -> Result<std::pr
 /// it allocates 64 MiB under a high limit, starts its threads, and only
 /// then is memory.high lowered to 48 MiB. Lowered first, the allocation
 /// alone would sleep past the hog's life (2 s per 256 KiB batch once well
-/// over) and the threads would never start.
-fn threaded_hog(cg: &TestCgroup, threads: u32, until_s: u32) -> Result<Hog> {
+/// over) and the threads would never start. Pinned to one CPU, the
+/// cgroup's PSI `some` is the union of its threads' stalls; spread over
+/// two, PSI weighs each CPU's share and reads less than the union.
+fn threaded_hog(cg: &TestCgroup, threads: u32, until_s: u32, cpu: Option<usize>) -> Result<Hog> {
     let ready = format!("/tmp/threads{}.ready", cg.path.replace('/', "-"));
     let _ = std::fs::remove_file(&ready);
     let n = threads.to_string();
@@ -67,7 +69,7 @@ fn threaded_hog(cg: &TestCgroup, threads: u32, until_s: u32) -> Result<Hog> {
             &ready,
         ],
         until_s,
-        None,
+        cpu,
     )?;
     if !super::wait_until(hog.life_left(), || Path::new(&ready).exists()) {
         stop(&mut hog.child);
@@ -208,7 +210,7 @@ action = "kill-largest"
     let mut small = idle(&cg, 20, 90)?;
     let small_pid = small.pid();
     std::thread::sleep(Duration::from_secs(2));
-    let mut hog = threaded_hog(&cg, 128, 40)?;
+    let mut hog = threaded_hog(&cg, 128, 40, None)?;
     // Throttled for about 3 s: 30 % of the window, under the 60 % budget.
     std::thread::sleep(Duration::from_secs(3));
     // The agent stops reading; every throttled thread exits at once and
@@ -352,7 +354,7 @@ pub fn safety_fallback_threads(ctx: &Ctx, c: &mut Checks) -> Result<()> {
         &deny,
     )?;
     let before = Evidence::read(&cg)?;
-    let mut hog = threaded_hog(&cg, 50, 12)?;
+    let mut hog = threaded_hog(&cg, 50, 12, Some(0))?;
     let (status, _) = hog.wait()?;
     std::thread::sleep(Duration::from_secs(1));
     let after = Evidence::read(&cg)?.since(&before);

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::cgroup::{flat_key, psi_total};
@@ -41,6 +41,11 @@ pub struct Plan {
     /// each `replace` must be found, or the run fails.
     #[serde(default)]
     pub edits: Vec<Edit>,
+    /// Commands run in order once systemd is up, before the guard starts
+    /// (installing a package, reloading a configuration); each must end as
+    /// it says, or the run fails at that step.
+    #[serde(default)]
+    pub steps: Vec<Step>,
     /// Commands run once the guard is up; their output goes into the
     /// result (`oomctl`, `memtrace agent --check-config`, ...).
     #[serde(default)]
@@ -70,6 +75,65 @@ pub struct Install {
     pub to: String,
     #[serde(default = "default_mode")]
     pub mode: u32,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Step {
+    pub name: String,
+    pub argv: Vec<String>,
+    /// Whether the command must exit 0 (true) or must fail (false).
+    pub succeed: bool,
+}
+
+/// One step as it ran, for the result.
+#[derive(Debug, Serialize)]
+struct StepRun {
+    name: String,
+    exit: Option<i32>,
+    output: String,
+}
+
+/// Runs the plan's steps in order; the first that ends otherwise than it
+/// must stops the run, with its output.
+fn run_steps(plan: &Plan) -> Result<Vec<StepRun>> {
+    let mut done = Vec::new();
+    for step in &plan.steps {
+        let Some((program, args)) = step.argv.split_first() else {
+            bail!("step `{}` has no command", step.name);
+        };
+        let out = Command::new(program)
+            .args(args)
+            .output()
+            .with_context(|| format!("step `{}`: running {program}", step.name))?;
+        let output = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ok = out.status.success() == step.succeed;
+        log(&format!(
+            "step `{}`: exit {:?}{}",
+            step.name,
+            out.status.code(),
+            if ok { "" } else { " (NOT as expected)" }
+        ));
+        if !ok {
+            bail!(
+                "step `{}` ({}) should have {} but exited {:?}:\n{}",
+                step.name,
+                step.argv.join(" "),
+                if step.succeed { "succeeded" } else { "failed" },
+                out.status.code(),
+                tail_lines(&output, 30).join("\n")
+            );
+        }
+        done.push(StepRun {
+            name: step.name.clone(),
+            exit: out.status.code(),
+            output: tail_lines(&output, 30).join("\n"),
+        });
+    }
+    Ok(done)
 }
 
 #[derive(Debug, Deserialize)]
@@ -469,6 +533,7 @@ pub fn run(payload: &Path, plan: &Plan) -> Result<Value> {
         failed.trim()
     ));
     trace_signals()?;
+    let steps = run_steps(plan)?;
 
     for u in &plan.start {
         systemctl(&["start", u]).with_context(|| format!("starting the guard {u}"))?;
@@ -726,6 +791,7 @@ pub fn run(payload: &Path, plan: &Plan) -> Result<Value> {
         "system_state": state,
         "failed_units": failed.trim(),
         "guard_state": guard_state,
+        "steps": steps,
         "probes": probes,
         "probes_end": probes_end,
         "origin_mono_s": origin.mono_s,

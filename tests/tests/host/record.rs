@@ -104,8 +104,9 @@ fn a_recorded_squeeze_reports_and_exports_the_oom_kill_and_reclaim() {
         "{md}"
     );
 
+    perfetto_trace_is_valid_against_perfetto_s_schema(&memtrace, &file, pid, &cg.path);
     let out = Command::new(&memtrace)
-        .args(["export", file.to_str().unwrap(), "--format", "perfetto"])
+        .args(["export", file.to_str().unwrap(), "--format", "chrome-json"])
         .output()
         .unwrap();
     let trace: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -145,6 +146,57 @@ fn a_recorded_squeeze_reports_and_exports_the_oom_kill_and_reclaim() {
         .unwrap();
     assert!(String::from_utf8(out.stdout).unwrap().contains("oom_kill,"));
     let _ = std::fs::remove_file(&file);
+}
+
+/// The protobuf export, decoded by protoc against Perfetto's own merged
+/// schema (tests/data/perfetto_trace.proto): every field number and type
+/// memtrace writes is Perfetto's, and the trace holds the squeeze.
+fn perfetto_trace_is_valid_against_perfetto_s_schema(
+    memtrace: &std::path::Path,
+    file: &std::path::Path,
+    pid: u32,
+    cgroup: &str,
+) {
+    let trace = file.with_extension("perfetto-trace");
+    let out = Command::new(memtrace)
+        .args([
+            "export",
+            file.to_str().unwrap(),
+            "--format",
+            "perfetto",
+            "-o",
+        ])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    let decoded = Command::new("protoc")
+        .arg(format!("--proto_path={}", data.display()))
+        .args(["--decode=perfetto.protos.Trace", "perfetto_trace.proto"])
+        .stdin(std::fs::File::open(&trace).unwrap())
+        .output()
+        .expect("protoc (cargo xtask setup installs protobuf-compiler)");
+    let _ = std::fs::remove_file(&trace);
+    assert!(decoded.status.success(), "{decoded:?}");
+    let text = String::from_utf8(decoded.stdout).unwrap();
+    // protoc prints unknown fields by number: there must be none.
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())),
+        "fields outside Perfetto's schema:\n{}",
+        &text[..text.len().min(4000)]
+    );
+    for want in [
+        format!("name: \"cgroup {cgroup}\""),
+        "type: TYPE_SLICE_BEGIN".to_string(),
+        "type: TYPE_COUNTER".to_string(),
+        format!("name: \"OOM kill hog[{pid}]"),
+        "name: \"memcg reclaim\"".to_string(),
+    ] {
+        assert!(text.contains(&want), "no `{want}` in the decoded trace");
+    }
 }
 
 #[test]

@@ -281,7 +281,12 @@ pub(super) struct SamplerThread {
 }
 
 impl SamplerThread {
-    pub(super) fn start(hierarchy: Option<crate::kernel::MemoryHierarchy>, page_size: u64) -> Self {
+    /// `spread`: a quiet cgroup is sampled one request in this many.
+    pub(super) fn start(
+        hierarchy: Option<crate::kernel::MemoryHierarchy>,
+        page_size: u64,
+        spread: u32,
+    ) -> Self {
         let (tx, rx) = sync_channel::<(u64, Vec<u64>)>(1);
         let (out, samples) = tokio::sync::mpsc::unbounded_channel();
         let spawned = std::thread::Builder::new()
@@ -293,7 +298,8 @@ impl SamplerThread {
                     crate::config::filter::CgroupFilter::default(),
                     version,
                     page_size,
-                );
+                )
+                .spread(spread);
                 while let Ok((now, active)) = rx.recv() {
                     for &id in &active {
                         reg.resolve(id);

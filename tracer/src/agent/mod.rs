@@ -170,6 +170,7 @@ impl Agent {
         let (psi_tx, mut psi_rx) = mpsc::unbounded_channel();
         self.start_psi_triggers(psi_tx);
         self.tick(mono_now_ns());
+        setup::lock_memory();
         self.log_ready(&metrics_at);
         self.notifier.ready(&self.status_line());
         self.watchdog.ping();

@@ -30,6 +30,10 @@ use crate::sys::cgroupfs::HostMemory;
 use crate::sys::psi::PsiLine;
 use crate::sys::registry::CgroupRegistry;
 
+/// A cgroup with no recent events, not near its limits, is sampled one
+/// tick (second) in this many.
+const QUIET_SAMPLE_EVERY: u32 = 10;
+
 /// The eBPF programs' log (`aya-log`), read when its ring has records.
 pub(super) type EbpfLog = Option<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>>;
 
@@ -48,23 +52,44 @@ pub fn load_config(path: Option<&PathBuf>) -> Result<AgentConfig, ConfigError> {
     }
 }
 
-/// Makes the agent hard to starve or kill: locked memory, the lowest OOM
-/// score, a high priority. Each failure is logged, none is fatal.
+/// Makes the agent hard to starve or kill: the lowest OOM score, a high
+/// priority, one malloc arena. Its memory is locked once it is set up
+/// ([`lock_memory`]). Each failure is logged, none is fatal.
 fn harden() {
-    // SAFETY: mlockall and setpriority take plain flags.
-    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
-        log::warn!(
-            "could not lock the agent's memory (mlockall: {}); it may be paged out under pressure",
-            std::io::Error::last_os_error()
-        );
-    }
+    // One arena: every other thread would reserve 64 MiB of address space
+    // for its own, which locking then counts in full.
+    // SAFETY: mallopt takes plain values.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
         log::warn!("could not set the agent's oom_score_adj to -1000: {e}");
     }
-    // SAFETY: as above.
+    // SAFETY: setpriority takes plain values.
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) } != 0 {
         log::warn!(
             "could not raise the agent's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Locks the agent's memory, once setup (BTF, loading the programs) has
+/// come and gone: what setup freed is given back first, so it is not
+/// locked for good. Pages are locked as they are used (`MCL_ONFAULT`, as
+/// earlyoom does): what the loop touches stays resident, code it never
+/// runs is not read in just to be locked. The kill path is run once
+/// before ([`crate::act::kill::warm_up`]), so it is resident too.
+pub(super) fn lock_memory() {
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
+    crate::act::kill::warm_up();
+    let flags = libc::MCL_CURRENT | libc::MCL_FUTURE;
+    // SAFETY: mlockall takes plain flags. MCL_ONFAULT is Linux 4.4+;
+    // older kernels refuse it, and get the whole mapping locked.
+    let locked = unsafe { libc::mlockall(flags | libc::MCL_ONFAULT) } == 0
+        || unsafe { libc::mlockall(flags) } == 0;
+    if !locked {
+        log::warn!(
+            "could not lock the agent's memory (mlockall: {}); it may be paged out under pressure",
             std::io::Error::last_os_error()
         );
     }
@@ -133,7 +158,14 @@ impl Agent {
             log::info!("systemd watchdog: fed by the kill path");
         }
         let clock = Clock::now();
-        let sampler = background::SamplerThread::start(hierarchy.clone(), page_size);
+        // Quiet cgroups every 10 s: breaches come from the throttle events,
+        // and a thousand cgroups read every second cost more CPU than
+        // everything else the agent does at rest. Not when budgets are
+        // judged from estimates (v2 without the probe): those come from
+        // the samples, every second.
+        let estimating = !throttle && version == Some(CgroupVersion::V2);
+        let spread = if estimating { 1 } else { QUIET_SAMPLE_EVERY };
+        let sampler = background::SamplerThread::start(hierarchy.clone(), page_size, spread);
         let recorder = background::Recorder::start(recorder_setup(&cfg, &tracer, &clock));
         let own_exe = std::fs::read_link("/proc/self/exe")
             .map(|p| p.to_string_lossy().into_owned())

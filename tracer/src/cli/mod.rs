@@ -146,13 +146,16 @@ memtrace report incident.mtr --html -o incident.html\n  \
 memtrace report /var/lib/memtrace/flight --since 30m --cgroup '/system.slice/web.service'"
     )]
     Report(report::ReportArgs),
-    /// Convert a recording: perfetto (ui.perfetto.dev), jsonl, csv.
+    /// Convert a recording: perfetto (ui.perfetto.dev), chrome-json, jsonl, csv.
     #[command(long_about = "Converts a recording for other tools.\n\n\
-  perfetto  Chrome trace-event JSON for ui.perfetto.dev: a track per cgroup and task, throttle \
-episodes and reclaim as slices, memory and PSI as counters, kills as instants\n  \
-jsonl     one JSON object per record\n  \
-csv       events, or the per-second samples with --samples\n\n\
-Example: memtrace export incident.mtr --format perfetto -o incident.json")]
+  perfetto     Perfetto's protobuf trace for ui.perfetto.dev, of any size: a track per cgroup \
+and task, throttle episodes and reclaim as slices, memory and PSI as counters, kills as instants\n  \
+chrome-json  the same as Chrome trace-event JSON (ui.perfetto.dev, chrome://tracing), for small \
+recordings\n  \
+jsonl        one JSON object per record\n  \
+csv          events, or the per-second samples with --samples\n\n\
+Every format streams: a recording of any length is converted in bounded memory.\n\n\
+Example: memtrace export incident.mtr --format perfetto -o incident.perfetto-trace")]
     Export(report::ExportArgs),
     /// The live incident screen: which cgroup is throttled, by how much,
     /// who the hog is, whether it is getting worse.

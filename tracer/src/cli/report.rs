@@ -61,11 +61,14 @@ pub struct ReportArgs {
     pub window: WindowArgs,
 }
 
+/// Scans a recording (or a flight recorder's directory) once: tables,
+/// span, integrity, cut to the window; says what was damaged. The records
+/// are streamed afterwards from the returned timeline.
 pub(super) fn open(
     file: &std::path::Path,
     window: &WindowArgs,
-) -> anyhow::Result<reader::Recording> {
-    let rec = timeline::open(file, &window.window()?)
+) -> anyhow::Result<(timeline::Timeline, reader::Recording)> {
+    let (timeline, rec) = timeline::scan(file, &window.window()?)
         .with_context(|| format!("reading {}", file.display()))?;
     if !rec.damaged.is_empty() || rec.torn_tail.is_some() {
         say!(
@@ -79,13 +82,13 @@ pub(super) fn open(
             }
         );
     }
-    Ok(rec)
+    Ok((timeline, rec))
 }
 
 pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
-    let rec = open(&args.file, &args.window)?;
+    let (timeline, rec) = open(&args.file, &args.window)?;
     let mut out = output(args.output.as_deref(), &args.file)?;
-    let r = crate::report::build(&rec);
+    let r = crate::report::build_from(&rec, reader::Sorted::new(timeline.records()));
     let written = if args.json {
         serde_json::to_writer_pretty(&mut out, &r)
             .map_err(std::io::Error::from)
@@ -109,8 +112,11 @@ fn finish(written: std::io::Result<()>, what: &'static str) -> anyhow::Result<u8
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Format {
-    /// Chrome trace-event JSON: open it in ui.perfetto.dev.
+    /// Perfetto's protobuf trace: open it in ui.perfetto.dev (any size).
     Perfetto,
+    /// Chrome trace-event JSON (ui.perfetto.dev, chrome://tracing), for
+    /// small recordings.
+    ChromeJson,
     /// One JSON object per record.
     Jsonl,
     /// A table for spreadsheets (events; with --samples, the samples).
@@ -133,23 +139,31 @@ pub struct ExportArgs {
     pub window: WindowArgs,
 }
 
+const OUT_BUFFER: usize = 1 << 20;
+
 pub fn export(args: ExportArgs) -> anyhow::Result<u8> {
-    let mut rec = open(&args.file, &args.window)?;
+    let (timeline, rec) = open(&args.file, &args.window)?;
     let mut out = output(args.output.as_deref(), &args.file)?;
+    let r = timeline.records();
+    use crate::report::{export, perfetto};
     let result = match args.format {
-        Format::Perfetto => crate::report::export::perfetto(&rec, &mut out),
-        Format::Jsonl => crate::report::export::jsonl(&mut rec, &mut out),
-        Format::Csv if args.samples => crate::report::export::csv_samples(&rec, &mut out),
-        Format::Csv => crate::report::export::csv_events(&rec, &mut out),
+        Format::Perfetto => perfetto::perfetto(&rec, r, &mut out),
+        Format::ChromeJson => export::chrome_json(&rec, r, &mut out),
+        Format::Jsonl => export::jsonl(&rec, r, &mut out),
+        Format::Csv if args.samples => export::csv_samples(&rec, r, &mut out),
+        Format::Csv => export::csv_events(&rec, r, &mut out),
     };
     finish(result.and_then(|()| out.flush()), "writing the export")
 }
 
 /// Where the output goes: a new file (never the recording itself), or
-/// stdout.
+/// stdout. Exports run to gigabytes: large buffers, few writes.
 fn output(to: Option<&std::path::Path>, input: &std::path::Path) -> anyhow::Result<Box<dyn Write>> {
     let Some(p) = to else {
-        return Ok(Box::new(std::io::BufWriter::new(std::io::stdout().lock())));
+        return Ok(Box::new(std::io::BufWriter::with_capacity(
+            OUT_BUFFER,
+            std::io::stdout().lock(),
+        )));
     };
     let inside = input.is_dir() && p.parent().is_some_and(|d| same_file(d, input));
     if same_file(p, input) || (inside && p.extension().is_some_and(|x| x == "mtr")) {
@@ -159,7 +173,8 @@ fn output(to: Option<&std::path::Path>, input: &std::path::Path) -> anyhow::Resu
         ))
         .into());
     }
-    Ok(Box::new(std::io::BufWriter::new(
+    Ok(Box::new(std::io::BufWriter::with_capacity(
+        OUT_BUFFER,
         std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
     )))
 }

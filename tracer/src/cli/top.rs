@@ -95,13 +95,13 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
         .into());
     }
     check_interval(args.interval)?;
-    let rec = super::report::open(&args.file, &args.window)?;
-    need_terminal()?;
     let name = args.file.file_name().map_or_else(
         || args.file.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let mut source = ReplaySource::new(rec, name, args.speed);
+    let (timeline, rec) = super::report::open(&args.file, &args.window)?;
+    need_terminal()?;
+    let mut source = ReplaySource::new(timeline, rec, name, args.speed);
     memtrace_ui::run(&mut source, Mode::Replay, args.interval).context("terminal")?;
     Ok(0)
 }

@@ -6,6 +6,10 @@
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IntervalUnion {
     spans: Vec<(u64, u64)>,
+    /// Covered time, kept as spans change: `total` is asked for on every
+    /// episode, and summing the spans then would cost time linear in the
+    /// history (quadratic over a long report).
+    total: u64,
 }
 
 impl IntervalUnion {
@@ -22,17 +26,29 @@ impl IntervalUnion {
         let i = self.spans.partition_point(|&(_, e)| e < start);
         let mut j = i;
         let (mut s, mut e) = (start, end);
+        let mut merged = 0;
         while j < self.spans.len() && self.spans[j].0 <= e {
             s = s.min(self.spans[j].0);
             e = e.max(self.spans[j].1);
+            merged += self.spans[j].1 - self.spans[j].0;
             j += 1;
         }
-        self.spans.splice(i..j, [(s, e)]);
+        self.total = self.total - merged + (e - s);
+        // Episodes arrive nearly in order: most are appended or extend
+        // one span; only a merge of several moves the tail.
+        match j - i {
+            0 => self.spans.insert(i, (s, e)),
+            1 => self.spans[i] = (s, e),
+            _ => {
+                self.spans[i] = (s, e);
+                self.spans.drain(i + 1..j);
+            }
+        }
     }
 
     /// Total covered time.
     pub fn total(&self) -> u64 {
-        self.spans.iter().map(|&(s, e)| e - s).sum()
+        self.total
     }
 
     /// Covered time inside `[from, to)`.
@@ -51,9 +67,15 @@ impl IntervalUnion {
     /// Drops everything that ends before `t`, trimming a span across it.
     pub fn forget_before(&mut self, t: u64) {
         let i = self.spans.partition_point(|&(_, e)| e <= t);
+        let gone: u64 = self.spans[..i].iter().map(|&(s, e)| e - s).sum();
         self.spans.drain(..i);
+        self.total -= gone;
         if let Some(first) = self.spans.first_mut() {
-            first.0 = first.0.max(t);
+            let cut = t.saturating_sub(first.0);
+            if cut > 0 {
+                first.0 = t;
+                self.total -= cut;
+            }
         }
     }
 
@@ -105,6 +127,7 @@ mod tests {
         u.add(20, 30);
         u.forget_before(25);
         assert_eq!(u.spans(), &[(25, 30)]);
+        assert_eq!(u.total(), 5);
     }
 
     #[test]
@@ -132,6 +155,15 @@ mod tests {
             let (a, b) = (rnd(100), 100 + rnd(100));
             let brute_w = cells[a as usize..b as usize].iter().filter(|&&c| c).count() as u64;
             assert_eq!(u.covered(a, b), brute_w);
+            // The kept total follows forgetting too.
+            let t = rnd(200);
+            u.forget_before(t);
+            let after = cells[t as usize..].iter().filter(|&&c| c).count() as u64;
+            assert_eq!(u.total(), after);
+            assert_eq!(
+                u.total(),
+                u.spans().iter().map(|&(s, e)| e - s).sum::<u64>()
+            );
         }
     }
 }

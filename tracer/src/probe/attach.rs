@@ -16,7 +16,7 @@ use crate::kernel::tracefs;
 
 /// One program and where it goes.
 #[derive(Clone, Debug)]
-enum Hook {
+pub(super) enum Hook {
     Fentry {
         prog: &'static str,
         func: String,
@@ -316,7 +316,7 @@ fn attach_all(
     Ok(())
 }
 
-fn attach(
+pub(super) fn attach(
     ebpf: &mut Ebpf,
     btf: Option<&aya::Btf>,
     hook: &Hook,

@@ -22,8 +22,10 @@ pub const MAXACTIVE: u32 = 4096;
 const PERF_TYPE_TRACEPOINT: u32 = 2;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
 // _IOW('$', 8, u32) and _IO('$', 0).
-const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
-const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
+// `Ioctl` is the request type of the C library: c_ulong in glibc, c_int in
+// musl (the static build); both values fit either.
+const PERF_EVENT_IOC_SET_BPF: libc::Ioctl = 0x4004_2408;
+const PERF_EVENT_IOC_ENABLE: libc::Ioctl = 0x2400;
 
 /// A kretprobe created through tracefs, removed when dropped.
 #[derive(Debug)]

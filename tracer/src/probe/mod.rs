@@ -15,6 +15,7 @@
 //! cannot attach degrades memtrace, it never fails silently.
 
 mod attach;
+pub mod baseline;
 pub mod brake;
 mod caps;
 pub mod inflight;

@@ -3,9 +3,12 @@
 //!
 //! ```text
 //! chunk   = "MTCK" len:u32le base_ts:u64le count:u32le crc32:u32le payload
-//! payload = nstrings (bytes)*  ncgroups (id strindex)*  record*
+//! payload = codec:u8 raw_len:varint data          (version 2, compress.rs)
+//! raw     = nstrings (bytes)*  ncgroups (id strindex)*  record*
 //! record  = tag:u8 len:varint body
 //! ```
+//!
+//! Version 1 chunks carry `raw` as the payload itself.
 //!
 //! Bodies are varints and begin with the record's time as a zigzag delta
 //! from the previous record's (the chunk's base time for the first), so the
@@ -16,14 +19,28 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::codec::{CodecError, Cursor, put_bytes, put_varint, put_zigzag};
-use super::{Action, CHUNK_MAGIC, CgroupSample, ProcSample, Record, Sample};
-use crate::event::{
-    Brake, Comm, Event, Lost, LostKind, OomKill, Reclaim, RssPages, Task, Throttle, ThrottleStart,
-};
-use crate::sys::cgroupfs::{CgroupMemory, HostMemory, MemEvents, Psi};
+use super::codec::{put_bytes, put_varint, put_zigzag};
+use super::compress::Compressor;
+use super::{Action, CHUNK_MAGIC, Sample};
+use crate::event::{Event, LostKind, Task};
+use crate::sys::cgroupfs::Psi;
 
-mod tag {
+pub use super::decode::{Decoded, decode};
+
+/// Decodes a version-2 chunk payload (compressed or stored) whole: what
+/// the reader does after the checksum, for the fuzz targets.
+pub fn decode_v2(
+    payload: &[u8],
+    base_ts: u64,
+    expected: u32,
+) -> Result<Decoded, super::codec::CodecError> {
+    let mut d = super::compress::Decompressor::default();
+    let raw = d.unframe(payload)?;
+    decode(raw, base_ts, expected)
+}
+
+/// Record tags.
+pub(super) mod tag {
     pub const THROTTLE: u8 = 1;
     pub const THROTTLE_START: u8 = 2;
     pub const RECLAIM: u8 = 3;
@@ -36,18 +53,22 @@ mod tag {
     pub const NOTE: u8 = 18;
 }
 
-/// Accumulates records into one chunk.
+/// Accumulates records into one chunk. Its buffers and compression
+/// context are kept from chunk to chunk.
 #[derive(Default)]
 pub struct ChunkBuilder {
     base_ts: Option<u64>,
     last_ts: u64,
     strings: Vec<Vec<u8>>,
     string_idx: HashMap<Vec<u8>, u64>,
+    string_bytes: usize,
     cgroups: Vec<(u64, u64)>,
     cgroup_idx: HashMap<u64, u64>,
     records: Vec<u8>,
     body: Vec<u8>,
     count: u32,
+    raw: Vec<u8>,
+    compressor: Compressor,
 }
 
 /// Resolves a cgroup id to its path while encoding.
@@ -64,9 +85,7 @@ impl ChunkBuilder {
 
     /// Bytes the chunk would take now (roughly).
     pub fn len(&self) -> usize {
-        self.records.len()
-            + self.strings.iter().map(|s| s.len() + 2).sum::<usize>()
-            + self.cgroups.len() * 6
+        self.records.len() + self.string_bytes + self.cgroups.len() * 6
     }
 
     pub fn count(&self) -> u32 {
@@ -78,6 +97,7 @@ impl ChunkBuilder {
             return i;
         }
         let i = self.strings.len() as u64;
+        self.string_bytes += s.len() + 2;
         self.strings.push(s.to_vec());
         self.string_idx.insert(s.to_vec(), i);
         i
@@ -278,40 +298,82 @@ impl ChunkBuilder {
         self.end(tag::NOTE);
     }
 
-    /// The framed chunk, and a fresh builder. None when empty.
+    /// The framed chunk (version 2: compressed), and an empty builder.
+    /// None when empty.
     pub fn finish(&mut self) -> Option<Vec<u8>> {
         if self.count == 0 {
             return None;
         }
+        self.raw_payload();
+        let mut payload = Vec::with_capacity(self.raw.len() / 2 + 16);
+        self.compressor.frame(&self.raw, &mut payload);
+        Some(self.framed(&payload))
+    }
+
+    /// The chunk as version 1 wrote it (uncompressed), for tests of old
+    /// files.
+    #[cfg(test)]
+    pub fn finish_v1(&mut self) -> Option<Vec<u8>> {
+        if self.count == 0 {
+            return None;
+        }
+        self.raw_payload();
+        let raw = std::mem::take(&mut self.raw);
+        Some(self.framed(&raw))
+    }
+
+    /// The tables and records, into `self.raw`.
+    fn raw_payload(&mut self) {
         debug_assert!(
             self.len() <= super::MAX_CHUNK,
             "writers flush at FLUSH_BYTES"
         );
-        let mut payload = Vec::with_capacity(self.len() + 16);
-        put_varint(&mut payload, self.strings.len() as u64);
+        let want = self.len() + 16;
+        let payload = &mut self.raw;
+        payload.clear();
+        payload.reserve(want);
+        put_varint(payload, self.strings.len() as u64);
         for s in &self.strings {
-            put_bytes(&mut payload, s);
+            put_bytes(payload, s);
         }
-        put_varint(&mut payload, self.cgroups.len() as u64);
+        put_varint(payload, self.cgroups.len() as u64);
         for &(id, s) in &self.cgroups {
-            put_varint(&mut payload, id);
-            put_varint(&mut payload, s);
+            put_varint(payload, id);
+            put_varint(payload, s);
         }
         payload.extend_from_slice(&self.records);
+    }
+
+    /// Frames `payload` with this chunk's header, and empties the builder.
+    fn framed(&mut self, payload: &[u8]) -> Vec<u8> {
         let base = self.base_ts.unwrap_or(0);
         let mut crc = crc32fast::Hasher::new();
         crc.update(&base.to_le_bytes());
         crc.update(&self.count.to_le_bytes());
-        crc.update(&payload);
+        crc.update(payload);
         let mut out = Vec::with_capacity(payload.len() + super::CHUNK_HEADER);
         out.extend_from_slice(CHUNK_MAGIC);
         out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         out.extend_from_slice(&base.to_le_bytes());
         out.extend_from_slice(&self.count.to_le_bytes());
         out.extend_from_slice(&crc.finalize().to_le_bytes());
-        out.extend_from_slice(&payload);
-        *self = Self::default();
-        Some(out)
+        out.extend_from_slice(payload);
+        self.clear();
+        out
+    }
+
+    /// Empties the builder, keeping its allocations.
+    fn clear(&mut self) {
+        self.base_ts = None;
+        self.last_ts = 0;
+        self.strings.clear();
+        self.string_idx.clear();
+        self.string_bytes = 0;
+        self.cgroups.clear();
+        self.cgroup_idx.clear();
+        self.records.clear();
+        self.body.clear();
+        self.count = 0;
     }
 }
 
@@ -325,315 +387,4 @@ fn lost_code(k: LostKind) -> u64 {
         LostKind::Brake => 6,
         LostKind::Unknown => 0,
     }
-}
-
-fn lost_kind(c: u64) -> LostKind {
-    match c {
-        1 => LostKind::ThrottleStart,
-        2 => LostKind::Throttle,
-        3 => LostKind::Reclaim,
-        4 => LostKind::DirectReclaim,
-        5 => LostKind::OomKill,
-        6 => LostKind::Brake,
-        _ => LostKind::Unknown,
-    }
-}
-
-/// A decoded chunk.
-#[derive(Debug, Default)]
-pub struct Decoded {
-    pub records: Vec<Record>,
-    pub cgroups: Vec<(u64, String)>,
-    /// Records with a tag this build does not know.
-    pub unknown: u64,
-}
-
-struct Tables {
-    strings: Vec<String>,
-    cgroups: Vec<u64>,
-}
-
-impl Tables {
-    fn string(&self, i: u64) -> Result<&str, CodecError> {
-        self.strings
-            .get(usize::try_from(i).map_err(|_| CodecError::Range("string index"))?)
-            .map(String::as_str)
-            .ok_or(CodecError::Range("string index"))
-    }
-
-    /// Cgroup id of an index + 1 (0: none).
-    fn cgroup(&self, i: u64) -> Result<u64, CodecError> {
-        if i == 0 {
-            return Ok(0);
-        }
-        self.cgroups
-            .get(usize::try_from(i - 1).map_err(|_| CodecError::Range("cgroup index"))?)
-            .copied()
-            .ok_or(CodecError::Range("cgroup index"))
-    }
-}
-
-fn task(c: &mut Cursor<'_>, t: &Tables) -> Result<Task, CodecError> {
-    let pid = c.u32("pid")?;
-    let tgid = i64::from(pid)
-        .checked_sub(c.zigzag()?)
-        .ok_or(CodecError::Range("tgid"))?;
-    let tgid = u32::try_from(tgid).map_err(|_| CodecError::Range("tgid"))?;
-    let comm = Comm::new(t.string(c.varint()?)?);
-    Ok(Task { pid, tgid, comm })
-}
-
-fn psi(c: &mut Cursor<'_>) -> Result<Option<Psi>, CodecError> {
-    if c.varint()? == 0 {
-        return Ok(None);
-    }
-    Ok(Some(Psi {
-        some_total_us: c.varint()?,
-        full_total_us: c.varint()?,
-        some_avg10: c.varint()? as f32 / 100.0,
-        full_avg10: c.varint()? as f32 / 100.0,
-    }))
-}
-
-/// Caps counts read from the data so garbage cannot make us allocate much.
-fn count(c: &mut Cursor<'_>, what: &'static str) -> Result<usize, CodecError> {
-    let n = usize::try_from(c.varint()?).map_err(|_| CodecError::Range(what))?;
-    if n > c.remaining() {
-        return Err(CodecError::Range(what));
-    }
-    Ok(n)
-}
-
-/// Capacity for `n` elements of at least `min_bytes` encoded each: never
-/// more than the remaining bytes could hold.
-fn capacity(c: &Cursor<'_>, n: usize, min_bytes: usize) -> usize {
-    n.min(c.remaining() / min_bytes.max(1))
-}
-
-/// Longest span a record may claim: nothing the kernel does takes an hour.
-const MAX_DURATION_NS: u64 = 3_600_000_000_000;
-
-fn duration(c: &mut Cursor<'_>) -> Result<u64, CodecError> {
-    let d = c.varint()?;
-    if d > MAX_DURATION_NS {
-        return Err(CodecError::Range("duration"));
-    }
-    Ok(d)
-}
-
-/// Decodes a chunk's payload.
-pub fn decode(payload: &[u8], base_ts: u64, expected: u32) -> Result<Decoded, CodecError> {
-    let mut c = Cursor::new(payload);
-    let n = count(&mut c, "string count")?;
-    let mut strings = Vec::with_capacity(capacity(&c, n, 1));
-    for _ in 0..n {
-        strings.push(String::from_utf8_lossy(c.bytes()?).into_owned());
-    }
-    let n = count(&mut c, "cgroup count")?;
-    let mut ids = Vec::with_capacity(capacity(&c, n, 2));
-    let mut out = Decoded::default();
-    for _ in 0..n {
-        let id = c.varint()?;
-        let path = strings
-            .get(usize::try_from(c.varint()?).map_err(|_| CodecError::Range("string index"))?)
-            .cloned()
-            .ok_or(CodecError::Range("string index"))?;
-        ids.push(id);
-        out.cgroups.push((id, path));
-    }
-    let t = Tables {
-        strings,
-        cgroups: ids,
-    };
-    let mut last = base_ts;
-    let mut seen = 0u32;
-    while !c.is_empty() {
-        let tg = c.u8()?;
-        let body = c.bytes()?;
-        seen += 1;
-        let mut b = Cursor::new(body);
-        // Every record, known or not, starts with its time delta.
-        let ts = (last as i64).wrapping_add(b.zigzag()?) as u64;
-        last = ts;
-        if !matches!(tg, tag::THROTTLE..=tag::LOST | tag::SAMPLE..=tag::NOTE) {
-            out.unknown += 1;
-            continue;
-        }
-        let rec = match tg {
-            tag::THROTTLE => {
-                let dur = duration(&mut b)?;
-                let task = task(&mut b, &t)?;
-                Record::Event(Event::Throttle(Throttle {
-                    ts_ns: ts,
-                    start_ns: ts.saturating_sub(dur),
-                    task,
-                    memcg_id: t.cgroup(b.varint()?)?,
-                    over_high_id: t.cgroup(b.varint()?)?,
-                    reclaim_ns: b.varint()?,
-                    reclaimed_pages: b.varint()?,
-                    nr_pages: b.u32("nr_pages")?,
-                }))
-            }
-            tag::THROTTLE_START => {
-                let task = task(&mut b, &t)?;
-                Record::Event(Event::ThrottleStart(ThrottleStart {
-                    ts_ns: ts,
-                    task,
-                    memcg_id: t.cgroup(b.varint()?)?,
-                    over_high_id: t.cgroup(b.varint()?)?,
-                    over_high_usage_pages: b.varint()?,
-                    over_high_limit_pages: b.varint()?,
-                    nr_pages: b.u32("nr_pages")?,
-                }))
-            }
-            tag::RECLAIM | tag::DIRECT_RECLAIM => {
-                let dur = duration(&mut b)?;
-                let task = task(&mut b, &t)?;
-                let memcg_id = t.cgroup(b.varint()?)?;
-                let flags = b.varint()?;
-                let r = Reclaim {
-                    ts_ns: ts,
-                    start_ns: ts.saturating_sub(dur),
-                    task,
-                    memcg_id,
-                    memcg_exact: flags & 1 != 0,
-                    in_throttle: flags & 2 != 0,
-                    nr_reclaimed: b.varint()?,
-                };
-                Record::Event(if tg == tag::RECLAIM {
-                    Event::Reclaim(r)
-                } else {
-                    Event::DirectReclaim(r)
-                })
-            }
-            tag::OOM_KILL => {
-                let victim = task(&mut b, &t)?;
-                let invoker = task(&mut b, &t)?;
-                let victim_memcg_id = t.cgroup(b.varint()?)?;
-                let oom_memcg_id = t.cgroup(b.varint()?)?;
-                let rss_pages = if b.varint()? == 1 {
-                    Some(RssPages {
-                        anon: b.varint()?,
-                        file: b.varint()?,
-                        shmem: b.varint()?,
-                    })
-                } else {
-                    None
-                };
-                Record::Event(Event::OomKill(OomKill {
-                    ts_ns: ts,
-                    victim,
-                    invoker,
-                    victim_memcg_id,
-                    oom_memcg_id,
-                    rss_pages,
-                }))
-            }
-            tag::BRAKE => {
-                let task = task(&mut b, &t)?;
-                Record::Event(Event::Brake(Brake {
-                    ts_ns: ts,
-                    task,
-                    rule_memcg_id: t.cgroup(b.varint()?)?,
-                    signal: b.u32("signal")?,
-                    throttled_ns: b.varint()?,
-                    limit_ns: b.varint()?,
-                    heartbeat_age_ns: b.varint()?,
-                    result: b.zigzag()?,
-                }))
-            }
-            tag::LOST => Record::Event(Event::Lost(Lost {
-                ts_ns: ts,
-                kind: lost_kind(b.varint()?),
-                count: b.varint()?,
-            })),
-            tag::SAMPLE => {
-                let mut host = HostMemory {
-                    mem_total: b.varint()?,
-                    mem_available: b.varint()?,
-                    swap_total: b.varint()?,
-                    swap_free: b.varint()?,
-                    pressure: None,
-                };
-                host.pressure = psi(&mut b)?;
-                let n = count(&mut b, "cgroup samples")?;
-                let mut cgroups = Vec::with_capacity(capacity(&b, n, 11));
-                for _ in 0..n {
-                    let id = t.cgroup(b.varint()?)?;
-                    let mut lim = || b.varint().map(|v| v.checked_sub(1));
-                    let (current, high, max) = (lim()?, lim()?, lim()?);
-                    let mut fields = [None; 5];
-                    for f in &mut fields {
-                        *f = Some(b.varint()?);
-                    }
-                    let events = MemEvents::from_fields(fields);
-                    let pressure = psi(&mut b)?;
-                    let k = count(&mut b, "processes")?;
-                    let mut top = Vec::with_capacity(capacity(&b, k, 3));
-                    for _ in 0..k {
-                        let pid = b.u32("pid")?;
-                        let comm = t.string(b.varint()?)?.to_string();
-                        top.push(ProcSample {
-                            pid,
-                            comm,
-                            rss_bytes: b.varint()?,
-                        });
-                    }
-                    cgroups.push(CgroupSample {
-                        id,
-                        mem: CgroupMemory {
-                            current,
-                            high,
-                            max,
-                            events,
-                            pressure,
-                        },
-                        top,
-                    });
-                }
-                // Older writers stop here: every counter was measured.
-                if !b.is_empty() {
-                    let n = count(&mut b, "unmeasured masks")?;
-                    if n != cgroups.len() {
-                        return Err(CodecError::Range("unmeasured masks"));
-                    }
-                    for c in &mut cgroups {
-                        let mask = b.varint()?;
-                        let mut f = c.mem.events.fields();
-                        for (i, x) in f.iter_mut().enumerate() {
-                            if mask & (1 << i) != 0 {
-                                *x = None;
-                            }
-                        }
-                        c.mem.events = MemEvents::from_fields(f);
-                    }
-                }
-                Record::Sample(Sample {
-                    ts_ns: ts,
-                    host,
-                    cgroups,
-                })
-            }
-            tag::ACTION => {
-                let cgroup_id = t.cgroup(b.varint()?)?;
-                let kind = t.string(b.varint()?)?.to_string();
-                let details = String::from_utf8_lossy(b.bytes()?).into_owned();
-                Record::Action(Action {
-                    ts_ns: ts,
-                    cgroup_id,
-                    kind,
-                    details,
-                })
-            }
-            _ => Record::Note {
-                ts_ns: ts,
-                text: String::from_utf8_lossy(b.bytes()?).into_owned(),
-            },
-        };
-        out.records.push(rec);
-    }
-    if seen != expected {
-        return Err(CodecError::Range("record count"));
-    }
-    Ok(out)
 }

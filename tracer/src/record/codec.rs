@@ -13,6 +13,8 @@ pub enum CodecError {
     Range(&'static str),
     #[error("invalid UTF-8 in a string")]
     Utf8,
+    #[error("undecodable {0}")]
+    Corrupt(&'static str),
 }
 
 pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -46,6 +48,11 @@ impl<'a> Cursor<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.pos >= self.data.len()
+    }
+
+    /// Bytes read so far.
+    pub fn pos(&self) -> usize {
+        self.pos
     }
 
     pub fn remaining(&self) -> usize {

@@ -138,7 +138,16 @@ mod tests {
         let mut f =
             FlightRecorder::new(&dir, 8 << 20, Duration::from_secs(3600), Header::default())
                 .unwrap();
-        let text = "x".repeat(64 << 10);
+        // Text that does not compress, so the files grow as written.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let text: String = (0..64 << 10)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b'!' + (state % 90) as u8)
+            })
+            .collect();
         for i in 0..200u64 {
             let w = f.writer().unwrap();
             w.note(i, &text).unwrap();

@@ -8,16 +8,25 @@
 //!
 //! - [`writer::Writer`] writes a file; [`flight::FlightRecorder`] keeps a
 //!   rolling set of them for the agent.
-//! - [`reader::read`] reads one back, skipping and counting damage; it never
-//!   panics on garbage. [`timeline::open`] reads a file or a flight
-//!   recorder's directory as one time-ordered recording, cut to a window.
+//! - [`stream::Stream`] reads one back a chunk at a time, skipping and
+//!   counting damage; it never panics on garbage. [`reader`] collects it
+//!   for small files; [`stream::Sorted`] puts records in time order.
+//!   [`timeline::open`] reads a file or a flight recorder's directory as
+//!   one time-ordered recording, cut to a window.
+//! - [`chunk`] encodes a chunk, [`decode`] decodes one, [`compress`]
+//!   compresses it (version 2), [`codec`] has the varints.
 //! - The once-a-second samples come from [`crate::sys::sampler`]; they
 //!   are stored as they are.
 
 pub mod chunk;
 pub mod codec;
+mod compress;
+mod decode;
 pub mod flight;
 pub mod reader;
+pub mod stream;
+#[cfg(test)]
+mod stream_tests;
 pub mod timeline;
 pub mod writer;
 
@@ -30,8 +39,9 @@ pub use crate::sys::sampler::{CgroupSample, ProcSample, Sample};
 
 /// The file's first bytes.
 pub const FILE_MAGIC: &[u8; 8] = b"MEMTRACE";
-/// The version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The version this build writes; it reads this one and every older one.
+/// Version 2 compresses each chunk (compress.rs); version 1 did not.
+pub const FORMAT_VERSION: u16 = 2;
 /// Each chunk's first bytes.
 pub const CHUNK_MAGIC: &[u8; 4] = b"MTCK";
 /// No chunk is larger: a length field above it is damage.
@@ -143,6 +153,16 @@ impl Record {
             Self::Sample(s) => s.ts_ns,
             Self::Action(a) => a.ts_ns,
             Self::Note { ts_ns, .. } => *ts_ns,
+        }
+    }
+
+    /// When the record's activity began: a throttle or reclaim record is
+    /// written at its end, and its start can precede earlier records.
+    pub fn began_ns(&self) -> u64 {
+        match self {
+            Self::Event(Event::Throttle(t)) => t.start_ns,
+            Self::Event(Event::Reclaim(x) | Event::DirectReclaim(x)) => x.start_ns,
+            other => other.ts_ns(),
         }
     }
 }

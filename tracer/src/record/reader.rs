@@ -2,12 +2,17 @@
 //! every chunk that is intact is read, a torn tail (the writer was killed
 //! mid-write) or a damaged chunk is skipped and counted, and only a file
 //! that is not a recording at all is an error.
+//!
+//! The reading itself is [`super::stream`]'s: [`open`] streams a file's
+//! records, [`scan`] reads one through for its tables and span, and
+//! [`read`] and [`parse`] collect every record, for small files and tests.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
-use super::chunk;
-use super::{CHUNK_HEADER, CHUNK_MAGIC, FILE_MAGIC, FORMAT_VERSION, Header, MAX_CHUNK, Record};
+pub use super::stream::{Input, Sorted, Stream};
+use super::{FILE_MAGIC, FORMAT_VERSION, Header, Record};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -51,6 +56,14 @@ pub struct Recording {
     /// Records of kinds this build does not know (a newer writer).
     pub unknown_records: u64,
     pub bytes: u64,
+    /// Damaged chunks past the ones listed in `damaged` (whose last entry
+    /// then sums them).
+    pub damaged_more: u64,
+    /// Earliest and latest record time, once read through.
+    pub span: Option<(u64, u64)>,
+    /// Earliest start of anything recorded (a throttle episode or a
+    /// reclaim pass begins before its record's time).
+    pub began_ns: Option<u64>,
 }
 
 impl Recording {
@@ -68,6 +81,9 @@ impl Recording {
 
     /// The monotonic time span of the records.
     pub fn span(&self) -> Option<(u64, u64)> {
+        if self.span.is_some() {
+            return self.span;
+        }
         let first = self.records.iter().map(Record::ts_ns).min()?;
         let last = self.records.iter().map(Record::ts_ns).max()?;
         Some((first, last))
@@ -87,33 +103,37 @@ impl crate::model::Hierarchy for Recording {
     }
 }
 
+/// Reads a whole recording into memory. For files of any size, stream
+/// them instead ([`open`], [`scan`]).
 pub fn read(path: &Path) -> Result<Recording, ReadError> {
-    let io = |source| ReadError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    // Not a FIFO or a device: those could be read forever.
-    let meta = std::fs::metadata(path).map_err(io)?;
-    if !meta.is_file() {
-        return Err(io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        )));
-    }
-    let data = std::fs::read(path).map_err(io)?;
-    parse(&data)
+    collect(Input::File(path.to_path_buf()).open()?)
+}
+
+/// A stream over a file's records, in file order.
+pub fn open(path: &Path) -> Result<Stream, ReadError> {
+    Input::File(path.to_path_buf()).open()
+}
+
+/// Reads a recording through without keeping its records: its header,
+/// every cgroup path, chunks, damage and time span.
+pub fn scan(input: &Input) -> Result<Recording, ReadError> {
+    Ok(input.open()?.scan())
+}
+
+fn collect(mut s: Stream) -> Result<Recording, ReadError> {
+    let records: Vec<Record> = s.by_ref().collect();
+    let mut rec = s.into_info();
+    rec.records = records;
+    Ok(rec)
 }
 
 fn le32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-fn le64(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-}
-
-/// Parses a whole file's bytes.
-pub fn parse(data: &[u8]) -> Result<Recording, ReadError> {
+/// Parses the file header at the start of `data`: the format version, the
+/// header and the offset of the first chunk.
+pub(super) fn header_at(data: &[u8]) -> Result<(u16, Header, usize), ReadError> {
     if data.len() < 8 || &data[..8] != FILE_MAGIC {
         return Err(ReadError::NotARecording);
     }
@@ -136,165 +156,27 @@ pub fn parse(data: &[u8]) -> Result<Recording, ReadError> {
     }
     let header: Header =
         serde_json::from_slice(&data[16..end]).map_err(|e| ReadError::Header(e.to_string()))?;
-    let mut rec = Recording {
-        header,
-        bytes: data.len() as u64,
-        ..Default::default()
-    };
-    let mut scan = Scan::new(data, end + 4);
-    let mut pos = end + 4;
-    while pos < data.len() {
-        match scan.chunk_at(pos) {
-            Ok((next, decoded)) => {
-                rec.chunks += 1;
-                rec.chunk_spans
-                    .push((pos as u64, (next - pos) as u64, decoded.records.len()));
-                rec.unknown_records += decoded.unknown;
-                for (id, path) in decoded.cgroups {
-                    if !path.is_empty() || !rec.cgroups.contains_key(&id) {
-                        rec.cgroups.insert(id, path);
-                    }
-                }
-                rec.records.extend(decoded.records);
-                pos = next;
-            }
-            Err(Bad::Torn) => {
-                rec.torn_tail = Some(pos as u64);
-                break;
-            }
-            Err(Bad::Damaged(reason)) => {
-                // Resynchronise on the next chunk magic after this one.
-                let next = scan.next_magic(pos + 1).unwrap_or(data.len());
-                rec.damaged.push(Damage {
-                    offset: pos as u64,
-                    len: (next - pos) as u64,
-                    reason,
-                });
-                pos = next;
-            }
-            Err(Bad::GaveUp) => {
-                rec.damaged.push(Damage {
-                    offset: pos as u64,
-                    len: (data.len() - pos) as u64,
-                    reason: "too many damaged chunks; stopped checking here".into(),
-                });
-                break;
-            }
-        }
-    }
-    Ok(rec)
+    Ok((version, header, end + 4))
 }
 
-enum Bad {
-    /// The file ends inside this chunk, and no chunk follows.
-    Torn,
-    Damaged(String),
-    /// Checksumming failed candidates has cost more than any real damage
-    /// could; the rest is reported damaged unread.
-    GaveUp,
-}
-
-fn find_magic(data: &[u8], from: usize) -> Option<usize> {
-    data.get(from..)?
-        .windows(CHUNK_MAGIC.len())
-        .position(|w| w == CHUNK_MAGIC)
-        .map(|i| i + from)
-}
-
-/// The chunk scanner. Garbage may hold a chunk magic every few bytes, each
-/// claiming up to 16 MiB: magic positions are found once, and the bytes
-/// checksummed for candidates that fail are capped, so reading any file
-/// costs time linear in its size.
-struct Scan<'a> {
-    data: &'a [u8],
-    magics: Vec<usize>,
-    /// Bytes still allowed to be checksummed for failing candidates.
-    budget: usize,
-}
-
-impl<'a> Scan<'a> {
-    fn new(data: &'a [u8], from: usize) -> Self {
-        let mut magics = Vec::new();
-        let mut p = from;
-        while let Some(m) = find_magic(data, p) {
-            magics.push(m);
-            p = m + 1;
-        }
-        // Real damage costs at most the file once; four times plus one
-        // largest chunk leaves ample room for it.
-        let budget = data.len().saturating_mul(4).saturating_add(MAX_CHUNK);
-        Scan {
-            data,
-            magics,
-            budget,
-        }
-    }
-
-    /// The first chunk magic at or after `from`.
-    fn next_magic(&self, from: usize) -> Option<usize> {
-        let i = self.magics.partition_point(|&m| m < from);
-        self.magics.get(i).copied()
-    }
-
-    fn chunk_at(&mut self, pos: usize) -> Result<(usize, chunk::Decoded), Bad> {
-        let rest = &self.data[pos..];
-        let ends_here = self.next_magic(pos + 1).is_none();
-        if rest.len() < CHUNK_HEADER {
-            return Err(
-                if rest.starts_with(&CHUNK_MAGIC[..rest.len().min(4)]) && ends_here {
-                    Bad::Torn
-                } else {
-                    Bad::Damaged("too short for a chunk".into())
-                },
-            );
-        }
-        if &rest[..4] != CHUNK_MAGIC {
-            return Err(Bad::Damaged("no chunk magic".into()));
-        }
-        let len = le32(rest, 4).unwrap_or(u32::MAX) as usize;
-        if len > MAX_CHUNK {
-            return Err(Bad::Damaged(format!("chunk length {len} too large")));
-        }
-        let base = le64(rest, 8).unwrap_or(0);
-        let count = le32(rest, 16).unwrap_or(0);
-        let crc = le32(rest, 20).unwrap_or(0);
-        let Some(payload) = rest.get(CHUNK_HEADER..CHUNK_HEADER + len) else {
-            return Err(if ends_here {
-                Bad::Torn
-            } else {
-                Bad::Damaged("chunk runs past the next chunk".into())
-            });
-        };
-        if self.budget == 0 {
-            return Err(Bad::GaveUp);
-        }
-        let mut h = crc32fast::Hasher::new();
-        h.update(&base.to_le_bytes());
-        h.update(&count.to_le_bytes());
-        h.update(payload);
-        // A failing candidate is charged whatever failed it: a forged
-        // chunk can carry a correct checksum over an undecodable payload.
-        let cost = len.max(CHUNK_HEADER);
-        if h.finalize() != crc {
-            self.budget = self.budget.saturating_sub(cost);
-            return Err(Bad::Damaged("checksum mismatch".into()));
-        }
-        match chunk::decode(payload, base, count) {
-            Ok(decoded) => Ok((pos + CHUNK_HEADER + len, decoded)),
-            Err(e) => {
-                self.budget = self.budget.saturating_sub(cost.saturating_mul(2));
-                Err(Bad::Damaged(format!("undecodable: {e}")))
-            }
-        }
-    }
+/// Parses a whole file's bytes.
+pub fn parse(data: &[u8]) -> Result<Recording, ReadError> {
+    collect(Input::Bytes(Arc::from(data)).open()?)
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::record::{CHUNK_HEADER, CHUNK_MAGIC};
+
+    fn find_magic(data: &[u8], from: usize) -> Option<usize> {
+        data.get(from..)?
+            .windows(CHUNK_MAGIC.len())
+            .position(|w| w == CHUNK_MAGIC)
+            .map(|i| i + from)
+    }
     use crate::event::{Comm, Event, Lost, LostKind, OomKill, Reclaim, RssPages, Task, Throttle};
     use crate::record::chunk::ChunkBuilder;
-    use crate::record::writer::header_bytes;
     use crate::record::{Action, CgroupSample, ProcSample, Sample};
     use crate::sys::cgroupfs::{CgroupMemory, HostMemory, MemEvents, Psi};
     use std::sync::Arc;
@@ -408,11 +290,19 @@ pub(crate) mod tests {
 
     /// A file of `chunks` chunks; returns the bytes and each chunk's records.
     pub(crate) fn file(chunks: usize) -> (Vec<u8>, Vec<Vec<Record>>) {
-        let mut out = header_bytes(&Header {
-            format: 1,
-            host: "box".into(),
-            ..Default::default()
-        });
+        file_version(chunks, crate::record::FORMAT_VERSION)
+    }
+
+    /// A file of `chunks` chunks in format `version` (1: uncompressed).
+    pub(crate) fn file_version(chunks: usize, version: u16) -> (Vec<u8>, Vec<Vec<Record>>) {
+        let mut out = crate::record::writer::header_bytes_version(
+            &Header {
+                format: version,
+                host: "box".into(),
+                ..Default::default()
+            },
+            version,
+        );
         let mut all = Vec::new();
         for c in 0..chunks {
             let rs = records(1_000_000_000 * (c as u64 + 1), 5);
@@ -426,7 +316,11 @@ pub(crate) mod tests {
                     Record::Note { ts_ns, text } => b.note(*ts_ns, text),
                 }
             }
-            out.extend(b.finish().unwrap());
+            out.extend(if version == 1 {
+                b.finish_v1().unwrap()
+            } else {
+                b.finish().unwrap()
+            });
             all.push(rs);
         }
         (out, all)
@@ -448,30 +342,44 @@ pub(crate) mod tests {
 
     #[test]
     fn a_torn_tail_loses_only_the_last_chunk() {
-        let (bytes, chunks) = file(4);
-        let whole = parse(&bytes).unwrap().records.len();
-        let last = chunks.last().unwrap().len();
-        for cut in [bytes.len() - 1, bytes.len() - 30, bytes.len() - 200] {
-            let r = parse(&bytes[..cut]).unwrap();
-            assert_eq!(r.records.len(), whole - last, "cut at {cut}");
-            assert!(r.torn_tail.is_some(), "cut at {cut}");
-            assert!(r.damaged.is_empty());
+        for version in [1, 2] {
+            let (bytes, chunks) = file_version(4, version);
+            let whole = parse(&bytes).unwrap().records.len();
+            let last = chunks.last().unwrap().len();
+            let mut last_start = 0;
+            while let Some(m) = find_magic(&bytes, last_start + 1) {
+                last_start = m;
+            }
+            // Inside the magic, the header and the payload of the last chunk.
+            for cut in [
+                last_start + 2,
+                last_start + 10,
+                last_start + 30,
+                bytes.len() - 1,
+            ] {
+                let r = parse(&bytes[..cut]).unwrap();
+                assert_eq!(r.records.len(), whole - last, "cut at {cut}");
+                assert!(r.torn_tail.is_some(), "cut at {cut}");
+                assert!(r.damaged.is_empty());
+            }
         }
     }
 
     #[test]
     fn a_corrupt_chunk_is_skipped_and_the_rest_read() {
-        let (mut bytes, chunks) = file(5);
-        let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
-        // Find the second chunk and flip a byte in its payload.
-        let second = find_magic(&bytes, find_magic(&bytes, 0).unwrap() + 1).unwrap();
-        bytes[second + CHUNK_HEADER + 5] ^= 0x55;
-        let r = parse(&bytes).unwrap();
-        assert_eq!(r.chunks, 4);
-        assert_eq!(r.damaged.len(), 1);
-        assert_eq!(r.damaged[0].offset, second as u64);
-        assert_eq!(r.damaged[0].reason, "checksum mismatch");
-        assert_eq!(r.records.len(), sizes.iter().sum::<usize>() - sizes[1]);
+        for version in [1, 2] {
+            let (mut bytes, chunks) = file_version(5, version);
+            let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
+            // Find the second chunk and flip a byte in its payload.
+            let second = find_magic(&bytes, find_magic(&bytes, 0).unwrap() + 1).unwrap();
+            bytes[second + CHUNK_HEADER + 5] ^= 0x55;
+            let r = parse(&bytes).unwrap();
+            assert_eq!(r.chunks, 4);
+            assert_eq!(r.damaged.len(), 1);
+            assert_eq!(r.damaged[0].offset, second as u64);
+            assert_eq!(r.damaged[0].reason, "checksum mismatch");
+            assert_eq!(r.records.len(), sizes.iter().sum::<usize>() - sizes[1]);
+        }
     }
 
     #[test]
@@ -540,48 +448,50 @@ pub(crate) mod tests {
 
     #[test]
     fn random_corruption_never_panics_and_keeps_intact_chunks() {
-        let (bytes, chunks) = file(6);
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rnd = |m: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % m as u64) as usize
-        };
-        let header_end = find_magic(&bytes, 0).unwrap();
-        for _ in 0..2000 {
-            let mut b = bytes.clone();
-            // Corrupt 1-4 bytes after the header.
-            let hits = 1 + rnd(4);
-            let mut touched = Vec::new();
-            for _ in 0..hits {
-                let at = header_end + rnd(b.len() - header_end);
-                b[at] = b[at].wrapping_add(1 + rnd(255) as u8);
-                touched.push(at);
-            }
-            if rnd(3) == 0 {
-                b.truncate(header_end + rnd(b.len() - header_end));
-            }
-            let r = parse(&b).unwrap();
-            // Every chunk untouched and within the kept bytes is read.
-            let mut starts = Vec::new();
-            let mut p = header_end;
-            while let Some(s) = find_magic(&bytes, p) {
-                starts.push(s);
-                p = s + 1;
-            }
-            let mut intact = 0;
-            for (i, s) in starts.iter().enumerate() {
-                let e = starts.get(i + 1).copied().unwrap_or(bytes.len());
-                if e <= b.len() && !touched.iter().any(|t| (*s..e).contains(t)) {
-                    intact += chunks[i].len();
+        for version in [1, 2] {
+            let (bytes, chunks) = file_version(6, version);
+            let mut state = 0x9e37_79b9_7f4a_7c15u64;
+            let mut rnd = |m: usize| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % m as u64) as usize
+            };
+            let header_end = find_magic(&bytes, 0).unwrap();
+            for _ in 0..2000 {
+                let mut b = bytes.clone();
+                // Corrupt 1-4 bytes after the header.
+                let hits = 1 + rnd(4);
+                let mut touched = Vec::new();
+                for _ in 0..hits {
+                    let at = header_end + rnd(b.len() - header_end);
+                    b[at] = b[at].wrapping_add(1 + rnd(255) as u8);
+                    touched.push(at);
                 }
+                if rnd(3) == 0 {
+                    b.truncate(header_end + rnd(b.len() - header_end));
+                }
+                let r = parse(&b).unwrap();
+                // Every chunk untouched and within the kept bytes is read.
+                let mut starts = Vec::new();
+                let mut p = header_end;
+                while let Some(s) = find_magic(&bytes, p) {
+                    starts.push(s);
+                    p = s + 1;
+                }
+                let mut intact = 0;
+                for (i, s) in starts.iter().enumerate() {
+                    let e = starts.get(i + 1).copied().unwrap_or(bytes.len());
+                    if e <= b.len() && !touched.iter().any(|t| (*s..e).contains(t)) {
+                        intact += chunks[i].len();
+                    }
+                }
+                assert!(
+                    r.records.len() >= intact,
+                    "{} records read, {intact} intact",
+                    r.records.len()
+                );
             }
-            assert!(
-                r.records.len() >= intact,
-                "{} records read, {intact} intact",
-                r.records.len()
-            );
         }
     }
 }

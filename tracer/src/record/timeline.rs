@@ -1,13 +1,16 @@
 //! One timeline from a recording or a flight recorder's directory: the
 //! files read in order, their records in one time order, cut to a time
-//! window and a set of cgroups. `report`, `export` and `replay` read
-//! through [`open`]; how the files are read (all at once today, streamed
-//! later) stays behind it.
+//! window and a set of cgroups. `report`, `export` and `replay` scan it
+//! once ([`scan`]: tables, span, integrity), then stream its records
+//! ([`Timeline::records`]), one chunk in memory at a time.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::reader::{self, Damage, ReadError, Recording};
+use super::stream::Input;
 use super::{Header, Record};
 use crate::config::filter::CgroupFilter;
 
@@ -90,46 +93,185 @@ pub fn files(path: &Path) -> Result<Vec<PathBuf>, TimelineError> {
     Ok(files)
 }
 
-/// Reads a recording or a directory of them as one recording whose records
-/// are in time order, within `window`. Times are put on the first file's
-/// monotonic clock, so files from different boots line up by wall time.
-/// In a directory, a file that is not a readable recording is reported as
-/// damage; a single file that is not one is an error.
-pub fn open(path: &Path, window: &Window) -> Result<Recording, TimelineError> {
+/// A timeline ready to be streamed, as often as a consumer needs passes:
+/// its files, each with the shift of its clock onto the first file's, and
+/// the window as monotonic bounds on that clock.
+#[derive(Clone, Debug)]
+pub struct Timeline {
+    parts: Vec<(Input, i64)>,
+    since: u64,
+    until: u64,
+    /// Cgroup ids kept when the window names cgroups.
+    keep: Option<Arc<HashSet<u64>>>,
+}
+
+/// Scans a recording or a directory of them as one timeline within
+/// `window`: the merged tables, span and integrity (no records), and the
+/// [`Timeline`] that streams the records. Times are put on the first
+/// file's monotonic clock, so files from different boots line up by wall
+/// time. In a directory, a file that is not a readable recording is
+/// reported as damage; a single file that is not one is an error. The
+/// span is the recording's, cut to the window.
+pub fn scan(path: &Path, window: &Window) -> Result<(Timeline, Recording), TimelineError> {
     let files = files(path)?;
     let single = !path.is_dir();
+    let inputs = files
+        .into_iter()
+        .map(|f| (name(&f), Input::File(f)))
+        .collect();
+    scan_inputs(inputs, single, window)
+}
+
+/// [`scan`] over inputs already chosen (files, or bytes in tests).
+pub fn scan_inputs(
+    inputs: Vec<(String, Input)>,
+    single: bool,
+    window: &Window,
+) -> Result<(Timeline, Recording), TimelineError> {
     let mut out: Option<Recording> = None;
+    let mut parts = Vec::new();
     let mut damaged_files = Vec::new();
-    let n = files.len();
-    for (i, file) in files.iter().enumerate() {
-        let rec = match reader::read(file) {
+    let n = inputs.len();
+    for (i, (label, input)) in inputs.into_iter().enumerate() {
+        let rec = match reader::scan(&input) {
             Ok(r) => r,
             Err(e) if !single => {
+                let len = match &input {
+                    Input::File(f) => std::fs::metadata(f).map_or(0, |m| m.len()),
+                    Input::Bytes(b) => b.len() as u64,
+                };
                 damaged_files.push(Damage {
                     offset: 0,
-                    len: std::fs::metadata(file).map_or(0, |m| m.len()),
-                    reason: format!("{}: {e}", name(file)),
+                    len,
+                    reason: format!("{label}: {e}"),
                 });
                 continue;
             }
             Err(e) => return Err(e.into()),
         };
+        let delta = out.as_ref().map_or(0, |acc| {
+            rec.header
+                .wall_offset_ns
+                .saturating_sub(acc.header.wall_offset_ns)
+        });
+        parts.push((input, delta));
         out = Some(match out {
             None => rec,
-            Some(acc) => merge(acc, rec, &name(file), i + 1 == n),
+            Some(acc) => merge(acc, rec, delta, &label, i + 1 == n),
         });
     }
     let Some(mut rec) = out else {
         // Every file of the directory was unreadable: say so, as damage.
-        return Ok(Recording {
+        let rec = Recording {
             damaged: damaged_files,
             ..Default::default()
-        });
+        };
+        return Ok((
+            Timeline {
+                parts,
+                since: 0,
+                until: u64::MAX,
+                keep: None,
+            },
+            rec,
+        ));
     };
     rec.damaged.extend(damaged_files);
+    let (since, until) = bounds(&rec, window);
+    let keep = (!window.cgroups.is_empty()).then(|| {
+        Arc::new(
+            rec.cgroups
+                .iter()
+                .filter(|(_, p)| !p.is_empty() && window.cgroups.matches(p))
+                .map(|(id, _)| *id)
+                .collect::<HashSet<u64>>(),
+        )
+    });
+    if let Some(keep) = &keep {
+        rec.cgroups.retain(|id, _| keep.contains(id));
+    }
+    rec.span = rec
+        .span
+        .map(|(a, b)| (a.max(since), b.min(until)))
+        .filter(|(a, b)| a <= b);
+    rec.began_ns = rec.began_ns.map(|b| b.max(since));
+    Ok((
+        Timeline {
+            parts,
+            since,
+            until,
+            keep,
+        },
+        rec,
+    ))
+}
+
+/// Reads a recording or a directory of them into memory as one recording
+/// whose records are in time order, within `window`. For recordings of
+/// any size, stream them instead ([`scan`], [`Timeline::records`]).
+#[cfg(test)]
+pub fn open(path: &Path, window: &Window) -> Result<Recording, TimelineError> {
+    let (timeline, mut rec) = scan(path, window)?;
+    rec.records = timeline.records().collect();
     rec.records.sort_by_key(Record::ts_ns);
-    cut(&mut rec, window);
     Ok(rec)
+}
+
+impl Timeline {
+    /// The records in file order (each file's in its own order, the files
+    /// in time order: wrap in [`super::stream::Sorted`] for time order),
+    /// on the first file's clock, inside the window. A file that cannot
+    /// be opened again (gone since the scan) yields nothing.
+    pub fn records(&self) -> Box<dyn Iterator<Item = Record> + Send> {
+        let (since, until, keep) = (self.since, self.until, self.keep.clone());
+        let parts = self.parts.clone();
+        Box::new(
+            parts
+                .into_iter()
+                .flat_map(|(input, delta)| {
+                    let stream = input.open().ok();
+                    stream.into_iter().flatten().map(move |r| shift(r, delta))
+                })
+                .filter_map(move |r| inside(r, since, until, keep.as_deref())),
+        )
+    }
+}
+
+/// The window as monotonic bounds on the timeline's clock.
+fn bounds(rec: &Recording, w: &Window) -> (u64, u64) {
+    let clock = rec.header.clock();
+    let last = rec.span.map_or(0, |(_, b)| b);
+    let mono = |b: Bound| -> u64 {
+        match b {
+            Bound::Wall(ns) => u64::try_from((ns - clock.offset_ns).max(0)).unwrap_or(u64::MAX),
+            Bound::BeforeEnd(d) => {
+                last.saturating_sub(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            }
+        }
+    };
+    (w.since.map_or(0, mono), w.until.map_or(u64::MAX, mono))
+}
+
+/// A record inside the window, with a sample cut to the kept cgroups.
+fn inside(mut r: Record, since: u64, until: u64, keep: Option<&HashSet<u64>>) -> Option<Record> {
+    let t = r.ts_ns();
+    if t < since || t > until {
+        return None;
+    }
+    let Some(keep) = keep else {
+        return Some(r);
+    };
+    let kept = |id: u64| keep.contains(&id);
+    let stays = match &mut r {
+        Record::Event(crate::event::Event::Lost(_)) | Record::Note { .. } => true,
+        Record::Event(e) => e.cgroup_ids().any(kept),
+        Record::Action(a) => kept(a.cgroup_id),
+        Record::Sample(s) => {
+            s.cgroups.retain(|c| kept(c.id));
+            true
+        }
+    };
+    stays.then_some(r)
 }
 
 fn name(p: &Path) -> String {
@@ -137,12 +279,9 @@ fn name(p: &Path) -> String {
         .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
 }
 
-/// Adds `next` to `acc`, on `acc`'s clock.
-fn merge(mut acc: Recording, next: Recording, file: &str, last: bool) -> Recording {
-    let delta = next
-        .header
-        .wall_offset_ns
-        .saturating_sub(acc.header.wall_offset_ns);
+/// Adds `next` (tables and integrity; records too, if it holds any) to
+/// `acc`, on `acc`'s clock: `next`'s times move by `delta`.
+fn merge(mut acc: Recording, next: Recording, delta: i64, file: &str, last: bool) -> Recording {
     acc.records
         .extend(next.records.into_iter().map(|r| shift(r, delta)));
     for (id, path) in next.cgroups {
@@ -150,9 +289,19 @@ fn merge(mut acc: Recording, next: Recording, file: &str, last: bool) -> Recordi
             acc.cgroups.insert(id, path);
         }
     }
+    let moved = |t: u64| t.saturating_add_signed(delta);
+    acc.span = match (acc.span, next.span.map(|(a, b)| (moved(a), moved(b)))) {
+        (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+        (x, y) => x.or(y),
+    };
+    acc.began_ns = match (acc.began_ns, next.began_ns.map(moved)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (x, y) => x.or(y),
+    };
     acc.chunks += next.chunks;
     acc.unknown_records += next.unknown_records;
     acc.bytes += next.bytes;
+    acc.damaged_more += next.damaged_more;
     acc.damaged.extend(next.damaged.into_iter().map(|d| Damage {
         reason: format!("{file}: {}", d.reason),
         ..d
@@ -223,51 +372,6 @@ fn shift(r: Record, delta: i64) -> Record {
             ts_ns: f(ts_ns),
             text,
         },
-    }
-}
-
-/// Keeps the records inside the window.
-fn cut(rec: &mut Recording, w: &Window) {
-    let clock = rec.header.clock();
-    let last = rec.records.last().map_or(0, Record::ts_ns);
-    let mono = |b: Bound| -> u64 {
-        match b {
-            Bound::Wall(ns) => u64::try_from((ns - clock.offset_ns).max(0)).unwrap_or(u64::MAX),
-            Bound::BeforeEnd(d) => {
-                last.saturating_sub(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-            }
-        }
-    };
-    let since = w.since.map_or(0, mono);
-    let until = w.until.map_or(u64::MAX, mono);
-    let cgroups = &w.cgroups;
-    let paths = rec.cgroups.clone();
-    let keep_id = |id: u64| {
-        paths
-            .get(&id)
-            .is_some_and(|p| !p.is_empty() && cgroups.matches(p))
-    };
-    let filtered = !cgroups.is_empty();
-    rec.records.retain_mut(|r| {
-        let t = r.ts_ns();
-        if t < since || t > until {
-            return false;
-        }
-        if !filtered {
-            return true;
-        }
-        match r {
-            Record::Event(crate::event::Event::Lost(_)) | Record::Note { .. } => true,
-            Record::Event(e) => e.cgroup_ids().any(keep_id),
-            Record::Action(a) => keep_id(a.cgroup_id),
-            Record::Sample(s) => {
-                s.cgroups.retain(|c| keep_id(c.id));
-                true
-            }
-        }
-    });
-    if filtered {
-        rec.cgroups.retain(|id, _| keep_id(*id));
     }
 }
 

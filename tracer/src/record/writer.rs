@@ -47,9 +47,14 @@ pub struct Writer {
 
 /// The encoded file header.
 pub fn header_bytes(h: &Header) -> Vec<u8> {
+    header_bytes_version(h, FORMAT_VERSION)
+}
+
+/// The header of a file of format `version` (tests write old files).
+pub(crate) fn header_bytes_version(h: &Header, version: u16) -> Vec<u8> {
     let json = serde_json::to_vec(h).unwrap_or_default();
     let mut body = Vec::new();
-    body.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    body.extend_from_slice(&version.to_le_bytes());
     body.extend_from_slice(&0u16.to_le_bytes());
     body.extend_from_slice(&(json.len() as u32).to_le_bytes());
     body.extend_from_slice(&json);

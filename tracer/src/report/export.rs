@@ -1,16 +1,25 @@
 //! `memtrace export`: a recording in formats other tools read.
 //!
-//! - `perfetto`: Chrome trace-event JSON, which ui.perfetto.dev (and
-//!   chrome://tracing) opens. One process per cgroup, one thread per task;
-//!   throttle episodes and reclaim passes as slices, memory.current, PSI and
-//!   swap as counter tracks, OOM kills and agent actions as instants.
+//! - `perfetto` ([`super::perfetto`]): Perfetto's own protobuf trace, for
+//!   recordings of any size.
+//! - `chrome-json` ([`chrome_json`]): Chrome trace-event JSON, which
+//!   ui.perfetto.dev (and chrome://tracing) opens, for small recordings.
+//!   One process per cgroup, one thread per task; throttle episodes and
+//!   reclaim passes as slices, memory.current, PSI and swap as counter
+//!   tracks, OOM kills and agent actions as instants.
 //! - `jsonl`: one JSON object per record (events as `memtrace events
 //!   --json` prints them, samples, actions, notes).
 //! - `csv`: events, or with `--samples` the per-second samples.
+//!
+//! Every format is written as the records stream by: `rec` is the
+//! recording's scan (header, cgroup paths, earliest time), `records` its
+//! records, from memory or from [`crate::record::stream::Stream`].
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::event::Event;
@@ -25,45 +34,47 @@ fn us(ns: u64, origin: u64) -> f64 {
     ns.saturating_sub(origin) as f64 / 1e3
 }
 
-/// When a record's activity began: a throttle or reclaim record is written
-/// at its end, and its start can precede every earlier record.
-fn began(r: &Record) -> u64 {
-    match r {
-        Record::Event(Event::Throttle(t)) => t.start_ns,
-        Record::Event(Event::Reclaim(x) | Event::DirectReclaim(x)) => x.start_ns,
-        other => other.ts_ns(),
-    }
-}
-
-/// Writes the Chrome trace-event JSON of a recording.
-pub fn perfetto(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
+/// Writes the Chrome trace-event JSON of a recording, an event at a time.
+pub fn chrome_json<R: Borrow<Record>>(
+    rec: &Recording,
+    records: impl IntoIterator<Item = R>,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     // Time zero is the earliest start, so no span is clipped at zero.
-    let origin = rec.records.iter().map(began).min().unwrap_or(0);
+    let origin = rec
+        .began_ns
+        .or_else(|| rec.records.iter().map(Record::began_ns).min())
+        .unwrap_or(0);
     let page = rec.header.page_size.max(1);
-    let mut ev: Vec<Value> = Vec::new();
+    let mut ev = Events {
+        out,
+        first: true,
+        buf: Vec::new(),
+    };
+    ev.out.write_all(b"{\"traceEvents\":[\n")?;
     let mut threads: BTreeMap<(u64, u32), String> = BTreeMap::new();
     let mut processes: BTreeMap<u64, String> = BTreeMap::new();
     processes.insert(HOST_PID, format!("host {}", rec.header.host));
     // Cgroup ids can collide with the host's pid 1 only in theory; shift.
     let pid_of = |id: u64| id.saturating_add(1_000);
-    for r in &rec.records {
-        match r {
+    for r in records {
+        match r.borrow() {
             Record::Event(e) => match e {
                 Event::Throttle(t) => {
                     let pid = pid_of(t.memcg_id);
                     processes.entry(pid).or_insert_with(|| format!("cgroup {}", rec.path(t.memcg_id)));
-                    threads.insert((pid, t.task.pid), format!("{}[{}]", t.task.comm, t.task.pid));
-                    ev.push(json!({
-                        "name": "memory.high throttle", "cat": "throttle", "ph": "X",
-                        "pid": pid, "tid": t.task.pid,
-                        "ts": us(t.start_ns, origin), "dur": t.duration_ns() as f64 / 1e3,
-                        "args": {
-                            "reclaim_ms": t.reclaim_ns as f64 / 1e6,
-                            "sleep_ms": t.sleep_ns() as f64 / 1e6,
-                            "over_high": rec.path(t.over_high_id),
-                            "nr_pages": t.nr_pages, "tgid": t.task.tgid,
+                    threads.entry((pid, t.task.pid)).or_insert_with(|| format!("{}[{}]", t.task.comm, t.task.pid));
+                    ev.push(&Slice {
+                        name: "memory.high throttle", cat: "throttle", ph: "X",
+                        pid, tid: t.task.pid,
+                        ts: us(t.start_ns, origin), dur: t.duration_ns() as f64 / 1e3,
+                        args: ThrottleArgs {
+                            reclaim_ms: t.reclaim_ns as f64 / 1e6,
+                            sleep_ms: t.sleep_ns() as f64 / 1e6,
+                            over_high: rec.path(t.over_high_id),
+                            nr_pages: t.nr_pages, tgid: t.task.tgid,
                         },
-                    }));
+                    })?;
                 }
                 Event::Reclaim(r) | Event::DirectReclaim(r) => {
                     let direct = matches!(e, Event::DirectReclaim(_));
@@ -71,17 +82,17 @@ pub fn perfetto(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
                     if pid != HOST_PID {
                         processes.entry(pid).or_insert_with(|| format!("cgroup {}", rec.path(r.memcg_id)));
                     }
-                    threads.insert((pid, r.task.pid), format!("{}[{}]", r.task.comm, r.task.pid));
-                    ev.push(json!({
-                        "name": if direct { "direct reclaim" } else { "memcg reclaim" }, "cat": "reclaim", "ph": "X",
-                        "pid": pid, "tid": r.task.pid,
-                        "ts": us(r.start_ns, origin), "dur": r.duration_ns() as f64 / 1e3,
-                        "args": { "pages": r.nr_reclaimed, "in_throttle": r.in_throttle },
-                    }));
+                    threads.entry((pid, r.task.pid)).or_insert_with(|| format!("{}[{}]", r.task.comm, r.task.pid));
+                    ev.push(&Slice {
+                        name: if direct { "direct reclaim" } else { "memcg reclaim" }, cat: "reclaim", ph: "X",
+                        pid, tid: r.task.pid,
+                        ts: us(r.start_ns, origin), dur: r.duration_ns() as f64 / 1e3,
+                        args: ReclaimArgs { pages: r.nr_reclaimed, in_throttle: r.in_throttle },
+                    })?;
                 }
                 Event::OomKill(o) => {
                     let pid = if o.victim_memcg_id == 0 { HOST_PID } else { pid_of(o.victim_memcg_id) };
-                    ev.push(json!({
+                    ev.push(&json!({
                         "name": format!("OOM kill {}[{}]", o.victim.comm, o.victim.pid), "cat": "oom",
                         "ph": "i", "s": "g", "pid": pid, "tid": 0, "ts": us(o.ts_ns, origin),
                         "args": {
@@ -89,69 +100,116 @@ pub fn perfetto(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
                             "oom_cgroup": rec.path(o.oom_memcg_id),
                             "rss_bytes": o.rss_pages.map(|p| p.total().saturating_mul(page)),
                         },
-                    }));
+                    }))?;
                 }
-                Event::Brake(b) => ev.push(json!({
+                Event::Brake(b) => ev.push(&json!({
                     "name": format!("kernel brake {}[{}]", b.task.comm, b.task.tgid), "cat": "agent",
                     "ph": "i", "s": "g", "pid": HOST_PID, "tid": 0, "ts": us(b.ts_ns, origin),
                     "args": { "cgroup": rec.path(b.rule_memcg_id), "agent_silent_ms": b.heartbeat_age_ns / 1_000_000 },
-                })),
-                Event::Lost(l) => ev.push(json!({
+                }))?,
+                Event::Lost(l) => ev.push(&json!({
                     "name": format!("{} {} events lost", l.count, l.kind.as_str()), "cat": "lost",
                     "ph": "i", "s": "g", "pid": HOST_PID, "tid": 0, "ts": us(l.ts_ns, origin),
-                })),
+                }))?,
                 Event::ThrottleStart(_) => {}
             },
-            Record::Sample(s) => counters(rec, s, origin, &mut ev, &mut processes),
-            Record::Action(a) => ev.push(json!({
+            Record::Sample(s) => counters(rec, s, origin, &mut ev, &mut processes)?,
+            Record::Action(a) => ev.push(&json!({
                 "name": format!("agent {}", a.kind), "cat": "agent", "ph": "i", "s": "g",
                 "pid": HOST_PID, "tid": 0, "ts": us(a.ts_ns, origin),
                 "args": serde_json::from_str::<Value>(&a.details).unwrap_or(Value::Null),
-            })),
-            Record::Note { ts_ns, text } => ev.push(json!({
+            }))?,
+            Record::Note { ts_ns, text } => ev.push(&json!({
                 "name": text, "cat": "note", "ph": "i", "s": "g", "pid": HOST_PID, "tid": 0, "ts": us(*ts_ns, origin),
-            })),
+            }))?,
         }
     }
     for (pid, name) in &processes {
-        ev.push(json!({ "name": "process_name", "ph": "M", "pid": pid, "args": { "name": name } }));
+        ev.push(
+            &json!({ "name": "process_name", "ph": "M", "pid": pid, "args": { "name": name } }),
+        )?;
     }
     for ((pid, tid), name) in &threads {
-        ev.push(json!({ "name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": { "name": name } }));
+        ev.push(&json!({ "name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": { "name": name } }))?;
     }
-    let doc = json!({
-        "traceEvents": ev,
-        "displayTimeUnit": "ms",
-        "metadata": {
-            "source": "memtrace",
-            "host": rec.header.host,
-            "kernel": rec.header.kernel,
-            "start": rec.header.start,
-        },
+    let tail = json!({
+        "source": "memtrace",
+        "host": rec.header.host,
+        "kernel": rec.header.kernel,
+        "start": rec.header.start,
     });
-    serde_json::to_writer(&mut *out, &doc)?;
-    writeln!(out)
+    let out = ev.out;
+    write!(
+        out,
+        "\n],\"displayTimeUnit\":\"ms\",\"metadata\":{tail}}}\n"
+    )
+}
+
+/// The trace's event array, written as it grows.
+struct Events<'a> {
+    out: &'a mut dyn Write,
+    first: bool,
+    buf: Vec<u8>,
+}
+
+impl Events<'_> {
+    fn push<T: Serialize>(&mut self, v: &T) -> io::Result<()> {
+        self.buf.clear();
+        if !std::mem::take(&mut self.first) {
+            self.buf.extend_from_slice(b",\n");
+        }
+        serde_json::to_writer(&mut self.buf, v)?;
+        self.out.write_all(&self.buf)
+    }
+}
+
+/// A complete slice (`ph: X`): typed, as slices are most of a trace.
+#[derive(Serialize)]
+struct Slice<A> {
+    name: &'static str,
+    cat: &'static str,
+    ph: &'static str,
+    pid: u64,
+    tid: u32,
+    ts: f64,
+    dur: f64,
+    args: A,
+}
+
+#[derive(Serialize)]
+struct ThrottleArgs {
+    reclaim_ms: f64,
+    sleep_ms: f64,
+    over_high: String,
+    nr_pages: u32,
+    tgid: u32,
+}
+
+#[derive(Serialize)]
+struct ReclaimArgs {
+    pages: u64,
+    in_throttle: bool,
 }
 
 fn counters(
     rec: &Recording,
     s: &Sample,
     origin: u64,
-    ev: &mut Vec<Value>,
+    ev: &mut Events<'_>,
     processes: &mut BTreeMap<u64, String>,
-) {
+) -> io::Result<()> {
     let ts = us(s.ts_ns, origin);
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let mut host = json!({ "MemAvailable MiB": mib(s.host.mem_available) });
     if s.host.swap_total > 0 {
         host["SwapFree MiB"] = json!(mib(s.host.swap_free));
     }
-    ev.push(json!({ "name": "host memory", "ph": "C", "pid": HOST_PID, "ts": ts, "args": host }));
+    ev.push(&json!({ "name": "host memory", "ph": "C", "pid": HOST_PID, "ts": ts, "args": host }))?;
     if let Some(p) = s.host.pressure {
-        ev.push(json!({
+        ev.push(&json!({
             "name": "host memory PSI avg10 %", "ph": "C", "pid": HOST_PID, "ts": ts,
             "args": { "some": p.some_avg10, "full": p.full_avg10 },
-        }));
+        }))?;
     }
     for c in &s.cgroups {
         let pid = c.id.saturating_add(1_000);
@@ -169,30 +227,44 @@ fn counters(
             }
         }
         if !args.is_empty() {
-            ev.push(json!({ "name": "memory MiB", "ph": "C", "pid": pid, "ts": ts, "args": args }));
+            ev.push(
+                &json!({ "name": "memory MiB", "ph": "C", "pid": pid, "ts": ts, "args": args }),
+            )?;
         }
         if let Some(p) = c.mem.pressure {
-            ev.push(json!({
+            ev.push(&json!({
                 "name": "memory.pressure avg10 %", "ph": "C", "pid": pid, "ts": ts,
                 "args": { "some": p.some_avg10, "full": p.full_avg10 },
-            }));
+            }))?;
         }
     }
+    Ok(())
 }
 
 /// One JSON object per record.
-pub fn jsonl(rec: &mut Recording, out: &mut dyn Write) -> io::Result<()> {
+pub fn jsonl<R: Borrow<Record>>(
+    rec: &Recording,
+    records: impl IntoIterator<Item = R>,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let clock = rec.header.clock();
     let page = rec.header.page_size.max(1);
-    let records = std::mem::take(&mut rec.records);
-    for r in &records {
-        let v = match r {
-            Record::Event(e) => Presenter {
-                paths: &*rec,
-                clock,
-                page_size: page,
+    let presenter = Presenter {
+        paths: rec,
+        clock,
+        page_size: page,
+    };
+    let mut buf = Vec::with_capacity(1024);
+    for r in records {
+        buf.clear();
+        // Events (nearly every record) are typed and serialised directly.
+        let v = match r.borrow() {
+            Record::Event(e) => {
+                serde_json::to_writer(&mut buf, &presenter.line(e))?;
+                buf.push(b'\n');
+                out.write_all(&buf)?;
+                continue;
             }
-            .json(e),
             Record::Sample(s) => {
                 let cgroups: Vec<Value> = s
                     .cgroups
@@ -210,27 +282,37 @@ pub fn jsonl(rec: &mut Recording, out: &mut dyn Write) -> io::Result<()> {
                 json!({ "type": "note", "ts": clock.rfc3339(*ts_ns), "mono_ns": ts_ns, "text": text })
             }
         };
-        writeln!(out, "{v}")?;
+        serde_json::to_writer(&mut buf, &v)?;
+        buf.push(b'\n');
+        out.write_all(&buf)?;
     }
-    rec.records = records;
     Ok(())
 }
 
-fn csv_field(s: &str) -> String {
+fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
     if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
     } else {
-        s.to_string()
+        s.into()
     }
 }
 
 fn row(out: &mut dyn Write, fields: &[String]) -> io::Result<()> {
-    let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-    writeln!(out, "{}", line.join(","))
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        out.write_all(csv_field(f).as_bytes())?;
+    }
+    out.write_all(b"\n")
 }
 
 /// Events as CSV, one row per event.
-pub fn csv_events(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
+pub fn csv_events<R: Borrow<Record>>(
+    rec: &Recording,
+    records: impl IntoIterator<Item = R>,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let clock = rec.header.clock();
     let page = rec.header.page_size.max(1);
     row(
@@ -254,8 +336,10 @@ pub fn csv_events(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
         .map(String::from),
     )?;
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
-    for r in &rec.records {
-        let Record::Event(e) = r else { continue };
+    for r in records {
+        let Record::Event(e) = r.borrow() else {
+            continue;
+        };
         let (pid, tgid, comm) = e
             .task()
             .map(|t| (t.pid.to_string(), t.tgid.to_string(), t.comm.to_string()))
@@ -344,7 +428,11 @@ pub fn csv_events(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
 }
 
 /// The per-second samples as CSV: one row per cgroup, one for the host.
-pub fn csv_samples(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
+pub fn csv_samples<R: Borrow<Record>>(
+    rec: &Recording,
+    records: impl IntoIterator<Item = R>,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let clock = rec.header.clock();
     row(
         out,
@@ -367,8 +455,10 @@ pub fn csv_samples(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
         .map(String::from),
     )?;
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
-    for r in &rec.records {
-        let Record::Sample(s) = r else { continue };
+    for r in records {
+        let Record::Sample(s) = r.borrow() else {
+            continue;
+        };
         let (ts, mono) = (clock.rfc3339(s.ts_ns), s.ts_ns.to_string());
         let hp = s.host.pressure;
         row(
@@ -429,7 +519,7 @@ mod tests {
     fn perfetto_trace_has_slices_counters_instants_and_names() {
         let rec = recording();
         let mut out = Vec::new();
-        perfetto(&rec, &mut out).unwrap();
+        chrome_json(&rec, &rec.records, &mut out).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         let evs = v["traceEvents"].as_array().unwrap();
         let ph = |p: &str| evs.iter().filter(|e| e["ph"] == p).count();
@@ -460,10 +550,10 @@ mod tests {
 
     #[test]
     fn jsonl_and_csv() {
-        let mut rec = recording();
+        let rec = recording();
         let n = rec.records.len();
         let mut out = Vec::new();
-        jsonl(&mut rec, &mut out).unwrap();
+        jsonl(&rec, &rec.records, &mut out).unwrap();
         let lines: Vec<Value> = String::from_utf8(out)
             .unwrap()
             .lines()
@@ -474,12 +564,12 @@ mod tests {
         assert_eq!(lines[0]["cgroup"], "/work/job");
         assert!(lines.iter().any(|l| l["type"] == "sample"));
         let mut csv = Vec::new();
-        csv_events(&rec, &mut csv).unwrap();
+        csv_events(&rec, &rec.records, &mut csv).unwrap();
         let text = String::from_utf8(csv).unwrap();
         assert!(text.starts_with("type,ts,mono_ns,cgroup,pid"));
         assert!(text.contains("throttle,"));
         let mut s = Vec::new();
-        csv_samples(&rec, &mut s).unwrap();
+        csv_samples(&rec, &rec.records, &mut s).unwrap();
         let text = String::from_utf8(s).unwrap();
         assert!(text.contains(",(host),"), "{text}");
         assert!(text.contains(",/work/job,"), "{text}");

@@ -11,8 +11,10 @@ pub mod export;
 mod html;
 mod markdown;
 pub mod output;
+pub mod perfetto;
 pub mod series;
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
@@ -196,23 +198,68 @@ fn ms(ns: u64) -> u64 {
     ns / 1_000_000
 }
 
-/// Builds the report of a recording.
+/// Builds the report of a recording held in memory.
 pub fn build(rec: &Recording) -> Report {
-    let clock = rec.header.clock();
-    let mut own: BTreeMap<u64, Own> = BTreeMap::new();
-    let mut model = Model::new(0, u64::MAX / 4);
-    let reg = CgroupRegistry::from_paths(rec.cgroups.iter().map(|(id, p)| (*id, p.as_str())));
-    let mut ooms = Vec::new();
-    let mut actions = Vec::new();
-    let mut samples: Vec<&Sample> = Vec::new();
     // Time order: CPUs' events interleave a little in the file, and the
     // model and interval unions are built for records that arrive in order.
     let mut records: Vec<&Record> = rec.records.iter().collect();
     records.sort_by_key(|r| r.ts_ns());
+    build_from(rec, records)
+}
+
+/// Builds the report of a recording from its records in time order (a
+/// [`crate::record::stream::Sorted`] stream), with `rec` the result of a
+/// scan: its header, cgroup paths, span and integrity, records or not.
+pub fn build_from<R: Borrow<Record>>(
+    rec: &Recording,
+    records: impl IntoIterator<Item = R>,
+) -> Report {
+    let mut b = Builder::new(rec);
     for r in records {
+        b.push(r.borrow());
+    }
+    b.finish()
+}
+
+/// The report's state while records stream through it.
+struct Builder<'a> {
+    rec: &'a Recording,
+    clock: Clock,
+    own: BTreeMap<u64, Own>,
+    model: Model,
+    reg: CgroupRegistry,
+    ooms: Vec<OomReport>,
+    actions: Vec<ActionReport>,
+    samples: Samples,
+    /// Samples for the charts, one per chart step at most (the charts
+    /// have [`series::MAX_POINTS`] points), so a recording of any length
+    /// keeps a bounded number; without their process lists.
+    chart_samples: Vec<Sample>,
+    chart_step: u64,
+}
+
+impl<'a> Builder<'a> {
+    fn new(rec: &'a Recording) -> Self {
+        Self {
+            rec,
+            clock: rec.header.clock(),
+            own: BTreeMap::new(),
+            model: Model::new(0, u64::MAX / 4),
+            reg: CgroupRegistry::from_paths(rec.cgroups.iter().map(|(id, p)| (*id, p.as_str()))),
+            ooms: Vec::new(),
+            actions: Vec::new(),
+            samples: Samples::default(),
+            chart_samples: Vec::new(),
+            chart_step: series::step(rec.span()),
+        }
+    }
+
+    fn push(&mut self, r: &Record) {
+        let (rec, clock) = (self.rec, &self.clock);
+        let (own, model, reg) = (&mut self.own, &mut self.model, &self.reg);
         match r {
             Record::Event(e) => {
-                model.apply(e, &reg);
+                model.apply(e, reg);
                 match e {
                     Event::Throttle(t) if t.memcg_id != 0 => {
                         let o = own.entry(t.memcg_id).or_default();
@@ -230,7 +277,7 @@ pub fn build(rec: &Recording) -> Report {
                         task.1.add(t.start_ns, t.ts_ns);
                         task.2 += 1;
                     }
-                    Event::OomKill(o) => ooms.push(OomReport {
+                    Event::OomKill(o) => self.ooms.push(OomReport {
                         time: clock.rfc3339(o.ts_ns),
                         pid: o.victim.tgid.max(o.victim.pid),
                         comm: o.victim.comm.to_string(),
@@ -243,131 +290,163 @@ pub fn build(rec: &Recording) -> Report {
                     _ => {}
                 }
             }
-            Record::Action(a) => actions.push(ActionReport {
+            Record::Action(a) => self.actions.push(ActionReport {
                 time: clock.rfc3339(a.ts_ns),
                 kind: a.kind.clone(),
                 cgroup: rec.path(a.cgroup_id),
                 details: serde_json::from_str(&a.details).unwrap_or(serde_json::Value::Null),
             }),
-            Record::Sample(s) => samples.push(s),
+            Record::Sample(s) => {
+                self.samples.push(s);
+                let due = self
+                    .chart_samples
+                    .last()
+                    .is_none_or(|p| s.ts_ns >= p.ts_ns.saturating_add(self.chart_step));
+                if due {
+                    let mut kept = s.clone();
+                    for c in &mut kept.cgroups {
+                        c.top.clear();
+                    }
+                    self.chart_samples.push(kept);
+                }
+            }
             Record::Note { .. } => {}
         }
     }
-    // No records: the header's own start, never the boot (monotonic 0).
-    let span = rec.span();
-    let (first, last) = span.unwrap_or((0, 0));
-    let (start, end) = match span {
-        Some((a, b)) => (Some(clock.rfc3339(a)), Some(clock.rfc3339(b))),
-        None => {
-            let h = (!rec.header.start.is_empty()).then(|| rec.header.start.clone());
-            (h.clone(), h)
+
+    fn finish(self) -> Report {
+        let Self {
+            rec,
+            clock,
+            own,
+            model,
+            mut ooms,
+            mut actions,
+            samples,
+            chart_samples,
+            ..
+        } = self;
+        // No records: the header's own start, never the boot (monotonic 0).
+        let span = rec.span();
+        let (first, last) = span.unwrap_or((0, 0));
+        let (start, end) = match span {
+            Some((a, b)) => (Some(clock.rfc3339(a)), Some(clock.rfc3339(b))),
+            None => {
+                let h = (!rec.header.start.is_empty()).then(|| rec.header.start.clone());
+                (h.clone(), h)
+            }
+        };
+
+        let mut incidents = Vec::new();
+        for (id, o) in &own {
+            incidents.extend(incidents_of(&rec.path(*id), o, &clock));
         }
-    };
+        // Every order has a tie-break, so the same file gives the same
+        // report.
+        incidents.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| a.cgroup.cmp(&b.cgroup)));
 
-    let mut incidents = Vec::new();
-    for (id, o) in &own {
-        incidents.extend(incidents_of(&rec.path(*id), o, &clock));
-    }
-    // Every order has a tie-break, so the same file gives the same report.
-    incidents.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| a.cgroup.cmp(&b.cgroup)));
-
-    let mut cgroups: Vec<CgroupTotals> = own
-        .iter()
-        .map(|(id, o)| CgroupTotals {
-            cgroup: rec.path(*id),
-            throttled_ms: ms(o.union.total()),
-            episodes: o.episodes,
-            reclaim_ms: ms(o.reclaim_ns),
-            sleep_ms: ms(o.sleep_ns),
-            over_high: o.over_high.keys().cloned().collect(),
-        })
-        .collect();
-    cgroups.sort_by(|a, b| {
-        b.throttled_ms
-            .cmp(&a.throttled_ms)
-            .then_with(|| a.cgroup.cmp(&b.cgroup))
-    });
-
-    let mut tasks: Vec<TaskTotals> = own
-        .iter()
-        .flat_map(|(id, o)| {
-            o.tasks.iter().map(move |(pid, (comm, u, n))| TaskTotals {
-                pid: *pid,
-                comm: comm.clone(),
+        let mut cgroups: Vec<CgroupTotals> = own
+            .iter()
+            .map(|(id, o)| CgroupTotals {
                 cgroup: rec.path(*id),
-                throttled_ms: ms(u.total()),
-                episodes: *n,
+                throttled_ms: ms(o.union.total()),
+                episodes: o.episodes,
+                reclaim_ms: ms(o.reclaim_ns),
+                sleep_ms: ms(o.sleep_ns),
+                over_high: o.over_high.keys().cloned().collect(),
             })
-        })
-        .collect();
-    tasks.sort_by(|a, b| {
-        b.throttled_ms
-            .cmp(&a.throttled_ms)
-            .then_with(|| a.cgroup.cmp(&b.cgroup))
-            .then(a.pid.cmp(&b.pid))
-    });
-    tasks.truncate(10);
+            .collect();
+        cgroups.sort_by(|a, b| {
+            b.throttled_ms
+                .cmp(&a.throttled_ms)
+                .then_with(|| a.cgroup.cmp(&b.cgroup))
+        });
 
-    let mut reclaim: Vec<ReclaimLatency> = model
-        .cgroups
-        .values()
-        .filter(|c| c.reclaim.count > 0)
-        .map(|c| latency(rec.path(c.id), &c.reclaim))
-        .collect();
-    reclaim.sort_by(|a, b| {
-        b.passes
-            .cmp(&a.passes)
-            .then_with(|| a.cgroup.cmp(&b.cgroup))
-    });
-    if model.direct_reclaim.count > 0 {
-        reclaim.push(latency("(direct reclaim)".into(), &model.direct_reclaim));
-    }
+        let mut tasks: Vec<TaskTotals> = own
+            .iter()
+            .flat_map(|(id, o)| {
+                o.tasks.iter().map(move |(pid, (comm, u, n))| TaskTotals {
+                    pid: *pid,
+                    comm: comm.clone(),
+                    cgroup: rec.path(*id),
+                    throttled_ms: ms(u.total()),
+                    episodes: *n,
+                })
+            })
+            .collect();
+        tasks.sort_by(|a, b| {
+            b.throttled_ms
+                .cmp(&a.throttled_ms)
+                .then_with(|| a.cgroup.cmp(&b.cgroup))
+                .then(a.pid.cmp(&b.pid))
+        });
+        tasks.truncate(10);
 
-    let mut evidence = evidence(rec, &model, &samples);
-    let host_series = host_series(&samples, &clock);
-    let charts = series::charts(rec, &own_unions(&own), &samples, &ooms, &actions, &clock);
+        let mut reclaim: Vec<ReclaimLatency> = model
+            .cgroups
+            .values()
+            .filter(|c| c.reclaim.count > 0)
+            .map(|c| latency(rec.path(c.id), &c.reclaim))
+            .collect();
+        reclaim.sort_by(|a, b| {
+            b.passes
+                .cmp(&a.passes)
+                .then_with(|| a.cgroup.cmp(&b.cgroup))
+        });
+        if model.direct_reclaim.count > 0 {
+            reclaim.push(latency("(direct reclaim)".into(), &model.direct_reclaim));
+        }
 
-    let mut omitted = BTreeMap::new();
-    cap(&mut incidents, MAX_ROWS, "incidents", &mut omitted);
-    cap(&mut cgroups, MAX_ROWS, "cgroups", &mut omitted);
-    cap(&mut reclaim, MAX_ROWS, "reclaim", &mut omitted);
-    cap(&mut evidence, MAX_ROWS, "evidence", &mut omitted);
-    cap(&mut ooms, MAX_ROWS, "oom_kills", &mut omitted);
-    cap(&mut actions, MAX_ROWS, "actions", &mut omitted);
-    let mut damaged = rec.damaged.clone();
-    cap(&mut damaged, MAX_DAMAGE_ROWS, "damaged", &mut omitted);
+        let mut evidence = evidence(rec, &model, &samples.cgroups);
+        let host_series = host_series(&samples.host, &clock);
+        let kept: Vec<&Sample> = chart_samples.iter().collect();
+        let charts = series::charts(rec, &own_unions(&own), &kept, &ooms, &actions, &clock);
 
-    Report {
-        host: rec.header.host.clone(),
-        kernel: rec.header.kernel.clone(),
-        start,
-        end,
-        duration_s: last.saturating_sub(first) as f64 / 1e9,
-        throttle_probe: rec.header.throttle_measured(),
-        degraded: rec.header.degraded.clone(),
-        incidents,
-        cgroups,
-        tasks,
-        reclaim,
-        evidence,
-        oom_kills: ooms,
-        actions,
-        host_series,
-        integrity: Integrity {
-            chunks: rec.chunks,
-            damaged_chunks: rec.damaged.len(),
-            damaged_bytes: rec.damaged.iter().map(|d| d.len).sum(),
-            damaged,
-            torn_tail_at: rec.torn_tail,
-            unknown_records: rec.unknown_records,
-            lost_events: model
-                .lost
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect(),
-        },
-        omitted,
-        charts,
+        let mut omitted = BTreeMap::new();
+        cap(&mut incidents, MAX_ROWS, "incidents", &mut omitted);
+        cap(&mut cgroups, MAX_ROWS, "cgroups", &mut omitted);
+        cap(&mut reclaim, MAX_ROWS, "reclaim", &mut omitted);
+        cap(&mut evidence, MAX_ROWS, "evidence", &mut omitted);
+        cap(&mut ooms, MAX_ROWS, "oom_kills", &mut omitted);
+        cap(&mut actions, MAX_ROWS, "actions", &mut omitted);
+        let mut damaged = rec.damaged.clone();
+        cap(&mut damaged, MAX_DAMAGE_ROWS, "damaged", &mut omitted);
+
+        Report {
+            host: rec.header.host.clone(),
+            kernel: rec.header.kernel.clone(),
+            start,
+            end,
+            duration_s: last.saturating_sub(first) as f64 / 1e9,
+            throttle_probe: rec.header.throttle_measured(),
+            degraded: rec.header.degraded.clone(),
+            incidents,
+            cgroups,
+            tasks,
+            reclaim,
+            evidence,
+            oom_kills: ooms,
+            actions,
+            host_series,
+            integrity: Integrity {
+                chunks: rec.chunks,
+                // The reader lists the first damaged chunks one by one and
+                // counts the rest.
+                damaged_chunks: rec.damaged.len()
+                    + usize::try_from(rec.damaged_more).unwrap_or(usize::MAX),
+                damaged_bytes: rec.damaged.iter().map(|d| d.len).sum(),
+                damaged,
+                torn_tail_at: rec.torn_tail,
+                unknown_records: rec.unknown_records,
+                lost_events: model
+                    .lost
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), *v))
+                    .collect(),
+            },
+            omitted,
+            charts,
+        }
     }
 }
 
@@ -468,18 +547,45 @@ fn peak_share(spans: &[(u64, u64)]) -> f64 {
     best.min(SEC) as f64 / SEC as f64
 }
 
+/// What the report keeps of the samples: each cgroup's first and last
+/// reading, and the host's readings (a few dozen bytes a second).
+#[derive(Default)]
+struct Samples {
+    cgroups: CgroupSamples,
+    host: Vec<HostSample>,
+}
+
+type Reading = (u64, crate::sys::cgroupfs::CgroupMemory);
+
+#[derive(Default)]
+struct CgroupSamples {
+    first: HashMap<u64, Reading>,
+    last: HashMap<u64, Reading>,
+}
+
+struct HostSample {
+    ts_ns: u64,
+    host: crate::sys::cgroupfs::HostMemory,
+}
+
+impl Samples {
+    fn push(&mut self, s: &Sample) {
+        for c in &s.cgroups {
+            self.cgroups.first.entry(c.id).or_insert((s.ts_ns, c.mem));
+            self.cgroups.last.insert(c.id, (s.ts_ns, c.mem));
+        }
+        self.host.push(HostSample {
+            ts_ns: s.ts_ns,
+            host: s.host,
+        });
+    }
+}
+
 /// memtrace's subtree totals against memory.pressure and memory.events,
 /// between the first and last sample of each cgroup.
-fn evidence(rec: &Recording, model: &Model, samples: &[&Sample]) -> Vec<Evidence> {
+fn evidence(rec: &Recording, model: &Model, samples: &CgroupSamples) -> Vec<Evidence> {
     let measured = rec.header.throttle_measured();
-    let mut first: HashMap<u64, (u64, crate::sys::cgroupfs::CgroupMemory)> = HashMap::new();
-    let mut last: HashMap<u64, (u64, crate::sys::cgroupfs::CgroupMemory)> = HashMap::new();
-    for s in samples {
-        for c in &s.cgroups {
-            first.entry(c.id).or_insert((s.ts_ns, c.mem));
-            last.insert(c.id, (s.ts_ns, c.mem));
-        }
-    }
+    let CgroupSamples { first, last } = samples;
     let mut out: Vec<Evidence> = first
         .iter()
         .filter_map(|(id, (t0, m0))| {
@@ -525,18 +631,18 @@ fn evidence(rec: &Recording, model: &Model, samples: &[&Sample]) -> Vec<Evidence
     out
 }
 
-fn host_series(samples: &[&Sample], clock: &Clock) -> Vec<HostPoint> {
+fn host_series(samples: &[HostSample], clock: &Clock) -> Vec<HostPoint> {
     let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
         return Vec::new();
     };
     // About 30 rows, at least a second apart.
     let step = (last.ts_ns.saturating_sub(first.ts_ns) / 30).max(SEC);
     let mut out = Vec::new();
-    let mut prev: Option<&Sample> = None;
+    let mut prev: Option<&HostSample> = None;
     for s in samples {
         if let Some(p) = prev
             && s.ts_ns < p.ts_ns.saturating_add(step)
-            && !std::ptr::eq(*s, *last)
+            && !std::ptr::eq(s, last)
         {
             continue;
         }

@@ -2,11 +2,89 @@
 //! object per line. Cgroup ids become paths here and monotonic times
 //! become wall-clock times; nothing upstream deals with either.
 
-use serde_json::{Map, Value, json};
+use std::borrow::Cow;
+
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::clock::{Clock, fmt_bytes, fmt_ns};
 use crate::event::{Event, Task};
 use crate::model::Hierarchy;
+
+/// One event as a JSON object (see [`Presenter::json`]).
+#[derive(Debug, Serialize)]
+pub struct EventLine<'e> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub ts: String,
+    pub mono_ns: u64,
+    pub cgroup: Option<String>,
+    pub cgroup_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tgid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<Cow<'e, str>>,
+    #[serde(flatten)]
+    pub detail: Detail<'e>,
+}
+
+/// The fields of each kind of event.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Detail<'e> {
+    ThrottleStart {
+        nr_pages: u32,
+        over_high_cgroup: Option<String>,
+        over_high_cgroup_id: u64,
+        over_high_usage_bytes: u64,
+        over_high_limit_bytes: u64,
+    },
+    Throttle {
+        start_mono_ns: u64,
+        duration_ns: u64,
+        reclaim_ns: u64,
+        sleep_ns: u64,
+        reclaimed_pages: u64,
+        nr_pages: u32,
+        over_high_cgroup: Option<String>,
+        over_high_cgroup_id: u64,
+    },
+    Reclaim {
+        start_mono_ns: u64,
+        duration_ns: u64,
+        nr_reclaimed: u64,
+        in_throttle: bool,
+        cgroup_exact: bool,
+    },
+    OomKill {
+        invoker_pid: u32,
+        invoker_comm: Cow<'e, str>,
+        oom_cgroup: Option<String>,
+        oom_cgroup_id: u64,
+        rss_bytes: Option<RssBytes>,
+    },
+    Brake {
+        signal: u32,
+        throttled_ns: u64,
+        limit_ns: u64,
+        heartbeat_age_ns: u64,
+        result: i64,
+    },
+    Lost {
+        lost_type: &'static str,
+        count: u64,
+    },
+}
+
+#[derive(Debug, Serialize)]
+pub struct RssBytes {
+    pub anon: u64,
+    pub file: u64,
+    pub shmem: u64,
+    pub total: u64,
+}
 
 /// Turns events into lines. Paths come from a lookup (the live registry,
 /// with the event's ids resolved beforehand, or a recording's tables).
@@ -21,88 +99,78 @@ impl Presenter<'_> {
         self.paths.path(id).map(|p| p.to_string())
     }
 
-    fn path_value(&self, id: u64) -> Value {
-        self.path(id).map_or(Value::Null, Value::String)
-    }
-
     /// One JSON object: `type`, `ts` (RFC 3339), `mono_ns`, `cgroup` (the
     /// memory cgroup's path, null if unknown), `cgroup_id`, task fields
     /// where the event has a task, then the event's own fields.
     pub fn json(&self, e: &Event) -> Value {
-        let mut m = Map::new();
-        m.insert("type".into(), json!(e.type_name()));
-        m.insert("ts".into(), json!(self.clock.rfc3339(e.ts_ns())));
-        m.insert("mono_ns".into(), json!(e.ts_ns()));
-        let id = e.memcg_id();
-        m.insert("cgroup".into(), self.path_value(id));
-        m.insert("cgroup_id".into(), json!(id));
-        if let Some(t) = e.task() {
-            m.insert("pid".into(), json!(t.pid));
-            m.insert("tgid".into(), json!(t.tgid));
-            m.insert("comm".into(), json!(t.comm.to_string()));
-        }
+        serde_json::to_value(self.line(e)).unwrap_or(Value::Null)
+    }
+
+    /// The same object, typed: what `export --format jsonl` serialises
+    /// straight to its output.
+    pub fn line<'e>(&self, e: &'e Event) -> EventLine<'e> {
         let page = self.page_size;
-        match e {
-            Event::ThrottleStart(s) => {
-                m.insert("nr_pages".into(), json!(s.nr_pages));
-                m.insert("over_high_cgroup".into(), self.path_value(s.over_high_id));
-                m.insert("over_high_cgroup_id".into(), json!(s.over_high_id));
-                m.insert(
-                    "over_high_usage_bytes".into(),
-                    json!(s.over_high_usage_pages.saturating_mul(page)),
-                );
-                m.insert(
-                    "over_high_limit_bytes".into(),
-                    json!(s.over_high_limit_pages.saturating_mul(page)),
-                );
-            }
-            Event::Throttle(t) => {
-                m.insert("start_mono_ns".into(), json!(t.start_ns));
-                m.insert("duration_ns".into(), json!(t.duration_ns()));
-                m.insert("reclaim_ns".into(), json!(t.reclaim_ns));
-                m.insert("sleep_ns".into(), json!(t.sleep_ns()));
-                m.insert("reclaimed_pages".into(), json!(t.reclaimed_pages));
-                m.insert("nr_pages".into(), json!(t.nr_pages));
-                m.insert("over_high_cgroup".into(), self.path_value(t.over_high_id));
-                m.insert("over_high_cgroup_id".into(), json!(t.over_high_id));
-            }
-            Event::Reclaim(r) | Event::DirectReclaim(r) => {
-                m.insert("start_mono_ns".into(), json!(r.start_ns));
-                m.insert("duration_ns".into(), json!(r.duration_ns()));
-                m.insert("nr_reclaimed".into(), json!(r.nr_reclaimed));
-                m.insert("in_throttle".into(), json!(r.in_throttle));
-                m.insert("cgroup_exact".into(), json!(r.memcg_exact));
-            }
-            Event::OomKill(o) => {
-                m.insert("invoker_pid".into(), json!(o.invoker.pid));
-                m.insert("invoker_comm".into(), json!(o.invoker.comm.to_string()));
-                m.insert("oom_cgroup".into(), self.path_value(o.oom_memcg_id));
-                m.insert("oom_cgroup_id".into(), json!(o.oom_memcg_id));
-                m.insert(
-                    "rss_bytes".into(),
-                    o.rss_pages.map_or(Value::Null, |r| {
-                        json!({
-                            "anon": r.anon.saturating_mul(page),
-                            "file": r.file.saturating_mul(page),
-                            "shmem": r.shmem.saturating_mul(page),
-                            "total": r.total().saturating_mul(page),
-                        })
-                    }),
-                );
-            }
-            Event::Brake(b) => {
-                m.insert("signal".into(), json!(b.signal));
-                m.insert("throttled_ns".into(), json!(b.throttled_ns));
-                m.insert("limit_ns".into(), json!(b.limit_ns));
-                m.insert("heartbeat_age_ns".into(), json!(b.heartbeat_age_ns));
-                m.insert("result".into(), json!(b.result));
-            }
-            Event::Lost(l) => {
-                m.insert("lost_type".into(), json!(l.kind.as_str()));
-                m.insert("count".into(), json!(l.count));
-            }
+        let detail = match e {
+            Event::ThrottleStart(s) => Detail::ThrottleStart {
+                nr_pages: s.nr_pages,
+                over_high_cgroup: self.path(s.over_high_id),
+                over_high_cgroup_id: s.over_high_id,
+                over_high_usage_bytes: s.over_high_usage_pages.saturating_mul(page),
+                over_high_limit_bytes: s.over_high_limit_pages.saturating_mul(page),
+            },
+            Event::Throttle(t) => Detail::Throttle {
+                start_mono_ns: t.start_ns,
+                duration_ns: t.duration_ns(),
+                reclaim_ns: t.reclaim_ns,
+                sleep_ns: t.sleep_ns(),
+                reclaimed_pages: t.reclaimed_pages,
+                nr_pages: t.nr_pages,
+                over_high_cgroup: self.path(t.over_high_id),
+                over_high_cgroup_id: t.over_high_id,
+            },
+            Event::Reclaim(r) | Event::DirectReclaim(r) => Detail::Reclaim {
+                start_mono_ns: r.start_ns,
+                duration_ns: r.duration_ns(),
+                nr_reclaimed: r.nr_reclaimed,
+                in_throttle: r.in_throttle,
+                cgroup_exact: r.memcg_exact,
+            },
+            Event::OomKill(o) => Detail::OomKill {
+                invoker_pid: o.invoker.pid,
+                invoker_comm: o.invoker.comm.to_str_lossy(),
+                oom_cgroup: self.path(o.oom_memcg_id),
+                oom_cgroup_id: o.oom_memcg_id,
+                rss_bytes: o.rss_pages.map(|r| RssBytes {
+                    anon: r.anon.saturating_mul(page),
+                    file: r.file.saturating_mul(page),
+                    shmem: r.shmem.saturating_mul(page),
+                    total: r.total().saturating_mul(page),
+                }),
+            },
+            Event::Brake(b) => Detail::Brake {
+                signal: b.signal,
+                throttled_ns: b.throttled_ns,
+                limit_ns: b.limit_ns,
+                heartbeat_age_ns: b.heartbeat_age_ns,
+                result: b.result,
+            },
+            Event::Lost(l) => Detail::Lost {
+                lost_type: l.kind.as_str(),
+                count: l.count,
+            },
+        };
+        let task = e.task();
+        EventLine {
+            kind: e.type_name(),
+            ts: self.clock.rfc3339(e.ts_ns()),
+            mono_ns: e.ts_ns(),
+            cgroup: self.path(e.memcg_id()),
+            cgroup_id: e.memcg_id(),
+            pid: task.map(|t| t.pid),
+            tgid: task.map(|t| t.tgid),
+            comm: task.map(|t| t.comm.to_str_lossy()),
+            detail,
         }
-        Value::Object(m)
     }
 
     /// One aligned text line.

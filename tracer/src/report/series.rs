@@ -67,6 +67,16 @@ pub struct Charts {
     pub host: HostChart,
 }
 
+/// Time between two points of the charts of a recording spanning `span`:
+/// at least a second, at most [`MAX_POINTS`] points.
+pub fn step(span: Option<(u64, u64)>) -> u64 {
+    let (first, last) = span.unwrap_or((0, 0));
+    last.saturating_sub(first)
+        .max(1)
+        .div_ceil(MAX_POINTS)
+        .max(SEC)
+}
+
 /// Builds the charts. `own` holds each cgroup's throttle intervals;
 /// `samples` are in time order.
 pub fn charts(
@@ -81,7 +91,7 @@ pub fn charts(
         return Charts::default();
     };
     let span = last.saturating_sub(first).max(1);
-    let step = span.div_ceil(MAX_POINTS).max(SEC);
+    let step = step(Some((first, last)));
     let n = span.div_ceil(step).max(1);
     let at = |i: u64| first.saturating_add(i.saturating_mul(step));
     let index = |t: u64| (t.saturating_sub(first) / step).min(n - 1) as usize;

@@ -1,6 +1,11 @@
 //! `memtrace replay`: a recording played through the same model and
 //! screens as `top`, on a clock that can be paused, stepped, sought and
 //! sped up.
+//!
+//! The recording is streamed, never held: a scan gives its tables and
+//! span, then its records are read in time order as the clock reaches
+//! them. Seeking back replays from the start, as the model is built
+//! forward only.
 
 use std::time::Instant;
 
@@ -8,15 +13,21 @@ use memtrace_ui::{Command, Snapshot, SnapshotSource, Source};
 
 use crate::clock::Clock;
 use crate::model::Model;
-use crate::record::reader::Recording;
+use crate::record::reader::{Recording, Sorted};
+use crate::record::timeline::Timeline;
 use crate::record::{Record, Sample};
 use crate::screen::view::{Identity, View};
 use crate::sys::registry::CgroupRegistry;
 
 const SEC: u64 = 1_000_000_000;
 
+type Records = Box<dyn Iterator<Item = Record> + Send>;
+
 pub struct ReplaySource {
+    /// The scan: header, cgroup paths and span (no records).
     rec: Recording,
+    timeline: Timeline,
+    records: std::iter::Peekable<Sorted<Records>>,
     name: String,
     registry: CgroupRegistry,
     model: Model,
@@ -24,8 +35,6 @@ pub struct ReplaySource {
     identity: Identity,
     clock: Clock,
     sample: Option<Sample>,
-    /// Next record to apply.
-    pos: usize,
     start: u64,
     end: u64,
     /// The recorded time on screen (monotonic ns of the recording).
@@ -36,9 +45,10 @@ pub struct ReplaySource {
 }
 
 impl ReplaySource {
-    pub fn new(mut rec: Recording, name: String, speed: f64) -> Self {
+    /// `rec` is the timeline's scan (tables, span; no records).
+    pub fn new(timeline: Timeline, rec: Recording, name: String, speed: f64) -> Self {
         // Records are in file order; play them in time order.
-        rec.records.sort_by_key(Record::ts_ns);
+        let records = Sorted::new(timeline.records()).peekable();
         let (start, end) = rec.span().unwrap_or((0, 0));
         let h = &rec.header;
         let mut degraded = h.degraded.clone();
@@ -68,7 +78,8 @@ impl ReplaySource {
             identity,
             clock,
             sample: None,
-            pos: 0,
+            timeline,
+            records,
             start,
             end,
             now: start,
@@ -86,20 +97,19 @@ impl ReplaySource {
         self.model = Model::new(0, 15 * 60 * SEC);
         self.view = View::default();
         self.sample = None;
-        self.pos = 0;
+        // A file gone since the scan yields nothing: what was played
+        // stays on screen, and nothing more is read.
+        self.records = Sorted::new(self.timeline.records()).peekable();
     }
 
     fn apply_until(&mut self, t: u64) {
-        while let Some(r) = self.rec.records.get(self.pos) {
-            if r.ts_ns() > t {
-                break;
-            }
+        while let Some(r) = self.records.next_if(|r| r.ts_ns() <= t) {
             match r {
                 Record::Event(e) => {
-                    self.model.apply(e, &self.registry);
-                    self.view.event(e, &self.registry, &self.clock);
+                    self.model.apply(&e, &self.registry);
+                    self.view.event(&e, &self.registry, &self.clock);
                 }
-                Record::Sample(s) => self.sample = Some(s.clone()),
+                Record::Sample(s) => self.sample = Some(s),
                 Record::Action(a) => {
                     let path = self.rec.path(a.cgroup_id);
                     let state = match a.kind.as_str() {
@@ -138,7 +148,6 @@ impl ReplaySource {
                 }
                 Record::Note { .. } => {}
             }
-            self.pos += 1;
         }
     }
 
@@ -231,8 +240,14 @@ mod tests {
 
     fn source() -> ReplaySource {
         let (bytes, _) = crate::record::reader::tests::file(3);
-        let rec = crate::record::reader::parse(&bytes).unwrap();
-        ReplaySource::new(rec, "t.mtr".into(), 1.0)
+        let input = crate::record::reader::Input::Bytes(bytes.into());
+        let (timeline, rec) = crate::record::timeline::scan_inputs(
+            vec![("t.mtr".into(), input)],
+            true,
+            &Default::default(),
+        )
+        .unwrap();
+        ReplaySource::new(timeline, rec, "t.mtr".into(), 1.0)
     }
 
     #[test]

@@ -107,7 +107,7 @@ impl CgroupMemory {
     }
 
     fn read_v2(dir: &Path) -> Self {
-        let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
+        let read = |f: &str| read_small(&dir.join(f));
         let events = read("memory.events")
             .map(|t| parse_events(&t))
             .unwrap_or_default();
@@ -121,7 +121,7 @@ impl CgroupMemory {
     }
 
     fn read_v1(dir: &Path) -> Self {
-        let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
+        let read = |f: &str| read_small(&dir.join(f));
         let oom_kill = read("memory.oom_control").and_then(|t| flat(&t, "oom_kill"));
         Self {
             current: read("memory.usage_in_bytes").and_then(|t| t.trim().parse().ok()),
@@ -155,17 +155,55 @@ impl CgroupMemory {
     }
 }
 
+/// Whether the cgroup at `dir` has a memory limit (memory.high or
+/// memory.max; memory.limit_in_bytes on v1): one or two small reads, where
+/// a whole [`CgroupMemory::read`] is five.
+pub fn has_limit(dir: &Path, version: CgroupVersion) -> bool {
+    let limited = |f: &str| read_small(&dir.join(f)).and_then(|t| limit(&t)).is_some();
+    match version {
+        CgroupVersion::V2 => limited("memory.high") || limited("memory.max"),
+        CgroupVersion::V1 => limited("memory.limit_in_bytes"),
+    }
+}
+
 /// Whether the v2 cgroup at `dir` is over its memory.high now: two small
 /// reads, for decisions that must not trust a sample a second old. A
 /// cgroup that is gone is not over anything.
 pub fn over_high_now(dir: &Path) -> bool {
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
+    let read = |f: &str| read_small(&dir.join(f));
     let current = read("memory.current").and_then(|t| t.trim().parse::<u64>().ok());
     let high = read("memory.high").and_then(|t| limit(&t));
     matches!((current, high), (Some(c), Some(h)) if c > h)
 }
 
 /// "max" (v2) or a v1 limit near 2^63 both mean no limit.
+/// A cgroup file of a few lines: open, one read, close. `read_to_string`
+/// would also stat it for a size hint, a third more system calls on the
+/// agent's once-a-second path.
+fn read_small(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut buf = [0u8; 4096];
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    if n == buf.len() {
+        // Longer than any memory file here: read it whole.
+        let mut rest = String::from_utf8_lossy(&buf).into_owned();
+        let mut more = Vec::new();
+        f.read_to_end(&mut more).ok()?;
+        rest.push_str(&String::from_utf8_lossy(&more));
+        return Some(rest);
+    }
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
 fn limit(text: &str) -> Option<u64> {
     let t = text.trim();
     if t == "max" {

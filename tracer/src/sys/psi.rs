@@ -55,6 +55,8 @@ pub fn start_psi_triggers(
     }
     std::thread::Builder::new()
         .name("psi-triggers".into())
+        // It polls and formats a line now and then: a small stack.
+        .stack_size(128 << 10)
         .spawn(move || {
             let mut fds: Vec<libc::pollfd> = files
                 .iter()

@@ -14,7 +14,7 @@
 //! only dropped after [`GONE_RETENTION`].
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,16 +123,18 @@ impl CgroupRegistry {
             return;
         };
         let mut seen = HashMap::new();
+        let Ok(meta) = std::fs::metadata(&root) else {
+            return;
+        };
+        seen.insert(meta.ino(), String::from("/"));
         let mut stack = vec![(root.clone(), String::from("/"))];
         while let Some((dir, rel)) = stack.pop() {
-            let Ok(meta) = std::fs::metadata(&dir) else {
-                continue;
-            };
-            seen.insert(meta.ino(), rel.clone());
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };
             for entry in entries.flatten() {
+                // The directory entry's type and inode number (the cgroup
+                // id) come with the listing: no stat per cgroup.
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
                     let name = entry.file_name().to_string_lossy().into_owned();
                     let child = if rel == "/" {
@@ -140,6 +142,7 @@ impl CgroupRegistry {
                     } else {
                         format!("{rel}/{name}")
                     };
+                    seen.insert(entry.ino(), child.clone());
                     stack.push((entry.path(), child));
                 }
             }

@@ -48,6 +48,8 @@ const LIMIT_SCAN: Duration = Duration::from_secs(10);
 /// limit is usually written just after the mkdir, and a cgroup that fills
 /// fast must have a sample from before it ran out.
 const YOUNG: Duration = Duration::from_secs(10);
+/// How long a cgroup found without a limit is not asked again.
+const UNLIMITED_RECHECK: Duration = Duration::from_secs(60);
 
 pub struct Sampler {
     scope: CgroupFilter,
@@ -56,6 +58,14 @@ pub struct Sampler {
     limited: HashSet<u64>,
     young: HashMap<u64, Instant>,
     last_scan: Option<Instant>,
+    /// A limited cgroup with nothing going on is sampled one tick in this
+    /// many ([`Sampler::spread`]); 1 samples every one every tick.
+    quiet_every: u64,
+    ticks: u64,
+    /// Cgroups near or over a limit at their last sample: every tick.
+    hot: HashSet<u64>,
+    /// Cgroups found without a limit, and when.
+    unlimited: std::collections::HashMap<u64, Instant>,
 }
 
 impl Sampler {
@@ -67,7 +77,22 @@ impl Sampler {
             limited: HashSet::new(),
             young: HashMap::new(),
             last_scan: None,
+            quiet_every: 1,
+            ticks: 0,
+            hot: HashSet::new(),
+            unlimited: std::collections::HashMap::new(),
         }
+    }
+
+    /// Samples each quiet limited cgroup one tick in `every` (spread over
+    /// the ticks by id), instead of every tick. Cgroups with recent events
+    /// (`active`) and those near or over a limit stay every tick. The
+    /// agent uses this: with a thousand watched cgroups, reading every
+    /// one's files every second is most of its CPU, while a breach comes
+    /// from the throttle events, never from a sample.
+    pub fn spread(mut self, every: u32) -> Self {
+        self.quiet_every = u64::from(every.max(1));
+        self
     }
 
     /// Samples the host and the cgroups in scope that have a memory limit,
@@ -89,23 +114,50 @@ impl Sampler {
         reg.poll_new();
         if self.last_scan.is_none_or(|t| t.elapsed() >= LIMIT_SCAN) {
             reg.scan();
-            self.limited = reg
+            // A limited cgroup's own samples say when its limit goes; the
+            // others are looked at again at most once a minute.
+            let now = Instant::now();
+            let (limited, unlimited) = (&self.limited, &mut self.unlimited);
+            let found: Vec<u64> = reg
                 .entries()
                 .filter(|(_, p)| p.as_ref() != "/" && self.scope.matches(p))
                 .filter_map(|(id, p)| {
+                    if limited.contains(&id)
+                        || unlimited
+                            .get(&id)
+                            .is_some_and(|t| now - *t < UNLIMITED_RECHECK)
+                    {
+                        return limited.contains(&id).then_some(id);
+                    }
                     let dir = reg.dir(p)?;
-                    let m = CgroupMemory::read(&dir, version);
-                    (m.high.is_some() || m.max.is_some()).then_some(id)
+                    if crate::sys::cgroupfs::has_limit(&dir, version) {
+                        unlimited.remove(&id);
+                        Some(id)
+                    } else {
+                        unlimited.insert(id, now);
+                        None
+                    }
                 })
                 .collect();
-            self.last_scan = Some(Instant::now());
+            self.limited = found.into_iter().collect();
+            let live = &self.limited;
+            self.unlimited
+                .retain(|id, _| !live.contains(id) && reg.lookup(*id).is_some());
+            self.last_scan = Some(now);
         }
         let now = Instant::now();
         for id in reg.take_created() {
             self.young.insert(id, now);
         }
         self.young.retain(|_, t| now.duration_since(*t) < YOUNG);
-        let mut ids: Vec<u64> = self.limited.iter().copied().collect();
+        self.ticks += 1;
+        let (every, tick) = (self.quiet_every, self.ticks);
+        let mut ids: Vec<u64> = self
+            .limited
+            .iter()
+            .copied()
+            .filter(|id| id.wrapping_add(tick) % every == 0 || self.hot.contains(id))
+            .collect();
         for &id in active.iter().chain(self.young.keys()) {
             if reg
                 .lookup(id)
@@ -120,10 +172,12 @@ impl Sampler {
         for id in ids {
             let Some(path) = reg.lookup(id) else { continue };
             let Some(dir) = reg.dir(&path) else { continue };
-            if !dir.exists() {
+            let mem = CgroupMemory::read(&dir, version);
+            // Gone since the last scan (every cgroup below the root has
+            // a usage file): no stat first, the read tells.
+            if mem.current.is_none() {
                 continue;
             }
-            let mem = CgroupMemory::read(&dir, version);
             if mem.high.is_some() || mem.max.is_some() {
                 self.limited.insert(id);
             }
@@ -136,8 +190,18 @@ impl Sampler {
             } else {
                 Vec::new()
             };
+            if mem.high.is_none() && mem.max.is_none() {
+                self.limited.remove(&id);
+            }
+            if mem.near_limit() || mem.over_high() {
+                self.hot.insert(id);
+            } else {
+                self.hot.remove(&id);
+            }
             cgroups.push(CgroupSample { id, mem, top });
         }
+        let limited = &self.limited;
+        self.hot.retain(|id| limited.contains(id));
         Sample {
             ts_ns,
             host,

@@ -61,6 +61,16 @@ impl Payload {
         Ok(())
     }
 
+    /// A file built on this host (a package), copied as it is (no
+    /// library rewrite), installed in the guest at `to`.
+    pub fn copy(&mut self, host: &Path, to: &str, mode: u32) -> Result<()> {
+        let rel = format!("files/{}", self.installs.len());
+        std::fs::copy(host, self.staging.join(&rel))
+            .with_context(|| format!("copying {}", host.display()))?;
+        self.install(&rel, to, mode);
+        Ok(())
+    }
+
     /// A file with `contents`, installed in the guest at `to`.
     pub fn file(&mut self, to: &str, contents: &str, mode: u32) -> Result<()> {
         let rel = format!("files/{}", self.installs.len());

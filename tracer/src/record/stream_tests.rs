@@ -1,0 +1,191 @@
+//! The streaming reader against the whole-file reading it replaced, old
+//! files, large chunks, reordering and the bounds on damage.
+
+use std::sync::Arc;
+
+use super::chunk::ChunkBuilder;
+use super::reader::tests::{file, file_version};
+use super::reader::{Input, Sorted, parse};
+use super::stream::{MAX_DAMAGE_LISTED, REORDER_NS};
+use super::writer::header_bytes;
+use super::{CHUNK_HEADER, CHUNK_MAGIC, Header, Record};
+
+#[test]
+fn real_version_1_recordings_still_read() {
+    // Written by memtrace 0.1 (format 1, uncompressed chunks): a VM
+    // livelock and a host squeeze.
+    for (name, bytes) in [
+        (
+            "livelock",
+            &include_bytes!("../../../tests/fuzz/seeds/read_recording/livelock.mtr")[..],
+        ),
+        (
+            "squeeze",
+            &include_bytes!("../../../tests/fuzz/seeds/read_recording/squeeze.mtr")[..],
+        ),
+    ] {
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 1, "{name}");
+        let r = parse(bytes).unwrap();
+        assert!(r.damaged.is_empty() && r.torn_tail.is_none(), "{name}");
+        assert!(r.chunks >= 1 && !r.records.is_empty(), "{name}");
+        assert!(
+            r.records
+                .iter()
+                .any(|x| matches!(x, Record::Event(_)) || matches!(x, Record::Sample(_))),
+            "{name}"
+        );
+        // Written again by this build, the same records read back.
+        let mut out = header_bytes(&r.header);
+        let mut b = ChunkBuilder::new();
+        let mut paths = |id: u64| r.cgroups.get(&id).map(|p| Arc::from(p.as_str()));
+        for x in &r.records {
+            match x {
+                Record::Event(e) => b.event(e, &mut paths),
+                Record::Sample(s) => b.sample(s, &mut paths),
+                Record::Action(a) => b.action(a, &mut paths),
+                Record::Note { ts_ns, text } => b.note(*ts_ns, text),
+            }
+        }
+        out.extend(b.finish().unwrap());
+        let again = parse(&out).unwrap();
+        assert_eq!(again.records, r.records, "{name}");
+        assert!(
+            out.len() < bytes.len(),
+            "{name}: {} vs {}",
+            out.len(),
+            bytes.len()
+        );
+    }
+}
+
+#[test]
+fn streaming_reads_what_whole_file_reading_reads() {
+    for version in [1, 2] {
+        let (bytes, chunks) = file_version(4, version);
+        let input = Input::Bytes(bytes.clone().into());
+        let streamed: Vec<Record> = input.open().unwrap().collect();
+        let want: Vec<Record> = chunks.into_iter().flatten().collect();
+        assert_eq!(streamed, want);
+        let scan = super::reader::scan(&input).unwrap();
+        assert!(scan.records.is_empty());
+        assert_eq!(scan.chunks, 4);
+        let first = want.iter().map(Record::ts_ns).min();
+        let last = want.iter().map(Record::ts_ns).max();
+        assert_eq!(scan.span, first.zip(last));
+        assert_eq!(scan.began_ns, want.iter().map(Record::began_ns).min());
+        assert_eq!(scan.cgroups.get(&10).map(String::as_str), Some("/work/job"));
+    }
+}
+
+#[test]
+fn a_chunk_larger_than_the_eager_limit_is_checked_then_streamed() {
+    // 2 MiB of notes in one chunk: decoded a record at a time.
+    let mut b = ChunkBuilder::new();
+    let text = "n".repeat(100);
+    for i in 0..20_000u64 {
+        b.note(i, &text);
+    }
+    let mut bytes = header_bytes(&Header::default());
+    let chunk = b.finish().unwrap();
+    bytes.extend_from_slice(&chunk);
+    let r = parse(&bytes).unwrap();
+    assert_eq!(r.records.len(), 20_000);
+    assert_eq!(r.chunk_spans[0].2, 20_000);
+    // The same chunk with a record count one too high is damage, and no
+    // record of it is handed out.
+    let mut forged = bytes.clone();
+    let at = forged.len() - chunk.len();
+    let count = u32::from_le_bytes(forged[at + 16..at + 20].try_into().unwrap()) + 1;
+    forged[at + 16..at + 20].copy_from_slice(&count.to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&forged[at + 8..at + 20]);
+    h.update(&forged[at + CHUNK_HEADER..]);
+    forged[at + 20..at + 24].copy_from_slice(&h.finalize().to_le_bytes());
+    let r = parse(&forged).unwrap();
+    assert!(r.records.is_empty());
+    assert_eq!(r.damaged.len(), 1, "{:?}", r.damaged);
+    assert!(
+        r.damaged[0].reason.contains("record count"),
+        "{:?}",
+        r.damaged
+    );
+}
+
+#[test]
+fn damage_beyond_the_listed_entries_is_summed_in_one() {
+    let (mut bytes, chunks) = file(1);
+    let real = chunks[0].len();
+    // Thousands of bare chunk magics: each is damage of its own.
+    for _ in 0..3 * MAX_DAMAGE_LISTED {
+        bytes.extend_from_slice(CHUNK_MAGIC);
+        bytes.extend_from_slice(&[0xff; 60]);
+    }
+    let end = bytes.len() as u64;
+    let r = parse(&bytes).unwrap();
+    assert_eq!(r.records.len(), real);
+    assert_eq!(r.damaged.len(), MAX_DAMAGE_LISTED + 1);
+    let last = r.damaged.last().unwrap();
+    assert_eq!(
+        r.damaged_more as usize,
+        3 * MAX_DAMAGE_LISTED - MAX_DAMAGE_LISTED
+    );
+    assert!(last.reason.contains("more damaged chunks"), "{last:?}");
+    assert_eq!(last.offset + last.len, end);
+}
+
+#[test]
+fn sorted_is_a_stable_sort_for_records_within_the_window() {
+    let (bytes, _) = file(5);
+    let mut records: Vec<Record> = parse(&bytes).unwrap().records;
+    // Swap neighbours: disorder of a few ms, far inside the window.
+    for i in (0..records.len() - 1).step_by(3) {
+        records.swap(i, i + 1);
+    }
+    let mut want = records.clone();
+    want.sort_by_key(Record::ts_ns);
+    let mut sorted = Sorted::new(records.clone().into_iter());
+    let got: Vec<Record> = sorted.by_ref().collect();
+    assert_eq!(got, want);
+    assert_eq!(sorted.late, 0);
+    // A record older than the window comes out late, and is counted.
+    let (bytes, _) = file(12);
+    let mut late = parse(&bytes).unwrap().records;
+    let t_end = late.iter().map(Record::ts_ns).max().unwrap();
+    assert!(t_end > 2 * REORDER_NS);
+    late.push(Record::Note {
+        ts_ns: 0,
+        text: "late".into(),
+    });
+    let n = late.len();
+    let mut sorted = Sorted::new(late.into_iter());
+    assert_eq!(sorted.by_ref().count(), n);
+    assert_eq!(sorted.late, 1);
+}
+
+#[test]
+fn a_streamed_report_is_the_in_memory_report() {
+    let (bytes, _) = file(6);
+    let input = Input::Bytes(bytes.clone().into());
+    let whole = crate::report::build(&parse(&bytes).unwrap());
+    let scan = super::reader::scan(&input).unwrap();
+    let streamed = crate::report::build_from(&scan, Sorted::new(input.open().unwrap()));
+    // Rows that tie may come in either order (hash maps): compare sorted.
+    fn canonical(v: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::Array(a) => {
+                let mut a: Vec<Value> = a.into_iter().map(canonical).collect();
+                a.sort_by_key(Value::to_string);
+                Value::Array(a)
+            }
+            Value::Object(m) => {
+                Value::Object(m.into_iter().map(|(k, v)| (k, canonical(v))).collect())
+            }
+            v => v,
+        }
+    }
+    let a = canonical(serde_json::to_value(&whole).unwrap());
+    let b = canonical(serde_json::to_value(&streamed).unwrap());
+    assert_eq!(a, b);
+    assert!(!whole.cgroups.is_empty());
+}
