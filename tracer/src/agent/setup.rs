@@ -57,9 +57,13 @@ pub fn load_config(path: Option<&PathBuf>) -> Result<AgentConfig, ConfigError> {
 /// ([`lock_memory`]). Each failure is logged, none is fatal.
 fn harden() {
     // One arena: every other thread would reserve 64 MiB of address space
-    // for its own, which locking then counts in full.
+    // for its own, which locking then counts in full. glibc only: musl (the
+    // static binary) has neither arenas nor mallopt.
     // SAFETY: mallopt takes plain values.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1)
+    };
     if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
         log::warn!("could not set the agent's oom_score_adj to -1000: {e}");
     }
@@ -79,8 +83,11 @@ fn harden() {
 /// runs is not read in just to be locked. The kill path is run once
 /// before ([`crate::act::kill::warm_up`]), so it is resident too.
 pub(super) fn lock_memory() {
-    // SAFETY: malloc_trim has no preconditions.
-    unsafe { libc::malloc_trim(0) };
+    // SAFETY: malloc_trim has no preconditions. glibc only, as above.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0)
+    };
     crate::act::kill::warm_up();
     let flags = libc::MCL_CURRENT | libc::MCL_FUTURE;
     // SAFETY: mlockall takes plain flags. MCL_ONFAULT is Linux 4.4+;
