@@ -94,6 +94,7 @@ fn kill_path(args: &BenchArgs) -> Result<String> {
         "|---|---|---|---|---|---|---|".to_string(),
     ];
     let mut samples = Vec::new();
+    let mut steps = Vec::new();
     for kernel in args.kernel.split(',') {
         let before = host_load();
         let results = vm::measure(&VmtestArgs {
@@ -128,17 +129,32 @@ fn kill_path(args: &BenchArgs) -> Result<String> {
                 "{label}: {}",
                 m["samples_ms"].as_str().unwrap_or("")
             ));
+            if let Some(obj) = m.as_object() {
+                let mut s: Vec<String> = obj
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("step_"))
+                    .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or("")))
+                    .collect();
+                s.push(format!(
+                    "woken by the timer: {} of {}",
+                    m["woken_by_timer"], m["breaches"]
+                ));
+                steps.push(format!("{label}: {}", s.join("; ")));
+            }
         }
     }
-    Ok(format!(
-        "\nKill path: breach to signal (`cargo xtask bench --vm-only --kernel {} --breaches {}`)\n\n{}\n\nEvery sample, ms, sorted:\n\n{}\n",
-        args.kernel,
-        args.breaches,
-        rows.join("\n"),
-        samples
-            .iter()
+    let list = |v: &[String]| {
+        v.iter()
             .map(|s| format!("- {s}"))
             .collect::<Vec<_>>()
             .join("\n")
+    };
+    Ok(format!(
+        "\nKill path: breach to signal (`cargo xtask bench --vm-only --kernel {} --breaches {}`)\n\n{}\n\nEvery sample, ms, sorted:\n\n{}\n\nWhere it went, µs (the agent's `kill path steps` lines):\n\n{}\n",
+        args.kernel,
+        args.breaches,
+        rows.join("\n"),
+        list(&samples),
+        list(&steps),
     ))
 }

@@ -36,6 +36,34 @@ fn breaches_wanted() -> usize {
         .unwrap_or(DEFAULT_BREACHES)
 }
 
+/// The steps of the agent's "kill path steps (µs): wake 12, ring and
+/// budgets 3, ..." lines, each with its values over all kills.
+fn steps(log: &str) -> Vec<(String, Vec<u64>)> {
+    let mut out: Vec<(String, Vec<u64>)> = Vec::new();
+    for line in log.lines() {
+        let Some(rest) = line.split("kill path steps (µs): ").nth(1) else {
+            continue;
+        };
+        let Some((list, _)) = rest.split_once(';') else {
+            continue;
+        };
+        for item in list.split(", ") {
+            let Some((name, value)) = item.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<u64>() else {
+                continue;
+            };
+            let name = name.replace(' ', "_");
+            match out.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, v)) => v.push(value),
+                None => out.push((name, vec![value])),
+            }
+        }
+    }
+    out
+}
+
 /// The guest's 1-minute load average.
 fn loadavg() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
@@ -70,7 +98,12 @@ action = "kill-largest"
 "#
         ),
     )?;
-    let agent = agent(&config, &[], &[])?;
+    // The kill path's own account of each kill, step by step.
+    let agent = agent(
+        &config,
+        &[],
+        &[("RUST_LOG", "info,memtrace::agent::kills=debug")],
+    )?;
     let cg = v2_cgroup("/bench")?;
     limits(&cg, 32 * MIB, 96 * MIB)?;
     std::thread::sleep(Duration::from_secs(1));
@@ -89,7 +122,27 @@ action = "kill-largest"
         std::thread::sleep(Duration::from_millis(1100));
     }
     let took = started.elapsed();
-    agent.stop();
+    let log = agent.stop();
+    let steps = steps(&log);
+    for (name, values) in &steps {
+        let mut v = values.clone();
+        v.sort_unstable();
+        let q = |p: f64| {
+            v.get(((v.len() as f64 * p).ceil() as usize).saturating_sub(1))
+                .copied()
+        };
+        c.metric(
+            &format!("step_{name}_us"),
+            format!(
+                "p50 {} p99 {} max {}",
+                q(0.5).unwrap_or(0),
+                q(0.99).unwrap_or(0),
+                v.last().copied().unwrap_or(0)
+            ),
+        );
+    }
+    let by_timer = log.lines().filter(|l| l.contains("woken by timer")).count();
+    c.metric("woken_by_timer", by_timer);
     let kills = kill_log(KILL_LOG);
     let mut hist = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)
         .map_err(|e| anyhow::anyhow!("histogram: {e:?}"))?;

@@ -213,6 +213,7 @@ impl Agent {
             child,
             _lock: lock,
             status: status::Recent::default(),
+            steps: super::Steps::default(),
         })
     }
 
