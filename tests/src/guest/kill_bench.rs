@@ -23,6 +23,13 @@ const DEFAULT_BREACHES: usize = 30;
 /// memory.high; reaching this unkilled fails the run.
 const HOG_UNTIL_S: u32 = 30;
 
+/// The cgroup's memory.high, MiB; each hog plateaus at 48 MiB.
+const HIGH_MB: u64 = 32;
+
+/// Between two livelocks the cgroup must drop under half its memory.high
+/// within this (the victim's memory is freed as it exits: milliseconds).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How the agent's kill log is kept: one line per kill, written once the
 /// victim exited.
 const KILL_LOG: &str = "/tmp/bench-kill.jsonl";
@@ -62,6 +69,10 @@ fn steps(log: &str) -> Vec<(String, Vec<u64>)> {
         }
     }
     out
+}
+
+fn current(cg: &crate::cgroup::TestCgroup) -> Option<u64> {
+    cg.read("memory.current").ok()?.trim().parse().ok()
 }
 
 /// The guest's 1-minute load average.
@@ -105,11 +116,13 @@ action = "kill-largest"
         &[("RUST_LOG", "info,memtrace::agent::kills=debug")],
     )?;
     let cg = v2_cgroup("/bench")?;
-    limits(&cg, 32 * MIB, 96 * MIB)?;
+    limits(&cg, HIGH_MB * MIB, 96 * MIB)?;
     std::thread::sleep(Duration::from_secs(1));
     let started = Instant::now();
     let mut load = Vec::with_capacity(wanted);
     let mut unkilled = 0;
+    let mut unsettled = 0;
+    let mut settled_ms = 0;
     for _ in 0..wanted {
         let mut hog = plateau_hog(&cg, 48, HOG_UNTIL_S, &[])?;
         let (status, _) = hog.wait()?;
@@ -118,8 +131,18 @@ action = "kill-largest"
         }
         load.push(loadavg());
         // The kill-log line follows the victim's exit; the next hog must
-        // not share the cool-down of this one's kill (one window).
+        // not share the cool-down of this one's kill (one window), nor
+        // start in a cgroup still over memory.high (it would be throttled
+        // from its first page: another livelock than the one measured).
         std::thread::sleep(Duration::from_millis(1100));
+        let settle = Instant::now();
+        let under = super::wait_until(SETTLE_TIMEOUT, || {
+            current(&cg).is_some_and(|b| b < HIGH_MB * MIB / 2)
+        });
+        settled_ms = settled_ms.max(settle.elapsed().as_millis() as u64);
+        if !under {
+            unsettled += 1;
+        }
     }
     let took = started.elapsed();
     let log = agent.stop();
@@ -164,6 +187,7 @@ action = "kill-largest"
         .collect();
     c.metric("breaches", samples.len());
     c.metric("hogs_not_killed", unkilled);
+    c.metric("settle_ms_max", settled_ms);
     c.metric("seconds", took.as_secs_f64().round());
     if !samples.is_empty() {
         c.metric("p50_ms", ms(hist.value_at_quantile(0.5)));
@@ -189,6 +213,12 @@ action = "kill-largest"
         format!(
             "only {} kills measured of {wanted} livelocks (want at least 20)",
             samples.len()
+        ),
+    );
+    c.check(
+        unsettled == 0,
+        format!(
+            "{unsettled} times the cgroup stayed over half its memory.high for {SETTLE_TIMEOUT:?} after a kill"
         ),
     );
     c.check(
