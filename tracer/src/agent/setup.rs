@@ -57,10 +57,10 @@ pub fn load_config(path: Option<&PathBuf>) -> Result<AgentConfig, ConfigError> {
 /// ([`lock_memory`]). Each failure is logged, none is fatal.
 fn harden() {
     // One arena: every other thread would reserve 64 MiB of address space
-    // for its own, which locking then counts in full. glibc only: musl (the
-    // static binary) has neither arenas nor mallopt.
-    // SAFETY: mallopt takes plain values.
+    // for its own, which locking then counts in full. (The shipped static
+    // binary uses musl's malloc, which has no arenas.)
     #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt takes plain values.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1)
     };
@@ -83,8 +83,9 @@ fn harden() {
 /// runs is not read in just to be locked. The kill path is run once
 /// before ([`crate::act::kill::warm_up`]), so it is resident too.
 pub(super) fn lock_memory() {
-    // SAFETY: malloc_trim has no preconditions. glibc only, as above.
+    // musl's malloc gives freed memory back by itself and has no trim.
     #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions.
     unsafe {
         libc::malloc_trim(0)
     };

@@ -54,7 +54,7 @@ pub const SID: Series = Series {
 pub const TRIXIE_BACKPORTS: Series = Series {
     label: "7.3",
     suite: "trixie-backports",
-    prefix: "linux-image-7.3.",
+    prefix: "linux-binary-7.3.",
     suffix: "+deb13-cloud-amd64",
 };
 
