@@ -6,7 +6,9 @@
 //! window the record also names the memcg that ran out. The raw tracepoint
 //! reads the victim's task_struct (identity, memory cgroup through
 //! [`super::cgroup`], RSS) when the kernel passes it; the classic
-//! tracepoint reads the record's pid, comm and kB fields. The record goes
+//! tracepoint reads the record's pid, comm and kB fields. Where the raw
+//! tracepoint passes only a pid (before Linux 6.8), `mark_oom_victim`,
+//! which fires it, is traced instead for the task. The record goes
 //! to `EVENTS`, which user space decodes into `Event::OomKill`.
 
 use aya_ebpf::{
@@ -83,6 +85,27 @@ pub fn mark_victim_raw(ctx: RawTracePointContext) -> i32 {
     }
     emit(&EVENTS, kind::OOM_KILL, &event);
     0
+}
+
+/// Where `mark_victim` passes only a pid (before Linux 6.8): the function
+/// that fires it, whose argument is the victim's task.
+#[fentry(function = "mark_oom_victim")]
+pub fn oom_victim_fentry(ctx: FEntryContext) -> u32 {
+    victim_at_mark(ctx.arg::<u64>(0));
+    0
+}
+
+#[kprobe]
+pub fn oom_victim_kprobe(ctx: ProbeContext) -> u32 {
+    victim_at_mark(ctx.arg::<u64>(0).unwrap_or(0));
+    0
+}
+
+#[inline(always)]
+fn victim_at_mark(task: u64) {
+    let mut event = oom_event_base();
+    victim_from_task(task, &mut event);
+    emit(&EVENTS, kind::OOM_KILL, &event);
 }
 
 #[tracepoint]

@@ -548,16 +548,18 @@ fn fallback(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
             .map(|p| p["attached"].clone())
             .unwrap_or(Value::Null)
     };
+    // OOM victims: the tracepoint where its record names them (6.8+),
+    // else a kprobe on mark_oom_victim; the victim's name is checked below.
     for (probe, want) in [
-        ("throttle", "kprobe"),
-        ("memcg_reclaim", "tracepoint"),
-        ("oom_kill", "tracepoint"),
-        ("oom_memcg", "kprobe"),
+        ("throttle", &["kprobe"][..]),
+        ("memcg_reclaim", &["tracepoint"]),
+        ("oom_kill", &["tracepoint", "kprobe"]),
+        ("oom_memcg", &["kprobe"]),
     ] {
         let got = mechanism(probe);
         c.check(
-            got == want,
-            format!("{probe} attached via {got}, expected {want}"),
+            want.iter().any(|w| got == *w),
+            format!("{probe} attached via {got}, expected {}", want.join(" or ")),
         );
     }
 
@@ -690,6 +692,24 @@ pub fn check_features(ctx: &Ctx, c: &mut Checks) -> Result<()> {
             "the throttle probe did not attach: {}",
             ctx.capabilities["probes"]
         ),
+    );
+    // Before 6.8 the tracepoint names only a pid: the OOM probe must have
+    // fallen back to mark_oom_victim, so a victim is named by the kernel.
+    let oom = ctx.capabilities["probes"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["probe"] == "oom_kill"));
+    let via = oom
+        .and_then(|p| p["attempts"].as_array())
+        .and_then(|a| a.iter().find(|a| a["error"].is_null()))
+        .map(|a| format!("{} {}", a["mechanism"], a["target"]));
+    c.metric("oom_kill_via", via.clone().unwrap_or_default());
+    c.check(
+        via.is_some(),
+        format!("the OOM probe did not attach: {oom:?}"),
+    );
+    c.check(
+        !degraded.iter().any(|d| d.contains("known by pid only")),
+        format!("OOM victims known by pid only on {}: {via:?}", ctx.kernel),
     );
     Ok(())
 }

@@ -22,6 +22,10 @@ pub const THROTTLE_FUNCTIONS: [&str; 2] = [
 /// cgroup that ran out.
 pub const OOM_MEMCG_FUNCTION: &str = "mem_cgroup_out_of_memory";
 
+/// The function that marks an OOM victim, whose first argument is the
+/// victim's task: traced where `mark_victim` passes only a pid.
+pub const OOM_VICTIM_FUNCTION: &str = "mark_oom_victim";
+
 /// The configuration plus what could not be resolved.
 #[derive(Clone, Debug, Default)]
 pub struct Resolved {
@@ -30,6 +34,8 @@ pub struct Resolved {
     pub throttle_fn: Option<&'static str>,
     /// Whether the kernel has [`OOM_MEMCG_FUNCTION`] as a traceable function.
     pub oom_memcg_fn: bool,
+    /// Whether the kernel has [`OOM_VICTIM_FUNCTION`] as a traceable function.
+    pub oom_victim_fn: bool,
     /// One line per group that could not be resolved, with the reason.
     pub problems: Vec<String>,
 }
@@ -199,19 +205,14 @@ pub fn resolve(
     if let Ok(params) = btf.raw_tracepoint_params("mm_vmscan_direct_reclaim_end") {
         c.direct_reclaim_end_nr_arg = int_arg(btf, &params).unwrap_or(0);
     }
-    match btf.raw_tracepoint_params("mark_victim") {
-        Ok(params)
-            if params
-                .first()
-                .is_some_and(|&t| btf.is_ptr_to_struct(t, "task_struct")) =>
-        {
-            c.flags |= config_flags::VICTIM_IS_TASK;
-        }
-        _ => p.push(
-            "OOM victim's memory cgroup: mark_victim carries only a pid on this kernel; \
-             memtrace looks the victim up in /proc, which can miss a fast exit"
-                .into(),
-        ),
+    // Before Linux 6.8 the tracepoint passes only a pid; the loader then
+    // traces mark_oom_victim instead (see probe/attach.rs).
+    if let Ok(params) = btf.raw_tracepoint_params("mark_victim")
+        && params
+            .first()
+            .is_some_and(|&t| btf.is_ptr_to_struct(t, "task_struct"))
+    {
+        c.flags |= config_flags::VICTIM_IS_TASK;
     }
 
     // Classic tracepoint fields, for the fallback programs.
@@ -237,6 +238,7 @@ pub fn resolve(
         ));
     }
     r.oom_memcg_fn = btf.has_func(OOM_MEMCG_FUNCTION);
+    r.oom_victim_fn = btf.has_func(OOM_VICTIM_FUNCTION);
     r
 }
 

@@ -11,7 +11,7 @@ use aya::programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint};
 use super::LoadOptions;
 use super::caps::{Attempt, Mechanism, Probe, ProbeReport};
 use super::kretprobe::Kretprobe;
-use crate::kernel::offsets::{OOM_MEMCG_FUNCTION, Resolved};
+use crate::kernel::offsets::{OOM_MEMCG_FUNCTION, OOM_VICTIM_FUNCTION, Resolved};
 use crate::kernel::tracefs;
 
 /// One program and where it goes.
@@ -186,6 +186,9 @@ pub(super) fn candidates(probe: Probe, r: &Resolved) -> Vec<Candidate> {
                 precondition: None,
             },
         ],
+        // The victim's task (name, RSS, memory cgroup) before its pid:
+        // the tracepoint where it passes the task (Linux 6.8+), else the
+        // function around it, else the tracepoint's pid alone.
         Probe::OomKill => vec![
             Candidate {
                 mechanism: Mechanism::RawTracepoint,
@@ -194,19 +197,78 @@ pub(super) fn candidates(probe: Probe, r: &Resolved) -> Vec<Candidate> {
                     prog: "mark_victim_raw",
                     tp: "mark_victim",
                 }],
-                precondition: None,
+                precondition: (!r.has(tracer_ebpf::config_flags::VICTIM_IS_TASK)).then(|| {
+                    "mark_victim passes only the victim's pid on this kernel (the task from \
+                     Linux 6.8)"
+                        .into()
+                }),
             },
             Candidate {
-                mechanism: Mechanism::Tracepoint,
-                target: "oom/mark_victim".into(),
-                hooks: vec![Hook::Tp {
-                    prog: "mark_victim_tp",
-                    category: "oom",
-                    name: "mark_victim",
+                precondition: (r.config.tp_victim_comm_off == tracer_ebpf::NO_ARG).then(|| {
+                    "the tracepoint's record has no victim name on this kernel (from Linux 6.8)"
+                        .into()
+                }),
+                ..mark_victim_tp("oom/mark_victim")
+            },
+            victim_function(Mechanism::Fentry, r),
+            victim_function(Mechanism::Kprobe, r),
+            Candidate {
+                mechanism: Mechanism::RawTracepoint,
+                target: "mark_victim (pid only)".into(),
+                hooks: vec![Hook::Raw {
+                    prog: "mark_victim_raw",
+                    tp: "mark_victim",
                 }],
                 precondition: None,
             },
+            mark_victim_tp("oom/mark_victim (pid only)"),
         ],
+    }
+}
+
+/// The classic `oom/mark_victim` tracepoint.
+fn mark_victim_tp(target: &str) -> Candidate {
+    Candidate {
+        mechanism: Mechanism::Tracepoint,
+        target: target.into(),
+        hooks: vec![Hook::Tp {
+            prog: "mark_victim_tp",
+            category: "oom",
+            name: "mark_victim",
+        }],
+        precondition: None,
+    }
+}
+
+/// `mark_oom_victim(task)`, traced at entry, for kernels whose
+/// tracepoint passes only a pid.
+fn victim_function(mechanism: Mechanism, r: &Resolved) -> Candidate {
+    let func = OOM_VICTIM_FUNCTION.to_string();
+    let (hook, unsupported) = if mechanism == Mechanism::Fentry {
+        let hook = Hook::Fentry {
+            prog: "oom_victim_fentry",
+            func: func.clone(),
+        };
+        (hook, None)
+    } else {
+        let hook = Hook::Kprobe {
+            prog: "oom_victim_kprobe",
+            func: func.clone(),
+        };
+        let why = (!kprobes_supported())
+            .then(|| "the kernel has no kprobe support (built without CONFIG_KPROBES)".into());
+        (hook, why)
+    };
+    let precondition = if r.oom_victim_fn {
+        unsupported
+    } else {
+        Some(format!("{OOM_VICTIM_FUNCTION} is not in this kernel's BTF"))
+    };
+    Candidate {
+        mechanism,
+        target: func,
+        hooks: vec![hook],
+        precondition,
     }
 }
 

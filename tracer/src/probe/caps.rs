@@ -217,10 +217,35 @@ pub(super) fn degradations(caps: &Capabilities, r: &Resolved) -> Vec<String> {
                 .into(),
         );
     }
+    if ok(Probe::OomKill) && !oom_victim_task(caps, r) {
+        out.push(
+            "OOM victims are known by pid only (mark_victim passes the task from Linux 6.8, \
+             and mark_oom_victim could not be traced): their name, memory cgroup and RSS \
+             are looked up in /proc, which a fast exit can beat"
+                .into(),
+        );
+    }
     for p in [Probe::MemcgReclaim, Probe::DirectReclaim, Probe::OomKill] {
         if !ok(p) {
             out.push(format!("{} are not traced", p.what()));
         }
     }
     out
+}
+
+/// Whether the OOM probe that attached reads the victim's task, not only
+/// its pid.
+fn oom_victim_task(caps: &Capabilities, r: &Resolved) -> bool {
+    let Some(attached) = caps
+        .probe(Probe::OomKill)
+        .and_then(|p| p.attempts.iter().find(|a| a.error.is_none()))
+    else {
+        return false;
+    };
+    match attached.mechanism {
+        Mechanism::Fentry | Mechanism::Kprobe => true,
+        Mechanism::RawTracepoint => r.has(tracer_ebpf::config_flags::VICTIM_IS_TASK),
+        // The classic tracepoint's record has the name from Linux 6.8.
+        Mechanism::Tracepoint => r.config.tp_victim_comm_off != tracer_ebpf::NO_ARG,
+    }
 }
