@@ -116,3 +116,52 @@ impl Deadline {
         ok
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    }
+
+    #[test]
+    fn fires_at_the_instant_never_before() {
+        runtime().block_on(async {
+            let mut t = Deadline::new().expect("a timerfd");
+            for delay_ns in [0, 2_000_000, 20_000_000] {
+                let at = mono_now_ns() + delay_ns;
+                t.until(Some(at)).await;
+                assert!(mono_now_ns() >= at);
+            }
+        });
+    }
+
+    #[test]
+    fn a_dropped_wait_leaves_no_early_expiry() {
+        runtime().block_on(async {
+            let mut t = Deadline::new().expect("a timerfd");
+            // Armed for soon, abandoned after it expired unread.
+            let soon = mono_now_ns() + 1_000_000;
+            let _ = tokio::time::timeout(std::time::Duration::from_micros(1), t.until(Some(soon)))
+                .await;
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            let later = mono_now_ns() + 30_000_000;
+            t.until(Some(later)).await;
+            assert!(mono_now_ns() >= later);
+        });
+    }
+
+    #[test]
+    fn no_instant_never_fires() {
+        runtime().block_on(async {
+            let mut t = Deadline::new().expect("a timerfd");
+            let waited =
+                tokio::time::timeout(std::time::Duration::from_millis(50), t.until(None)).await;
+            assert!(waited.is_err());
+        });
+    }
+}
