@@ -13,6 +13,7 @@
 //! - `fuzz`: the cargo-fuzz targets, longer than CI runs them.
 //! - `dist`: the static binary and the Debian package.
 
+mod bench;
 mod cmd;
 mod dist;
 mod incident;
@@ -50,10 +51,11 @@ enum Task {
     Vmtest(vm::VmtestArgs),
     /// Benchmarks: recordings (size, speed, an hour of report, export and
     /// replay), the event path, the agent at 1,000 cgroups, frames, top's
-    /// idle CPU, probe cost on the host and in a VM (root). Results go to
-    /// target/bench.md; docs/benchmarks.md says how to read them. Then the
-    /// thrash run (`cargo xtask thrash`).
-    Bench,
+    /// idle CPU, probe cost on the host and in a VM, the kill path's
+    /// breach to signal over many real breaches in a VM, then the thrash
+    /// run (`cargo xtask thrash`) (root, qemu). Results go to
+    /// target/bench.md; docs/benchmarks.md says how to read them.
+    Bench(bench::BenchArgs),
     /// The first incident (a hog plateaued between MemoryHigh and
     /// MemoryMax) against no guard, earlyoom, systemd-oomd, oomd, nohang
     /// and memtrace's agent, one Debian guest boot each (root, qemu). Writes
@@ -94,7 +96,7 @@ fn main() {
         Task::Test(a) => test::run(&a),
         Task::Lint => test::lint(),
         Task::Vmtest(a) => vm::run(&a),
-        Task::Bench => bench(),
+        Task::Bench(a) => bench::run(&a),
         Task::Shootout(a) => shootout::run(&a),
         Task::Thrash(a) => thrash::run(&a),
         Task::DebianTest => setup::run().and_then(|()| incident::ci_case()),
@@ -114,49 +116,6 @@ fn main() {
         eprintln!("\nxtask: FAILED: {e:#}");
         std::process::exit(1);
     }
-}
-
-fn bench() -> anyhow::Result<()> {
-    setup::run()?;
-    cmd::cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "memtrace",
-        "-p",
-        "memtrace-tests",
-        "--bins",
-    ])?;
-    // The throttle programs run only in a VM: measure them there first;
-    // the benchmark reads what the guest sent back.
-    let probes = vm::run(&vm::VmtestArgs {
-        kernel: "6.12".into(),
-        scenarios: vec!["probe-cost".into()],
-        keep: false,
-        jobs: 1,
-        fault: None,
-        expect_failure: None,
-        trace: false,
-    });
-    if let Err(e) = probes {
-        eprintln!("xtask: the VM probe-cost run failed ({e:#}); its rows will say so");
-    }
-    let out = cmd::workspace_root().join("target/bench.md");
-    let bin = cmd::workspace_root().join("target/release/bench");
-    cmd::run(
-        std::process::Command::new(&bin)
-            .arg(&out)
-            .current_dir(cmd::workspace_root()),
-    )?;
-    eprintln!("\nresults written to {}", out.display());
-    // The thrash run is a benchmark too: docs/benchmarks.md gets its times.
-    use clap::Parser as _;
-    #[derive(Parser)]
-    struct Defaults {
-        #[command(flatten)]
-        args: thrash::ThrashArgs,
-    }
-    thrash::run(&Defaults::parse_from(["thrash"]).args)
 }
 
 fn run_memtrace(args: &[String]) -> anyhow::Result<()> {

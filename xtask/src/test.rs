@@ -80,6 +80,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
                     fault: None,
                     expect_failure: None,
                     trace: false,
+                    append: None,
                 })
             },
         )?;
@@ -94,6 +95,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
                     fault: Some("wrong-cgroup".into()),
                     expect_failure: Some("attributed to another cgroup".into()),
                     trace: false,
+                    append: None,
                 })
             },
         )?;

@@ -8,8 +8,10 @@
 
 pub mod agent;
 pub mod host_psi;
+pub mod kill_bench;
 pub mod ops;
 pub mod probe_cost;
+pub mod probe_long;
 pub mod progstats;
 pub mod record;
 pub mod safety;

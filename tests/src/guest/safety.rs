@@ -321,7 +321,11 @@ action = "kill-largest"
 }
 
 /// Starts a program given by path (not a workspace binary) in a cgroup.
-fn spawn_path(cg: &TestCgroup, exe: &Path, args: &[&str]) -> Result<std::process::Child> {
+pub(crate) fn spawn_path(
+    cg: &TestCgroup,
+    exe: &Path,
+    args: &[&str],
+) -> Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
     let procs = cg.procs_file();
     let mut cmd = std::process::Command::new(exe);

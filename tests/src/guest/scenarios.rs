@@ -66,8 +66,14 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("top-incident", super::screens::top_incident),
 ];
 
-/// Scenarios only `cargo xtask bench` runs, by name.
-pub const BENCH: &[(&str, Scenario)] = &[("probe-cost", super::probe_cost::probe_cost)];
+/// Scenarios that run only when named (`--scenario`), never in the test
+/// matrix: the benchmarks `cargo xtask bench` boots, and `probe-long`, a
+/// diagnostic for long throttle episodes (docs/testing.md).
+pub const BENCH: &[(&str, Scenario)] = &[
+    ("probe-cost", super::probe_cost::probe_cost),
+    ("bench-kill", super::kill_bench::bench_kill),
+    ("probe-long", super::probe_long::probe_long),
+];
 
 /// memtrace's union of throttle episodes and the cgroup's PSI `some` total
 /// must agree within this share of the PSI figure, plus [`PSI_SLACK_MS`].

@@ -94,8 +94,11 @@ impl Agent {
 
     fn on_breach(&mut self, f: &Finding) {
         let now = mono_now_ns();
+        self.steps.found_ns = now;
         let used = self.confirm(f, now);
+        self.steps.confirmed_ns = mono_now_ns();
         let over = self.cause_over_high(f);
+        self.steps.cause_read_ns = mono_now_ns();
         let state = verdict(used, f, over, &self.model, now);
         match self.policy.recheck(f, state, now) {
             Recheck::Act => {}

@@ -15,6 +15,14 @@ use crate::model::Hierarchy;
 
 impl Agent {
     pub(super) fn on_event(&mut self, mut e: Event) {
+        // Events the timer's drain hands over keep the timer's steps; one
+        // that arrives on its own starts them at its kernel timestamp.
+        if !self.steps.timer {
+            self.steps = super::Steps {
+                woke_ns: e.ts_ns(),
+                ..super::Steps::default()
+            };
+        }
         self.registry.complete(&mut e);
         let mut touched = self.model.apply(&e, &self.registry);
         let mut paths: [(u64, Option<std::sync::Arc<str>>); 3] = Default::default();

@@ -270,6 +270,27 @@ impl Agent {
         true
     }
 
+    /// Where breach to signal went, step by step, in µs (debug: one line
+    /// per kill; the kill-path benchmark reads it).
+    fn log_steps(&self, crossed_ns: u64, signal_ns: u64) {
+        let s = self.steps;
+        let us = |from: u64, to: u64| to.saturating_sub(from) / 1_000;
+        let (by, due) = if s.timer {
+            ("timer", us(crossed_ns, s.deadline_ns))
+        } else {
+            ("event", 0)
+        };
+        log::debug!(
+            "kill path steps (µs): wake {}, ring and budgets {}, kernel map {}, memory.high {}, victim check {}, total {}; woken by {by}, due {due} after the crossing",
+            us(crossed_ns, s.woke_ns),
+            us(s.woke_ns, s.found_ns),
+            us(s.found_ns, s.confirmed_ns),
+            us(s.confirmed_ns, s.cause_read_ns),
+            us(s.cause_read_ns, signal_ns),
+            us(crossed_ns, signal_ns),
+        );
+    }
+
     /// Logs, counts, alerts and records a delivered kill, and starts
     /// watching for the victim's exit.
     fn tell_kill(&mut self, f: &Finding, d: Delivered, dry: bool) {
@@ -298,6 +319,9 @@ impl Agent {
                 format!(", breach to signal {}", fmt_ns(breach_to_signal))
             }
         );
+        if !dry {
+            self.log_steps(f.crossed_ns, signal_ns);
+        }
         let mut details = self.finding_details(f);
         details.pid = Some(v.info.pid);
         details.comm = Some(v.info.comm.clone());

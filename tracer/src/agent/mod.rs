@@ -143,6 +143,24 @@ pub struct Agent {
     status: status::Recent,
     /// The names a path does not tell (`[names] enrich`), off the loop.
     enricher: Option<crate::sys::enrich::Enricher>,
+    /// Where the current breach's way to its signal went.
+    steps: Steps,
+}
+
+/// Monotonic instants of the kill path's steps for the breach being acted
+/// on, logged after the signal (stores only: the path allocates nothing).
+#[derive(Clone, Copy, Debug, Default)]
+struct Steps {
+    /// The timer found the breach (else an event did, at `woke_ns`).
+    timer: bool,
+    deadline_ns: u64,
+    woke_ns: u64,
+    /// The ring drained and the budgets evaluated: the breach is known.
+    found_ns: u64,
+    /// The kernel's map of throttled tasks read and reconciled.
+    confirmed_ns: u64,
+    /// The cause's memory.high and memory.current read.
+    cause_read_ns: u64,
 }
 
 impl Agent {
@@ -169,6 +187,7 @@ impl Agent {
         let mut beat = tokio::time::interval(Duration::from_millis(250));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ebpf_log = self.start_ebpf_log();
+        let mut timer = crate::sys::timer::Deadline::new()?;
 
         let metrics_at = self.start_metrics().await;
         let (psi_tx, mut psi_rx) = mpsc::unbounded_channel();
@@ -185,7 +204,7 @@ impl Agent {
                 // Not biased: a burst of events must not starve the
                 // heartbeat, the timers or the signals.
                 e = source.next() => self.on_event(e),
-                _ = sleep_until_mono(deadline) => self.on_deadline(&mut source, mono_now_ns()),
+                () = timer.until(deadline) => self.on_deadline(&mut source, deadline, mono_now_ns()),
                 _ = beat.tick() => self.on_beat(mono_now_ns()),
                 _ = tick.tick() => self.tick(mono_now_ns()),
                 () = setup::ebpf_log_ready(&mut ebpf_log) => {}
@@ -216,7 +235,18 @@ impl Agent {
     /// The deadline timer fired: evaluate what may have crossed. Events
     /// already in the ring come first: an episode's end waiting there must
     /// not count as throttling still going on.
-    fn on_deadline(&mut self, source: &mut crate::ring::EventSource, now: u64) {
+    fn on_deadline(
+        &mut self,
+        source: &mut crate::ring::EventSource,
+        deadline: Option<u64>,
+        now: u64,
+    ) {
+        self.steps = Steps {
+            timer: true,
+            deadline_ns: deadline.unwrap_or(now),
+            woke_ns: now,
+            ..Steps::default()
+        };
         source.drain();
         while let Some(e) = source.try_next() {
             self.on_event(e);
@@ -225,6 +255,7 @@ impl Agent {
         let decisions = self.policy.evaluate(&self.model, &ids, now);
         self.policy.expire_retries(now);
         self.decide(decisions);
+        self.steps.timer = false;
     }
 
     /// Four times a second: the kernel brake's heartbeat, beaten by the
@@ -293,17 +324,6 @@ impl Agent {
             },
             |p| p.to_string(),
         )
-    }
-}
-
-/// Sleeps until a monotonic timestamp (ns), or forever.
-async fn sleep_until_mono(deadline: Option<u64>) {
-    match deadline {
-        Some(d) => {
-            let now = mono_now_ns();
-            tokio::time::sleep(Duration::from_nanos(d.saturating_sub(now))).await;
-        }
-        None => std::future::pending().await,
     }
 }
 

@@ -241,6 +241,7 @@ impl Agent {
             _lock: lock,
             status: status::Recent::default(),
             enricher,
+            steps: super::Steps::default(),
         })
     }
 

@@ -18,4 +18,5 @@ pub mod procs;
 pub mod psi;
 pub mod registry;
 pub mod sampler;
+pub mod timer;
 pub mod watch;

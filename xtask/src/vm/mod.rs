@@ -46,6 +46,10 @@ pub struct VmtestArgs {
     /// took, the measurements behind the time bounds (docs/testing.md).
     #[arg(long)]
     pub trace: bool,
+    /// More words for the guests' kernel command line (a scenario's
+    /// parameters, such as `memtrace.bench.breaches=40`).
+    #[arg(long, value_name = "WORDS")]
+    pub append: Option<String>,
 }
 
 /// A boot must reach the scenario runner within this. Nothing bounds a
@@ -65,6 +69,54 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 const PROGRESS_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub fn run(args: &VmtestArgs) -> Result<()> {
+    let outcomes = boot(args)?;
+    let failures = report(&outcomes);
+    if let Some(text) = &args.expect_failure {
+        if !failures.iter().any(|f| f.contains(text.as_str())) {
+            bail!(
+                "expected a failure mentioning `{text}` from the deliberately broken build; got {}",
+                if failures.is_empty() {
+                    "none".to_string()
+                } else {
+                    failures.join("\n  ")
+                }
+            );
+        }
+        eprintln!("vmtest: the broken build failed as expected (`{text}`)");
+        return Ok(());
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{} VM test failure(s):\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// Boots the kernels and runs the scenarios, as `run` does, and returns
+/// every kernel's result lines (for the benchmarks, which read numbers,
+/// not verdicts). Fails like `run` when a scenario fails.
+pub fn measure(args: &VmtestArgs) -> Result<Vec<(&'static str, Vec<Value>)>> {
+    let outcomes = boot(args)?;
+    let failures = report(&outcomes);
+    if !failures.is_empty() {
+        bail!(
+            "{} VM failure(s):\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        );
+    }
+    Ok(outcomes
+        .into_iter()
+        .filter_map(|o| o.boot.ok().map(|b| (o.kernel.label, b.results)))
+        .collect())
+}
+
+/// Builds what the guests run, boots every requested kernel and collects
+/// what each reported.
+fn boot(args: &VmtestArgs) -> Result<Vec<Outcome>> {
     kernels::check_tools()?;
     let wanted: Vec<kernels::Series> = if args.kernel == "all" {
         kernels::SERIES.to_vec()
@@ -149,38 +201,19 @@ pub fn run(args: &VmtestArgs) -> Result<()> {
     if args.trace {
         append.push_str(" memtrace.trace=1");
     }
+    if let Some(extra) = &args.append {
+        append.push(' ');
+        append.push_str(extra);
+    }
 
-    let outcomes = boot_all(
+    boot_all(
         &kernels,
         &image,
         &slow_disk,
         &append,
         args.jobs.max(1),
         &vmtest,
-    )?;
-    let failures = report(&outcomes);
-    if let Some(text) = &args.expect_failure {
-        if !failures.iter().any(|f| f.contains(text.as_str())) {
-            bail!(
-                "expected a failure mentioning `{text}` from the deliberately broken build; got {}",
-                if failures.is_empty() {
-                    "none".to_string()
-                } else {
-                    failures.join("\n  ")
-                }
-            );
-        }
-        eprintln!("vmtest: the broken build failed as expected (`{text}`)");
-        return Ok(());
-    }
-    if !failures.is_empty() {
-        bail!(
-            "{} VM test failure(s):\n  {}",
-            failures.len(),
-            failures.join("\n  ")
-        );
-    }
-    Ok(())
+    )
 }
 
 struct Outcome {
