@@ -211,12 +211,15 @@ action = "kill-largest"
     let small_pid = small.pid();
     std::thread::sleep(Duration::from_secs(2));
     let mut hog = threaded_hog(&cg, 128, 40, None)?;
-    // Throttled for about 3 s: 30 % of the window, under the 60 % budget.
-    std::thread::sleep(Duration::from_secs(3));
-    // The agent stops reading; every throttled thread exits at once and
-    // writes its end into a ring of one page (46 records).
+    // Throttled for 2 s before the agent stops reading, 2 s while it is
+    // stopped, then every throttled thread exits at once: at most 4.5 s
+    // of wall time throttled, under the 6 s budget however the episodes
+    // overlap. The ring holds one page (46 records); the episodes that
+    // start and end in the 2 s unread, then the ends of all 128 threads,
+    // overflow it (0.5 s unread was not always enough on 7.2).
+    std::thread::sleep(Duration::from_secs(2));
     agent.signal(libc::SIGSTOP);
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_secs(2));
     stop(&mut hog.child);
     std::thread::sleep(Duration::from_millis(500));
     agent.signal(libc::SIGCONT);
