@@ -12,7 +12,7 @@ use anyhow::{Result, bail};
 use serde_json::Value;
 
 use super::Checks;
-use super::agent::{MAX_BREACH_TO_SIGNAL_MS, agent, kill_log, killed_by_sigkill};
+use super::agent::{MAX_BREACH_TO_SIGNAL_MS, agent, kill_log, killed_by_sigkill, write_config};
 use super::scenarios::{Ctx, MIB, check_psi, limits, v2_cgroup};
 use super::workload::{
     Evidence, HOG_EXIT_GRACE, Hog, plateau_hog, stop, throttle_summary, wait_child,
@@ -108,7 +108,7 @@ pub fn safety_siblings(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     for cg in [&a, &b] {
         limits(cg, 48 * MIB, 160 * MIB)?;
     }
-    let config = super::agent::write_config(
+    let config = write_config(
         "siblings",
         r#"
 [agent]
@@ -194,7 +194,7 @@ pub fn safety_lost_ends(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     let _ = std::fs::remove_file("/tmp/lost.jsonl");
     let cg = v2_cgroup("/lost")?;
     limits(&cg, 256 * MIB, 256 * MIB)?;
-    let config = super::agent::write_config(
+    let config = write_config(
         "lost",
         r#"
 [agent]
@@ -266,7 +266,7 @@ pub fn safety_identity(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     std::fs::create_dir_all("/tmp/hogs")?;
     std::fs::copy(&hog, "/usr/sbin/sshd")?;
     std::fs::copy(&hog, "/tmp/hogs/sshd")?;
-    let config = super::agent::write_config(
+    let config = write_config(
         "identity",
         r#"
 [agent]
@@ -399,7 +399,7 @@ pub fn safety_slow_disk(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
     let fsync_ms = t.elapsed().as_secs_f64() * 1e3;
     c.metric("fsync_1mib_ms", fsync_ms.round());
     let _ = std::fs::remove_file("/tmp/slow.jsonl");
-    let config = super::agent::write_config(
+    let config = write_config(
         "slow",
         r#"
 [agent]
@@ -446,6 +446,147 @@ brake = { limit = "3s", window = "10s", stale = "2s" }
     c.check(
         !log.contains("kernel brake fired"),
         "the kernel brake fired against a healthy agent",
+    );
+    Ok(())
+}
+
+/// A task inside the throttle function for longer than the budget's
+/// window: one sleep of the kernel's longest penalty (2 s, reached at once
+/// when a cgroup is nine times over memory.high) against a window of 1 s
+/// with a budget of 500 ms. The breach must come while that sleep goes
+/// on, at the budget, and `kill-most-throttled` must pick the sleeping
+/// task (whose only episode has not ended) over a bigger idle one.
+pub fn safety_long(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
+    const BUDGET_MS: f64 = 500.0;
+    let _ = std::fs::remove_file("/tmp/long.jsonl");
+    let cg = v2_cgroup("/long")?;
+    limits(&cg, 256 * MIB, 256 * MIB)?;
+    let config = write_config(
+        "long",
+        r#"
+[agent]
+kill_log = "/tmp/long.jsonl"
+[[budget]]
+cgroup = "/long"
+window = "1s"
+max_throttled = "50%"
+action = "kill-most-throttled"
+"#,
+    )?;
+    let agent = agent(&config, &[], &[])?;
+    let events = EventsRun::start(&workspace_bin("memtrace"), &["--types", "throttle,lost"])?;
+    // The bystander must be done allocating before memory.high drops, or
+    // it is throttled too (and rightly the one killed).
+    let big_ready = "/tmp/long-big.ready";
+    let ready = "/tmp/long.ready";
+    let _ = std::fs::remove_file(big_ready);
+    let _ = std::fs::remove_file(ready);
+    let mut big = Hog::spawn(
+        &cg,
+        &[
+            "--mb",
+            "96",
+            "--step-mb",
+            "8",
+            "--hold",
+            "3600",
+            "--ready",
+            big_ready,
+        ],
+        60,
+        None,
+    )?;
+    let big_pid = big.pid();
+    let mut hog = Hog::spawn(
+        &cg,
+        &[
+            "--mb",
+            "48",
+            "--step-mb",
+            "8",
+            "--churn-kb",
+            "256",
+            "--ready",
+            ready,
+        ],
+        30,
+        None,
+    )?;
+    let hog_pid = hog.pid();
+    let both = || Path::new(ready).exists() && Path::new(big_ready).exists();
+    if !super::wait_until(hog.life_left(), both) {
+        stop(&mut hog.child);
+        stop(&mut big.child);
+        bail!("the hog or the idle process did not finish allocating");
+    }
+    // 144 MiB in use against 16 MiB: the hog's next return to user space
+    // sleeps the 2 s maximum, and nothing was throttled before.
+    limits(&cg, 16 * MIB, 256 * MIB)?;
+    let (status, _) = hog.wait()?;
+    std::thread::sleep(Duration::from_secs(1));
+    let big_alive = big.child.try_wait()?.is_none();
+    stop(&mut big.child);
+    let _log = agent.stop();
+    let events = events.stop()?;
+    let kills = kill_log("/tmp/long.jsonl");
+
+    let episodes: Vec<u64> = events
+        .iter()
+        .filter(|e| e["type"] == "throttle" && e["tgid"] == hog_pid)
+        .filter_map(|e| e["duration_ns"].as_u64())
+        .collect();
+    let first_ms = episodes.first().map(|&d| d as f64 / 1e6);
+    c.metric("hog_episodes", episodes.len());
+    c.metric(
+        "episode_ms",
+        first_ms.map_or(Value::Null, |v| v.round().into()),
+    );
+    c.check(
+        killed_by_sigkill(&status),
+        format!("the hog was not killed: {status}"),
+    );
+    // The recipe: one episode, cut short by the kill (the kernel's sleep
+    // alone is 2 s), that reached the budget. Else the breach came from
+    // ended episodes and this proves nothing.
+    c.check(
+        episodes.len() == 1,
+        format!(
+            "the hog had {} throttle episodes, not one long one: {episodes:?}",
+            episodes.len()
+        ),
+    );
+    c.check(
+        first_ms.is_some_and(|d| (BUDGET_MS..1900.0).contains(&d)),
+        format!("the hog's episode lasted {first_ms:?} ms: not in progress at the breach"),
+    );
+    c.check(
+        kills.len() == 1,
+        format!("{} kills: {:?}", kills.len(), victims(&kills)),
+    );
+    if let Some(k) = kills.first() {
+        let used = k["throttled_ns"].as_f64().unwrap_or(0.0) / 1e6;
+        c.metric("throttled_at_breach_ms", used.round());
+        c.metric(
+            "breach_to_signal_ms",
+            k["breach_to_signal_ns"]
+                .as_f64()
+                .map_or(Value::Null, |v| ((v / 1e5).round() / 10.0).into()),
+        );
+        c.check(
+            k["pid"] == hog_pid,
+            format!(
+                "killed {} instead of the sleeping hog {hog_pid}",
+                victims(&kills).join(", ")
+            ),
+        );
+        c.check(
+            (BUDGET_MS..=BUDGET_MS + MAX_BREACH_TO_SIGNAL_MS).contains(&used),
+            format!("acted at {used:.0} ms throttled against a {BUDGET_MS} ms budget"),
+        );
+    }
+    c.check(
+        big_alive,
+        format!("the bigger idle process {big_pid} was killed"),
     );
     Ok(())
 }

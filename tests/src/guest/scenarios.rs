@@ -63,6 +63,7 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("safety-identity", super::safety::safety_identity),
     ("safety-threads", super::safety::safety_fallback_threads),
     ("safety-disk", super::safety::safety_slow_disk),
+    ("safety-long", super::safety::safety_long),
     ("top-incident", super::screens::top_incident),
 ];
 

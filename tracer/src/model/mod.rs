@@ -422,7 +422,9 @@ impl Model {
     }
 
     /// Processes of a cgroup's subtree by throttled time in the window,
-    /// most first.
+    /// most first. A process inside the throttle function counts at least
+    /// 1 ns even at the instant its episode starts: victims are prepared
+    /// then, and one throttled now must rank above one that is not.
     pub fn most_throttled(&self, id: u64, now: u64, window: u64) -> Vec<(u32, u64)> {
         let Some(st) = self.cgroups.get(&id) else {
             return Vec::new();
@@ -430,7 +432,11 @@ impl Model {
         let mut v: Vec<(u32, u64)> = st
             .tasks
             .values()
-            .map(|t| (t.tgid, t.throttled_in(now, window)))
+            .map(|t| {
+                let ns = t.throttled_in(now, window);
+                let ongoing = t.throttle.in_progress() > 0;
+                (t.tgid, if ongoing { ns.max(1) } else { ns })
+            })
             .filter(|&(_, ns)| ns > 0)
             .collect();
         v.sort_by_key(|&(_, ns)| std::cmp::Reverse(ns));
@@ -476,6 +482,9 @@ mod tests {
         let touched = m.apply(&start, &reg);
         assert_eq!(touched[..2], [b, a]);
         assert_eq!(m.cgroups[&a].throttle.throttled_in(2 * S, 10 * S), S);
+        // At the instant it starts, the task already ranks as throttled
+        // (the agent prepares victims then).
+        assert_eq!(m.most_throttled(a, S, 10 * S), vec![(10, 1)]);
         let end = Event::Throttle(Throttle {
             ts_ns: 3 * S,
             start_ns: S,
