@@ -30,10 +30,15 @@ impl FileSink {
     /// directory) if it does not exist; a device must exist.
     pub fn open(path: &Path) -> Result<Self, String> {
         let existing = std::fs::metadata(path).ok();
-        let device = existing.as_ref().is_some_and(|m| {
-            let t = m.file_type();
-            t.is_char_device() || t.is_fifo() || t.is_socket()
-        });
+        let kind = existing.as_ref().map(std::fs::Metadata::file_type);
+        if kind.is_some_and(|t| t.is_socket()) {
+            return Err(format!(
+                "{} is a socket, which cannot be opened as a file: use a webhook or an exec alert",
+                path.display()
+            ));
+        }
+        let fifo = kind.is_some_and(|t| t.is_fifo());
+        let device = fifo || kind.is_some_and(|t| t.is_char_device());
         if existing.is_none()
             && let Some(dir) = path.parent()
         {
@@ -41,13 +46,31 @@ impl FileSink {
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         let mut opts = std::fs::OpenOptions::new();
-        opts.append(true).custom_flags(libc::O_CLOEXEC);
+        // A FIFO without a reader would block this open, on the agent's
+        // loop: non-blocking, it fails at once (ENXIO) instead.
+        let nonblock = if fifo { libc::O_NONBLOCK } else { 0 };
+        opts.append(true).custom_flags(libc::O_CLOEXEC | nonblock);
         if !device {
             opts.create(true);
         }
-        let file = opts
-            .open(path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let file = opts.open(path).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                format!("cannot open {}: no process reads this FIFO", path.display())
+            } else {
+                format!("cannot open {}: {e}", path.display())
+            }
+        })?;
+        if fifo {
+            // Writes happen on the sink's own thread: blocking there is fine.
+            use std::os::fd::AsRawFd;
+            // SAFETY: F_GETFL/F_SETFL on a descriptor this function owns.
+            unsafe {
+                let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+                if flags >= 0 {
+                    libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+                }
+            }
+        }
         let regular = file.metadata().is_ok_and(|m| m.file_type().is_file());
         Ok(Self {
             path: path.to_path_buf(),
@@ -80,6 +103,20 @@ impl FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A FIFO nobody reads is an error at once, not a hang of the loop.
+    #[test]
+    fn a_fifo_without_a_reader_fails_at_once() {
+        let path =
+            std::env::temp_dir().join(format!("memtrace-filesink-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = FileSink::open(&path).err().unwrap();
+        assert!(e.contains("no process reads this FIFO"), "{e}");
+        let _ = std::fs::remove_file(&path);
+    }
 
     #[test]
     fn appends_json_lines_and_creates_the_file() {

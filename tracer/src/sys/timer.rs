@@ -57,13 +57,14 @@ impl Deadline {
             return std::future::pending().await;
         };
         if self.armed != Some(at) && !self.arm(at) {
-            // Arming failed (it cannot for a valid fd): act now rather
-            // than never.
-            return;
+            // Arming failed (it cannot for a valid fd): tokio's coarser
+            // timer rather than never, or a loop that spins.
+            return sleep_until(at).await;
         }
         loop {
             let Ok(mut guard) = self.fd.readable().await else {
-                return;
+                self.armed = None;
+                return sleep_until(at).await;
             };
             let mut expirations = 0u64;
             // SAFETY: reads 8 bytes into a u64 of this frame.
@@ -81,7 +82,7 @@ impl Deadline {
                     return;
                 }
                 if !self.arm(at) {
-                    return;
+                    return sleep_until(at).await;
                 }
             } else {
                 guard.clear_ready();
@@ -164,4 +165,11 @@ mod tests {
             assert!(waited.is_err());
         });
     }
+}
+
+/// Sleeps until the monotonic instant `at` (ns) on tokio's timer, which
+/// rounds up to the next millisecond: the fallback when the timerfd fails.
+async fn sleep_until(at: u64) {
+    let left = at.saturating_sub(mono_now_ns());
+    tokio::time::sleep(std::time::Duration::from_nanos(left)).await;
 }
