@@ -118,6 +118,13 @@ impl Deadline {
     }
 }
 
+/// Sleeps until the monotonic instant `at` (ns) on tokio's timer, which
+/// rounds up to the next millisecond: the fallback when the timerfd fails.
+async fn sleep_until(at: u64) {
+    let left = at.saturating_sub(mono_now_ns());
+    tokio::time::sleep(std::time::Duration::from_nanos(left)).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,11 +172,4 @@ mod tests {
             assert!(waited.is_err());
         });
     }
-}
-
-/// Sleeps until the monotonic instant `at` (ns) on tokio's timer, which
-/// rounds up to the next millisecond: the fallback when the timerfd fails.
-async fn sleep_until(at: u64) {
-    let left = at.saturating_sub(mono_now_ns());
-    tokio::time::sleep(std::time::Duration::from_nanos(left)).await;
 }
