@@ -26,15 +26,15 @@ use crate::run::{EventsRun, workspace_bin};
 const QUIET_AFTER: Duration = Duration::from_secs(13);
 
 /// A process that holds `mb` MiB and never charges more, for `secs` at
-/// most: a large, idle bystander.
-fn idle(cg: &TestCgroup, mb: u32, secs: u32) -> Result<Hog> {
+/// most: a large, idle bystander. With `ready`, it creates that file once
+/// it is done allocating.
+fn idle(cg: &TestCgroup, mb: u32, secs: u32, ready: Option<&str>) -> Result<Hog> {
     let mb = mb.to_string();
-    Hog::spawn(
-        cg,
-        &["--mb", &mb, "--step-mb", "8", "--hold", "3600"],
-        secs,
-        None,
-    )
+    let mut args = vec!["--mb", &mb, "--step-mb", "8", "--hold", "3600"];
+    if let Some(path) = ready {
+        args.extend(["--ready", path]);
+    }
+    Hog::spawn(cg, &args, secs, None)
 }
 
 /// Waits for a process started with `--until UNTIL_S` by path (not a
@@ -121,7 +121,7 @@ action = "kill-largest"
 "#,
     )?;
     let agent = agent(&config, &[], &[])?;
-    let mut big = idle(&bystanders, 150, 90)?;
+    let mut big = idle(&bystanders, 150, 90, None)?;
     let big_pid = big.pid();
     std::thread::sleep(Duration::from_secs(3));
     let before = Evidence::read(&parent)?;
@@ -207,7 +207,7 @@ action = "kill-largest"
 "#,
     )?;
     let agent = agent(&config, &["-v"], &[("MEMTRACE_RING_BYTES", "4096")])?;
-    let mut small = idle(&cg, 20, 90)?;
+    let mut small = idle(&cg, 20, 90, None)?;
     let small_pid = small.pid();
     std::thread::sleep(Duration::from_secs(2));
     let mut hog = threaded_hog(&cg, 128, 40, None)?;
@@ -481,21 +481,7 @@ action = "kill-most-throttled"
     let ready = "/tmp/long.ready";
     let _ = std::fs::remove_file(big_ready);
     let _ = std::fs::remove_file(ready);
-    let mut big = Hog::spawn(
-        &cg,
-        &[
-            "--mb",
-            "96",
-            "--step-mb",
-            "8",
-            "--hold",
-            "3600",
-            "--ready",
-            big_ready,
-        ],
-        60,
-        None,
-    )?;
+    let mut big = idle(&cg, 96, 60, Some(big_ready))?;
     let big_pid = big.pid();
     let mut hog = Hog::spawn(
         &cg,

@@ -108,8 +108,7 @@ fn entry_exit(
                     func: f.clone(),
                 },
             ],
-            (!kprobes_supported())
-                .then(|| "the kernel has no kprobe support (built without CONFIG_KPROBES)".into()),
+            kprobes_missing(),
         ),
     };
     Candidate {
@@ -273,9 +272,7 @@ fn victim_function(mechanism: Mechanism, r: &Resolved) -> Candidate {
             prog: "oom_victim_kprobe",
             func: func.clone(),
         };
-        let why = (!kprobes_supported())
-            .then(|| "the kernel has no kprobe support (built without CONFIG_KPROBES)".into());
-        (hook, why)
+        (hook, kprobes_missing())
     };
     let precondition = if r.oom_victim_fn {
         unsupported
@@ -329,6 +326,12 @@ fn tracepoint_pair(
             precondition: None,
         },
     ]
+}
+
+/// Why no kprobe candidate can work here, if it cannot.
+fn kprobes_missing() -> Option<String> {
+    (!kprobes_supported())
+        .then(|| "the kernel has no kprobe support (built without CONFIG_KPROBES)".into())
 }
 
 fn kprobes_supported() -> bool {
