@@ -52,6 +52,14 @@ impl Agent {
         if cfg.names.sources() != self.cfg.names.sources()
             || cfg.names.enrich != self.cfg.names.enrich
         {
+            // What the old thread answered already is kept; what it was
+            // asked and did not answer, the new one is asked again.
+            if let Some(old) = self.enricher.take() {
+                let facts = old.answers();
+                if !facts.is_empty() && self.registry.learn(facts) {
+                    self.policy.set_known(self.registry.known());
+                }
+            }
             self.enricher = super::setup::start_enricher(&cfg, &mut self.registry);
         }
         if cfg.agent.kill_log != self.cfg.agent.kill_log {

@@ -83,12 +83,16 @@ pub(super) fn start_enricher(
     registry: &mut CgroupRegistry,
 ) -> Option<crate::sys::enrich::Enricher> {
     if !cfg.names.enrich {
+        registry.stop_names();
         return None;
     }
     let e = crate::sys::enrich::Enricher::start(cfg.names.sources());
     if e.is_some() {
+        // Also for a restart: the old thread's unanswered questions go to
+        // this one.
         registry.want_names();
     } else {
+        registry.stop_names();
         log::warn!("names: no thread for lookups; cgroups are named from their paths alone");
     }
     e

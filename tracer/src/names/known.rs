@@ -10,10 +10,13 @@
 //! registry, the policy and every view.
 //!
 //! Bounded: values are made printable and cut to [`MAX_NAME_LEN`]; each
-//! table holds at most [`MAX_ENTRIES`], after which new facts are dropped
-//! (a host with more containers than that is named by id).
+//! table holds at most [`MAX_ENTRIES`]. Facts live as long as a cgroup
+//! names them: the registry forgets the others ([`Known::retain`] with the
+//! [`Named`] of its cgroups) when its cgroups go, so on a node with
+//! container churn the new containers are named and the tables stay
+//! bounded. Only more than [`MAX_ENTRIES`] of them at once are named by id.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{Identity, MAX_NAME_LEN, clean};
 
@@ -85,6 +88,36 @@ pub enum Learned {
     Pod { uid: String, names: PodNames },
 }
 
+/// What a set of cgroups names: the facts and questions worth keeping.
+#[derive(Debug, Default)]
+pub struct Named<'a> {
+    uids: HashSet<u32>,
+    containers: HashSet<&'a str>,
+    pods: HashSet<&'a str>,
+}
+
+impl<'a> Named<'a> {
+    /// What the identities name.
+    pub fn of(ids: impl IntoIterator<Item = &'a Identity>) -> Self {
+        let mut n = Self::default();
+        for id in ids {
+            n.uids.extend(id.uid());
+            n.containers.extend(id.container_id());
+            n.pods.extend(id.pod_uid());
+        }
+        n
+    }
+
+    /// Whether a question is about something named.
+    pub fn names(&self, ask: &Ask) -> bool {
+        match ask {
+            Ask::User(uid) => self.uids.contains(uid),
+            Ask::Container { id, .. } => self.containers.contains(id.as_str()),
+            Ask::Pod(uid) => self.pods.contains(uid.as_str()),
+        }
+    }
+}
+
 /// Everything enrichment learned.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Known {
@@ -100,6 +133,36 @@ fn cleaned(v: &Option<String>) -> Option<String> {
 impl Known {
     pub fn is_empty(&self) -> bool {
         self.users.is_empty() && self.containers.is_empty() && self.pods.is_empty()
+    }
+
+    /// How many facts are kept, all tables together.
+    pub fn len(&self) -> usize {
+        self.users.len() + self.containers.len() + self.pods.len()
+    }
+
+    /// Whether a table is full, so that a new fact would be dropped.
+    pub fn is_full(&self) -> bool {
+        [self.users.len(), self.containers.len(), self.pods.len()]
+            .into_iter()
+            .any(|n| n >= MAX_ENTRIES)
+    }
+
+    /// Forgets the facts about what no cgroup of `named` names (a pod is
+    /// also kept for a kept container of it); whether any was forgotten.
+    pub fn retain(&mut self, named: &Named) -> bool {
+        let before = self.len();
+        self.users.retain(|uid, _| named.uids.contains(uid));
+        self.containers
+            .retain(|id, _| named.containers.contains(id.as_str()));
+        let pods_of_containers: HashSet<&str> = self
+            .containers
+            .values()
+            .filter_map(|c| c.pod_uid.as_deref())
+            .collect();
+        self.pods.retain(|uid, _| {
+            named.pods.contains(uid.as_str()) || pods_of_containers.contains(uid.as_str())
+        });
+        self.len() != before
     }
 
     /// Keeps a fact; whether anything changed. Values are made printable

@@ -51,7 +51,7 @@ use serde::Serialize;
 pub use containers::Runtime;
 pub use glob::{NameField, NameGlob};
 pub use identity::Identity;
-pub use known::{Ask, ContainerNames, Known, Learned, PodNames};
+pub use known::{Ask, ContainerNames, Known, Learned, MAX_ENTRIES, Named, PodNames};
 pub use kubernetes::QosClass;
 pub use systemd::unescape;
 

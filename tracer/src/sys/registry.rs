@@ -18,7 +18,14 @@
 //! what enrichment learned ([`CgroupRegistry::learn`]): every lookup after
 //! that only clones an `Arc`. With [`CgroupRegistry::want_names`] the
 //! registry also collects what to ask the enrichment thread about
-//! ([`CgroupRegistry::take_asks`]); it never asks itself.
+//! ([`CgroupRegistry::take_asks`]); it never asks itself. What enrichment
+//! learned lives as long as a cgroup the registry holds names it: when
+//! cgroups go for good, the facts and questions about what no other cgroup
+//! names go with them ([`Known::retain`]), so a long-running agent on a
+//! node with container churn keeps naming new containers in bounded
+//! memory. A new enrichment thread ([`CgroupRegistry::want_names`] again,
+//! after a reload) is asked again what the old one was asked and never
+//! answered.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
@@ -29,7 +36,7 @@ use std::time::{Duration, Instant};
 use crate::event::Event;
 use crate::kernel::{CgroupVersion, MemoryHierarchy};
 use crate::model::Hierarchy;
-use crate::names::{Ask, Identity, Known, Learned, identify};
+use crate::names::{Ask, Identity, Known, Learned, Named, identify};
 use crate::sys::watch::DirWatch;
 
 /// How long a removed cgroup's path is kept for events that arrive late.
@@ -83,6 +90,15 @@ impl Names {
                 self.asks.push(a);
             }
         }
+    }
+
+    /// Forgets the facts and questions about what none of `entries`
+    /// names; whether a fact was forgotten.
+    fn forget_unnamed<'a>(&mut self, entries: impl IntoIterator<Item = &'a Entry>) -> bool {
+        let named = Named::of(entries.into_iter().map(|e| &*e.name));
+        self.asked.retain(|a| named.names(a));
+        self.asks.retain(|a| named.names(a));
+        self.known.retain(&named)
     }
 }
 
@@ -203,15 +219,25 @@ impl CgroupRegistry {
                 }
             }
         }
+        self.absorb(seen, now, first_done);
+    }
+
+    /// Takes in a walk's cgroups (id → path) made at `now`: new ones are
+    /// named, missing ones marked gone, and those gone for
+    /// [`GONE_RETENTION`] dropped with what only they named. Cgroups new
+    /// after the first walk are reported as created.
+    fn absorb(&mut self, seen: HashMap<u64, String>, now: Instant, first_done: bool) {
         for (id, entry) in &mut self.by_id {
             if !seen.contains_key(id) && entry.gone_since.is_none() {
                 entry.gone_since = Some(now);
             }
         }
+        let before = self.by_id.len();
         self.by_id.retain(|_, e| {
             e.gone_since
                 .is_none_or(|t| now.duration_since(t) < GONE_RETENTION)
         });
+        let dropped = self.by_id.len() != before;
         for (id, path) in seen {
             match self.by_id.get_mut(&id) {
                 Some(e) if *e.path == *path => e.gone_since = None,
@@ -219,11 +245,14 @@ impl CgroupRegistry {
                     // A renamed cgroup (v1 allows it) keeps its id.
                     if let Some(e) = old {
                         self.by_path.remove(&e.path);
-                    } else if first_done && let Some(w) = &mut self.watch {
+                    } else if first_done
+                        && let Some(w) = &mut self.watch
+                        && let Some(root) = &self.root
+                    {
                         // Only a watching registry reports new cgroups (its
                         // sampler takes them); others would only pile them up.
                         self.created.push(id);
-                        if let Some(dir) = dir_of(&root, &path) {
+                        if let Some(dir) = dir_of(root, &path) {
                             w.add(&dir);
                         }
                     }
@@ -236,6 +265,9 @@ impl CgroupRegistry {
         }
         let by_id = &self.by_id;
         self.by_path.retain(|_, id| by_id.contains_key(id));
+        if dropped {
+            self.names.forget_unnamed(self.by_id.values());
+        }
     }
 
     /// Starts watching the hierarchy for new cgroups with inotify. False
@@ -345,13 +377,26 @@ impl CgroupRegistry {
     }
 
     /// From now on, collect what to ask enrichment about every cgroup
-    /// (those known already included).
+    /// (those known already included). Called again for a new enrichment
+    /// thread (a reload): what the old one was asked and never answered
+    /// is asked again, since its answers went with it.
     pub fn want_names(&mut self) {
         self.names.wanted = true;
+        let known = &self.names.known;
+        self.names.asked.retain(|a| known.answers(a));
+        // Whatever was queued is asked again below, once.
+        self.names.asks.clear();
         let ids: Vec<Arc<Identity>> = self.by_id.values().map(|e| e.name.clone()).collect();
         for id in ids {
             self.names.ask(&id);
         }
+    }
+
+    /// No enrichment thread any more: nothing is collected for one.
+    pub fn stop_names(&mut self) {
+        self.names.wanted = false;
+        self.names.asked.clear();
+        self.names.asks.clear();
     }
 
     /// The questions for enrichment collected since the last call.
@@ -368,7 +413,13 @@ impl CgroupRegistry {
     /// whether any name changed.
     pub fn learn(&mut self, facts: impl IntoIterator<Item = Learned>) -> bool {
         let mut changed = false;
+        let mut forgot = false;
         for f in facts {
+            // A full table first makes room: what no cgroup names any more.
+            if !forgot && self.names.known.is_full() {
+                forgot = true;
+                changed |= self.names.forget_unnamed(self.by_id.values());
+            }
             changed |= self.names.known.learn(f);
         }
         if changed {
@@ -509,158 +560,4 @@ pub fn ancestors(path: &str) -> impl Iterator<Item = &str> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn maps_inodes_to_relative_paths_and_back() {
-        let dir = tempdir();
-        std::fs::create_dir_all(dir.join("a/b")).unwrap();
-        std::fs::create_dir_all(dir.join("c")).unwrap();
-        std::fs::write(dir.join("a/memory.current"), "1\n").unwrap();
-        let mut r = CgroupRegistry::for_root(&dir);
-        let ino = |p: &str| std::fs::metadata(dir.join(p)).unwrap().ino();
-        assert_eq!(r.resolve(ino("a/b")).as_deref(), Some("/a/b"));
-        assert_eq!(r.resolve(ino("c")).as_deref(), Some("/c"));
-        assert_eq!(r.resolve(ino("")).as_deref(), Some("/"));
-        assert_eq!(r.id("/a"), Some(ino("a")));
-        assert_eq!(r.len(), 4);
-        assert_eq!(r.dir("/a/b"), Some(dir.join("a/b")));
-        assert_eq!(r.dir("/"), Some(dir.clone()));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn new_cgroups_are_found_on_miss_and_removed_ones_kept() {
-        let dir = tempdir();
-        let mut r = CgroupRegistry::for_root(&dir);
-        std::fs::create_dir(dir.join("late")).unwrap();
-        let late = std::fs::metadata(dir.join("late")).unwrap().ino();
-        // Let the rescan rate limit pass.
-        std::thread::sleep(RESCAN_INTERVAL);
-        assert_eq!(r.resolve(late).as_deref(), Some("/late"));
-        assert!(r.is_live(late));
-        std::fs::remove_dir(dir.join("late")).unwrap();
-        r.scan();
-        assert_eq!(r.lookup(late).as_deref(), Some("/late"));
-        assert!(!r.is_live(late));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn watched_cgroups_are_known_at_once() {
-        let dir = tempdir();
-        std::fs::create_dir(dir.join("old")).unwrap();
-        let mut r = CgroupRegistry::for_root(&dir);
-        assert!(r.watch());
-        assert_eq!(r.poll_new(), 0);
-        std::fs::create_dir_all(dir.join("old/new/deep")).unwrap();
-        std::fs::create_dir(dir.join("top")).unwrap();
-        // No rescan: the rate limit has not passed, and lookup never scans.
-        assert_eq!(r.poll_new(), 3);
-        let ino = |p: &str| std::fs::metadata(dir.join(p)).unwrap().ino();
-        assert_eq!(
-            r.lookup(ino("old/new/deep")).as_deref(),
-            Some("/old/new/deep")
-        );
-        assert_eq!(r.lookup(ino("top")).as_deref(), Some("/top"));
-        let mut created = r.take_created();
-        created.sort_unstable();
-        let mut want = vec![ino("old/new"), ino("old/new/deep"), ino("top")];
-        want.sort_unstable();
-        assert_eq!(created, want);
-        assert!(r.take_created().is_empty());
-        // A rescan finds nothing new, and reports nothing twice.
-        r.scan();
-        assert!(r.take_created().is_empty());
-        std::fs::create_dir(dir.join("old/new/deep/deeper")).unwrap();
-        assert_eq!(r.poll_new(), 1, "new directories are watched too");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn names_are_made_once_asked_about_once_and_renamed_by_what_is_learned() {
-        let id = "ae836c95b4c3c9e9179e0e91015512da89fdec91612f63cebae57df9a5444c79";
-        let ctr = format!("/docker.slice/docker-{id}.scope");
-        let mut r = CgroupRegistry::from_paths([(1, "/"), (2, "/docker.slice"), (3, ctr.as_str())]);
-        assert_eq!(r.name(3).unwrap().name(), "ae836c95b4c3");
-        assert!(
-            r.take_asks().is_empty(),
-            "a recording's registry asks nothing"
-        );
-        r.want_names();
-        let asks = r.take_asks();
-        assert_eq!(
-            asks,
-            [Ask::Container {
-                id: id.into(),
-                runtime: Some(crate::names::Runtime::Docker),
-                owner: None
-            }]
-        );
-        // Asked once: a second pass asks nothing; a refused batch comes back.
-        r.want_names();
-        assert!(r.take_asks().is_empty());
-        r.requeue(asks);
-        assert_eq!(r.take_asks().len(), 1);
-        let before = r.name(3).unwrap();
-        assert!(r.learn([Learned::Container {
-            id: id.into(),
-            names: crate::names::ContainerNames {
-                name: Some("t3-indexer".into()),
-                ..Default::default()
-            },
-        }]));
-        assert_eq!(r.name(3).unwrap().name(), "t3-indexer");
-        assert_eq!(
-            before.name(),
-            "ae836c95b4c3",
-            "names already handed out stay"
-        );
-        assert!(Arc::ptr_eq(&r.name(2).unwrap(), &r.name(2).unwrap()));
-        // Through the model's lookup too.
-        assert_eq!(Hierarchy::identity(&r, 3).unwrap().name(), "t3-indexer");
-    }
-
-    #[test]
-    fn unknown_and_zero_ids() {
-        let mut r = CgroupRegistry::new(None);
-        assert!(r.resolve(0).is_none());
-        assert!(r.resolve(12345).is_none());
-        assert!(r.is_empty());
-    }
-
-    #[test]
-    fn proc_cgroup_lines() {
-        let text = "12:pids:/a\n4:memory:/test\n0::/user.slice/x\n";
-        assert_eq!(
-            cgroup_line(text, CgroupVersion::V1).as_deref(),
-            Some("/test")
-        );
-        assert_eq!(
-            cgroup_line(text, CgroupVersion::V2).as_deref(),
-            Some("/user.slice/x")
-        );
-        assert_eq!(cgroup_line("garbage", CgroupVersion::V2), None);
-    }
-
-    #[test]
-    fn path_helpers() {
-        assert_eq!(parent_path("/a/b"), Some("/a"));
-        assert_eq!(parent_path("/a"), Some("/"));
-        assert_eq!(parent_path("/"), None);
-        assert_eq!(ancestors("/a/b").collect::<Vec<_>>(), ["/a/b", "/a", "/"]);
-    }
-
-    fn tempdir() -> PathBuf {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "memtrace-registry-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-}
+mod tests;
