@@ -72,8 +72,8 @@ impl Agent {
         let Some(e) = &self.enricher else {
             return;
         };
-        let facts = e.answers();
-        if !facts.is_empty() && self.registry.learn(facts) {
+        // Also when nothing arrived: facts forgotten with gone cgroups.
+        if self.registry.learn(e.answers()) {
             self.policy.set_known(self.registry.known());
         }
         let back = e.ask(self.registry.take_asks());

@@ -1623,3 +1623,47 @@ fn hostile_answers_stay_printable_and_bounded() {
     known.apply(&mut late);
     assert_eq!(late.user(), None, "past the cap, facts are dropped");
 }
+
+#[test]
+fn retain_keeps_what_the_cgroups_name_and_a_kept_containers_pod() {
+    let pod = "2c1d3c5e-0b7a-4a6e-9b8d-5f7e8a1c2d3e";
+    let mut known = Known::default();
+    for (id, name) in [(D, "kept"), ("1".repeat(64).as_str(), "gone")] {
+        known.learn(Learned::Container {
+            id: id.into(),
+            names: ContainerNames {
+                name: Some(name.into()),
+                pod_uid: Some(pod.into()),
+                pod: PodNames {
+                    name: Some("web-0".into()),
+                    namespace: Some("shop".into()),
+                },
+            },
+        });
+    }
+    for uid in [1000, 1001] {
+        known.learn(Learned::User {
+            uid,
+            name: format!("u{uid}"),
+        });
+    }
+    assert_eq!(known.len(), 5);
+    // Only the container and one user's slice are left; the path of the
+    // container does not name its pod, its facts do.
+    let ids = [
+        identify(&format!("/docker.slice/docker-{D}.scope")),
+        identify("/user.slice/user-1000.slice"),
+    ];
+    let named = Named::of(&ids);
+    assert!(known.retain(&named));
+    assert_eq!(known.len(), 3, "{known:?}");
+    assert!(known.answers(&Ask::User(1000)) && !known.answers(&Ask::User(1001)));
+    assert!(known.answers(&Ask::Pod(pod.into())));
+    assert!(!known.retain(&named), "nothing more to forget");
+    let mut ctr = ids[0].clone();
+    known.apply(&mut ctr);
+    assert_eq!(ctr.name(), "shop/web-0/kept");
+    // Nothing named: nothing kept.
+    assert!(known.retain(&Named::default()));
+    assert!(known.is_empty());
+}

@@ -64,6 +64,8 @@ struct Names {
     wanted: bool,
     asked: HashSet<Ask>,
     asks: Vec<Ask>,
+    /// Facts were forgotten since the last [`CgroupRegistry::learn`].
+    forgot: bool,
 }
 
 impl Names {
@@ -265,8 +267,8 @@ impl CgroupRegistry {
         }
         let by_id = &self.by_id;
         self.by_path.retain(|_, id| by_id.contains_key(id));
-        if dropped {
-            self.names.forget_unnamed(self.by_id.values());
+        if dropped && self.names.forget_unnamed(self.by_id.values()) {
+            self.names.forgot = true;
         }
     }
 
@@ -410,9 +412,10 @@ impl CgroupRegistry {
     }
 
     /// Keeps what enrichment learned and renames the cgroups it is about;
-    /// whether any name changed.
+    /// whether what is known changed (by these facts, or by facts
+    /// forgotten since the last call), for copies of it to follow.
     pub fn learn(&mut self, facts: impl IntoIterator<Item = Learned>) -> bool {
-        let mut changed = false;
+        let mut changed = std::mem::take(&mut self.names.forgot);
         let mut forgot = false;
         for f in facts {
             // A full table first makes room: what no cgroup names any more.

@@ -254,6 +254,11 @@ fn a_user_who_comes_back_after_his_facts_went_is_asked_about_again() {
     now += GONE_RETENTION;
     r.absorb(gone, now, true);
     assert!(r.known().is_empty());
+    assert!(
+        r.learn([]),
+        "copies of what is known hear of the forgetting"
+    );
+    assert!(!r.learn([]));
     // Back (a new cgroup id): asked again, not taken for answered.
     let mut back = user;
     back.remove(&3);

@@ -14,21 +14,25 @@ use crate::cmd;
 use crate::vm::kernels;
 
 /// Bump when the recipe changes in a way the key below does not see.
-const RECIPE_VERSION: &str = "1";
+const RECIPE_VERSION: &str = "2";
 
 /// Packages every image has: systemd as init (dbus: `systemd-run --wait`
-/// and `oomctl` need it), the tools tests use, and the guards, installed
-/// and disabled. oomd pulls its libjsoncpp.
+/// and `oomctl` need it; libpam-systemd: a login gets its
+/// `session-N.scope` and the user's manager can start), the tools tests
+/// use (tmux: a real terminal for `top`), and the guards, installed and
+/// disabled. oomd pulls its libjsoncpp.
 const PACKAGES: &[&str] = &[
     "systemd",
     "systemd-sysv",
     "udev",
     "kmod",
     "dbus",
+    "libpam-systemd",
     "passwd",
     "procps",
     "iproute2",
     "python3-minimal",
+    "tmux",
     "earlyoom",
     "nohang",
     "oomd",
