@@ -141,15 +141,16 @@ named() {
 }
 wait_for "events to name the session's user" 30 named ||
 	fail "no event named $unit's user wizard"
+# The screen kept for the host is the one that showed the row.
 shown() {
-	tmux capture-pane -p -t names | grep -qF "$unit (wizard)"
+	capture && grep -qF "$unit (wizard)" "$screen"
 }
 wait_for "top's row of the session" 30 shown ||
 	fail "top never showed $unit (wizard) under its filter"
-capture
-# The agent learns names on its once-a-second tick (ask, then answer):
-# three ticks before its alert must name the user.
-sleep 3
+# The agent learns names on its once-a-second tick (ask, then answer, so
+# at most two ticks after the session's first event): four more seconds
+# before its alert must name the user.
+sleep 4
 touch "$oom"
 wait_for "the session's oom_kill" 30 oom_kill "\"$unit (wizard)\"" ||
 	fail "no oom_kill named $unit (wizard)"
