@@ -37,6 +37,20 @@ fn livelock_seed() -> PathBuf {
         })
 }
 
+/// Whether the recording being written holds a sample of `cgroup` (its
+/// complete chunks: the recorder writes one a second).
+fn sampled(file: &Path, cgroup: &str) -> bool {
+    let out = memtrace(&["export", file.to_str().unwrap(), "--format", "jsonl"]);
+    String::from_utf8_lossy(&out.stdout).lines().any(|l| {
+        serde_json::from_str::<Value>(l).is_ok_and(|v| {
+            v["type"] == "sample"
+                && v["cgroups"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| c["cgroup"] == cgroup))
+        })
+    })
+}
+
 #[test]
 fn a_cgroup_made_after_the_recorder_started_is_sampled_before_its_oom() {
     let _serial = super::serial();
@@ -59,10 +73,22 @@ fn a_cgroup_made_after_the_recorder_started_is_sampled_before_its_oom() {
     }
     assert!(line.contains("recording to"), "the recorder did not start");
     std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-    // Made, limited and filled within about a second: long before any
-    // rescan of the hierarchy.
+    // Made and limited, then filled once the recording holds a sample of
+    // it: the squeeze can OOM within a tick, so filling at once raced the
+    // recorder's next tick (it failed so under load). Sampled within 8 s
+    // is the new-cgroup watch, not the rescan of the hierarchy (every
+    // 10 s, the first at the recorder's start).
     let cg = TestCgroup::create(&name).unwrap();
     cg.set_max(64 << 20).unwrap();
+    let made = Instant::now();
+    while !sampled(&file, &cg.path) {
+        assert!(
+            made.elapsed() < Duration::from_secs(8),
+            "{} not sampled within 8 s of its mkdir",
+            cg.path
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let pid = squeeze(&cg);
     std::thread::sleep(Duration::from_millis(2500));
     // SAFETY: signalling our own child.

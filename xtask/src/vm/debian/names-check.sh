@@ -105,6 +105,22 @@ tmux send-keys -t names Enter
 wait_for "top's filter" 10 sh -c 'tmux capture-pane -p -t names | grep -q "filter: wizard"' ||
 	fail "top never showed its filter"
 
+# The agent's count of user names it found (its metrics page, as shipped
+# on 127.0.0.1:9478; bash for /dev/tcp), or -1 if it does not answer.
+passwd_found() {
+	timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/9478 &&
+		printf "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" >&3 && cat <&3' 2>/dev/null |
+		awk 'BEGIN { n = -1 }
+			/^HTTP\/1\.[01] 200/ { n = 0 }
+			/^memtrace_name_lookups_total\{/ && /source="passwd"/ && /result="found"/ { n = $NF }
+			END { print int(n) }'
+}
+found_before=$(passwd_found)
+[ "$found_before" -ge 0 ] || fail "the agent's metrics do not answer on 127.0.0.1:9478"
+agent_looked_up() {
+	[ "$(passwd_found)" -gt "$found_before" ]
+}
+
 # A login session: the session's shell waits for its limit, writes a file
 # a little larger than it (the reclaim of its page cache makes events of
 # the session before anything is killed, so every reader has asked who uid
@@ -147,10 +163,13 @@ shown() {
 }
 wait_for "top's row of the session" 30 shown ||
 	fail "top never showed $unit (wizard) under its filter"
-# The agent learns names on its once-a-second tick (ask, then answer, so
-# at most two ticks after the session's first event): four more seconds
-# before its alert must name the user.
-sleep 4
+# The agent asks who uid 1000 is on its once-a-second tick and takes the
+# answer on the next one: its own lookup counter says the answer is there,
+# and three more seconds are three ticks before its alert must name the
+# user.
+wait_for "the agent to look up uid 1000" 30 agent_looked_up ||
+	fail "the agent's passwd lookups stayed at $found_before (found)"
+sleep 3
 touch "$oom"
 wait_for "the session's oom_kill" 30 oom_kill "\"$unit (wizard)\"" ||
 	fail "no oom_kill named $unit (wizard)"
