@@ -9,7 +9,10 @@
 //! It stays current two ways: with [`CgroupRegistry::watch`], inotify
 //! reports each new cgroup directory the moment it is made
 //! ([`CgroupRegistry::poll_new`]); and an unknown id triggers a rescan
-//! (rate-limited), since a new cgroup is the usual reason for a miss. Kernfs ids are never
+//! (rate-limited), since a new cgroup is the usual reason for a miss.
+//! While inotify watches every directory and dropped nothing
+//! ([`CgroupRegistry::watching_all`]), its owner need not walk the
+//! hierarchy on a timer. Kernfs ids are never
 //! reused, so entries of removed cgroups stay valid for late events and are
 //! only dropped after [`GONE_RETENTION`].
 //!
@@ -236,6 +239,15 @@ impl CgroupRegistry {
         }
         let by_id = &self.by_id;
         self.by_path.retain(|_, id| by_id.contains_key(id));
+        if let Some(w) = &mut self.watch {
+            w.walked();
+        }
+    }
+
+    /// Whether inotify watches the whole hierarchy and missed nothing
+    /// since the last walk: new cgroups then need no periodic walk.
+    pub fn watching_all(&self) -> bool {
+        self.watch.as_ref().is_some_and(DirWatch::complete)
     }
 
     /// Starts watching the hierarchy for new cgroups with inotify. False
@@ -552,7 +564,9 @@ mod tests {
         let dir = tempdir();
         std::fs::create_dir(dir.join("old")).unwrap();
         let mut r = CgroupRegistry::for_root(&dir);
+        assert!(!r.watching_all(), "not watching yet: walks keep it current");
         assert!(r.watch());
+        assert!(r.watching_all(), "every directory watched: no walk needed");
         assert_eq!(r.poll_new(), 0);
         std::fs::create_dir_all(dir.join("old/new/deep")).unwrap();
         std::fs::create_dir(dir.join("top")).unwrap();
