@@ -1,7 +1,8 @@
 //! Programs the agent starts (`exec` alert sinks) run as ordinary
 //! processes, not as the agent: nice 0 instead of its -10, oom_score_adj 0
-//! instead of its -1000, and outside the agent's cgroup, whose memory.min
-//! protects the agent alone. Each is set in the child between fork and
+//! instead of its -1000, the file limit it started with (it raises its
+//! own, [`crate::sys::own::raise_fd_limit`]), and outside the agent's
+//! cgroup, whose memory.min protects the agent alone. Each is set in the child between fork and
 //! exec, so the program's first instruction already runs that way.
 //!
 //! The cgroup: a sibling of the agent's own, `memtrace-alerts` next to
@@ -82,16 +83,21 @@ impl ChildSetup {
     /// Makes `cmd`'s child a normal process before it execs.
     pub fn apply(&self, cmd: &mut Command) {
         let procs = self.procs.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+        let nofile = crate::sys::own::fd_limit_for_children();
         // SAFETY: between fork and exec only async-signal-safe calls run:
-        // write(2) on an fd opened before the fork, setpriority(2), open(2)
-        // of a literal path and close(2). Nothing allocates or locks. A
-        // failure leaves that one setting as the agent's; the program runs.
+        // write(2) on an fd opened before the fork, setpriority(2),
+        // setrlimit(2) of a value made before the fork, open(2) of a
+        // literal path and close(2). Nothing allocates or locks. A failure
+        // leaves that one setting as the agent's; the program runs.
         unsafe {
             cmd.pre_exec(move || {
                 if procs >= 0 {
                     libc::write(procs, c"0".as_ptr().cast(), 1);
                 }
                 libc::setpriority(libc::PRIO_PROCESS, 0, 0);
+                if let Some(lim) = &nofile {
+                    libc::setrlimit(libc::RLIMIT_NOFILE, lim);
+                }
                 let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
                 if fd >= 0 {
                     libc::write(fd, c"0".as_ptr().cast(), 1);
@@ -176,6 +182,45 @@ mod tests {
             String::from_utf8_lossy(&inherited.unwrap().stdout).trim(),
             "500",
             "without the setup the child inherits the parent's"
+        );
+    }
+
+    /// The agent raises its file limit; a program it starts gets the soft
+    /// limit it started with (some still use select()).
+    #[test]
+    fn the_child_gets_the_file_limit_back() {
+        let get = || {
+            // SAFETY: plain data that getrlimit fills.
+            let mut l: libc::rlimit = unsafe { std::mem::zeroed() };
+            // SAFETY: l is a valid rlimit.
+            assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) }, 0);
+            l
+        };
+        let set = |l: &libc::rlimit| {
+            // SAFETY: l is a valid rlimit, soft at most hard.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, l) }, 0);
+        };
+        let at_start = get();
+        // One below where the tests run: room to raise, harmless to others.
+        let start = libc::rlimit {
+            rlim_cur: at_start.rlim_cur - 1,
+            ..at_start
+        };
+        set(&start);
+        crate::sys::own::raise_fd_limit();
+        let raised = get();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "ulimit -n"]);
+        ChildSetup::default().apply(&mut cmd);
+        let out = cmd.output();
+        set(&at_start);
+        assert_eq!(
+            raised.rlim_cur,
+            start.rlim_cur.max(at_start.rlim_max.min(65_536))
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.unwrap().stdout).trim(),
+            start.rlim_cur.to_string()
         );
     }
 }

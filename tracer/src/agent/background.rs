@@ -11,8 +11,10 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError, channel, sync_channel,
+};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -22,6 +24,8 @@ use crate::record::flight::FlightRecorder;
 use crate::record::{Action, Header, Sample};
 
 /// Records waiting for the recorder thread; at 1,000 events/s, a minute.
+/// Counted, not preallocated: a bounded `sync_channel` of this size is
+/// 19 MiB of slots written at creation, all of it resident and locked.
 const RECORDER_QUEUE: usize = 65_536;
 /// Kill-log lines and status files waiting.
 const FILES_QUEUE: usize = 1_024;
@@ -51,7 +55,10 @@ enum RecItem {
 
 /// The flight recorder's thread.
 pub(super) struct Recorder {
-    tx: SyncSender<RecItem>,
+    tx: Sender<RecItem>,
+    /// Items sent and not yet taken by the thread, at most
+    /// [`RECORDER_QUEUE`].
+    queued: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
     /// Records dropped because the queue was full (a stalled disk).
     pub(super) dropped: Arc<AtomicU64>,
@@ -59,23 +66,34 @@ pub(super) struct Recorder {
 
 impl Recorder {
     pub(super) fn start(setup: Option<RecorderSetup>) -> Self {
-        let (tx, rx) = sync_channel(RECORDER_QUEUE);
+        let (tx, rx) = channel();
         let dropped = Arc::new(AtomicU64::new(0));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let taken = queued.clone();
         let thread = std::thread::Builder::new()
             .name("recorder".into())
-            .spawn(move || record(&rx, setup))
+            .spawn(move || record(&rx, &taken, setup))
             .map_err(|e| log::error!("flight recorder not started: {e}"))
             .ok();
         Self {
             tx,
+            queued,
             thread,
             dropped,
         }
     }
 
+    /// Queues an item, or drops it (and counts it) when the queue is full:
+    /// never waits.
     fn send(&self, item: RecItem) {
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(item) {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= RECORDER_QUEUE {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.tx.send(item).is_err() {
+            // The thread is gone; nothing will take it.
+            self.queued.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -99,6 +117,7 @@ impl Recorder {
 
     /// Writes what is queued and closes the recording; waits for it.
     pub(super) fn close(mut self) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
         let _ = self.tx.send(RecItem::Close);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -125,12 +144,15 @@ fn open(setup: Option<RecorderSetup>) -> Option<FlightRecorder> {
     }
 }
 
-fn record(rx: &Receiver<RecItem>, setup: Option<RecorderSetup>) {
+fn record(rx: &Receiver<RecItem>, queued: &AtomicUsize, setup: Option<RecorderSetup>) {
     let mut rec = open(setup);
     let mut paths: HashMap<u64, Arc<str>> = HashMap::new();
     loop {
         let item = match rx.recv_timeout(RECORDER_TICK) {
-            Ok(item) => Some(item),
+            Ok(item) => {
+                queued.fetch_sub(1, Ordering::Relaxed);
+                Some(item)
+            }
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };

@@ -64,6 +64,8 @@ fn harden() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1)
     };
+    // Room for a directory held open per limited cgroup (the sampler).
+    crate::sys::own::raise_fd_limit();
     if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
         log::warn!("could not set the agent's oom_score_adj to -1000: {e}");
     }

@@ -28,7 +28,7 @@ use crate::model::Hierarchy;
 use crate::names::{Identity, describe, identify};
 use crate::record::reader::Recording;
 use crate::record::{Record, Sample};
-use crate::report::output::Presenter;
+use crate::report::output::{CgroupJsonCache, Presenter};
 
 /// A recording's cgroups with their names, made once each from the
 /// recorded path (not once per record): what the exports name them by.
@@ -295,14 +295,16 @@ pub fn jsonl<R: Borrow<Record>>(
         clock,
         page_size: page,
     };
+    // A recording's paths are fixed once scanned: each cgroup's JSON is
+    // made once.
+    let mut cgroups = CgroupJsonCache::default();
     let mut buf = Vec::with_capacity(1024);
     for r in records {
         buf.clear();
         // Events (nearly every record) are typed and serialised directly.
         let v = match r.borrow() {
             Record::Event(e) => {
-                serde_json::to_writer(&mut buf, &presenter.line(e))?;
-                buf.push(b'\n');
+                presenter.write_json(e, &mut cgroups, &mut buf)?;
                 out.write_all(&buf)?;
                 continue;
             }
@@ -633,6 +635,28 @@ mod tests {
                 .ends_with(",t3-serve@wizard.service/job"),
             "{text}"
         );
+    }
+
+    /// The lines scripts read, from two real recordings (a VM livelock, a
+    /// host squeeze): the first of each type, every field in its place.
+    #[test]
+    fn jsonl_lines_keep_their_shape() {
+        let mut seen = BTreeMap::new();
+        for bytes in [
+            &include_bytes!("../../../tests/fuzz/seeds/read_recording/livelock.mtr")[..],
+            &include_bytes!("../../../tests/fuzz/seeds/read_recording/squeeze.mtr")[..],
+        ] {
+            let rec = crate::record::reader::parse(bytes).unwrap();
+            let mut out = Vec::new();
+            jsonl(&rec, &rec.records, &mut out).unwrap();
+            for line in String::from_utf8(out).unwrap().lines() {
+                let v: Value = serde_json::from_str(line).unwrap();
+                let kind = v["type"].as_str().unwrap_or_default().to_string();
+                seen.entry(kind).or_insert_with(|| line.to_string());
+            }
+        }
+        let lines: Vec<String> = seen.into_values().collect();
+        insta::assert_snapshot!(lines.join("\n"));
     }
 
     #[test]

@@ -3,40 +3,76 @@
 //! times become wall-clock times; nothing upstream deals with either.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::rc::Rc;
 
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::clock::{Clock, fmt_bytes, fmt_ns};
 use crate::event::{Event, Task};
 use crate::model::Hierarchy;
-use crate::names::Identity;
 
-/// Who a cgroup is, shared with the lookup it came from; serialised as the
-/// identity itself.
+/// A cgroup's fields as JSON text: its path, its name and who it is,
+/// serialised once and written as they are after that. An export names
+/// the same few cgroups on millions of lines, and escaping their paths
+/// (200 bytes for a Kubernetes pod) on every line was a third of its CPU.
 #[derive(Debug)]
-pub struct Who(pub Arc<Identity>);
+pub struct CgroupJson {
+    path: Box<RawValue>,
+    name: Box<RawValue>,
+    who: Box<RawValue>,
+}
 
-impl Serialize for Who {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+impl CgroupJson {
+    /// `null` for each field the lookup does not know.
+    fn of(paths: &dyn Hierarchy, id: u64) -> Self {
+        let path = paths.path(id);
+        let who = paths.identity(id);
+        Self {
+            path: raw(&path.as_deref()),
+            name: raw(&who.as_ref().map(|w| w.name())),
+            who: raw(&who.as_deref()),
+        }
     }
 }
 
-/// One event as a JSON object (see [`Presenter::json`]).
+fn raw<T: Serialize + ?Sized>(v: &T) -> Box<RawValue> {
+    // Paths, names and identities have string keys only, so this cannot
+    // fail; null is the answer if it ever did.
+    serde_json::value::to_raw_value(v).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+/// [`CgroupJson`] by cgroup id, for a lookup whose paths do not change
+/// while it is used (a recording's tables; a live registry's do).
+#[derive(Debug, Default)]
+pub struct CgroupJsonCache(HashMap<u64, Rc<CgroupJson>>);
+
+impl CgroupJsonCache {
+    fn get(&mut self, paths: &dyn Hierarchy, id: u64) -> Rc<CgroupJson> {
+        self.0
+            .entry(id)
+            .or_insert_with(|| Rc::new(CgroupJson::of(paths, id)))
+            .clone()
+    }
+}
+
+/// One event as a JSON object (see [`Presenter::json`]). The cgroup
+/// fields are JSON already ([`CgroupJson`]).
 #[derive(Debug, Serialize)]
 pub struct EventLine<'e> {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub ts: String,
     pub mono_ns: u64,
-    pub cgroup: Option<String>,
+    /// The memory cgroup's path.
+    pub cgroup: &'e RawValue,
     pub cgroup_id: u64,
     /// The cgroup's name for people (`t3-serve@wizard.service`).
-    pub cgroup_name: Option<String>,
+    pub cgroup_name: &'e RawValue,
     /// Who the cgroup is: unit, user, container, pod.
-    pub who: Option<Who>,
+    pub who: &'e RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -53,9 +89,9 @@ pub struct EventLine<'e> {
 pub enum Detail<'e> {
     ThrottleStart {
         nr_pages: u32,
-        over_high_cgroup: Option<String>,
+        over_high_cgroup: &'e RawValue,
         over_high_cgroup_id: u64,
-        over_high_cgroup_name: Option<String>,
+        over_high_cgroup_name: &'e RawValue,
         over_high_usage_bytes: u64,
         over_high_limit_bytes: u64,
     },
@@ -66,9 +102,9 @@ pub enum Detail<'e> {
         sleep_ns: u64,
         reclaimed_pages: u64,
         nr_pages: u32,
-        over_high_cgroup: Option<String>,
+        over_high_cgroup: &'e RawValue,
         over_high_cgroup_id: u64,
-        over_high_cgroup_name: Option<String>,
+        over_high_cgroup_name: &'e RawValue,
     },
     Reclaim {
         start_mono_ns: u64,
@@ -80,9 +116,9 @@ pub enum Detail<'e> {
     OomKill {
         invoker_pid: u32,
         invoker_comm: Cow<'e, str>,
-        oom_cgroup: Option<String>,
+        oom_cgroup: &'e RawValue,
         oom_cgroup_id: u64,
-        oom_cgroup_name: Option<String>,
+        oom_cgroup_name: &'e RawValue,
         rss_bytes: Option<RssBytes>,
     },
     Brake {
@@ -104,6 +140,17 @@ pub struct RssBytes {
     pub file: u64,
     pub shmem: u64,
     pub total: u64,
+}
+
+/// The cgroup an event names besides its own: the one over memory.high
+/// (throttling), the one whose limit ran out (an OOM kill).
+fn other_cgroup(e: &Event) -> Option<u64> {
+    match e {
+        Event::ThrottleStart(s) => Some(s.over_high_id),
+        Event::Throttle(t) => Some(t.over_high_id),
+        Event::OomKill(o) => Some(o.oom_memcg_id),
+        Event::Reclaim(_) | Event::DirectReclaim(_) | Event::Brake(_) | Event::Lost(_) => None,
+    }
 }
 
 /// Turns events into lines. Paths come from a lookup (the live registry,
@@ -130,19 +177,39 @@ impl Presenter<'_> {
     /// fields where the event has a task, then the event's own fields
     /// (every other cgroup with its `_name`).
     pub fn json(&self, e: &Event) -> Value {
-        serde_json::to_value(self.line(e)).unwrap_or(Value::Null)
+        let main = CgroupJson::of(self.paths, e.memcg_id());
+        let other = other_cgroup(e).map(|id| CgroupJson::of(self.paths, id));
+        let line = self.line(e, &main, other.as_ref().unwrap_or(&main));
+        serde_json::to_value(line).unwrap_or(Value::Null)
     }
 
-    /// The same object, typed: what `export --format jsonl` serialises
-    /// straight to its output.
-    pub fn line<'e>(&self, e: &'e Event) -> EventLine<'e> {
+    /// The same object as one line of JSON text appended to `out`, each
+    /// cgroup's fields serialised once per `cgroups` (what `export
+    /// --format jsonl` writes).
+    pub fn write_json(
+        &self,
+        e: &Event,
+        cgroups: &mut CgroupJsonCache,
+        out: &mut Vec<u8>,
+    ) -> serde_json::Result<()> {
+        let main = cgroups.get(self.paths, e.memcg_id());
+        let other = other_cgroup(e).map(|id| cgroups.get(self.paths, id));
+        let line = self.line(e, &main, other.as_deref().unwrap_or(&main));
+        serde_json::to_writer(&mut *out, &line)?;
+        out.push(b'\n');
+        Ok(())
+    }
+
+    /// The object, typed, with the event's memory cgroup (`main`) and the
+    /// other cgroup it names (`other`: the one over memory.high, the OOM's).
+    fn line<'e>(&self, e: &'e Event, main: &'e CgroupJson, other: &'e CgroupJson) -> EventLine<'e> {
         let page = self.page_size;
         let detail = match e {
             Event::ThrottleStart(s) => Detail::ThrottleStart {
                 nr_pages: s.nr_pages,
-                over_high_cgroup: self.path(s.over_high_id),
+                over_high_cgroup: &other.path,
                 over_high_cgroup_id: s.over_high_id,
-                over_high_cgroup_name: self.name(s.over_high_id),
+                over_high_cgroup_name: &other.name,
                 over_high_usage_bytes: s.over_high_usage_pages.saturating_mul(page),
                 over_high_limit_bytes: s.over_high_limit_pages.saturating_mul(page),
             },
@@ -153,9 +220,9 @@ impl Presenter<'_> {
                 sleep_ns: t.sleep_ns(),
                 reclaimed_pages: t.reclaimed_pages,
                 nr_pages: t.nr_pages,
-                over_high_cgroup: self.path(t.over_high_id),
+                over_high_cgroup: &other.path,
                 over_high_cgroup_id: t.over_high_id,
-                over_high_cgroup_name: self.name(t.over_high_id),
+                over_high_cgroup_name: &other.name,
             },
             Event::Reclaim(r) | Event::DirectReclaim(r) => Detail::Reclaim {
                 start_mono_ns: r.start_ns,
@@ -167,9 +234,9 @@ impl Presenter<'_> {
             Event::OomKill(o) => Detail::OomKill {
                 invoker_pid: o.invoker.pid,
                 invoker_comm: o.invoker.comm.to_str_lossy(),
-                oom_cgroup: self.path(o.oom_memcg_id),
+                oom_cgroup: &other.path,
                 oom_cgroup_id: o.oom_memcg_id,
-                oom_cgroup_name: self.name(o.oom_memcg_id),
+                oom_cgroup_name: &other.name,
                 rss_bytes: o.rss_pages.map(|r| RssBytes {
                     anon: r.anon.saturating_mul(page),
                     file: r.file.saturating_mul(page),
@@ -190,15 +257,14 @@ impl Presenter<'_> {
             },
         };
         let task = e.task();
-        let who = self.paths.identity(e.memcg_id());
         EventLine {
             kind: e.type_name(),
             ts: self.clock.rfc3339(e.ts_ns()),
             mono_ns: e.ts_ns(),
-            cgroup: self.path(e.memcg_id()),
+            cgroup: &main.path,
             cgroup_id: e.memcg_id(),
-            cgroup_name: who.as_ref().map(|n| n.name().to_string()),
-            who: who.map(Who),
+            cgroup_name: &main.name,
+            who: &main.who,
             pid: task.map(|t| t.pid),
             tgid: task.map(|t| t.tgid),
             comm: task.map(|t| t.comm.to_str_lossy()),

@@ -1,6 +1,10 @@
 //! Reading a memory cgroup's files and the host's memory state: the
 //! kernel's own counters, sampled next to the events.
 
+use std::ffi::{CStr, OsStr};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -100,33 +104,38 @@ pub struct CgroupMemory {
 
 impl CgroupMemory {
     pub fn read(dir: &Path, version: CgroupVersion) -> Self {
+        Self::read_in(CgroupDir::Path(dir), version)
+    }
+
+    /// The same, from a directory held open or named by its path.
+    pub fn read_in(dir: CgroupDir<'_>, version: CgroupVersion) -> Self {
         match version {
             CgroupVersion::V2 => Self::read_v2(dir),
             CgroupVersion::V1 => Self::read_v1(dir),
         }
     }
 
-    fn read_v2(dir: &Path) -> Self {
-        let read = |f: &str| read_small(&dir.join(f));
-        let events = read("memory.events")
+    fn read_v2(dir: CgroupDir<'_>) -> Self {
+        let read = |f: &CStr| dir.read(f);
+        let events = read(c"memory.events")
             .map(|t| parse_events(&t))
             .unwrap_or_default();
         Self {
-            current: read("memory.current").and_then(|t| t.trim().parse().ok()),
-            high: read("memory.high").and_then(|t| limit(&t)),
-            max: read("memory.max").and_then(|t| limit(&t)),
+            current: read(c"memory.current").and_then(|t| t.trim().parse().ok()),
+            high: read(c"memory.high").and_then(|t| limit(&t)),
+            max: read(c"memory.max").and_then(|t| limit(&t)),
             events,
-            pressure: read("memory.pressure").and_then(|t| Psi::parse(&t)),
+            pressure: read(c"memory.pressure").and_then(|t| Psi::parse(&t)),
         }
     }
 
-    fn read_v1(dir: &Path) -> Self {
-        let read = |f: &str| read_small(&dir.join(f));
-        let oom_kill = read("memory.oom_control").and_then(|t| flat(&t, "oom_kill"));
+    fn read_v1(dir: CgroupDir<'_>) -> Self {
+        let read = |f: &CStr| dir.read(f);
+        let oom_kill = read(c"memory.oom_control").and_then(|t| flat(&t, "oom_kill"));
         Self {
-            current: read("memory.usage_in_bytes").and_then(|t| t.trim().parse().ok()),
+            current: read(c"memory.usage_in_bytes").and_then(|t| t.trim().parse().ok()),
             high: None,
-            max: read("memory.limit_in_bytes").and_then(|t| limit(&t)),
+            max: read(c"memory.limit_in_bytes").and_then(|t| limit(&t)),
             events: MemEvents {
                 oom_kill,
                 ..Default::default()
@@ -155,14 +164,68 @@ impl CgroupMemory {
     }
 }
 
+/// A cgroup's directory, to read its memory files from.
+#[derive(Clone, Copy, Debug)]
+pub enum CgroupDir<'a> {
+    /// Held open (`O_PATH`): each file is then one name looked up in it,
+    /// not a walk of the whole path from `/` (the sampler's case: the same
+    /// cgroups every second). It stays the same cgroup if renamed.
+    Fd(BorrowedFd<'a>),
+    Path(&'a Path),
+}
+
+impl CgroupDir<'_> {
+    /// A memory file of a few lines: open, one read, close. None if the
+    /// file (or the cgroup) is not there.
+    pub fn read(&self, file: &CStr) -> Option<String> {
+        let f = match self {
+            Self::Fd(dir) => {
+                // SAFETY: dir is an open descriptor for the borrow's
+                // length and file a NUL-terminated name; the result is
+                // checked and owned below.
+                let fd = unsafe {
+                    libc::openat(
+                        dir.as_raw_fd(),
+                        file.as_ptr(),
+                        libc::O_RDONLY | libc::O_CLOEXEC,
+                    )
+                };
+                if fd < 0 {
+                    return None;
+                }
+                // SAFETY: fd is a fresh descriptor nothing else owns.
+                std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) })
+            }
+            Self::Path(dir) => {
+                std::fs::File::open(dir.join(OsStr::from_bytes(file.to_bytes()))).ok()?
+            }
+        };
+        read_small(f)
+    }
+}
+
+/// Opens a cgroup's directory to read its files from ([`CgroupDir::Fd`]),
+/// if it is still the cgroup `id` (its inode number): a path can name a
+/// new cgroup since the id was learned.
+pub fn open_dir(dir: &Path, id: u64) -> Option<OwnedFd> {
+    use std::os::unix::fs::MetadataExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(dir)
+        .ok()?;
+    (f.metadata().ok()?.ino() == id).then(|| f.into())
+}
+
 /// Whether the cgroup at `dir` has a memory limit (memory.high or
 /// memory.max; memory.limit_in_bytes on v1): one or two small reads, where
 /// a whole [`CgroupMemory::read`] is five.
 pub fn has_limit(dir: &Path, version: CgroupVersion) -> bool {
-    let limited = |f: &str| read_small(&dir.join(f)).and_then(|t| limit(&t)).is_some();
+    let dir = CgroupDir::Path(dir);
+    let limited = |f: &CStr| dir.read(f).and_then(|t| limit(&t)).is_some();
     match version {
-        CgroupVersion::V2 => limited("memory.high") || limited("memory.max"),
-        CgroupVersion::V1 => limited("memory.limit_in_bytes"),
+        CgroupVersion::V2 => limited(c"memory.high") || limited(c"memory.max"),
+        CgroupVersion::V1 => limited(c"memory.limit_in_bytes"),
     }
 }
 
@@ -170,19 +233,19 @@ pub fn has_limit(dir: &Path, version: CgroupVersion) -> bool {
 /// reads, for decisions that must not trust a sample a second old. A
 /// cgroup that is gone is not over anything.
 pub fn over_high_now(dir: &Path) -> bool {
-    let read = |f: &str| read_small(&dir.join(f));
-    let current = read("memory.current").and_then(|t| t.trim().parse::<u64>().ok());
-    let high = read("memory.high").and_then(|t| limit(&t));
+    let dir = CgroupDir::Path(dir);
+    let current = dir
+        .read(c"memory.current")
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    let high = dir.read(c"memory.high").and_then(|t| limit(&t));
     matches!((current, high), (Some(c), Some(h)) if c > h)
 }
 
-/// "max" (v2) or a v1 limit near 2^63 both mean no limit.
-/// A cgroup file of a few lines: open, one read, close. `read_to_string`
-/// would also stat it for a size hint, a third more system calls on the
-/// agent's once-a-second path.
-fn read_small(path: &Path) -> Option<String> {
+/// One read of an opened cgroup file. `read_to_string` would also stat it
+/// for a size hint, a third more system calls on the agent's
+/// once-a-second path.
+fn read_small(mut f: std::fs::File) -> Option<String> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).ok()?;
     let mut buf = [0u8; 4096];
     let mut n = 0;
     while n < buf.len() {
@@ -204,6 +267,7 @@ fn read_small(path: &Path) -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
+/// "max" (v2) or a v1 limit near 2^63 both mean no limit.
 fn limit(text: &str) -> Option<u64> {
     let t = text.trim();
     if t == "max" {
@@ -316,6 +380,21 @@ mod tests {
         let v1 = CgroupMemory::read(&dir, CgroupVersion::V1);
         assert_eq!(v1.events.high, None, "v1 has no memory.events");
         assert!(m.pressure.is_none());
-        std::fs::remove_dir_all(&dir).unwrap();
+        // Through the directory held open: the same reading, and it
+        // follows the directory when it is renamed (v1 allows that).
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(&dir).unwrap().ino();
+        assert!(open_dir(&dir, ino + 1).is_none(), "another cgroup's id");
+        let fd = open_dir(&dir, ino).unwrap();
+        let held = CgroupMemory::read_in(CgroupDir::Fd(fd.as_fd()), CgroupVersion::V2);
+        assert_eq!(held, m);
+        let moved = dir.with_extension("moved");
+        std::fs::rename(&dir, &moved).unwrap();
+        let after = CgroupMemory::read_in(CgroupDir::Fd(fd.as_fd()), CgroupVersion::V2);
+        assert_eq!(after, m);
+        std::fs::remove_dir_all(&moved).unwrap();
+        let gone = CgroupMemory::read_in(CgroupDir::Fd(fd.as_fd()), CgroupVersion::V2);
+        assert_eq!(gone.current, None, "a removed cgroup reads as gone");
     }
 }

@@ -3,6 +3,7 @@
 //! limit, and the boot time from /proc/stat.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What the `process_*` metrics report.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -26,9 +27,7 @@ pub fn read(page_size: u64) -> ProcessUsage {
         .and_then(|s| boot_time(&s))
         .unwrap_or(0);
     let mut u = parse_stat(&stat, page_size, ticks, boot).unwrap_or_default();
-    u.open_fds = std::fs::read_dir(Path::new("/proc/self/fd"))
-        .map(|d| d.count() as u64)
-        .unwrap_or(0);
+    u.open_fds = open_fds();
     // SAFETY: rlimit is plain data that getrlimit fills.
     let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
     // SAFETY: lim is a valid rlimit for the call.
@@ -36,6 +35,67 @@ pub fn read(page_size: u64) -> ProcessUsage {
         u.max_fds = lim.rlim_cur;
     }
     u
+}
+
+/// How many descriptors this process has open. Linux 6.2 and later give
+/// the count as the size of /proc/self/fd: one stat, where listing it
+/// (what older kernels need) costs a lookup per descriptor, and the agent
+/// holds one per limited cgroup.
+fn open_fds() -> u64 {
+    let fd = Path::new("/proc/self/fd");
+    match std::fs::metadata(fd) {
+        Ok(m) if m.len() > 0 => m.len(),
+        _ => std::fs::read_dir(fd).map_or(0, |d| d.count() as u64),
+    }
+}
+
+/// The soft file limit the agent started with, before
+/// [`raise_fd_limit`] (0: not raised).
+static FD_SOFT_AT_START: AtomicU64 = AtomicU64::new(0);
+
+/// Raises the soft file limit to the hard one, at most 65,536: the
+/// sampler holds a directory open per limited cgroup (a thousand on a big
+/// host), past systemd's default soft limit of 1,024. That default exists
+/// for programs that use select(), which nothing in the agent does; the
+/// programs it starts get the old value back ([`fd_limit_for_children`]).
+pub fn raise_fd_limit() {
+    // SAFETY: rlimit is plain data that getrlimit fills.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: lim is a valid rlimit for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let want = lim.rlim_max.min(65_536);
+    if want <= lim.rlim_cur {
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: raised is a valid rlimit; the soft value stays under the hard.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        FD_SOFT_AT_START.store(lim.rlim_cur, Ordering::Relaxed);
+    }
+}
+
+/// The file limit for a program the agent starts: the soft value it
+/// started with, if [`raise_fd_limit`] raised it.
+pub fn fd_limit_for_children() -> Option<libc::rlimit> {
+    let soft = FD_SOFT_AT_START.load(Ordering::Relaxed);
+    if soft == 0 {
+        return None;
+    }
+    // SAFETY: rlimit is plain data that getrlimit fills.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: lim is a valid rlimit for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    Some(libc::rlimit {
+        rlim_cur: soft.min(lim.rlim_max),
+        rlim_max: lim.rlim_max,
+    })
 }
 
 /// `btime` of /proc/stat: the boot time, in Unix seconds.

@@ -9,7 +9,10 @@
 //! It stays current two ways: with [`CgroupRegistry::watch`], inotify
 //! reports each new cgroup directory the moment it is made
 //! ([`CgroupRegistry::poll_new`]); and an unknown id triggers a rescan
-//! (rate-limited), since a new cgroup is the usual reason for a miss. Kernfs ids are never
+//! (rate-limited), since a new cgroup is the usual reason for a miss.
+//! While inotify watches every directory and dropped nothing
+//! ([`CgroupRegistry::watching_all`]), its owner need not walk the
+//! hierarchy on a timer. Kernfs ids are never
 //! reused, so entries of removed cgroups stay valid for late events and are
 //! only dropped after [`GONE_RETENTION`].
 //!
@@ -270,6 +273,15 @@ impl CgroupRegistry {
         if dropped && self.names.forget_unnamed(self.by_id.values()) {
             self.names.forgot = true;
         }
+        if let Some(w) = &mut self.watch {
+            w.walked();
+        }
+    }
+
+    /// Whether inotify watches the whole hierarchy and missed nothing
+    /// since the last walk: new cgroups then need no periodic walk.
+    pub fn watching_all(&self) -> bool {
+        self.watch.as_ref().is_some_and(DirWatch::complete)
     }
 
     /// Starts watching the hierarchy for new cgroups with inotify. False

@@ -4,6 +4,7 @@
 //! cgroup at 57M/64M is in view before anything else happens.
 
 use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::filter::CgroupFilter;
 use crate::kernel::CgroupVersion;
-use crate::sys::cgroupfs::{CgroupMemory, HostMemory};
+use crate::sys::cgroupfs::{CgroupDir, CgroupMemory, HostMemory, open_dir};
 use crate::sys::procs::subtree_processes;
 use crate::sys::registry::CgroupRegistry;
 
@@ -42,8 +43,13 @@ pub struct Sample {
 
 /// Processes listed per cgroup.
 pub const TOP_PROCESSES: usize = 5;
-/// How often the set of cgroups with a memory limit is refreshed.
+/// How often the set of cgroups with a memory limit is refreshed (and the
+/// hierarchy walked, when inotify does not watch all of it).
 const LIMIT_SCAN: Duration = Duration::from_secs(10);
+/// How often the hierarchy is walked while inotify watches every
+/// directory of it: a safety net only. New cgroups come from inotify at
+/// once, and a removed one shows as a read that fails.
+const SAFETY_WALK: Duration = Duration::from_secs(300);
 /// A new cgroup is sampled every tick for this long, limit or not: its
 /// limit is usually written just after the mkdir, and a cgroup that fills
 /// fast must have a sample from before it ran out.
@@ -58,6 +64,10 @@ pub struct Sampler {
     limited: HashSet<u64>,
     young: HashMap<u64, Instant>,
     last_scan: Option<Instant>,
+    last_walk: Option<Instant>,
+    /// Limited cgroups' directories, held open: a sample reads each file
+    /// relative to one, not by its whole path ([`CgroupDir::Fd`]).
+    dirs: HashMap<u64, OwnedFd>,
     /// A limited cgroup with nothing going on is sampled one tick in this
     /// many ([`Sampler::spread`]); 1 samples every one every tick.
     quiet_every: u64,
@@ -77,6 +87,8 @@ impl Sampler {
             limited: HashSet::new(),
             young: HashMap::new(),
             last_scan: None,
+            last_walk: None,
+            dirs: HashMap::new(),
             quiet_every: 1,
             ticks: 0,
             hot: HashSet::new(),
@@ -112,8 +124,16 @@ impl Sampler {
         // New cgroups at once, not at the next scan.
         reg.watch();
         reg.poll_new();
-        if self.last_scan.is_none_or(|t| t.elapsed() >= LIMIT_SCAN) {
+        let walk_every = if reg.watching_all() {
+            SAFETY_WALK
+        } else {
+            LIMIT_SCAN
+        };
+        if self.last_walk.is_none_or(|t| t.elapsed() >= walk_every) {
             reg.scan();
+            self.last_walk = Some(Instant::now());
+        }
+        if self.last_scan.is_none_or(|t| t.elapsed() >= LIMIT_SCAN) {
             // A limited cgroup's own samples say when its limit goes; the
             // others are looked at again at most once a minute.
             let now = Instant::now();
@@ -143,6 +163,7 @@ impl Sampler {
             let live = &self.limited;
             self.unlimited
                 .retain(|id, _| !live.contains(id) && reg.lookup(*id).is_some());
+            self.dirs.retain(|id, _| live.contains(id));
             self.last_scan = Some(now);
         }
         let now = Instant::now();
@@ -172,10 +193,14 @@ impl Sampler {
         for id in ids {
             let Some(path) = reg.lookup(id) else { continue };
             let Some(dir) = reg.dir(&path) else { continue };
-            let mem = CgroupMemory::read(&dir, version);
+            let mem = match self.dir_fd(id, &dir) {
+                Some(fd) => CgroupMemory::read_in(CgroupDir::Fd(fd.as_fd()), version),
+                None => CgroupMemory::read(&dir, version),
+            };
             // Gone since the last scan (every cgroup below the root has
             // a usage file): no stat first, the read tells.
             if mem.current.is_none() {
+                self.dirs.remove(&id);
                 continue;
             }
             if mem.high.is_some() || mem.max.is_some() {
@@ -209,6 +234,19 @@ impl Sampler {
         }
     }
 
+    /// The held directory of a limited cgroup, opened on first use while
+    /// the file limit leaves room; None: read by path.
+    fn dir_fd(&mut self, id: u64, dir: &Path) -> Option<&OwnedFd> {
+        if !self.limited.contains(&id) {
+            return None;
+        }
+        if !self.dirs.contains_key(&id) && self.dirs.len() < dir_budget() {
+            let fd = open_dir(dir, id)?;
+            self.dirs.insert(id, fd);
+        }
+        self.dirs.get(&id)
+    }
+
     /// The largest processes of a cgroup and its subtree, largest first
     /// (ties by pid, so the list is the same for the same system).
     pub fn processes(&self, dir: &Path, path: &str) -> Vec<ProcSample> {
@@ -224,4 +262,18 @@ impl Sampler {
             })
             .collect()
     }
+}
+
+/// How many cgroup directories the sampler holds open: half of what the
+/// file limit leaves, so the rest of the agent never runs short.
+fn dir_budget() -> usize {
+    // SAFETY: rlimit is plain data that getrlimit fills.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: lim is a valid rlimit for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    usize::try_from(lim.rlim_cur / 2)
+        .unwrap_or(usize::MAX)
+        .min(65_536)
 }

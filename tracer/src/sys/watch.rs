@@ -23,6 +23,12 @@ pub struct DirWatch {
     dirs: HashMap<i32, PathBuf>,
     /// Events that are not whole yet, between reads.
     buf: Vec<u8>,
+    /// A directory could not be watched (the watch limit): what is made
+    /// in it is seen only by a walk.
+    partial: bool,
+    /// The kernel's queue overflowed: events were dropped since the last
+    /// [`DirWatch::walked`].
+    overflowed: bool,
 }
 
 const MASK: u32 = libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_ONLYDIR | libc::IN_DELETE_SELF;
@@ -40,6 +46,8 @@ impl DirWatch {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             dirs: HashMap::new(),
             buf: Vec::with_capacity(4096),
+            partial: false,
+            overflowed: false,
         })
     }
 
@@ -52,10 +60,28 @@ impl DirWatch {
         // SAFETY: c is a valid NUL-terminated path; the fd is ours.
         let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), MASK) };
         if wd < 0 {
+            // A directory gone before its watch is no loss; anything else
+            // (no watches left, no memory) leaves part of the tree unseen.
+            let gone = matches!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::ENOENT | libc::ENOTDIR)
+            );
+            self.partial |= !gone;
             return false;
         }
         self.dirs.insert(wd, dir.to_path_buf());
         true
+    }
+
+    /// Whether every directory added is watched and no event was dropped
+    /// since the last walk: then inotify alone keeps a registry current.
+    pub fn complete(&self) -> bool {
+        !self.partial && !self.overflowed
+    }
+
+    /// A walk of the whole tree has just found what dropped events missed.
+    pub fn walked(&mut self) {
+        self.overflowed = false;
     }
 
     #[cfg(test)]
@@ -93,7 +119,9 @@ impl DirWatch {
                 break;
             };
             let name = name.split(|&b| b == 0).next().unwrap_or_default();
-            if mask & libc::IN_IGNORED != 0 || mask & libc::IN_DELETE_SELF != 0 {
+            if mask & libc::IN_Q_OVERFLOW != 0 {
+                self.overflowed = true;
+            } else if mask & libc::IN_IGNORED != 0 || mask & libc::IN_DELETE_SELF != 0 {
                 self.dirs.remove(&wd);
             } else if mask & libc::IN_ISDIR != 0
                 && mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0

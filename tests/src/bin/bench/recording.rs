@@ -277,7 +277,9 @@ pub fn vm_hwm(pid: u32) -> Option<u64> {
 /// peak is the child's own `VmHWM`, read every few milliseconds until it
 /// exits (the rusage of wait4 would include the memory of this process,
 /// which the child inherits the accounting of at exec).
-fn run_child(cmd: &mut std::process::Command) -> (Duration, Duration, u64, bool) {
+/// Runs a child to its end: wall time, user and system CPU time, peak
+/// resident bytes, and whether it exited 0.
+fn run_child(cmd: &mut std::process::Command) -> (Duration, Duration, Duration, u64, bool) {
     let start = Instant::now();
     let mut child = cmd
         .stdout(std::process::Stdio::null())
@@ -303,8 +305,8 @@ fn run_child(cmd: &mut std::process::Command) -> (Duration, Duration, u64, bool)
     let _ = child.try_wait();
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    let cpu = tv(ru.ru_utime) + tv(ru.ru_stime);
-    (elapsed, cpu, peak.join().unwrap_or(0), ok)
+    let (user, system) = (tv(ru.ru_utime), tv(ru.ru_stime));
+    (elapsed, user, system, peak.join().unwrap_or(0), ok)
 }
 
 /// `report`, `export` in every format and `replay` of a one-hour
@@ -360,7 +362,8 @@ pub fn one_hour(rows: &mut Rows, memtrace: &Path) {
         }),
     ];
     for (what, mut cmd) in runs {
-        let (t, cpu, rss, ok) = run_child(&mut cmd);
+        let (t, user, system, rss, ok) = run_child(&mut cmd);
+        let cpu = user + system;
         let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
         let _ = std::fs::remove_file(&out);
         let rate = n as f64 / cpu.as_secs_f64() / 1e6;
@@ -368,8 +371,10 @@ pub fn one_hour(rows: &mut Rows, memtrace: &Path) {
             &format!("one hour: {what}"),
             if ok {
                 format!(
-                    "{rate:.2} M events per CPU second ({:.1} s CPU, {:.1} s wall), {:.1} MiB peak resident",
+                    "{rate:.2} M events per CPU second ({:.1} s CPU: {:.1} user, {:.1} system; {:.1} s wall), {:.1} MiB peak resident",
                     cpu.as_secs_f64(),
+                    user.as_secs_f64(),
+                    system.as_secs_f64(),
                     t.as_secs_f64(),
                     rss as f64 / (1 << 20) as f64
                 )

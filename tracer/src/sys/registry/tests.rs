@@ -42,7 +42,9 @@ fn watched_cgroups_are_known_at_once() {
     let dir = tempdir();
     std::fs::create_dir(dir.join("old")).unwrap();
     let mut r = CgroupRegistry::for_root(&dir);
+    assert!(!r.watching_all(), "not watching yet: walks keep it current");
     assert!(r.watch());
+    assert!(r.watching_all(), "every directory watched: no walk needed");
     assert_eq!(r.poll_new(), 0);
     std::fs::create_dir_all(dir.join("old/new/deep")).unwrap();
     std::fs::create_dir(dir.join("top")).unwrap();
