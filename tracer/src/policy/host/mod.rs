@@ -194,7 +194,7 @@ fn collapsing(
     }
     let level = last.mem.mem_available;
     let third_ns = span_ns / 3;
-    // Each third's pace (bytes/s, positive: falling), or none.
+    // Each third's pace (bytes/s, positive: falling).
     let mut paces = [0.0; 3];
     for (k, pace) in paces.iter_mut().enumerate() {
         let k = k as u64;
