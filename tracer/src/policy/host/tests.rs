@@ -369,6 +369,7 @@ fn the_summary_reads_like_a_page() {
         mem_total_bytes: GIB,
         mem_available_pct: 3.9,
         mem_available_bytes_per_s: Some(-0.3 * MIB as f64),
+        mem_available_eta_s: Some(133.0),
         swap_free_bytes: 61 * MIB,
         swap_total_bytes: 512 * MIB,
         swap_free_pct: Some(11.9),
@@ -379,7 +380,7 @@ fn the_summary_reads_like_a_page() {
         psi_trend: Some("rising"),
         ..HostDetails::default()
     };
-    insta::assert_snapshot!(summary(&d), @"host sliding into memory exhaustion (swap, exhaustion, pressure): swap 12% free (61 of 512 MiB), -3.0 MiB/s, empty in ~20s; MemAvailable 4% (40 of 1024 MiB), -0.3 MiB/s; memory pressure 34% (rising), 4% of it cgroups' own limits; memory and swap gone in ~4m10s");
+    insta::assert_snapshot!(summary(&d), @"host sliding into memory exhaustion (swap, exhaustion, pressure): swap 12% free (61 of 512 MiB), -3.0 MiB/s, empty in ~20s; MemAvailable 4% (40 of 1024 MiB), -0.3 MiB/s, gone in ~2m13s; memory pressure 34% (rising), 4% of it cgroups' own limits; memory and swap gone in ~4m10s");
 }
 
 /// The thrash benchmark's shape: a 1 GiB box whose swap sits on a slow
