@@ -87,13 +87,16 @@ fn print_summary(cfg: &AgentConfig, dry_run: bool) {
         out!(
             "host: alert when swap is under {}% free or MemAvailable under {}%, and together \
              they are gone within {:?} at the pace of the last {:?}, or tasks stall on memory \
-             (some {}%, full {}% of 10 s, less what cgroups' own limits explain)",
+             (some {}%, full {}% of 10 s, less what cgroups' own limits explain); or when \
+             MemAvailable under {}% falls steadily enough to be gone within {:?} alone",
             h.swap_free_below.0,
             h.mem_available_below.0,
             h.exhaustion_within.0,
             h.trend_window.0,
             h.psi_some_above.0,
-            h.psi_full_above.0
+            h.psi_full_above.0,
+            h.collapse_below.0,
+            h.exhaustion_within.0
         );
     } else {
         out!("host: off");

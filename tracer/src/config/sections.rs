@@ -354,6 +354,10 @@ pub struct HostConfig {
     /// ... MemAvailable below this share of MemTotal.
     #[serde(default = "default_avail_below")]
     pub mem_available_below: Percent,
+    /// Below this share of MemTotal, MemAvailable alone falling steadily
+    /// enough to be gone within `exhaustion_within` pages (`collapse`).
+    #[serde(default = "default_collapse_below")]
+    pub collapse_below: Percent,
     /// The box is sliding when its free memory and swap, at the pace of
     /// the last `trend_window`, would be gone within this long.
     #[serde(default = "default_exhaustion_within")]
@@ -394,6 +398,9 @@ fn default_swap_below() -> Percent {
 fn default_avail_below() -> Percent {
     Percent(10.0)
 }
+fn default_collapse_below() -> Percent {
+    Percent(40.0)
+}
 fn default_exhaustion_within() -> Dur {
     Dur(Duration::from_secs(300))
 }
@@ -424,6 +431,7 @@ impl Default for HostConfig {
             enabled: true,
             swap_free_below: default_swap_below(),
             mem_available_below: default_avail_below(),
+            collapse_below: default_collapse_below(),
             exhaustion_within: default_exhaustion_within(),
             trend_window: default_trend_window(),
             psi_some_above: default_psi_some_above(),

@@ -97,6 +97,7 @@ fn full_example_parses() {
     assert_eq!(c.host.exhaustion_within.0, Duration::from_secs(180));
     assert_eq!(c.host.trend_window.0, Duration::from_secs(90));
     assert_eq!(c.host.mem_available_below.0, 10.0);
+    assert_eq!(c.host.collapse_below.0, 40.0);
     assert_eq!(c.agent.metrics_listen, "127.0.0.1:9999");
     assert_eq!(c.record_max_bytes, 256 << 20);
     assert!(c.kills());
@@ -392,6 +393,13 @@ fn host_keys_are_checked_and_the_old_duration_keys_still_load() {
     assert!(e.message.contains("between 1s and 24h"), "{e}");
     let e = err("[host]\npsi_some_above = \"0%\"\n");
     assert!(e.message.contains("above 0"), "{e}");
+    let e = err("[host]\ncollapse_below = \"140%\"\n");
+    assert!(
+        e.message.contains("at most 100") && e.line == Some(2),
+        "{e}"
+    );
+    let c = AgentConfig::parse("[host]\ncollapse_below = \"25%\"\n", "t").unwrap();
+    assert_eq!(c.host.collapse_below.0, 25.0);
     // Files written for the older verdict load; --check-config says the
     // keys do nothing now.
     let c = AgentConfig::parse(

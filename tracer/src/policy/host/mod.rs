@@ -9,6 +9,9 @@
 //! - **swap**: free swap below `swap_free_below`, or draining so fast it
 //!   is gone within `exhaustion_within`;
 //! - **mem_available**: MemAvailable below `mem_available_below`;
+//! - **collapse**: MemAvailable alone below `collapse_below` and, at the
+//!   pace of the fit and at the pace of each third of `trend_window`,
+//!   gone within `exhaustion_within` ([`collapsing`]);
 //! - **exhaustion**: MemAvailable and free swap together, at the pace of a
 //!   least-squares fit over `trend_window`, gone within
 //!   `exhaustion_within`;
@@ -18,7 +21,13 @@
 //!
 //! The box is sliding when it is low (swap or mem_available) **and** the
 //! low is getting worse fast (exhaustion) or tasks stall on it
-//! (pressure). Pressure alone never makes the verdict: a cgroup over its
+//! (pressure), or when its RAM collapses (collapse). The last is the
+//! leading edge on a box whose swap is no real headroom (a slow disk):
+//! such a box stops answering when RAM runs out, long before swap does,
+//! so waiting for MemAvailable to be low leaves seconds. A collapse is a
+//! fall that kept its pace over the whole window, so a one-off drop (a
+//! big start), a slow drift or a box that lives low is not one.
+//! Pressure alone never makes the verdict: a cgroup over its
 //! memory.high stalls on a host with plenty, and that is the cgroup's
 //! alert. A level alone never does either: a box that lives at 5 %
 //! MemAvailable is not going down. One alert per slide; another after the
@@ -71,7 +80,8 @@ pub struct HostPoint {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct HostDetails {
     pub topic: &'static str,
-    /// Which signals held: `swap`, `mem_available`, `exhaustion`, `pressure`.
+    /// Which signals held: `swap`, `mem_available`, `collapse`,
+    /// `exhaustion`, `pressure`.
     pub signals: Vec<&'static str>,
     /// Predicted seconds until MemAvailable and free swap together are
     /// gone at the recent pace; none while they are not falling.
@@ -161,6 +171,61 @@ fn slope(points: &VecDeque<HostPoint>, y: impl Fn(&HostMemory) -> u64) -> Option
 fn eta(level: u64, slope: Option<f64>, total: u64, span_s: f64) -> Option<f64> {
     let s = slope?;
     (s < 0.0 && -s * span_s >= MIN_FALL * total as f64).then(|| level as f64 / -s)
+}
+
+/// MemAvailable collapsing: over a fit spanning at least half of
+/// `window_ns`, at the fit's pace (`avail_eta`) and at the pace of each
+/// third of it on its own, what is left now is gone within `within_s`.
+/// Each third must fall by itself: a step (a big start, a one-off drop)
+/// falls in one third or two, not in all three. A fall that slows (a
+/// service done warming up) must still reach empty at its slowing pace.
+fn collapsing(
+    fit: &VecDeque<HostPoint>,
+    window_ns: u64,
+    avail_eta: Option<f64>,
+    within_s: f64,
+) -> bool {
+    let (Some(first), Some(last)) = (fit.front(), fit.back()) else {
+        return false;
+    };
+    let span_ns = last.ts_ns - first.ts_ns;
+    if 2 * span_ns < window_ns || !avail_eta.is_some_and(|e| e <= within_s) {
+        return false;
+    }
+    let level = last.mem.mem_available;
+    let third_ns = span_ns / 3;
+    // Each third's pace (bytes/s, positive: falling).
+    let mut paces = [0.0; 3];
+    for (k, pace) in paces.iter_mut().enumerate() {
+        let k = k as u64;
+        let (from, to) = (first.ts_ns + k * third_ns, first.ts_ns + (k + 1) * third_ns);
+        let part: VecDeque<HostPoint> = fit
+            .iter()
+            .filter(|p| p.ts_ns >= from && (p.ts_ns < to || k == 2))
+            .copied()
+            .collect();
+        let part_s = part
+            .front()
+            .zip(part.back())
+            .map_or(0.0, |(a, b)| (b.ts_ns - a.ts_ns) as f64 / 1e9);
+        let s = slope(&part, |h| h.mem_available);
+        let on_course = part.len() >= 3
+            && eta(level, s, last.mem.mem_total / 3, part_s).is_some_and(|e| e <= within_s);
+        if !on_course {
+            return false;
+        }
+        *pace = -s.unwrap_or(0.0);
+    }
+    // A fall that slows down (a heap done warming up) stops where its
+    // pace, slowing as it did from the middle third to the latest, reaches
+    // zero: a collapse only if that is at or past empty. (The first third
+    // may hold the fall's onset, which would hide the slowing.)
+    let [_, middle, latest] = paces;
+    if middle > latest {
+        let slowing = (middle - latest) / (third_ns as f64 / 1e9);
+        return latest * latest / (2.0 * slowing) >= level as f64;
+    }
+    true
 }
 
 /// Shares (percent) of the window ending at the last reading and starting
@@ -289,6 +354,9 @@ impl HostJudge {
             .is_some_and(|p| p < cfg.swap_free_below.0 || swap_eta.is_some_and(|e| e <= within));
         let avail_low = avail_pct < cfg.mem_available_below.0;
         let imminent = headroom_eta.is_some_and(|e| e <= within);
+        let collapse = fitted
+            && avail_pct < cfg.collapse_below.0
+            && collapsing(&fit, window, avail_eta, within);
         let end = self.points.len() - 1;
         let now = shares(&self.points, end, PSI_SPAN_NS);
         let before = self
@@ -306,10 +374,11 @@ impl HostJudge {
             _ => None,
         };
         let mut signals = Vec::new();
-        if (swap_low || avail_low) && (imminent || pressure) {
+        if (swap_low || avail_low) && (imminent || pressure) || collapse {
             for (on, name) in [
                 (swap_low, "swap"),
                 (avail_low, "mem_available"),
+                (collapse, "collapse"),
                 (imminent, "exhaustion"),
                 (pressure, "pressure"),
             ] {
@@ -390,13 +459,17 @@ fn summary(d: &HostDetails) -> String {
     } else {
         parts.push("no swap".into());
     }
-    parts.push(format!(
+    let mut s = format!(
         "MemAvailable {:.0}% ({} of {} MiB){}",
         d.mem_available_pct,
         mib(d.mem_available_bytes),
         mib(d.mem_total_bytes),
         rate(d.mem_available_bytes_per_s)
-    ));
+    );
+    if let Some(e) = d.mem_available_eta_s {
+        s.push_str(&format!(", gone in ~{}", secs(e)));
+    }
+    parts.push(s);
     if let (Some(some), Some(un)) = (d.psi_some_pct, d.psi_some_unexplained_pct) {
         let mut s = format!("memory pressure {some:.0}%");
         if let Some(t) = d.psi_trend {
