@@ -147,8 +147,13 @@ pub fn spawn(spec: &BootSpec<'_>) -> Result<Running> {
     // cmpxchg16b, which crashed one guest boot in four (random oopses in
     // SLUB and text patching); without the feature the guest's SLUB takes
     // its locked path and boots reliably (docs/testing.md).
+    // `thread=single`: with one host thread per vCPU, a vCPU went on
+    // running code another had just patched (the BPF trampoline's call
+    // site when an agent detached: `Oops: int3` at it on 6.12, both vCPUs
+    // looping there on 5.10 and 6.1); one thread running both vCPUs
+    // orders a patch before the other vCPU's next instruction.
     let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-cpu", "max,-cx16", "-accel", "tcg,thread=multi", "-m"])
+    qemu.args(["-cpu", "max,-cx16", "-accel", "tcg,thread=single", "-m"])
         .arg(spec.memory_mb.to_string())
         .args(["-smp", "2"])
         .args(["-nodefaults", "-display", "none", "-no-reboot"])
