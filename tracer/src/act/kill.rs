@@ -232,19 +232,8 @@ fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
 
 /// Reads a file under a directory fd into `buf`; `None` on any error.
 fn read_at(dir: &OwnedFd, name: &std::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
-    // SAFETY: a valid directory fd and a NUL-terminated name.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: a fresh descriptor we own, closed when dropped.
-    let file = unsafe { OwnedFd::from_raw_fd(fd) };
+    use std::os::fd::AsFd;
+    let file = crate::sys::cgroupfs::open_at(dir.as_fd(), name)?;
     pread_all(&file, buf)
 }
 

@@ -179,29 +179,29 @@ impl CgroupDir<'_> {
     /// file (or the cgroup) is not there.
     pub fn read(&self, file: &CStr) -> Option<String> {
         let f = match self {
-            Self::Fd(dir) => {
-                // SAFETY: dir is an open descriptor for the borrow's
-                // length and file a NUL-terminated name; the result is
-                // checked and owned below.
-                let fd = unsafe {
-                    libc::openat(
-                        dir.as_raw_fd(),
-                        file.as_ptr(),
-                        libc::O_RDONLY | libc::O_CLOEXEC,
-                    )
-                };
-                if fd < 0 {
-                    return None;
-                }
-                // SAFETY: fd is a fresh descriptor nothing else owns.
-                std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) })
-            }
+            Self::Fd(dir) => std::fs::File::from(open_at(*dir, file)?),
             Self::Path(dir) => {
                 std::fs::File::open(dir.join(OsStr::from_bytes(file.to_bytes()))).ok()?
             }
         };
         read_small(f)
     }
+}
+
+/// Opens `name` in the directory `dir` for reading (openat: one name
+/// looked up, not a whole path); None on any error.
+pub fn open_at(dir: BorrowedFd<'_>, name: &CStr) -> Option<OwnedFd> {
+    // SAFETY: dir is an open descriptor for the borrow's length and name a
+    // NUL-terminated string; the result is checked before it is owned.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    // SAFETY: a fresh descriptor nothing else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Opens a cgroup's directory to read its files from ([`CgroupDir::Fd`]),
