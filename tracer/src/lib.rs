@@ -52,6 +52,8 @@ mod report;
 mod ring;
 mod screen;
 mod sys;
+#[cfg(test)]
+mod test_util;
 
 // What the integration tests, fuzz targets and benchmarks use: the pure
 // stages, the file formats and the collection types they drive them with.

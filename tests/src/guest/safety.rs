@@ -93,6 +93,55 @@ fn victims(kills: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// The budget window of the scenarios below.
+const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+
+/// A cgroup's memory.pressure `some` total, read by a thread every 100 ms
+/// until [`PsiSeries::busiest`] asks for its busiest window.
+struct PsiSeries {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reader: std::thread::JoinHandle<Vec<(Instant, u64)>>,
+}
+
+impl PsiSeries {
+    fn start(cg: &TestCgroup) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let file = cg.dir.join("memory.pressure");
+        let reader = std::thread::spawn(move || {
+            let mut series = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                if let Some(some_us) = crate::cgroup::psi_total(&text, "some") {
+                    series.push((Instant::now(), some_us));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            series
+        });
+        Self { stop, reader }
+    }
+
+    /// The most stall in any `window` of the series (the nearest reading
+    /// at or after each reading's time plus `window`; the series' span
+    /// if it is shorter).
+    fn busiest(self, window: Duration) -> Duration {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let series = self.reader.join().unwrap_or_default();
+        let mut most = 0;
+        for (i, &(t0, s0)) in series.iter().enumerate() {
+            let end = series[i..]
+                .iter()
+                .find(|(t, _)| t.duration_since(t0) >= window)
+                .or(series.last());
+            if let Some(&(_, s1)) = end {
+                most = most.max(s1.saturating_sub(s0));
+            }
+        }
+        Duration::from_micros(most)
+    }
+}
 /// Two siblings, each over its own memory.high, throttled in turn; a large
 /// idle process in a third sibling; a `/**` kill budget of 70 %. Their
 /// parent is throttled nearly all the time (the union), but neither cause
@@ -126,6 +175,7 @@ action = "kill-largest"
     std::thread::sleep(Duration::from_secs(3));
     let before = Evidence::read(&parent)?;
     let started = Instant::now();
+    let union = PsiSeries::start(&parent);
     // a, b, a, b, ...: each hog plateaus over its own memory.high for at
     // most 2 s (its hard lifetime), then the other; a pause of 1 s after
     // each pair. Per cause, at most 2 s of every 5 s: 40 % of a window,
@@ -140,6 +190,7 @@ action = "kill-largest"
         }
     }
     let turns = started.elapsed();
+    let busiest = union.busiest(BUDGET_WINDOW);
     std::thread::sleep(QUIET_AFTER);
     let parent_psi = Evidence::read(&parent)?.since(&before);
     let big_alive = big.child.try_wait()?.is_none();
@@ -148,14 +199,21 @@ action = "kill-largest"
     let kills = kill_log("/tmp/siblings.jsonl");
 
     let union_share = parent_psi.some_us as f64 / 1e6 / turns.as_secs_f64();
+    let busiest_share = busiest.as_secs_f64() / BUDGET_WINDOW.as_secs_f64();
     c.metric("turns_s", turns.as_secs_f64().round());
     c.metric("parent_psi_some_share_pct", (union_share * 100.0).round());
+    c.metric("parent_busiest_window_pct", (busiest_share * 100.0).round());
     c.metric("kills", kills.len());
-    // The scenario is only a test if the union alone would have breached.
+    // The scenario is only a test if the union alone would have breached:
+    // some 10 s window of the parent's stall over the 70 % budget. (The
+    // share over the whole run, pauses and hog start-ups included, read
+    // 69 % on a loaded 5.10 guest while its windows breached.)
     c.check(
-        union_share >= 0.7,
+        busiest_share >= 0.7,
         format!(
-            "the parent was throttled {:.0}% of the time: under the 70% budget, so this proves nothing",
+            "the parent was throttled at most {:.0}% of any {}s window ({:.0}% over the run): under the 70% budget, so this proves nothing",
+            busiest_share * 100.0,
+            BUDGET_WINDOW.as_secs(),
             union_share * 100.0
         ),
     );
@@ -191,36 +249,54 @@ action = "kill-largest"
 /// Episodes whose end never arrived must not count: no breach, no kill of
 /// the idle process that stays. The loss itself must be reported.
 pub fn safety_lost_ends(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
+    // Experiment knobs: memtrace.lost=pause_ms=N,need_high=N,window=N
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let knobs: std::collections::HashMap<String, u64> = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("memtrace.lost="))
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect();
+    let knob = |k: &str, d: u64| knobs.get(k).copied().unwrap_or(d);
+    let max_pause = Duration::from_millis(knob("pause_ms", 2000));
+    let need_high = knob("need_high", u64::MAX);
+    let window = knob("window", 10);
     let _ = std::fs::remove_file("/tmp/lost.jsonl");
     let cg = v2_cgroup("/lost")?;
     limits(&cg, 256 * MIB, 256 * MIB)?;
     let config = write_config(
         "lost",
-        r#"
+        &format!(
+            r#"
 [agent]
 kill_log = "/tmp/lost.jsonl"
 [[budget]]
 cgroup = "/lost"
-window = "10s"
+window = "{window}s"
 max_throttled = "60%"
 action = "kill-largest"
-"#,
+"#
+        ),
     )?;
     let agent = agent(&config, &["-v"], &[("MEMTRACE_RING_BYTES", "4096")])?;
     let mut small = idle(&cg, 20, 90, None)?;
     let small_pid = small.pid();
     std::thread::sleep(Duration::from_secs(2));
     let mut hog = threaded_hog(&cg, 128, 40, None)?;
-    // Throttled for 2 s before the agent stops reading, 2 s while it is
-    // stopped, then every throttled thread exits at once: at most 4.5 s
-    // of wall time throttled, under the 6 s budget however the episodes
-    // overlap. The ring holds one page (46 records); the episodes that
-    // start and end in the 2 s unread, then the ends of all 128 threads,
-    // overflow it (0.5 s unread was not always enough on 7.2).
+    let before_run = Evidence::read(&cg)?;
     std::thread::sleep(Duration::from_secs(2));
+    let at_stop = Evidence::read(&cg)?;
     agent.signal(libc::SIGSTOP);
-    std::thread::sleep(Duration::from_secs(2));
+    let paused = Instant::now();
+    while paused.elapsed() < max_pause && Evidence::read(&cg)?.since(&at_stop).high < need_high {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pause_ms = paused.elapsed().as_millis();
+    let in_pause = Evidence::read(&cg)?.since(&at_stop);
     stop(&mut hog.child);
+    let after_hog = Evidence::read(&cg)?.since(&at_stop);
     std::thread::sleep(Duration::from_millis(500));
     agent.signal(libc::SIGCONT);
     std::thread::sleep(QUIET_AFTER);
@@ -230,7 +306,18 @@ action = "kill-largest"
     let kills = kill_log("/tmp/lost.jsonl");
 
     let lost = log.contains("records lost");
+    let lost_lines: Vec<&str> = log.lines().filter(|l| l.contains("records lost")).collect();
     c.metric("lost_reported", lost);
+    c.metric("lost_lines", format!("{lost_lines:?}"));
+    c.metric("pause_ms", pause_ms as u64);
+    c.metric("high_before_stop", at_stop.since(&before_run).high);
+    c.metric(
+        "some_ms_before_stop",
+        at_stop.since(&before_run).some_us / 1000,
+    );
+    c.metric("high_in_pause", in_pause.high);
+    c.metric("some_ms_in_pause", in_pause.some_us / 1000);
+    c.metric("high_to_sigcont", after_hog.high);
     c.metric("kills", kills.len());
     c.check(
         lost,

@@ -5,25 +5,13 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
+use crate::test_util::tempdir;
 
 const ID: &str = "ae836c95b4c3c9e9179e0e91015512da89fdec91612f63cebae57df9a5444c79";
 const POD: &str = "8e3f1a52-7c4d-4b2a-9f10-2d6e5a7b8c9d";
 
-fn tempdir() -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "memtrace-enrich-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// Serves `answers` in turn on a unix socket, one connection each, and
 /// returns the request lines it read.
@@ -73,7 +61,7 @@ const NOT_FOUND: &[u8] = b"HTTP/1.0 404 Not Found\r\nContent-Type: application/j
 
 #[test]
 fn docker_engine_api_names_containers_and_their_pods() {
-    let d = tempdir();
+    let d = tempdir("enrich");
     let sock = d.join("docker.sock");
     let server = serve(
         &sock,
@@ -111,7 +99,7 @@ fn docker_engine_api_names_containers_and_their_pods() {
 
 #[test]
 fn a_runtime_that_does_not_answer_times_out() {
-    let d = tempdir();
+    let d = tempdir("enrich");
     let sock = d.join("slow.sock");
     // Accepts, reads the request, never answers until the test is done.
     let l = UnixListener::bind(&sock).unwrap();
@@ -135,7 +123,7 @@ fn a_runtime_that_does_not_answer_times_out() {
 
 #[test]
 fn a_huge_answer_is_refused() {
-    let d = tempdir();
+    let d = tempdir("enrich");
     let sock = d.join("big.sock");
     let big: &'static [u8] = Box::leak(
         [
@@ -159,7 +147,7 @@ fn write(path: &Path, text: &str) {
 
 #[test]
 fn containerd_crio_and_kubelet_state_files() {
-    let d = tempdir();
+    let d = tempdir("enrich");
     let s = Sources {
         containerd_state: d.join("containerd"),
         crio_state: d.join("crio"),
@@ -273,11 +261,11 @@ fn containerd_crio_and_kubelet_state_files() {
 
 #[test]
 fn hostile_ids_never_reach_a_path_or_a_request() {
-    let d = tempdir();
+    let d = tempdir("enrich");
     let s = Sources {
-        containerd_state: d.clone(),
-        crio_state: d.clone(),
-        kubelet_pods: d.clone(),
+        containerd_state: d.to_path_buf(),
+        crio_state: d.to_path_buf(),
+        kubelet_pods: d.to_path_buf(),
         ..Sources::default()
     };
     let stats = Stats::default();
@@ -310,7 +298,7 @@ fn users_from_this_hosts_database() {
 
 #[test]
 fn the_thread_answers_without_anyone_waiting() {
-    let d = tempdir();
+    let d = tempdir("enrich");
     let sock = d.join("podman.sock");
     let server = serve(&sock, vec![DOCKER]);
     let e = Enricher::start(Sources {

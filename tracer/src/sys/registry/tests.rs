@@ -1,10 +1,11 @@
 //! The registry's tests: real directories for the walks, paths alone for names.
 
 use super::*;
+use crate::test_util::tempdir;
 
 #[test]
 fn maps_inodes_to_relative_paths_and_back() {
-    let dir = tempdir();
+    let dir = tempdir("registry");
     std::fs::create_dir_all(dir.join("a/b")).unwrap();
     std::fs::create_dir_all(dir.join("c")).unwrap();
     std::fs::write(dir.join("a/memory.current"), "1\n").unwrap();
@@ -22,7 +23,7 @@ fn maps_inodes_to_relative_paths_and_back() {
 
 #[test]
 fn new_cgroups_are_found_on_miss_and_removed_ones_kept() {
-    let dir = tempdir();
+    let dir = tempdir("registry");
     let mut r = CgroupRegistry::for_root(&dir);
     std::fs::create_dir(dir.join("late")).unwrap();
     let late = std::fs::metadata(dir.join("late")).unwrap().ino();
@@ -39,7 +40,7 @@ fn new_cgroups_are_found_on_miss_and_removed_ones_kept() {
 
 #[test]
 fn watched_cgroups_are_known_at_once() {
-    let dir = tempdir();
+    let dir = tempdir("registry");
     std::fs::create_dir(dir.join("old")).unwrap();
     let mut r = CgroupRegistry::for_root(&dir);
     assert!(!r.watching_all(), "not watching yet: walks keep it current");
@@ -147,17 +148,6 @@ fn path_helpers() {
     assert_eq!(ancestors("/a/b").collect::<Vec<_>>(), ["/a/b", "/a", "/"]);
 }
 
-fn tempdir() -> PathBuf {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "memtrace-registry-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A container's registry path, for a number.
 fn container(n: usize) -> (String, String) {
