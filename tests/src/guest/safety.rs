@@ -261,9 +261,10 @@ pub fn safety_lost_ends(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
         .collect();
     let knob = |k: &str, d: u64| knobs.get(k).copied().unwrap_or(d);
     let max_pause = Duration::from_millis(knob("pause_ms", 3000));
-    let fill_calls = knob("fill_calls", 200);
-    let fill_high = knob("fill_high_kib", 15 * 1024) * 1024;
-    let fill_threads = knob("fill_threads", 8).to_string();
+    let fill_calls = knob("fill_calls", 500);
+    let fill_under = knob("fill_under_kib", 512) * 1024;
+    let fill_mb = knob("fill_mb", 128).to_string();
+    let fill_churn = knob("fill_churn_kib", 512).to_string();
     let _ = std::fs::remove_file("/tmp/lost.jsonl");
     let cg = v2_cgroup("/lost")?;
     limits(&cg, 256 * MIB, 256 * MIB)?;
@@ -290,13 +291,11 @@ action = "kill-largest"
         &fill_cg,
         &[
             "--mb",
-            "16",
+            &fill_mb,
             "--step-mb",
-            "4",
+            "16",
             "--churn-kb",
-            "256",
-            "--threads",
-            &fill_threads,
+            &fill_churn,
             "--ready",
             fill_ready,
         ],
@@ -315,7 +314,11 @@ action = "kill-largest"
     agent.signal(libc::SIGSTOP);
     let paused = Instant::now();
     let fill_before = Evidence::read(&fill_cg)?;
-    fill_cg.write("memory.high", &fill_high.to_string())?;
+    let fill_now: u64 = fill_cg.read("memory.current")?.trim().parse()?;
+    fill_cg.write(
+        "memory.high",
+        &fill_now.saturating_sub(fill_under).to_string(),
+    )?;
     let mut fill_ms = None;
     while paused.elapsed() < max_pause {
         if Evidence::read(&fill_cg)?.since(&fill_before).high >= fill_calls {
@@ -347,6 +350,7 @@ action = "kill-largest"
     c.metric("fill_some_ms", fill.some_us / 1000);
     c.metric("high_before_stop", at_stop.since(&before_run).high);
     c.metric("high_in_pause", in_pause.high);
+    c.metric("some_ms_in_pause", in_pause.some_us / 1000);
     c.metric("kills", kills.len());
     c.check(
         ends_lost,
