@@ -169,7 +169,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::record::{CHUNK_HEADER, CHUNK_MAGIC};
 
-    fn find_magic(data: &[u8], from: usize) -> Option<usize> {
+    pub(crate) fn find_magic(data: &[u8], from: usize) -> Option<usize> {
         data.get(from..)?
             .windows(CHUNK_MAGIC.len())
             .position(|w| w == CHUNK_MAGIC)

@@ -280,3 +280,84 @@ fn a_version_2_file_and_its_version_3_rewrite_give_the_same_report() {
         assert!(v3.len() <= again, "{name}: {} vs {again}", v3.len());
     }
 }
+
+/// The version-1 seeds written as version 3 (one with times rounded to
+/// the microsecond), and their chunks as decode_chunk seeds: run with
+/// `cargo test -p memtrace --lib write_version_3_fuzz_seeds -- --ignored`
+/// after a layout change, and commit the files.
+#[test]
+#[ignore = "writes tests/fuzz/seeds"]
+fn write_version_3_fuzz_seeds() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fuzz/seeds");
+    let livelock = include_bytes!("../../../tests/fuzz/seeds/read_recording/livelock.mtr");
+    let r = parse(livelock).unwrap();
+    let v3 = rewrite(&r, 3);
+    std::fs::write(format!("{root}/read_recording/livelock-v3.mtr"), &v3).unwrap();
+    let squeeze = include_bytes!("../../../tests/fuzz/seeds/read_recording/squeeze.mtr");
+    let mut b = ChunkBuilder::new();
+    b.round_times_to(1_000);
+    let s = parse(squeeze).unwrap();
+    let mut out = header_bytes(&s.header);
+    let mut paths = |id: u64| s.cgroups.get(&id).map(|p| Arc::from(p.as_str()));
+    for x in &s.records {
+        match x {
+            Record::Event(e) => b.event(e, &mut paths),
+            Record::Sample(x) => b.sample(x, &mut paths),
+            Record::Action(a) => b.action(a, &mut paths),
+            Record::Note { ts_ns, text } => b.note(*ts_ns, text),
+        }
+    }
+    out.extend(b.finish().unwrap());
+    std::fs::write(format!("{root}/read_recording/squeeze-v3-us.mtr"), &out).unwrap();
+    // decode_chunk's input: base time, record count, payload; of the
+    // chunks laid out by column (small ones stay rows).
+    let seed = |c: &[u8], name: &str| {
+        assert_eq!(c[CHUNK_HEADER], 2, "{name} is not laid out by column");
+        let mut seed = c[8..16].to_vec();
+        seed.extend_from_slice(&c[16..20]);
+        seed.extend_from_slice(&c[CHUNK_HEADER..]);
+        std::fs::write(format!("{root}/decode_chunk/{name}.bin"), seed).unwrap();
+    };
+    let again = parse(&v3).unwrap();
+    let columnar = again
+        .chunk_spans
+        .iter()
+        .map(|&(at, len, _)| &v3[at as usize..(at + len) as usize])
+        .filter(|c| c[CHUNK_HEADER] == 2);
+    for (i, c) in columnar.enumerate().take(2) {
+        seed(c, &format!("livelock-v3-{i}"));
+    }
+    let h = super::reader::tests::find_magic(&out, 8).unwrap();
+    seed(&out[h..], "squeeze-v3-us-0");
+}
+
+#[test]
+fn the_version_3_seeds_read_as_what_they_were_written_from() {
+    let livelock = parse(include_bytes!(
+        "../../../tests/fuzz/seeds/read_recording/livelock.mtr"
+    ))
+    .unwrap();
+    let v3 = include_bytes!("../../../tests/fuzz/seeds/read_recording/livelock-v3.mtr");
+    assert_eq!(u16::from_le_bytes([v3[8], v3[9]]), 3);
+    let r = parse(v3).unwrap();
+    assert!(r.damaged.is_empty() && r.torn_tail.is_none());
+    assert_eq!(r.records, livelock.records);
+    assert_eq!(report_json(&r), report_json(&livelock));
+    // Rounded to the µs: the same records but for times, each within
+    // 500 ns (durations within 1 µs).
+    let squeeze = parse(include_bytes!(
+        "../../../tests/fuzz/seeds/read_recording/squeeze.mtr"
+    ))
+    .unwrap();
+    let us = parse(include_bytes!(
+        "../../../tests/fuzz/seeds/read_recording/squeeze-v3-us.mtr"
+    ))
+    .unwrap();
+    assert!(us.damaged.is_empty() && us.torn_tail.is_none());
+    assert_eq!(us.records.len(), squeeze.records.len());
+    for (a, b) in squeeze.records.iter().zip(&us.records) {
+        assert!(a.ts_ns().abs_diff(b.ts_ns()) <= 500, "{a:?} {b:?}");
+        assert!(a.began_ns().abs_diff(b.began_ns()) <= 500, "{a:?} {b:?}");
+        assert_eq!(b.ts_ns() % 1_000, 0);
+    }
+}
