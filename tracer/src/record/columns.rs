@@ -43,6 +43,7 @@
 //! losslessly (the writer rounds them only when asked).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::MAX_CHUNK;
 use super::chunk::tag;
@@ -113,6 +114,28 @@ const MAX_QUANTUM: u64 = 1_000_000_000;
 /// Keys of one chunk: more is damage (the string table's bound).
 const MAX_KEYS: usize = super::decode::MAX_TABLE;
 
+/// A schema's place among the columns, by tag: what the reader looks up
+/// per record.
+#[derive(Clone, Copy)]
+struct Layout {
+    first: usize,
+    keyed: bool,
+    fields: &'static [Field],
+}
+
+/// Schemas by tag (all below 8).
+fn layouts() -> [Option<Layout>; 8] {
+    let mut l = [None; 8];
+    for (t, slot) in l.iter_mut().enumerate() {
+        *slot = schema(t as u8).map(|(first, s)| Layout {
+            first,
+            keyed: s.fields.contains(&Key),
+            fields: s.fields,
+        });
+    }
+    l
+}
+
 /// The schema of tag `t` (never 0) and the index of its first column.
 fn schema(t: u8) -> Option<(usize, &'static Schema)> {
     let mut first = 0;
@@ -172,36 +195,82 @@ impl BitWriter<'_> {
 /// Reads what [`BitWriter`] packed; running out is damage.
 struct BitReader<'a> {
     data: &'a [u8],
-    pos: usize,
-    acc: u128,
-    n: u32,
+    /// Bits read so far.
+    bit: usize,
 }
 
 impl BitReader<'_> {
     /// The value of bit length `len` (at most 64) whose lower bits come next.
     fn value(&mut self, len: u8) -> Result<u64, CodecError> {
-        if len == 0 {
+        match len {
+            0 => Ok(0),
+            1..=64 => {
+                let bits = u32::from(len) - 1;
+                Ok(self.take(bits)? | 1u64 << bits)
+            }
+            _ => Err(CodecError::Range("bit length")),
+        }
+    }
+
+    /// The next `bits` (at most 63) bits.
+    fn take(&mut self, bits: u32) -> Result<u64, CodecError> {
+        if bits == 0 {
             return Ok(0);
         }
-        if len > 64 {
-            return Err(CodecError::Range("bit length"));
+        let end = self.bit + bits as usize;
+        if end > self.data.len() * 8 {
+            return Err(CodecError::Eof);
         }
-        let bits = u32::from(len) - 1;
-        while self.n < bits {
-            let b = *self.data.get(self.pos).ok_or(CodecError::Eof)?;
-            self.acc |= u128::from(b) << self.n;
-            self.pos += 1;
-            self.n += 8;
+        let (byte, shift) = (self.bit / 8, (self.bit % 8) as u32);
+        // Eight bytes from `byte`, zeros past the end.
+        let word = match self.data.get(byte..byte + 8) {
+            Some(w) => u64::from_le_bytes(w.try_into().unwrap_or_default()),
+            None => {
+                let mut w = [0u8; 8];
+                let tail = &self.data[byte..];
+                w[..tail.len()].copy_from_slice(tail);
+                u64::from_le_bytes(w)
+            }
+        };
+        let mut v = word >> shift;
+        if shift + bits > 64 {
+            // A ninth byte: it exists, as `end` is within the data.
+            v |= u64::from(self.data[byte + 8]) << (64 - shift);
         }
-        let low = (self.acc & ((1u128 << bits) - 1)) as u64;
-        self.acc >>= bits;
-        self.n -= bits;
-        Ok(low | 1u64 << bits)
+        self.bit = end;
+        Ok(v & ((1u64 << bits) - 1))
     }
 
     /// Whether every byte was used and the padding is zero.
     fn is_done(&self) -> bool {
-        self.pos == self.data.len() && self.n < 8 && self.acc == 0
+        let used = self.bit.div_ceil(8);
+        let pad_zero = match self.bit % 8 {
+            0 => true,
+            r => self.data.get(self.bit / 8).is_some_and(|b| b >> r == 0),
+        };
+        used == self.data.len() && pad_zero
+    }
+}
+
+/// A multiplicative hash for the key table: keys are a few small
+/// integers, hashed once a record (SipHash cost more than the rest of the
+/// transposition), and come from our own writer, not an adversary.
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
 }
 
@@ -213,7 +282,7 @@ pub struct Columnizer {
     rest: Vec<u8>,
     /// Per column, its values (key indexes for key columns).
     cols: Vec<Vec<u64>>,
-    keys: HashMap<[u64; KEY], u64>,
+    keys: HashMap<[u64; KEY], u64, BuildHasherDefault<KeyHasher>>,
     key_list: Vec<[u64; KEY]>,
     fields: Vec<u64>,
 }
@@ -365,19 +434,19 @@ impl Columnizer {
             acc: 0,
             n: 0,
         };
-        let mut next = vec![0usize; SCHEMAS.len()];
+        let layouts = layouts();
+        // Per tag, the next record's index in its columns.
+        let mut next = [0usize; 8];
         for (&t, &dt) in self.tags.iter().zip(&self.dts) {
             w.mantissa(dt.unsigned_abs() / q);
-            let Some((first, s)) = schema(t) else {
+            let Some(l) = layouts.get(usize::from(t)).copied().flatten() else {
                 continue;
             };
-            let si = SCHEMAS.iter().position(|x| x.tag == t).unwrap_or(0);
-            let j = next[si];
-            next[si] += 1;
-            let keyed = usize::from(s.fields.contains(&Key));
-            let others = s.fields.iter().filter(|f| **f != Key);
+            let j = next[usize::from(t)];
+            next[usize::from(t)] += 1;
+            let others = l.fields.iter().filter(|f| **f != Key);
             for (k, f) in others.enumerate() {
-                let v = self.cols[first + keyed + k][j];
+                let v = self.cols[l.first + usize::from(l.keyed) + k][j];
                 match f {
                     Num => w.mantissa(v),
                     Time => w.mantissa(v / q),
@@ -446,64 +515,68 @@ pub fn from_columns(parts: &[&[u8]], bits: &[u8], out: &mut Vec<u8>) -> Result<(
     let mut dts = Cursor::new(dts);
     let mut rest = Cursor::new(rest);
     let mut cols: Vec<Cursor<'_>> = cols.iter().map(|c| Cursor::new(c)).collect();
-    let mut bits = BitReader {
-        data: bits,
-        pos: 0,
-        acc: 0,
-        n: 0,
-    };
+    let mut bits = BitReader { data: bits, bit: 0 };
     out.reserve(parts.iter().map(|p| p.len()).sum::<usize>().min(MAX_CHUNK) * 2);
     out.extend_from_slice(tables);
-    let mut body = Vec::with_capacity(64);
+    let layouts = layouts();
     for &t in *tags {
-        body.clear();
+        // The body goes straight after its tag and a one-byte length,
+        // moved on in the rare case its length takes more.
+        let at = out.len();
+        out.extend_from_slice(&[t, 0]);
         let e = dts.u8()?;
         let v = bits
             .value(e & 0x7f)?
             .checked_mul(q)
             .and_then(|v| i64::try_from(v).ok())
             .ok_or(CodecError::Range("time delta"))?;
-        put_zigzag(&mut body, if e & 0x80 != 0 { -v } else { v });
-        let t = if let Some((first, s)) = schema(t) {
-            let keyed = s.fields.contains(&Key);
-            let key = if keyed {
-                let i = cols[first].varint()?;
-                *usize::try_from(i)
-                    .ok()
-                    .and_then(|i| keys.get(i))
-                    .ok_or(CodecError::Range("key index"))?
-            } else {
-                [0; KEY]
-            };
-            let mut k = 0;
-            let mut col = first + usize::from(keyed);
-            for f in s.fields {
-                let v = match f {
-                    Key => {
-                        k += 1;
-                        key[k - 1]
-                    }
-                    Id => cols[col].varint()?,
-                    Num => bits.value(cols[col].u8()?)?,
-                    Time => bits
-                        .value(cols[col].u8()?)?
-                        .checked_mul(q)
-                        .ok_or(CodecError::Range("time"))?,
+        put_zigzag(out, if e & 0x80 != 0 { -v } else { v });
+        match layouts.get(usize::from(t)).copied().flatten() {
+            Some(l) => {
+                let key = if l.keyed {
+                    let i = cols[l.first].varint()?;
+                    *usize::try_from(i)
+                        .ok()
+                        .and_then(|i| keys.get(i))
+                        .ok_or(CodecError::Range("key index"))?
+                } else {
+                    [0; KEY]
                 };
-                if *f != Key {
-                    col += 1;
+                let mut keys_used = key.iter();
+                let mut col = cols[l.first + usize::from(l.keyed)..].iter_mut();
+                for f in l.fields {
+                    let v = match f {
+                        Key => keys_used.next().copied().unwrap_or(0),
+                        _ => {
+                            let c = col.next().ok_or(CodecError::Range("columns"))?;
+                            match f {
+                                Id => c.varint()?,
+                                Num => bits.value(c.u8()?)?,
+                                _ => bits
+                                    .value(c.u8()?)?
+                                    .checked_mul(q)
+                                    .ok_or(CodecError::Range("time"))?,
+                            }
+                        }
+                    };
+                    put_varint(out, v);
                 }
-                put_varint(&mut body, v);
             }
-            t
+            None => {
+                if t == 0 {
+                    out[at] = rest.u8()?;
+                }
+                out.extend_from_slice(rest.bytes()?);
+            }
+        }
+        let len = out.len() - at - 2;
+        if len < 0x80 {
+            out[at + 1] = len as u8;
         } else {
-            let t = if t == 0 { rest.u8()? } else { t };
-            body.extend_from_slice(rest.bytes()?);
-            t
-        };
-        out.push(t);
-        put_varint(out, body.len() as u64);
-        out.extend_from_slice(&body);
+            let mut l = Vec::with_capacity(10);
+            put_varint(&mut l, len as u64);
+            out.splice(at + 1..at + 2, l);
+        }
         if out.len() > MAX_CHUNK {
             return Err(CodecError::Range("chunk length"));
         }
@@ -524,7 +597,7 @@ mod tests {
     use crate::record::reader::tests::records;
     use crate::record::{CHUNK_HEADER, Record};
 
-    fn paths(id: u64) -> Option<Arc<str>> {
+    pub(super) fn paths(id: u64) -> Option<Arc<str>> {
         Some(Arc::from(format!("/pod{id}").as_str()))
     }
 
@@ -710,7 +783,7 @@ mod tests {
 
     /// The benchmark's mix (tests/src/bin/bench/recording.rs), cut down:
     /// 2/3 reclaim, 1/3 throttle, 40 tasks, random ns gaps and latencies.
-    fn mix(n: u64) -> Vec<Event> {
+    pub(super) fn mix(n: u64) -> Vec<Event> {
         let mut s = 42u64 | 1;
         let mut next = move || {
             s ^= s << 13;
@@ -825,5 +898,101 @@ mod tests {
         // benchmark's own figures): fail on a clear regression only.
         assert!(per(v3) < per(v2) * 0.8);
         assert!(per(us) < 8.0);
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::tests::mix;
+    use super::tests_support::*;
+
+    /// Decoding speed of the same chunks as rows (version 2) and as
+    /// columns (version 3): `cargo test --release -p memtrace --lib
+    /// decode_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing, run in release"]
+    fn decode_speed() {
+        let (v2, v3, n) = chunks_of_the_mix(200_000);
+        for (name, chunks) in [("v2 rows", &v2), ("v3 columns", &v3)] {
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                let mut records = 0;
+                for (c, base, count) in chunks {
+                    records += crate::record::chunk::decode_v2(c, *base, *count)
+                        .unwrap()
+                        .records
+                        .len();
+                }
+                assert_eq!(records, n);
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            eprintln!(
+                "{name}: {:.1} ms, {:.2} M records/s",
+                best * 1e3,
+                n as f64 / best / 1e6
+            );
+        }
+    }
+
+    /// Encoding speed, rows against columns (each includes zstd).
+    #[test]
+    #[ignore = "timing, run in release"]
+    fn encode_speed() {
+        let evs = mix(200_000);
+        let sec = |e: &crate::event::Event| e.ts_ns() / 1_000_000_000;
+        let seconds: Vec<_> = evs.chunk_by(|a, b| sec(a) == sec(b)).collect();
+        let mut b = crate::record::chunk::ChunkBuilder::new();
+        for v in [2, 3] {
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                for second in &seconds {
+                    for e in *second {
+                        b.event(e, &mut super::tests::paths);
+                    }
+                    let c = if v == 2 { b.finish_v2() } else { b.finish() };
+                    assert!(c.is_some());
+                }
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let rate = evs.len() as f64 / best / 1e6;
+            eprintln!("v{v}: {:.1} ms, {rate:.2} M records/s", best * 1e3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests_support {
+    use crate::record::CHUNK_HEADER;
+    use crate::record::chunk::ChunkBuilder;
+
+    use super::tests::mix;
+
+    /// A chunk payload, its base time and count.
+    pub type Chunk = (Vec<u8>, u64, u32);
+
+    /// The mix of `n` events in chunks of a second, as v2 and v3 payloads.
+    pub fn chunks_of_the_mix(n: u64) -> (Vec<Chunk>, Vec<Chunk>, usize) {
+        let evs = mix(n);
+        let sec = |e: &crate::event::Event| e.ts_ns() / 1_000_000_000;
+        let (mut v2, mut v3) = (Vec::new(), Vec::new());
+        let mut b = ChunkBuilder::new();
+        let split = |c: Vec<u8>| {
+            let base = u64::from_le_bytes(c[8..16].try_into().unwrap());
+            let count = u32::from_le_bytes(c[16..20].try_into().unwrap());
+            (c[CHUNK_HEADER..].to_vec(), base, count)
+        };
+        for second in evs.chunk_by(|a, b| sec(a) == sec(b)) {
+            for e in second {
+                b.event(e, &mut super::tests::paths);
+            }
+            v2.push(split(b.finish_v2().unwrap()));
+            for e in second {
+                b.event(e, &mut super::tests::paths);
+            }
+            v3.push(split(b.finish().unwrap()));
+        }
+        (v2, v3, evs.len())
     }
 }

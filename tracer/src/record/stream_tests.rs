@@ -278,6 +278,11 @@ fn a_version_2_file_and_its_version_3_rewrite_give_the_same_report() {
         // Never larger than this build's version 2 of the same chunks.
         let again = rewrite(&old, 2).len();
         assert!(v3.len() <= again, "{name}: {} vs {again}", v3.len());
+        eprintln!(
+            "{name}: {} B as version 2, {} B as version 3",
+            v2.len(),
+            v3.len()
+        );
     }
 }
 
@@ -360,4 +365,20 @@ fn the_version_3_seeds_read_as_what_they_were_written_from() {
         assert!(a.began_ns().abs_diff(b.began_ns()) <= 500, "{a:?} {b:?}");
         assert_eq!(b.ts_ns() % 1_000, 0);
     }
+}
+
+/// Writes the recording `$MEMTRACE_IN` again as version 2, chunk for
+/// chunk, to `$MEMTRACE_OUT`: to time readers on the same records in both
+/// layouts (docs/benchmarks.md).
+#[test]
+#[ignore = "a tool: needs MEMTRACE_IN and MEMTRACE_OUT"]
+fn rewrite_as_version_2() {
+    let (Some(src), Some(dst)) = (
+        std::env::var_os("MEMTRACE_IN"),
+        std::env::var_os("MEMTRACE_OUT"),
+    ) else {
+        return;
+    };
+    let r = parse(&std::fs::read(src).unwrap()).unwrap();
+    std::fs::write(dst, rewrite(&r, 2)).unwrap();
 }
