@@ -363,6 +363,19 @@ impl ChunkBuilder {
         Some(self.framed(&payload))
     }
 
+    /// The chunk by column whatever its size (small ones are written as
+    /// rows when that is smaller), for tests of that layout.
+    #[cfg(test)]
+    pub fn finish_columns(&mut self) -> Option<Vec<u8>> {
+        if self.count == 0 {
+            return None;
+        }
+        self.raw_payload();
+        let mut payload = Vec::with_capacity(self.raw.len() / 2 + 16);
+        self.compressor.frame_columns(&self.raw, &mut payload);
+        Some(self.framed(&payload))
+    }
+
     /// The chunk as version 2 wrote it (rows, compressed), for tests of
     /// old files.
     #[cfg(test)]

@@ -57,7 +57,7 @@ enum Field {
     Key,
     /// An identity or a flag: a varint, modelled by zstd.
     Id,
-    /// A count: bit length in the section, the rest in the bits.
+    /// A number: its bit length in the column, its other bits in `bits`.
     Num,
     /// Nanoseconds: as `Num`, divided by the chunk's quantum.
     Time,
@@ -516,7 +516,7 @@ pub fn from_columns(parts: &[&[u8]], bits: &[u8], out: &mut Vec<u8>) -> Result<(
     let mut rest = Cursor::new(rest);
     let mut cols: Vec<Cursor<'_>> = cols.iter().map(|c| Cursor::new(c)).collect();
     let mut bits = BitReader { data: bits, bit: 0 };
-    out.reserve(parts.iter().map(|p| p.len()).sum::<usize>().min(MAX_CHUNK) * 2);
+    out.reserve((parts.iter().map(|p| p.len()).sum::<usize>() * 2).min(MAX_CHUNK));
     out.extend_from_slice(tables);
     let layouts = layouts();
     for &t in *tags {

@@ -72,6 +72,18 @@ impl Compressor {
     /// The version-3 payload of the row payload `raw`: laid out by
     /// column, each part compressed on its own when that is smaller.
     pub fn frame(&mut self, raw: &[u8], out: &mut Vec<u8>) {
+        self.frame_with(raw, out, raw.len() <= SMALL);
+    }
+
+    /// [`Self::frame`], always by column (if the payload allows), for
+    /// tests of that layout whatever the chunk's size.
+    #[cfg(test)]
+    pub fn frame_columns(&mut self, raw: &[u8], out: &mut Vec<u8>) {
+        self.frame_with(raw, out, false);
+    }
+
+    /// By column, then also as rows if `try_rows`, keeping the smaller.
+    fn frame_with(&mut self, raw: &[u8], out: &mut Vec<u8>, try_rows: bool) {
         let (mut parts, mut bits) = (
             std::mem::take(&mut self.parts),
             std::mem::take(&mut self.bits),
@@ -89,7 +101,7 @@ impl Compressor {
                 out.extend_from_slice(&bits);
                 // A few records do not pay for the parts' own frames:
                 // rows in one frame may be smaller (a quiet second).
-                if raw.len() <= SMALL {
+                if try_rows {
                     let mut rows = std::mem::take(&mut self.rows);
                     rows.clear();
                     self.frame_as(CODEC_NONE, raw, &mut rows);

@@ -316,10 +316,11 @@ pub(crate) mod tests {
                     Record::Note { ts_ns, text } => b.note(*ts_ns, text),
                 }
             }
+            // Version 3 by column: chunks this small would be rows.
             out.extend(match version {
                 1 => b.finish_v1().unwrap(),
                 2 => b.finish_v2().unwrap(),
-                _ => b.finish().unwrap(),
+                _ => b.finish_columns().unwrap(),
             });
             all.push(rs);
         }
@@ -329,6 +330,9 @@ pub(crate) mod tests {
     #[test]
     fn every_record_kind_round_trips() {
         let (bytes, chunks) = file(3);
+        // The chunks of version-3 test files are laid out by column.
+        let first = find_magic(&bytes, 8).unwrap();
+        assert_eq!(bytes[first + crate::record::CHUNK_HEADER], 2);
         let r = parse(&bytes).unwrap();
         assert_eq!(r.header.host, "box");
         assert_eq!(r.chunks, 3);
