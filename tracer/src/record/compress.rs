@@ -1,20 +1,22 @@
 //! Chunk compression (format versions 2 and 3).
 //!
-//! A version-2 or -3 chunk's payload is a codec byte, the length of the
-//! uncompressed data, and the data:
+//! A version-2 or -3 chunk's payload starts with a codec byte:
 //!
 //! ```text
-//! payload = codec:u8  raw_len:varint  data
-//! codec 0: data is the payload as version 1 lays it out (rows)
-//! codec 1: data is zstd, and decompresses to exactly raw_len such bytes
-//! codec 2: data is the payload laid out by column (columns.rs; version 3)
-//! codec 3: data is zstd, and decompresses to exactly raw_len such bytes
+//! payload = 0  raw_len:varint  raw           rows (version 1's layout), stored
+//!         | 1  raw_len:varint  zstd          rows, one zstd frame of exactly raw_len bytes
+//!         | 2  part{31}  bits                by column (version 3 only; columns.rs)
+//! part    = 0                                empty
+//!         | 1  len:varint  bytes             stored
+//!         | 2  raw_len:varint  len:varint  zstd
 //! ```
 //!
 //! The chunk's CRC covers these compressed bytes, so damage is found
 //! before anything is decompressed, and the framing, the torn-tail rule
 //! and resynchronisation are those of version 1. Each chunk is
-//! compressed on its own: any chunk still decodes without the others.
+//! compressed on its own, and each part of a chunk by column on its own
+//! (its own entropy tables): any chunk still decodes without the others.
+//! What a reader gets back is always the row payload.
 
 use super::MAX_CHUNK;
 use super::codec::{CodecError, Cursor, put_varint};
