@@ -881,6 +881,54 @@ mod tests {
         (v2, v3)
     }
 
+    /// A file of the mix, a chunk a second, times rounded to `quantum`.
+    fn file_of(evs: &[Event], quantum: u64) -> Vec<u8> {
+        let mut out = crate::record::writer::header_bytes(&Default::default());
+        let mut b = ChunkBuilder::new();
+        b.round_times_to(quantum);
+        let sec = |e: &Event| e.ts_ns() / 1_000_000_000;
+        for second in evs.chunk_by(|a, b| sec(a) == sec(b)) {
+            for e in second {
+                b.event(e, &mut paths);
+            }
+            out.extend(b.finish().unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn a_report_of_microsecond_times_agrees_within_a_microsecond_an_episode() {
+        let evs = mix(30_000);
+        let report = |q| {
+            let r = crate::record::reader::parse(&file_of(&evs, q)).unwrap();
+            assert_eq!(r.records.len(), evs.len());
+            crate::report::build(&r)
+        };
+        let (ns, us) = (report(1), report(1_000));
+        assert_eq!(ns.cgroups.len(), us.cgroups.len());
+        assert!(!ns.cgroups.is_empty());
+        for a in &ns.cgroups {
+            let b = us.cgroups.iter().find(|b| b.cgroup == a.cgroup).unwrap();
+            assert_eq!(a.episodes, b.episodes, "{}", a.cgroup);
+            // Each episode's interval and reclaim time moves by < 1 µs:
+            // the totals (whole ms, so ±1) by at most that many µs.
+            let slack = 1 + a.episodes.div_ceil(1_000);
+            assert!(
+                a.throttled_ms.abs_diff(b.throttled_ms) <= slack,
+                "{a:?} {b:?}"
+            );
+            assert!(a.reclaim_ms.abs_diff(b.reclaim_ms) <= slack, "{a:?} {b:?}");
+        }
+        for a in &ns.tasks {
+            let b = us.tasks.iter().find(|b| b.pid == a.pid).unwrap();
+            let slack = 1 + a.episodes.div_ceil(1_000);
+            assert!(
+                a.throttled_ms.abs_diff(b.throttled_ms) <= slack,
+                "{a:?} {b:?}"
+            );
+        }
+    }
+
     #[test]
     fn columns_shrink_the_benchmark_mix() {
         let n = 50_000;
