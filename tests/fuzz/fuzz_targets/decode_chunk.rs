@@ -1,5 +1,5 @@
-//! Bytes straight into the chunk decoder (and the version-2
-//! decompressor), past the checksum that keeps
+//! Bytes straight into the chunk decoder (and the version-2 and -3
+//! decompressor and column layout), past the checksum that keeps
 //! random files from reaching it, then through every consumer of decoded
 //! records: report, Perfetto, JSON lines and CSV exports. None may panic,
 //! overflow or hang, whatever the numbers in the records.
@@ -16,8 +16,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let base = u64::from_le_bytes(base.try_into().unwrap_or_default());
     let count = u32::from_le_bytes(count.try_into().unwrap_or_default());
-    // The bytes as a version-1 payload, else as a version-2 one (a codec
-    // byte, a length and zstd data: the decompressor's bounds).
+    // The bytes as a version-1 payload, else as a version-2 or -3 one (a
+    // codec byte, then rows or columns, stored or zstd: the
+    // decompressor's bounds and the column layout's).
     let Ok(decoded) = chunk::decode(&data[12..], base, count)
         .or_else(|_| chunk::decode_v2(&data[12..], base, count))
     else {

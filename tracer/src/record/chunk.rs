@@ -3,12 +3,14 @@
 //!
 //! ```text
 //! chunk   = "MTCK" len:u32le base_ts:u64le count:u32le crc32:u32le payload
-//! payload = codec:u8 raw_len:varint data          (version 2, compress.rs)
+//! payload = codec:u8 raw_len:varint data          (versions 2 and 3, compress.rs)
 //! raw     = nstrings (bytes)*  ncgroups (id strindex)*  record*
 //! record  = tag:u8 len:varint body
 //! ```
 //!
-//! Version 1 chunks carry `raw` as the payload itself.
+//! Version 1 chunks carry `raw` as the payload itself; version 2 `raw`
+//! compressed; version 3 `raw` transposed by column (columns.rs), then
+//! compressed. The builder always builds `raw`.
 //!
 //! Bodies are varints and begin with the record's time as a zigzag delta
 //! from the previous record's (the chunk's base time for the first), so the
@@ -27,15 +29,16 @@ use crate::sys::cgroupfs::Psi;
 
 pub use super::decode::{Decoded, decode};
 
-/// Decodes a version-2 chunk payload (compressed or stored) whole: what
-/// the reader does after the checksum, for the fuzz targets.
+/// Decodes a version-2 or -3 chunk payload (rows or columns, compressed
+/// or stored) whole: what the reader does after the checksum, for the
+/// fuzz targets.
 pub fn decode_v2(
     payload: &[u8],
     base_ts: u64,
     expected: u32,
 ) -> Result<Decoded, super::codec::CodecError> {
     let mut d = super::compress::Decompressor::default();
-    let raw = d.unframe(payload)?;
+    let raw = d.unframe(payload, super::FORMAT_VERSION)?;
     decode(raw, base_ts, expected)
 }
 
@@ -69,6 +72,8 @@ pub struct ChunkBuilder {
     count: u32,
     raw: Vec<u8>,
     compressor: Compressor,
+    /// Times are rounded to a multiple of this many ns (0 or 1: kept).
+    quantum: u64,
 }
 
 /// Resolves a cgroup id to its path while encoding.
@@ -77,6 +82,45 @@ pub type Paths<'a> = dyn FnMut(u64) -> Option<Arc<str>> + 'a;
 impl ChunkBuilder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Rounds every record's times (and the throttle and reclaim
+    /// durations they imply) to the nearest multiple of `ns` from now
+    /// on; 1 keeps them exact. Version 3 then stores them divided by it
+    /// (columns.rs).
+    pub fn round_times_to(&mut self, ns: u64) {
+        self.quantum = ns;
+    }
+
+    fn round(&self, v: u64) -> u64 {
+        match self.quantum {
+            0 | 1 => v,
+            q => v.saturating_add(q / 2) / q * q,
+        }
+    }
+
+    /// `e` with its times rounded to the quantum. Start and end are
+    /// rounded on their own, so a duration moves by less than a quantum
+    /// and intervals that touched still touch.
+    fn rounded(&self, e: &Event) -> Event {
+        let r = |v| self.round(v);
+        let mut e = *e;
+        match &mut e {
+            Event::Throttle(t) => {
+                t.ts_ns = r(t.ts_ns);
+                t.start_ns = r(t.start_ns);
+                t.reclaim_ns = r(t.reclaim_ns);
+            }
+            Event::Reclaim(x) | Event::DirectReclaim(x) => {
+                x.ts_ns = r(x.ts_ns);
+                x.start_ns = r(x.start_ns);
+            }
+            Event::ThrottleStart(s) => s.ts_ns = r(s.ts_ns),
+            Event::OomKill(o) => o.ts_ns = r(o.ts_ns),
+            Event::Brake(b) => b.ts_ns = r(b.ts_ns),
+            Event::Lost(l) => l.ts_ns = r(l.ts_ns),
+        }
+        e
     }
 
     pub fn is_empty(&self) -> bool {
@@ -150,6 +194,15 @@ impl ChunkBuilder {
     }
 
     pub fn event(&mut self, e: &Event, paths: &mut Paths<'_>) {
+        if self.quantum > 1 {
+            let e = self.rounded(e);
+            self.encode(&e, paths);
+        } else {
+            self.encode(e, paths);
+        }
+    }
+
+    fn encode(&mut self, e: &Event, paths: &mut Paths<'_>) {
         self.start(e.ts_ns());
         match e {
             Event::Throttle(t) => {
@@ -226,7 +279,7 @@ impl ChunkBuilder {
     }
 
     pub fn sample(&mut self, s: &Sample, paths: &mut Paths<'_>) {
-        self.start(s.ts_ns);
+        self.start(self.round(s.ts_ns));
         let h = &s.host;
         for x in [h.mem_total, h.mem_available, h.swap_total, h.swap_free] {
             self.v(x);
@@ -283,7 +336,7 @@ impl ChunkBuilder {
     }
 
     pub fn action(&mut self, a: &Action, paths: &mut Paths<'_>) {
-        self.start(a.ts_ns);
+        self.start(self.round(a.ts_ns));
         let cg = self.cgroup(a.cgroup_id, paths);
         let kind = self.string(a.kind.as_bytes());
         self.v(cg);
@@ -293,13 +346,13 @@ impl ChunkBuilder {
     }
 
     pub fn note(&mut self, ts_ns: u64, text: &str) {
-        self.start(ts_ns);
+        self.start(self.round(ts_ns));
         put_bytes(&mut self.body, text.as_bytes());
         self.end(tag::NOTE);
     }
 
-    /// The framed chunk (version 2: compressed), and an empty builder.
-    /// None when empty.
+    /// The framed chunk (version 3: by column, compressed), and an empty
+    /// builder. None when empty.
     pub fn finish(&mut self) -> Option<Vec<u8>> {
         if self.count == 0 {
             return None;
@@ -307,6 +360,32 @@ impl ChunkBuilder {
         self.raw_payload();
         let mut payload = Vec::with_capacity(self.raw.len() / 2 + 16);
         self.compressor.frame(&self.raw, &mut payload);
+        Some(self.framed(&payload))
+    }
+
+    /// The chunk by column whatever its size (small ones are written as
+    /// rows when that is smaller), for tests of that layout.
+    #[cfg(test)]
+    pub fn finish_columns(&mut self) -> Option<Vec<u8>> {
+        if self.count == 0 {
+            return None;
+        }
+        self.raw_payload();
+        let mut payload = Vec::with_capacity(self.raw.len() / 2 + 16);
+        self.compressor.frame_columns(&self.raw, &mut payload);
+        Some(self.framed(&payload))
+    }
+
+    /// The chunk as version 2 wrote it (rows, compressed), for tests of
+    /// old files.
+    #[cfg(test)]
+    pub fn finish_v2(&mut self) -> Option<Vec<u8>> {
+        if self.count == 0 {
+            return None;
+        }
+        self.raw_payload();
+        let mut payload = Vec::with_capacity(self.raw.len() / 2 + 16);
+        self.compressor.frame_v2(&self.raw, &mut payload);
         Some(self.framed(&payload))
     }
 

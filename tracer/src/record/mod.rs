@@ -13,13 +13,15 @@
 //!   for small files; [`stream::Sorted`] puts records in time order.
 //!   [`timeline::open`] reads a file or a flight recorder's directory as
 //!   one time-ordered recording, cut to a window.
-//! - [`chunk`] encodes a chunk, [`decode`] decodes one, [`compress`]
-//!   compresses it (version 2), [`codec`] has the varints.
+//! - [`chunk`] encodes a chunk, [`decode`] decodes one, [`columns`]
+//!   lays it out by column (version 3), [`compress`] compresses it
+//!   (version 2), [`codec`] has the varints.
 //! - The once-a-second samples come from [`crate::sys::sampler`]; they
 //!   are stored as they are.
 
 pub mod chunk;
 pub mod codec;
+mod columns;
 mod compress;
 mod decode;
 pub mod flight;
@@ -40,8 +42,9 @@ pub use crate::sys::sampler::{CgroupSample, ProcSample, Sample};
 /// The file's first bytes.
 pub const FILE_MAGIC: &[u8; 8] = b"MEMTRACE";
 /// The version this build writes; it reads this one and every older one.
-/// Version 2 compresses each chunk (compress.rs); version 1 did not.
-pub const FORMAT_VERSION: u16 = 2;
+/// Version 3 lays each chunk out by column (columns.rs), version 2
+/// compresses each chunk (compress.rs); version 1 did neither.
+pub const FORMAT_VERSION: u16 = 3;
 /// Each chunk's first bytes.
 pub const CHUNK_MAGIC: &[u8; 4] = b"MTCK";
 /// No chunk is larger: a length field above it is damage.

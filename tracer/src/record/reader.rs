@@ -169,7 +169,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::record::{CHUNK_HEADER, CHUNK_MAGIC};
 
-    fn find_magic(data: &[u8], from: usize) -> Option<usize> {
+    pub(crate) fn find_magic(data: &[u8], from: usize) -> Option<usize> {
         data.get(from..)?
             .windows(CHUNK_MAGIC.len())
             .position(|w| w == CHUNK_MAGIC)
@@ -190,7 +190,7 @@ pub(crate) mod tests {
     }
 
     /// Records of every kind, times increasing from `t0`.
-    fn records(t0: u64, n: u64) -> Vec<Record> {
+    pub(crate) fn records(t0: u64, n: u64) -> Vec<Record> {
         let mut v = Vec::new();
         for i in 0..n {
             let ts = t0 + i * 1_000_000;
@@ -316,10 +316,11 @@ pub(crate) mod tests {
                     Record::Note { ts_ns, text } => b.note(*ts_ns, text),
                 }
             }
-            out.extend(if version == 1 {
-                b.finish_v1().unwrap()
-            } else {
-                b.finish().unwrap()
+            // Version 3 by column: chunks this small would be rows.
+            out.extend(match version {
+                1 => b.finish_v1().unwrap(),
+                2 => b.finish_v2().unwrap(),
+                _ => b.finish_columns().unwrap(),
             });
             all.push(rs);
         }
@@ -329,6 +330,9 @@ pub(crate) mod tests {
     #[test]
     fn every_record_kind_round_trips() {
         let (bytes, chunks) = file(3);
+        // The chunks of version-3 test files are laid out by column.
+        let first = find_magic(&bytes, 8).unwrap();
+        assert_eq!(bytes[first + crate::record::CHUNK_HEADER], 2);
         let r = parse(&bytes).unwrap();
         assert_eq!(r.header.host, "box");
         assert_eq!(r.chunks, 3);
@@ -342,7 +346,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_torn_tail_loses_only_the_last_chunk() {
-        for version in [1, 2] {
+        for version in [1, 2, 3] {
             let (bytes, chunks) = file_version(4, version);
             let whole = parse(&bytes).unwrap().records.len();
             let last = chunks.last().unwrap().len();
@@ -367,7 +371,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_corrupt_chunk_is_skipped_and_the_rest_read() {
-        for version in [1, 2] {
+        for version in [1, 2, 3] {
             let (mut bytes, chunks) = file_version(5, version);
             let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
             // Find the second chunk and flip a byte in its payload.
@@ -448,7 +452,7 @@ pub(crate) mod tests {
 
     #[test]
     fn random_corruption_never_panics_and_keeps_intact_chunks() {
-        for version in [1, 2] {
+        for version in [1, 2, 3] {
             let (bytes, chunks) = file_version(6, version);
             let mut state = 0x9e37_79b9_7f4a_7c15u64;
             let mut rnd = |m: usize| {

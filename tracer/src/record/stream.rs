@@ -398,7 +398,7 @@ impl Stream {
             return Err(Bad::Damaged("checksum mismatch".into()));
         }
         let raw = if self.version >= 2 {
-            self.decompressor.unframe(payload)
+            self.decompressor.unframe(payload, self.version)
         } else {
             Ok(payload)
         };

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memtrace::writer::{Fsync, Writer};
+use memtrace::writer::{Fsync, TimeResolution, Writer};
 use memtrace::{
     CgroupMemory, CgroupSample, Comm, Event, Header, HostMemory, MemEvents, ProcSample, Psi,
     Reclaim, Sample, Task, Throttle, reader,
@@ -162,7 +162,18 @@ fn paths(id: u64) -> Option<Arc<str>> {
 /// Writes `evs` as `memtrace record` does: a chunk each second of recorded
 /// time, a sample each second if `samples`.
 fn write<'a>(path: &Path, evs: impl IntoIterator<Item = &'a Event>, samples: bool) -> u64 {
+    write_at(path, evs, samples, TimeResolution::Ns)
+}
+
+/// [`write`] at a time resolution (`memtrace record --time-resolution`).
+fn write_at<'a>(
+    path: &Path,
+    evs: impl IntoIterator<Item = &'a Event>,
+    samples: bool,
+    resolution: TimeResolution,
+) -> u64 {
     let mut w = Writer::create(path, &Header::default(), Fsync::Never, true).unwrap();
+    w.set_time_resolution(resolution);
     let mut rng = Rng::new(7);
     let mut next_second = 2 * SEC;
     for e in evs {
@@ -210,7 +221,7 @@ pub fn size_and_speed(rows: &mut Rows) {
     let evs: Vec<Event> = events(n, 1000, 42).collect();
     let path = tmp("mix");
     let raw = {
-        // What version 1 (no compression) wrote: the raw payloads.
+        // As this build writes it, times to the nanosecond.
         let bytes = write(&path, &evs, false);
         let rec = reader::read(&path).unwrap();
         assert_eq!(rec.records.len() as u64, n, "the mix reads back whole");
@@ -219,12 +230,26 @@ pub fn size_and_speed(rows: &mut Rows) {
     rows.row(
         "record: bytes per event, benchmark mix (2/3 reclaim, 1/3 throttle, 1,000/s)",
         format!("{:.2} B", raw as f64 / n as f64),
-        "goal ≤ 8 B; zstd per chunk, a chunk per second",
+        "goal ≤ 8 B; format 3 (by column, zstd per part), a chunk per second",
     );
     let with_samples = write(&path, &evs, true);
     rows.row(
         "record: bytes per event, the same with a sample a second (8 cgroups, 5 processes each)",
         format!("{:.2} B", with_samples as f64 / n as f64),
+        "samples included in the file",
+    );
+    let us = write_at(&path, &evs, false, TimeResolution::Us);
+    let rec = reader::read(&path).unwrap();
+    assert_eq!(rec.records.len() as u64, n, "the mix reads back whole");
+    rows.row(
+        "record: bytes per event, benchmark mix, `--time-resolution us`",
+        format!("{:.2} B", us as f64 / n as f64),
+        "times rounded to the microsecond",
+    );
+    let us_samples = write_at(&path, &evs, true, TimeResolution::Us);
+    rows.row(
+        "record: bytes per event, `--time-resolution us` with a sample a second",
+        format!("{:.2} B", us_samples as f64 / n as f64),
         "samples included in the file",
     );
     let (median, p90) = measure(5, || {
