@@ -115,6 +115,26 @@ impl CgroupMemory {
         }
     }
 
+    /// What changes from one second to the next, with the rest (limits,
+    /// event counters) taken from `last`, an earlier full reading: usage
+    /// (and pressure, on v2), one file of three (v1) or two of five (v2).
+    /// For cgroups with nothing going on, whose limits and counters would
+    /// change only with events that make them read in full again.
+    pub fn read_usage_in(dir: CgroupDir<'_>, version: CgroupVersion, last: &Self) -> Self {
+        let read = |f: &CStr| dir.read(f);
+        match version {
+            CgroupVersion::V2 => Self {
+                current: read(c"memory.current").and_then(|t| t.trim().parse().ok()),
+                pressure: read(c"memory.pressure").and_then(|t| Psi::parse(&t)),
+                ..*last
+            },
+            CgroupVersion::V1 => Self {
+                current: read(c"memory.usage_in_bytes").and_then(|t| t.trim().parse().ok()),
+                ..*last
+            },
+        }
+    }
+
     fn read_v2(dir: CgroupDir<'_>) -> Self {
         let read = |f: &CStr| dir.read(f);
         let events = read(c"memory.events")

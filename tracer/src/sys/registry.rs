@@ -48,6 +48,15 @@ pub const GONE_RETENTION: Duration = Duration::from_secs(600);
 /// Minimum time between two rescans triggered by unknown ids.
 const RESCAN_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How long an id a rescan did not find is not looked for again: its
+/// cgroup was removed before the scan (an event comes after its cgroup's
+/// mkdir), and each look is a walk of the whole hierarchy. Events of
+/// short-lived cgroups otherwise cost a walk a second each while they stay
+/// in the model.
+const MISS_RETRY: Duration = Duration::from_secs(60);
+/// At most this many missed ids remembered; past it they are forgotten.
+const MISSES_KEPT: usize = 4096;
+
 /// The most questions for the enrichment thread remembered as asked; past
 /// it the memory is cleared (and a question may be asked twice).
 const MAX_ASKED: usize = 65_536;
@@ -118,6 +127,8 @@ pub struct CgroupRegistry {
     /// Cgroups found since the last [`CgroupRegistry::take_created`].
     created: Vec<u64>,
     names: Names,
+    /// Ids a rescan made for them did not find, and when ([`MISS_RETRY`]).
+    missed: HashMap<u64, Instant>,
 }
 
 impl CgroupRegistry {
@@ -140,6 +151,7 @@ impl CgroupRegistry {
             watch: None,
             created: Vec::new(),
             names: Names::default(),
+            missed: HashMap::new(),
         };
         r.scan();
         r
@@ -156,6 +168,7 @@ impl CgroupRegistry {
             watch: None,
             created: Vec::new(),
             names: Names::default(),
+            missed: HashMap::new(),
         };
         r.scan();
         r
@@ -173,6 +186,7 @@ impl CgroupRegistry {
             watch: None,
             created: Vec::new(),
             names: Names::default(),
+            missed: HashMap::new(),
         };
         for (id, path) in paths {
             if path.is_empty() {
@@ -371,11 +385,24 @@ impl CgroupRegistry {
         if let Some(e) = self.by_id.get(&id) {
             return Some(e.path.clone());
         }
+        if self
+            .missed
+            .get(&id)
+            .is_some_and(|t| t.elapsed() < MISS_RETRY)
+        {
+            return None;
+        }
         let due = self
             .last_scan
             .is_none_or(|t| t.elapsed() >= RESCAN_INTERVAL);
         if due && self.root.is_some() {
             self.scan();
+            if !self.by_id.contains_key(&id) {
+                if self.missed.len() >= MISSES_KEPT {
+                    self.missed.clear();
+                }
+                self.missed.insert(id, Instant::now());
+            }
         }
         self.by_id.get(&id).map(|e| e.path.clone())
     }

@@ -56,6 +56,11 @@ const SAFETY_WALK: Duration = Duration::from_secs(300);
 const YOUNG: Duration = Duration::from_secs(10);
 /// How long a cgroup found without a limit is not asked again.
 const UNLIMITED_RECHECK: Duration = Duration::from_secs(60);
+/// A quiet cgroup's limits and event counters are read one quiet sample
+/// in this many (a minute at one in ten); the others read its usage (and
+/// pressure) alone: a thousand quiet cgroups' unchanged limit files were
+/// two thirds of the sampler's reads on cgroup v1.
+const QUIET_FULL_EVERY: u64 = 6;
 
 pub struct Sampler {
     scope: CgroupFilter,
@@ -76,6 +81,9 @@ pub struct Sampler {
     hot: HashSet<u64>,
     /// Cgroups found without a limit, and when.
     unlimited: std::collections::HashMap<u64, Instant>,
+    /// Each limited cgroup's last full reading, for the quiet samples that
+    /// read its usage alone ([`QUIET_FULL_EVERY`]).
+    last_full: HashMap<u64, CgroupMemory>,
 }
 
 impl Sampler {
@@ -93,6 +101,7 @@ impl Sampler {
             ticks: 0,
             hot: HashSet::new(),
             unlimited: std::collections::HashMap::new(),
+            last_full: HashMap::new(),
         }
     }
 
@@ -164,6 +173,7 @@ impl Sampler {
             self.unlimited
                 .retain(|id, _| !live.contains(id) && reg.lookup(*id).is_some());
             self.dirs.retain(|id, _| live.contains(id));
+            self.last_full.retain(|id, _| live.contains(id));
             self.last_scan = Some(now);
         }
         let now = Instant::now();
@@ -179,6 +189,16 @@ impl Sampler {
             .copied()
             .filter(|id| id.wrapping_add(tick) % every == 0 || self.hot.contains(id))
             .collect();
+        // Sampled only because its turn came: quiet (not hot, active or
+        // young). With spreading off (estimates need every counter every
+        // second) every sample is full.
+        let quiet_turn = |id: u64| {
+            every > 1
+                && !self.hot.contains(&id)
+                && !active.contains(&id)
+                && !self.young.contains_key(&id)
+                && (id.wrapping_add(tick) / every) % QUIET_FULL_EVERY != 0
+        };
         for &id in active.iter().chain(self.young.keys()) {
             if reg
                 .lookup(id)
@@ -190,18 +210,33 @@ impl Sampler {
         ids.sort_unstable();
         ids.dedup();
         let mut cgroups = Vec::with_capacity(ids.len());
-        for id in ids {
+        let partial: Vec<bool> = ids.iter().map(|&id| quiet_turn(id)).collect();
+        for (id, partial) in ids.into_iter().zip(partial) {
             let Some(path) = reg.lookup(id) else { continue };
             let Some(dir) = reg.dir(&path) else { continue };
-            let mem = match self.dir_fd(id, &dir) {
-                Some(fd) => CgroupMemory::read_in(CgroupDir::Fd(fd.as_fd()), version),
-                None => CgroupMemory::read(&dir, version),
+            let last = if partial {
+                self.last_full.get(&id).copied()
+            } else {
+                None
+            };
+            let fd = self.dir_fd(id, &dir);
+            let at = match &fd {
+                Some(fd) => CgroupDir::Fd(fd.as_fd()),
+                None => CgroupDir::Path(&dir),
+            };
+            let mem = match &last {
+                Some(last) => CgroupMemory::read_usage_in(at, version, last),
+                None => CgroupMemory::read_in(at, version),
             };
             // Gone since the last scan (every cgroup below the root has
             // a usage file): no stat first, the read tells.
             if mem.current.is_none() {
                 self.dirs.remove(&id);
+                self.last_full.remove(&id);
                 continue;
+            }
+            if last.is_none() && fd.is_some() {
+                self.last_full.insert(id, mem);
             }
             if mem.high.is_some() || mem.max.is_some() {
                 self.limited.insert(id);
@@ -276,4 +311,86 @@ fn dir_budget() -> usize {
     usize::try_from(lim.rlim_cur / 2)
         .unwrap_or(usize::MAX)
         .min(65_536)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A v1-like cgroup tree in a temporary directory: `/a` with a limit.
+    fn tree() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("memtrace-sampler-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("a")).unwrap();
+        let write = |f: &str, v: &str| std::fs::write(dir.join("a").join(f), v).unwrap();
+        write("memory.usage_in_bytes", "100\n");
+        write("memory.limit_in_bytes", "1000\n");
+        write(
+            "memory.oom_control",
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
+        );
+        dir
+    }
+
+    #[test]
+    fn a_quiet_cgroup_reads_its_usage_every_turn_and_its_limits_one_turn_in_six() {
+        let dir = tree();
+        let id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dir.join("a")).unwrap());
+        let mut reg = CgroupRegistry::for_root(&dir);
+        let mut s = Sampler::new(CgroupFilter::default(), Some(CgroupVersion::V1), 4096).spread(2);
+        // Ten seconds of ticks, each with the files changed before it: the
+        // usage is always the file's, the limit and OOM kills are those of
+        // the last full read (the first sample, then one turn in six).
+        let mut turns = Vec::new();
+        for t in 1..=40u64 {
+            let write = |f: &str, v: String| std::fs::write(dir.join("a").join(f), v).unwrap();
+            write("memory.usage_in_bytes", format!("{}\n", 100 + t));
+            write("memory.limit_in_bytes", format!("{}\n", 1000 + t));
+            write("memory.oom_control", format!("oom_kill {t}\n"));
+            // Past the young period's every-tick samples: the first one
+            // finds it, the rest are its turns.
+            s.young.clear();
+            let sample = s.sample(t, &mut reg, &[]);
+            if let Some(c) = sample.cgroups.iter().find(|c| c.id == id) {
+                turns.push((t, c.mem.current, c.mem.max, c.mem.events.oom_kill));
+            }
+        }
+        assert!(turns.len() >= 19, "sampled one tick in two: {turns:?}");
+        let mut full = 0;
+        let mut last_full = None;
+        for &(t, current, max, oom_kill) in &turns {
+            assert_eq!(current, Some(100 + t), "usage read every turn: {turns:?}");
+            if max == Some(1000 + t) {
+                full += 1;
+                assert_eq!(oom_kill, Some(t));
+                last_full = Some(t);
+            } else {
+                let l = last_full.expect("the first sample reads every file");
+                assert_eq!((max, oom_kill), (Some(1000 + l), Some(l)), "{turns:?}");
+            }
+        }
+        // The first, then one turn in six.
+        assert!((3..=5).contains(&full), "{full} full reads in {turns:?}");
+        // A hot cgroup (near its limit) is read in full every tick.
+        std::fs::write(dir.join("a/memory.usage_in_bytes"), "105\n").unwrap();
+        let mut maxes = Vec::new();
+        for t in 41..=60u64 {
+            let limit = 120 + t % 2;
+            std::fs::write(dir.join("a/memory.limit_in_bytes"), format!("{limit}\n")).unwrap();
+            let sample = s.sample(t, &mut reg, &[]);
+            let c = sample.cgroups.iter().find(|c| c.id == id);
+            maxes.push((limit, c.and_then(|c| c.mem.max)));
+        }
+        // From its next full read on (it is not known to be near before).
+        let seen = maxes
+            .iter()
+            .position(|(l, m)| *m == Some(*l))
+            .expect("read in full");
+        assert!(seen <= 12, "{maxes:?}");
+        assert!(
+            maxes[seen..].iter().all(|(l, m)| *m == Some(*l)),
+            "{maxes:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

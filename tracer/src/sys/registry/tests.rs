@@ -39,6 +39,25 @@ fn new_cgroups_are_found_on_miss_and_removed_ones_kept() {
 }
 
 #[test]
+fn an_id_a_rescan_did_not_find_is_not_looked_for_again_at_once() {
+    let dir = tempdir();
+    let mut r = CgroupRegistry::for_root(&dir);
+    // Not a directory here: a cgroup removed before the scan.
+    let gone = u64::MAX - 7;
+    std::thread::sleep(RESCAN_INTERVAL);
+    assert_eq!(r.resolve(gone), None);
+    std::fs::create_dir(dir.join("late")).unwrap();
+    let late = std::fs::metadata(dir.join("late")).unwrap().ino();
+    std::thread::sleep(RESCAN_INTERVAL);
+    // No walk for the id already missed: `late` stays unknown...
+    assert_eq!(r.resolve(gone), None);
+    assert_eq!(r.lookup(late), None);
+    // ...while an id not missed before is looked for, and found.
+    assert_eq!(r.resolve(late).as_deref(), Some("/late"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn watched_cgroups_are_known_at_once() {
     let dir = tempdir("registry");
     std::fs::create_dir(dir.join("old")).unwrap();
