@@ -40,7 +40,7 @@ fn new_cgroups_are_found_on_miss_and_removed_ones_kept() {
 
 #[test]
 fn an_id_a_rescan_did_not_find_is_not_looked_for_again_at_once() {
-    let dir = tempdir();
+    let dir = tempdir("registry");
     let mut r = CgroupRegistry::for_root(&dir);
     // Not a directory here: a cgroup removed before the scan.
     let gone = u64::MAX - 7;
