@@ -12,7 +12,6 @@ use crate::test_util::tempdir;
 const ID: &str = "ae836c95b4c3c9e9179e0e91015512da89fdec91612f63cebae57df9a5444c79";
 const POD: &str = "8e3f1a52-7c4d-4b2a-9f10-2d6e5a7b8c9d";
 
-
 /// Serves `answers` in turn on a unix socket, one connection each, and
 /// returns the request lines it read.
 fn serve(sock: &Path, answers: Vec<&'static [u8]>) -> std::thread::JoinHandle<Vec<String>> {

@@ -167,7 +167,6 @@ fn path_helpers() {
     assert_eq!(ancestors("/a/b").collect::<Vec<_>>(), ["/a/b", "/a", "/"]);
 }
 
-
 /// A container's registry path, for a number.
 fn container(n: usize) -> (String, String) {
     let id = format!("{n:064x}");
