@@ -245,29 +245,16 @@ action = "kill-largest"
 }
 
 /// Throttled, then released, with end records lost on purpose: a ring of
-/// one page, the agent stopped while 128 throttled threads exit at once.
-/// Episodes whose end never arrived must not count: no breach, no kill of
-/// the idle process that stays. The loss itself must be reported.
+/// one page, the agent stopped while a 128-thread hog is throttled, and a
+/// filler that fills the ring before the hog is killed, so the ends of
+/// the hog's episodes in progress meet a full ring. Episodes whose end
+/// never arrived must not count: no breach, no kill of the idle process
+/// that stays. The loss of end records must be reported.
 pub fn safety_lost_ends(_ctx: &Ctx, c: &mut Checks) -> Result<()> {
-    // Experiment knobs: memtrace.lost=pause_ms=N,fill_calls=N,fill_high_kib=N,fill_threads=N
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let knobs: std::collections::HashMap<String, u64> = cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("memtrace.lost="))
-        .unwrap_or("")
-        .split(',')
-        .filter_map(|kv| kv.split_once('='))
-        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-        .collect();
-    let knob = |k: &str, d: u64| knobs.get(k).copied().unwrap_or(d);
-    let max_pause = Duration::from_millis(knob("pause_ms", 3000));
-    let fill_calls = knob("fill_calls", 500);
-    let fill_under = knob("fill_under_kib", 512) * 1024;
-    let fill_mb = knob("fill_mb", 128).to_string();
-    let fill_churn = knob("fill_churn_kib", 512).to_string();
     let _ = std::fs::remove_file("/tmp/lost.jsonl");
     let cg = v2_cgroup("/lost")?;
     limits(&cg, 256 * MIB, 256 * MIB)?;
+    // Outside the budget's scope: its episodes fill the ring, never count.
     let fill_cg = v2_cgroup("/lost-fill")?;
     limits(&fill_cg, 256 * MIB, 256 * MIB)?;
     let config = write_config(
@@ -291,11 +278,11 @@ action = "kill-largest"
         &fill_cg,
         &[
             "--mb",
-            &fill_mb,
+            "128",
             "--step-mb",
             "16",
             "--churn-kb",
-            &fill_churn,
+            "512",
             "--ready",
             fill_ready,
         ],
@@ -306,30 +293,37 @@ action = "kill-largest"
         stop(&mut filler.child);
         bail!("the filler did not finish allocating");
     }
-    std::thread::sleep(Duration::from_secs(1));
     let mut hog = threaded_hog(&cg, 128, 40, None)?;
-    let before_run = Evidence::read(&cg)?;
+    let throttled = Evidence::read(&cg)?;
+    // The agent sees the hog's episodes start for 2 s, then stops reading.
     std::thread::sleep(Duration::from_secs(2));
     let at_stop = Evidence::read(&cg)?;
     agent.signal(libc::SIGSTOP);
     let paused = Instant::now();
+    // The filler's memory.high goes 512 KiB under its usage: each 512 KiB
+    // it churns is charged over high by under 1 % of 128 MiB, so each
+    // charge batch is one throttle call (a start and an end record, one
+    // memory.events high) whose penalty is under HZ/100: no sleep, calls
+    // as fast as the guest runs. 200 of them are 400 records for a ring
+    // of 46. Measured (15 runs, 3 per kernel): 500 calls took 0.48-2.41 s,
+    // 483-621 end records lost. The pause is bounded so that /lost is
+    // throttled at most 2 + 3 + 0.5 s, under its 6 s budget.
     let fill_before = Evidence::read(&fill_cg)?;
-    let fill_now: u64 = fill_cg.read("memory.current")?.trim().parse()?;
+    let fill_usage: u64 = fill_cg.read("memory.current")?.trim().parse()?;
     fill_cg.write(
         "memory.high",
-        &fill_now.saturating_sub(fill_under).to_string(),
+        &fill_usage.saturating_sub(512 << 10).to_string(),
     )?;
-    let mut fill_ms = None;
-    while paused.elapsed() < max_pause {
-        if Evidence::read(&fill_cg)?.since(&fill_before).high >= fill_calls {
-            fill_ms = Some(paused.elapsed().as_millis() as u64);
-            break;
-        }
+    while paused.elapsed() < LOST_PAUSE_MAX
+        && Evidence::read(&fill_cg)?.since(&fill_before).high < LOST_FILL_CALLS
+    {
         std::thread::sleep(Duration::from_millis(10));
     }
     let fill = Evidence::read(&fill_cg)?.since(&fill_before);
-    let pause_ms = paused.elapsed().as_millis();
+    let pause = paused.elapsed();
     let in_pause = Evidence::read(&cg)?.since(&at_stop);
+    // The hog's threads inside the throttle function end now, into a
+    // full ring.
     stop(&mut hog.child);
     stop(&mut filler.child);
     std::thread::sleep(Duration::from_millis(500));
@@ -340,17 +334,18 @@ action = "kill-largest"
     let log = agent.stop();
     let kills = kill_log("/tmp/lost.jsonl");
 
-    let lost_lines: Vec<&str> = log.lines().filter(|l| l.contains("records lost")).collect();
-    let ends_lost = log.contains(" throttle records lost");
-    c.metric("ends_lost", ends_lost);
-    c.metric("lost_lines", format!("{lost_lines:?}"));
-    c.metric("pause_ms", pause_ms as u64);
-    c.metric("fill_ms", fill_ms.unwrap_or(0));
-    c.metric("fill_high", fill.high);
-    c.metric("fill_some_ms", fill.some_us / 1000);
-    c.metric("high_before_stop", at_stop.since(&before_run).high);
-    c.metric("high_in_pause", in_pause.high);
-    c.metric("some_ms_in_pause", in_pause.some_us / 1000);
+    let lost: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("WARN ] ").nth(1))
+        .filter(|l| l.contains("records lost"))
+        .collect();
+    // `throttle` is the end record's kind (`throttle_start` the start's).
+    let ends_lost = lost.iter().any(|l| l.contains(" throttle records lost"));
+    c.metric("lost", format!("{lost:?}"));
+    c.metric("pause_ms", pause.as_millis() as u64);
+    c.metric("filler_calls", fill.high);
+    c.metric("hog_high_before_stop", at_stop.since(&throttled).high);
+    c.metric("hog_stall_ms_in_pause", in_pause.some_us / 1000);
     c.metric("kills", kills.len());
     c.check(
         ends_lost,
@@ -366,6 +361,11 @@ action = "kill-largest"
     );
     Ok(())
 }
+
+/// Filler throttle calls the ring must have taken before the hog is
+/// killed in `safety-lost`, and the longest that may take.
+const LOST_FILL_CALLS: u64 = 200;
+const LOST_PAUSE_MAX: Duration = Duration::from_secs(3);
 
 /// A hog that names itself sshd in a watched work cgroup is killed; the
 /// real sshd (its executable, in its service cgroup), over memory.high
