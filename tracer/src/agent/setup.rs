@@ -113,13 +113,6 @@ pub(super) fn lock_memory() {
     unsafe {
         libc::malloc_trim(0)
     };
-    // Setup's code and read-only data (BTF, aya, the command line) would
-    // stay resident, and locked: megabytes the loop never runs again.
-    let dropped = crate::sys::own::drop_clean_file_pages();
-    log::debug!(
-        "setup's code pages given back before locking: {}",
-        crate::clock::fmt_bytes(dropped)
-    );
     crate::act::kill::warm_up();
     let flags = libc::MCL_CURRENT | libc::MCL_FUTURE;
     // SAFETY: mlockall takes plain flags. MCL_ONFAULT is Linux 4.4+;
