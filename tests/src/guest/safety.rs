@@ -97,10 +97,17 @@ fn victims(kills: &[Value]) -> Vec<String> {
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 
 /// A cgroup's memory.pressure `some` total, read by a thread every 100 ms
-/// until [`PsiSeries::busiest`] asks for its busiest window.
+/// until [`PsiSeries::busiest_share`] asks for its busiest window (or it
+/// is dropped: a scenario that failed early leaves no thread behind).
 struct PsiSeries {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    reader: std::thread::JoinHandle<Vec<(Instant, u64)>>,
+    reader: Option<std::thread::JoinHandle<Vec<(Instant, u64)>>>,
+}
+
+impl Drop for PsiSeries {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl PsiSeries {
@@ -120,26 +127,35 @@ impl PsiSeries {
             }
             series
         });
-        Self { stop, reader }
+        Self {
+            stop,
+            reader: Some(reader),
+        }
     }
 
-    /// The most stall in any `window` of the series (the nearest reading
-    /// at or after each reading's time plus `window`; the series' span
-    /// if it is shorter).
-    fn busiest(self, window: Duration) -> Duration {
+    /// The largest share of stall in any stretch of at least `window`:
+    /// from each reading to the first one `window` or more after it (the
+    /// whole series if it is shorter), divided by that stretch's length,
+    /// so a reader that lagged under load never inflates it.
+    fn busiest_share(mut self, window: Duration) -> f64 {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let series = self.reader.join().unwrap_or_default();
-        let mut most = 0;
+        let series = self
+            .reader
+            .take()
+            .and_then(|r| r.join().ok())
+            .unwrap_or_default();
+        let mut most: f64 = 0.0;
         for (i, &(t0, s0)) in series.iter().enumerate() {
             let end = series[i..]
                 .iter()
                 .find(|(t, _)| t.duration_since(t0) >= window)
                 .or(series.last());
-            if let Some(&(_, s1)) = end {
-                most = most.max(s1.saturating_sub(s0));
+            if let Some(&(t1, s1)) = end {
+                let span = t1.duration_since(t0).max(window).as_secs_f64();
+                most = most.max(s1.saturating_sub(s0) as f64 / 1e6 / span);
             }
         }
-        Duration::from_micros(most)
+        most
     }
 }
 /// Two siblings, each over its own memory.high, throttled in turn; a large
@@ -190,7 +206,7 @@ action = "kill-largest"
         }
     }
     let turns = started.elapsed();
-    let busiest = union.busiest(BUDGET_WINDOW);
+    let busiest_share = union.busiest_share(BUDGET_WINDOW);
     std::thread::sleep(QUIET_AFTER);
     let parent_psi = Evidence::read(&parent)?.since(&before);
     let big_alive = big.child.try_wait()?.is_none();
@@ -199,7 +215,6 @@ action = "kill-largest"
     let kills = kill_log("/tmp/siblings.jsonl");
 
     let union_share = parent_psi.some_us as f64 / 1e6 / turns.as_secs_f64();
-    let busiest_share = busiest.as_secs_f64() / BUDGET_WINDOW.as_secs_f64();
     c.metric("turns_s", turns.as_secs_f64().round());
     c.metric("parent_psi_some_share_pct", (union_share * 100.0).round());
     c.metric("parent_busiest_window_pct", (busiest_share * 100.0).round());

@@ -109,7 +109,8 @@ impl ChunkBuilder {
             Event::Throttle(t) => {
                 t.ts_ns = r(t.ts_ns);
                 t.start_ns = r(t.start_ns);
-                t.reclaim_ns = r(t.reclaim_ns);
+                // Never more reclaim than the rounded episode holds.
+                t.reclaim_ns = r(t.reclaim_ns).min(t.ts_ns.saturating_sub(t.start_ns));
             }
             Event::Reclaim(x) | Event::DirectReclaim(x) => {
                 x.ts_ns = r(x.ts_ns);

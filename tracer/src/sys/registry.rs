@@ -205,25 +205,39 @@ impl CgroupRegistry {
         self.root.as_deref()
     }
 
-    /// Walks the hierarchy and refreshes the maps.
-    pub fn scan(&mut self) {
+    /// Walks the hierarchy and refreshes the maps. Returns whether the
+    /// walk saw all of it: false when a directory or entry could not be
+    /// read for another reason than being removed meanwhile, so a cgroup
+    /// it did not find may still exist.
+    pub fn scan(&mut self) -> bool {
         let now = Instant::now();
         let first_done = self.last_scan.is_some();
         self.last_scan = Some(now);
         let Some(root) = self.root.clone() else {
-            return;
+            return false;
         };
         let mut seen = HashMap::new();
         let Ok(meta) = std::fs::metadata(&root) else {
-            return;
+            return false;
         };
         seen.insert(meta.ino(), String::from("/"));
+        let mut complete = true;
         let mut stack = vec![(root.clone(), String::from("/"))];
         while let Some((dir, rel)) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                // Removed since its parent was listed: so are its children.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(_) => {
+                    complete = false;
+                    continue;
+                }
             };
-            for entry in entries.flatten() {
+            for entry in entries {
+                let Ok(entry) = entry else {
+                    complete = false;
+                    continue;
+                };
                 // The directory entry's type and inode number (the cgroup
                 // id) come with the listing: no stat per cgroup.
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -239,6 +253,7 @@ impl CgroupRegistry {
             }
         }
         self.absorb(seen, now, first_done);
+        complete
     }
 
     /// Takes in a walk's cgroups (id → path) made at `now`: new ones are
@@ -396,8 +411,9 @@ impl CgroupRegistry {
             .last_scan
             .is_none_or(|t| t.elapsed() >= RESCAN_INTERVAL);
         if due && self.root.is_some() {
-            self.scan();
-            if !self.by_id.contains_key(&id) {
+            // Only a walk that saw everything may say the id is gone.
+            let complete = self.scan();
+            if complete && !self.by_id.contains_key(&id) {
                 if self.missed.len() >= MISSES_KEPT {
                     self.missed.clear();
                 }
