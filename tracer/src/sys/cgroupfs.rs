@@ -115,17 +115,20 @@ impl CgroupMemory {
         }
     }
 
-    /// What changes from one second to the next, with the rest (limits,
-    /// event counters) taken from `last`, an earlier full reading: usage
-    /// (and pressure, on v2), one file of three (v1) or two of five (v2).
-    /// For cgroups with nothing going on, whose limits and counters would
-    /// change only with events that make them read in full again.
+    /// What changes from one second to the next, with the limits taken
+    /// from `last`, an earlier full reading: usage (and on v2 pressure and
+    /// the event counters), one file of three (v1) or three of five (v2).
+    /// For cgroups with nothing going on, whose limits would change only
+    /// with events that make them read in full again. The v2 counters are
+    /// read anew because the host's judge asks whether they grew since the
+    /// last sample (a stall a cgroup's own limit explains).
     pub fn read_usage_in(dir: CgroupDir<'_>, version: CgroupVersion, last: &Self) -> Self {
         let read = |f: &CStr| dir.read(f);
         match version {
             CgroupVersion::V2 => Self {
                 current: read(c"memory.current").and_then(|t| t.trim().parse().ok()),
                 pressure: read(c"memory.pressure").and_then(|t| Psi::parse(&t)),
+                events: read(c"memory.events").map_or(last.events, |t| parse_events(&t)),
                 ..*last
             },
             CgroupVersion::V1 => Self {
@@ -354,6 +357,30 @@ impl HostMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quiet_v2_read_takes_fresh_counters_and_the_last_limits() {
+        let dir = crate::test_util::tempdir("cgroupfs");
+        let write = |f: &str, v: &str| std::fs::write(dir.join(f), v).unwrap();
+        write("memory.current", "4096\n");
+        write("memory.high", "8192\n");
+        write("memory.max", "max\n");
+        write("memory.events", "low 0\nhigh 3\nmax 0\noom 0\noom_kill 0\n");
+        write(
+            "memory.pressure",
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=10\n",
+        );
+        let last = CgroupMemory::read_in(CgroupDir::Path(&dir), CgroupVersion::V2);
+        assert_eq!((last.high, last.events.high), (Some(8192), Some(3)));
+        write("memory.current", "5000\n");
+        write("memory.high", "9000\n");
+        write("memory.events", "low 0\nhigh 7\nmax 1\noom 0\noom_kill 0\n");
+        let quiet = CgroupMemory::read_usage_in(CgroupDir::Path(&dir), CgroupVersion::V2, &last);
+        assert_eq!(quiet.current, Some(5000));
+        assert_eq!((quiet.events.high, quiet.events.max), (Some(7), Some(1)));
+        // The limit is the last full read's until the next one.
+        assert_eq!(quiet.high, Some(8192));
+    }
 
     #[test]
     fn psi_and_events() {

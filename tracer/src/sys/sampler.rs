@@ -56,10 +56,11 @@ const SAFETY_WALK: Duration = Duration::from_secs(300);
 const YOUNG: Duration = Duration::from_secs(10);
 /// How long a cgroup found without a limit is not asked again.
 const UNLIMITED_RECHECK: Duration = Duration::from_secs(60);
-/// A quiet cgroup's limits and event counters are read one quiet sample
-/// in this many (a minute at one in ten); the others read its usage (and
-/// pressure) alone: a thousand quiet cgroups' unchanged limit files were
-/// two thirds of the sampler's reads on cgroup v1.
+/// A quiet cgroup's limits (and on v1 its OOM counter) are read one quiet
+/// sample in this many (a minute at one in ten); the others read its usage
+/// (and on v2 pressure and event counters) alone: a thousand quiet
+/// cgroups' unchanged limit files were two thirds of the sampler's reads
+/// on cgroup v1.
 const QUIET_FULL_EVERY: u64 = 6;
 
 pub struct Sampler {
