@@ -227,6 +227,14 @@ impl Decompressor {
                             if at + n > MAX_CHUNK {
                                 return Err(CodecError::Range("uncompressed length"));
                             }
+                            // The writer's frames state their size: a part
+                            // whose frame says otherwise is refused before
+                            // `n` bytes are set aside for it (a few damaged
+                            // bytes must not cost a 16 MiB fill each).
+                            let stated = zstd::zstd_safe::get_frame_content_size(frame);
+                            if !matches!(stated, Ok(Some(size)) if size == n as u64) {
+                                return Err(CodecError::Corrupt("zstd part size"));
+                            }
                             buf.resize(at + n, 0);
                             decompress(zstd, frame, &mut buf[at..])?;
                             Span::Buf(at, at + n)
