@@ -352,42 +352,37 @@ impl ChunkBuilder {
         self.end(tag::NOTE);
     }
 
-    /// The framed chunk (version 3: by column, compressed), and an empty
+    /// The framed chunk with its payload laid out and compressed by
+    /// `frame` (one of the [`Compressor`]'s layouts), and an empty
     /// builder. None when empty.
-    pub fn finish(&mut self) -> Option<Vec<u8>> {
+    fn finish_by(&mut self, frame: fn(&mut Compressor, &[u8], &mut Vec<u8>)) -> Option<Vec<u8>> {
         if self.count == 0 {
             return None;
         }
         self.raw_payload();
         let mut payload = Vec::with_capacity(self.raw.len() / 2 + 16);
-        self.compressor.frame(&self.raw, &mut payload);
+        frame(&mut self.compressor, &self.raw, &mut payload);
         Some(self.framed(&payload))
+    }
+
+    /// The framed chunk (version 3: by column, compressed), and an empty
+    /// builder. None when empty.
+    pub fn finish(&mut self) -> Option<Vec<u8>> {
+        self.finish_by(Compressor::frame)
     }
 
     /// The chunk by column whatever its size (small ones are written as
     /// rows when that is smaller), for tests of that layout.
     #[cfg(test)]
     pub fn finish_columns(&mut self) -> Option<Vec<u8>> {
-        if self.count == 0 {
-            return None;
-        }
-        self.raw_payload();
-        let mut payload = Vec::with_capacity(self.raw.len() / 2 + 16);
-        self.compressor.frame_columns(&self.raw, &mut payload);
-        Some(self.framed(&payload))
+        self.finish_by(Compressor::frame_columns)
     }
 
     /// The chunk as version 2 wrote it (rows, compressed), for tests of
     /// old files.
     #[cfg(test)]
     pub fn finish_v2(&mut self) -> Option<Vec<u8>> {
-        if self.count == 0 {
-            return None;
-        }
-        self.raw_payload();
-        let mut payload = Vec::with_capacity(self.raw.len() / 2 + 16);
-        self.compressor.frame_v2(&self.raw, &mut payload);
-        Some(self.framed(&payload))
+        self.finish_by(Compressor::frame_v2)
     }
 
     /// The chunk as version 1 wrote it (uncompressed), for tests of old

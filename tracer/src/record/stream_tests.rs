@@ -169,30 +169,19 @@ fn a_streamed_report_is_the_in_memory_report() {
     let whole = crate::report::build(&parse(&bytes).unwrap());
     let scan = super::reader::scan(&input).unwrap();
     let streamed = crate::report::build_from(&scan, Sorted::new(input.open().unwrap()));
-    // Rows that tie may come in either order (hash maps): compare sorted.
-    fn canonical(v: serde_json::Value) -> serde_json::Value {
-        use serde_json::Value;
-        match v {
-            Value::Array(a) => {
-                let mut a: Vec<Value> = a.into_iter().map(canonical).collect();
-                a.sort_by_key(Value::to_string);
-                Value::Array(a)
-            }
-            Value::Object(m) => {
-                Value::Object(m.into_iter().map(|(k, v)| (k, canonical(v))).collect())
-            }
-            v => v,
-        }
-    }
-    let a = canonical(serde_json::to_value(&whole).unwrap());
-    let b = canonical(serde_json::to_value(&streamed).unwrap());
-    assert_eq!(a, b);
+    assert_eq!(canonical_json(&whole), canonical_json(&streamed));
     assert!(!whole.cgroups.is_empty());
 }
 
 /// A report as JSON with rows that tie sorted (hash maps order them
 /// either way).
 fn report_json(r: &super::reader::Recording) -> serde_json::Value {
+    canonical_json(&crate::report::build(r))
+}
+
+/// `v` as JSON with every array sorted, so rows that tie compare equal
+/// whichever order they came in.
+fn canonical_json(v: &impl serde::Serialize) -> serde_json::Value {
     fn canonical(v: serde_json::Value) -> serde_json::Value {
         use serde_json::Value;
         match v {
@@ -207,7 +196,7 @@ fn report_json(r: &super::reader::Recording) -> serde_json::Value {
             v => v,
         }
     }
-    canonical(serde_json::to_value(crate::report::build(r)).unwrap())
+    canonical(serde_json::to_value(v).unwrap())
 }
 
 /// `r` written again, chunk for chunk as it was read, in `version`.
