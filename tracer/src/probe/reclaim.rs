@@ -57,6 +57,36 @@ pub fn delta(prev: Option<&ReclaimTotals>, cur: &ReclaimTotals) -> ReclaimTotals
     }
 }
 
+/// Whether a read of an entry is whole: the kernel adds a pass to its
+/// fields one atomic add at a time, so a lookup racing a pass can see the
+/// count without the bucket or the other way round. Count and buckets
+/// must agree, or the metrics page would show a bucket above its total.
+pub fn consistent(t: &ReclaimTotals) -> bool {
+    t.le.iter().fold(0u64, |a, n| a.wrapping_add(*n)) == t.count
+}
+
+/// Of a read of one entry, what to take as its value: the read when it
+/// is whole; else a second lookup (`again`) when that one is whole, or
+/// when it is the same as the first (a tear that stays, as a pass added to
+/// an entry the LRU map was reusing would leave: taken as it is rather
+/// than never counted); else (a pass was being added) the value read last
+/// time, so the pass counts at the next tick. An entry never read whole
+/// before is then left out until it is.
+pub fn settle(
+    last: &HashMap<u64, ReclaimTotals>,
+    id: u64,
+    read: ReclaimTotals,
+    again: impl FnOnce() -> Option<ReclaimTotals>,
+) -> Option<(u64, ReclaimTotals)> {
+    if consistent(&read) {
+        return Some((id, read));
+    }
+    match again() {
+        Some(t) if consistent(&t) || t == read => Some((id, t)),
+        _ => last.get(&id).map(|t| (id, *t)),
+    }
+}
+
 /// The deltas of a whole read of the map, `current`, against the previous
 /// one, `last`, which becomes `current`: keys gone from the map are
 /// forgotten, so one that comes back counts from zero. Only cgroups with
@@ -128,14 +158,21 @@ impl ReclaimTotalsReader {
             return Deltas::default();
         }
         self.seen_passes = passes;
-        let memcg = deltas(&mut self.last, self.totals.iter().flatten());
+        let current: Vec<(u64, ReclaimTotals)> = self
+            .totals
+            .iter()
+            .flatten()
+            .filter_map(|(id, t)| settle(&self.last, id, t, || self.totals.get(&id, 0).ok()))
+            .collect();
+        let memcg = deltas(&mut self.last, current);
         let direct = match self.direct.get(&TOTALS_SLOT, 0) {
-            Ok(cur) => {
+            Ok(cur) if consistent(&cur) => {
                 let d = delta(Some(&self.last_direct), &cur);
                 self.last_direct = cur;
                 d
             }
-            Err(_) => ReclaimTotals::default(),
+            // Unreadable, or a pass half added: counted next time.
+            _ => ReclaimTotals::default(),
         };
         Deltas { memcg, direct }
     }
@@ -200,5 +237,35 @@ mod tests {
         // 8 back with fewer passes than before its eviction: counted whole.
         let third = deltas(&mut last, [(7, t(3, 4, 40, 0)), (8, t(1, 1, 5, 0))]);
         assert_eq!(third, vec![(7, t(2, 3, 30, 0)), (8, t(1, 1, 5, 0))]);
+    }
+
+    #[test]
+    fn a_read_racing_a_pass_waits_for_the_next() {
+        let mut last = HashMap::new();
+        last.insert(7, t(3, 4, 40, 0));
+        // The count of a fourth pass is in, its bucket not yet.
+        let mut torn = t(4, 5, 50, 0);
+        torn.le[0] = 3;
+        assert!(!consistent(&torn));
+        // Still torn, differently, at the second look: last time's value.
+        let mut later = torn;
+        later.count = 5;
+        assert_eq!(
+            settle(&last, 7, torn, || Some(later)),
+            Some((7, t(3, 4, 40, 0)))
+        );
+        // Whole at the second look: that.
+        assert_eq!(
+            settle(&last, 7, torn, || Some(t(4, 5, 50, 0))),
+            Some((7, t(4, 5, 50, 0)))
+        );
+        // The same tear twice: it stays, taken as it is.
+        assert_eq!(settle(&last, 7, torn, || Some(torn)), Some((7, torn)));
+        // Never read whole before, and gone at the second look: left out.
+        assert_eq!(settle(&last, 9, torn, || None), None);
+        assert_eq!(
+            settle(&last, 7, t(4, 5, 50, 0), || None),
+            Some((7, t(4, 5, 50, 0)))
+        );
     }
 }
