@@ -12,12 +12,20 @@ use memtrace::ProgramStats;
 /// Loads the programs and baselines, runs `workload` while draining the
 /// ring, and returns every program's accounting.
 pub fn measure(workload: impl FnOnce() + Send + 'static) -> Result<Vec<ProgramStats>, String> {
+    measure_with(&memtrace::LoadOptions::default(), workload)
+}
+
+/// [`measure`] with the programs loaded with `opts` (e.g. without per-pass
+/// reclaim records, as the agent loads them).
+pub fn measure_with(
+    opts: &memtrace::LoadOptions,
+    workload: impl FnOnce() + Send + 'static,
+) -> Result<Vec<ProgramStats>, String> {
     let stats_file = "/proc/sys/kernel/bpf_stats_enabled";
     let before = std::fs::read_to_string(stats_file).unwrap_or_default();
     std::fs::write(stats_file, "1").map_err(|e| format!("kernel.bpf_stats_enabled: {e}"))?;
     let result = (|| {
-        let mut tracer =
-            memtrace::Tracer::load(&memtrace::LoadOptions::default()).map_err(|e| e.to_string())?;
+        let mut tracer = memtrace::Tracer::load(opts).map_err(|e| e.to_string())?;
         let missing = memtrace::attach_baselines(&mut tracer);
         for m in &missing {
             eprintln!("bench: baseline not attached: {m}");

@@ -181,6 +181,10 @@ pub mod config_flags {
     /// `task_group_leader`, `task_start_boottime` and `clock_tick_ns` are
     /// valid: the brake checks its victim's start time, not only its tgid.
     pub const TASK_START: u32 = 64;
+    /// The reclaim end programs write a record per pass to
+    /// `RECLAIM_EVENTS`; without it they only add the pass to the
+    /// in-kernel totals (`RECLAIM_TOTALS`), which they always do.
+    pub const RECLAIM_RECORDS: u32 = 128;
 }
 
 /// Sentinel for "this raw tracepoint has no such argument".
@@ -316,6 +320,51 @@ pub struct BrakeState {
     pub fired_ns: u64,
 }
 
+/// Upper bounds (ns) of the reclaim latency buckets of [`ReclaimTotals`]:
+/// the same bounds as the metrics page's histogram (`RECLAIM_BUCKETS` in
+/// the model, in seconds).
+pub const RECLAIM_BOUNDS_NS: [u64; 14] = [
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+];
+
+/// Buckets of [`ReclaimTotals::le`]: one per bound and one past the last.
+pub const RECLAIM_TOTAL_BUCKETS: usize = RECLAIM_BOUNDS_NS.len() + 1;
+
+/// The kernel's running totals of the reclaim passes of one memory cgroup
+/// (`RECLAIM_TOTALS`, by memcg id) or of global direct reclaim
+/// (`DIRECT_RECLAIM_TOTALS`). Only ever added to, atomically; user space
+/// takes differences.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReclaimTotals {
+    /// Passes.
+    pub count: u64,
+    /// Pages they reclaimed.
+    pub pages: u64,
+    /// Their summed duration.
+    pub total_ns: u64,
+    /// Passes per latency bucket, not cumulative: `le[i]` counts the
+    /// passes longer than `RECLAIM_BOUNDS_NS[i - 1]` and at most
+    /// `RECLAIM_BOUNDS_NS[i]`; the last counts those over every bound.
+    pub le: [u64; RECLAIM_TOTAL_BUCKETS],
+}
+
+/// Index of the only slot of `RECLAIM_PASSES` and `DIRECT_RECLAIM_TOTALS`.
+pub const TOTALS_SLOT: u32 = 0;
+
 /// Index of the heartbeat slot in the `HEARTBEAT` array.
 pub const HEARTBEAT_SLOT: u32 = 0;
 
@@ -450,6 +499,12 @@ const _: () = {
     assert!(offset_of!(BrakeRule, signal) == 28);
     assert!(offset_of!(BrakeRule, victim_start_ticks) == 32);
 
+    assert!(size_of::<ReclaimTotals>() == 144);
+    assert!(offset_of!(ReclaimTotals, count) == 0);
+    assert!(offset_of!(ReclaimTotals, pages) == 8);
+    assert!(offset_of!(ReclaimTotals, total_ns) == 16);
+    assert!(offset_of!(ReclaimTotals, le) == 24);
+
     assert!(size_of::<BrakeState>() == 24);
     assert!(offset_of!(BrakeState, window_start_ns) == 0);
     assert!(offset_of!(BrakeState, throttled_ns) == 8);
@@ -465,4 +520,5 @@ mod pod {
     unsafe impl aya::Pod for super::ReclaimState {}
     unsafe impl aya::Pod for super::BrakeRule {}
     unsafe impl aya::Pod for super::BrakeState {}
+    unsafe impl aya::Pod for super::ReclaimTotals {}
 }

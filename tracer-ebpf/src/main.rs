@@ -6,12 +6,14 @@
 //! throttle fn ──► throttle.rs ──► brake.rs     │
 //!  entry/exit       │  ▲  THROTTLE   (BRAKE_RULES, BRAKE_STATE, HEARTBEAT)
 //!                   │  │  (per task)             │
-//! memcg reclaim ──► reclaim.rs: adds nested reclaim time to the THROTTLE entry
-//! direct reclaim ─► reclaim.rs                   │
+//! memcg reclaim ──► reclaim.rs: adds nested reclaim time to the THROTTLE entry,
+//! direct reclaim ─► reclaim.rs  and every pass to RECLAIM_TOTALS (per memcg),
+//!                   │           DIRECT_RECLAIM_TOTALS, RECLAIM_PASSES
 //! OOM ────────────► oom.rs (OOM_MEMCG: the memcg being OOM-handled)
 //!                   │
 //!                   ├─► EVENTS ring: throttle, OOM, brake ─► user space (ring/)
-//!                   └─► RECLAIM_EVENTS ring: reclaim passes
+//!                   └─► RECLAIM_EVENTS ring: reclaim passes, only when
+//!                        the loader sets config_flags::RECLAIM_RECORDS
 //!                        (reservation failures counted in LOST)
 //! task exit ──────► exit.rs: drops the task's entries from the maps above
 //! ```
@@ -48,11 +50,12 @@ compile_error!(
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::RawTracePointContext,
 };
 use tracer_ebpf::{
-    BrakeRule, BrakeState, COMM_LEN, KernelConfig, ReclaimState, TaskId, ThrottleState, kind,
+    BrakeRule, BrakeState, COMM_LEN, KernelConfig, ReclaimState, ReclaimTotals, TaskId,
+    ThrottleState, kind,
 };
 
 #[unsafe(no_mangle)]
@@ -114,6 +117,26 @@ static MEMCG_RECLAIM: HashMap<u32, ReclaimState> = HashMap::with_max_entries(163
 /// Tasks inside a direct reclaim pass, by thread id, like `MEMCG_RECLAIM`.
 #[map]
 static DIRECT_RECLAIM: HashMap<u32, ReclaimState> = HashMap::with_max_entries(16384, 0);
+
+/// Every reclaim pass's totals, by the memory cgroup it is attributed to:
+/// what the agent reads once a second instead of a record per pass. LRU:
+/// a host with more reclaiming cgroups than entries loses the totals of
+/// the least recently reclaiming ones (user space then starts that cgroup
+/// afresh), never a pass of a busy one; an entry of a removed cgroup goes
+/// the same way. 4096 cgroups reclaiming is far above real hosts.
+#[map]
+static RECLAIM_TOTALS: LruHashMap<u64, ReclaimTotals> = LruHashMap::with_max_entries(4096, 0);
+
+/// Global direct reclaim's totals, in one slot (`TOTALS_SLOT`): no key to
+/// evict.
+#[map]
+static DIRECT_RECLAIM_TOTALS: Array<ReclaimTotals> = Array::with_max_entries(1, 0);
+
+/// Reclaim passes of any kind, in one slot: user space reads it first, so
+/// with no reclaim anywhere a tick costs one lookup, not a walk of
+/// `RECLAIM_TOTALS`.
+#[map]
+static RECLAIM_PASSES: Array<u64> = Array::with_max_entries(1, 0);
 
 /// The memory cgroup being OOM-handled by a task, by thread id, between
 /// entry and exit of `mem_cgroup_out_of_memory`. Smaller than the others

@@ -63,6 +63,7 @@ pub use event::{Comm, Event, Reclaim, Task, Throttle};
 pub use kernel::{CgroupLayout, CgroupVersion, MemoryHierarchy};
 pub use model::{IntervalUnion, Model};
 pub use probe::baseline::{ProgramStats, attach_baselines, program_stats};
+pub use probe::reclaim::{Deltas as ReclaimDeltas, ReclaimTotalsReader};
 pub use probe::{LoadOptions, Tracer};
 pub use record::{CgroupSample, ProcSample, Sample};
 pub use record::{Header, Record, chunk, reader, timeline, writer};

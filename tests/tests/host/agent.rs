@@ -409,6 +409,37 @@ on = ["oom-kill"]
         })
         .sum();
     assert_eq!(ooms, 2, "the flight recorder should hold both OOM kills");
+    // Without `record_reclaim_passes` the kernel only counted the squeezes'
+    // reclaim (the metrics above had it): no pass crossed into the
+    // recording, and the recording says so, which `report` prints.
+    for f in &files {
+        let r = memtrace::reader::read(f).unwrap();
+        assert!(
+            r.header
+                .degraded
+                .iter()
+                .any(|d| d.starts_with("reclaim passes not recorded")),
+            "{:?}",
+            r.header.degraded
+        );
+        assert!(
+            !r.records
+                .iter()
+                .any(|x| matches!(x, memtrace::Record::Event(memtrace::Event::Reclaim(_)))),
+            "a reclaim pass was recorded in {}",
+            f.display()
+        );
+    }
+    let report = std::process::Command::new(workspace_bin("memtrace"))
+        .arg("report")
+        .arg(&flight)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        report.contains("degraded: reclaim passes not recorded"),
+        "{report}"
+    );
     let _ = std::fs::remove_dir_all(&flight);
     let _ = std::fs::remove_file(&config);
     let _ = std::fs::remove_file(&dump);

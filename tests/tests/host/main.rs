@@ -11,6 +11,7 @@ mod agent;
 mod events;
 mod examples;
 mod incident;
+mod reclaim;
 mod record;
 mod top;
 

@@ -10,8 +10,8 @@
 //!                                        │          │  └──► act: alerts (own threads)
 //!      timer armed at the next ──────────┘          └─────► kill log, recorder, status
 //!      possible crossing
-//! 1 s tick: samples, victim preparation, kernel brake rules, host edge,
-//!           metrics page, status file
+//! 1 s tick: the kernel's reclaim totals, samples, victim preparation,
+//!           kernel brake rules, host edge, metrics page, status file
 //! 250 ms:   kernel brake heartbeat, flight recorder chunk
 //! ```
 //!
@@ -69,6 +69,7 @@ use crate::policy::host::{ExplainedStall, HostJudge};
 use crate::probe::Tracer;
 use crate::probe::brake::Brake;
 use crate::probe::inflight::{InFlight, Inside};
+use crate::probe::reclaim::ReclaimTotalsReader;
 use crate::sys::cgroupfs::HostMemory;
 use crate::sys::registry::CgroupRegistry;
 
@@ -115,6 +116,9 @@ pub struct Agent {
     /// The kernel's map of threads inside the throttle function, and a
     /// buffer to read it into (reused: the kill path allocates nothing).
     inflight: Option<InFlight>,
+    /// The kernel's reclaim totals, read each tick, when no record per
+    /// reclaim pass crosses the ring (the default).
+    reclaim_totals: Option<ReclaimTotalsReader>,
     inside: Vec<Inside>,
     /// Victims chosen and verified ahead, by (budget, line).
     prepared: HashMap<(usize, Line), Prepared>,

@@ -92,6 +92,16 @@ impl Agent {
         }
         let a = &cfg.agent;
         let b = &self.cfg.agent;
+        if a.record_reclaim_passes != b.record_reclaim_passes {
+            log::warn!(
+                "record_reclaim_passes takes effect at the next start: the reclaim programs were loaded {} per-pass records",
+                if self.tracer.reclaim_records {
+                    "with"
+                } else {
+                    "without"
+                }
+            );
+        }
         if (&a.record_dir, cfg.record_max_bytes, a.record_max_age)
             != (&b.record_dir, self.cfg.record_max_bytes, b.record_max_age)
         {

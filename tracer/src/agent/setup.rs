@@ -24,6 +24,7 @@ use crate::policy::estimate::Estimator;
 use crate::policy::host::{ExplainedStall, HostJudge};
 use crate::probe::brake::Brake;
 use crate::probe::inflight::InFlight;
+use crate::probe::reclaim::ReclaimTotalsReader;
 use crate::probe::{LoadOptions, Probe, Tracer};
 use crate::record::Header;
 use crate::sys::cgroupfs::HostMemory;
@@ -134,7 +135,13 @@ impl Agent {
         // First: a second agent must change nothing, not even priorities.
         let lock = super::service::HostLock::acquire(&opts.lock_file)?;
         harden();
-        let load = LoadOptions::from_env()?;
+        let load = LoadOptions {
+            // The kernel counts passes per cgroup; a record per pass only
+            // for a flight recorder that keeps them (validated: it needs
+            // record_dir).
+            reclaim_records: cfg.agent.record_reclaim_passes,
+            ..LoadOptions::from_env()?
+        };
         let mut tracer = Tracer::load(&load)?;
         for d in &tracer.caps.degraded {
             log::warn!("degraded: {d}");
@@ -177,6 +184,13 @@ impl Agent {
             Some(InFlight::new(&mut tracer)?)
         } else {
             None
+        };
+        // Without records the model learns reclaim from the kernel's
+        // totals; with them, from the records only (never both).
+        let reclaim_totals = if tracer.reclaim_records {
+            None
+        } else {
+            Some(ReclaimTotalsReader::new(&mut tracer)?)
         };
         let mut registry = CgroupRegistry::new(hierarchy.as_ref());
         let enricher = start_enricher(&cfg, &mut registry);
@@ -229,6 +243,7 @@ impl Agent {
             recorder,
             files: background::Files::start(kill_log),
             inflight,
+            reclaim_totals,
             inside: Vec::with_capacity(1024),
             prepared: HashMap::new(),
             preparer: Preparer::start(self_pid, page_size),
@@ -370,6 +385,11 @@ pub(super) async fn ebpf_log_ready(log: &mut EbpfLog) {
     }
 }
 
+/// What the flight recorder's header says when the agent runs without
+/// per-pass reclaim records.
+pub(super) const RECLAIM_PASSES_NOT_RECORDED: &str = "reclaim passes not recorded: the agent counted \
+     them in the kernel only (set [agent] record_reclaim_passes = true to keep them)";
+
 /// Where the flight recorder writes, if the configuration asks for one.
 pub(super) fn recorder_setup(
     cfg: &AgentConfig,
@@ -377,11 +397,17 @@ pub(super) fn recorder_setup(
     clock: &Clock,
 ) -> Option<background::RecorderSetup> {
     let dir = cfg.agent.record_dir.as_ref()?;
+    let mut header = Header::for_this_host(&tracer.caps, &[], clock);
+    // A report of this recording must not read "no reclaim" into the
+    // absence of reclaim records.
+    if !tracer.reclaim_records {
+        header.degraded.push(RECLAIM_PASSES_NOT_RECORDED.into());
+    }
     Some(background::RecorderSetup {
         dir: dir.clone(),
         max_bytes: cfg.record_max_bytes,
         max_age: cfg.agent.record_max_age.0,
-        header: Header::for_this_host(&tracer.caps, &[], clock),
+        header,
     })
 }
 

@@ -20,6 +20,7 @@ const ACTIVE_NS: u64 = 10_000_000_000;
 
 impl Agent {
     pub(super) fn tick(&mut self, now: u64) {
+        self.reclaim_totals(now);
         self.names();
         self.model.gc(now);
         for id in self.model.unresolved() {
@@ -63,6 +64,20 @@ impl Agent {
         self.update_brake();
         self.render_metrics(now);
         self.write_status(now);
+    }
+
+    /// Reclaim since the last tick, from the kernel's per-cgroup totals
+    /// (when no record per pass crosses the ring): one map lookup when no
+    /// pass ended anywhere.
+    fn reclaim_totals(&mut self, now: u64) {
+        let Some(reader) = &mut self.reclaim_totals else {
+            return;
+        };
+        let d = reader.read();
+        for (id, t) in &d.memcg {
+            self.model.apply_reclaim_totals(*id, t, now, &self.registry);
+        }
+        self.model.apply_direct_reclaim_totals(&d.direct);
     }
 
     /// What the enrichment thread answered renames cgroups (and budgets

@@ -373,6 +373,12 @@ impl AgentConfig {
                 ));
             }
         }
+        if agent.record_reclaim_passes && agent.record_dir.is_none() {
+            return Err(at(
+                find_key(text, "record_reclaim_passes"),
+                "record_reclaim_passes keeps reclaim passes in the flight recorder: it needs record_dir".into(),
+            ));
+        }
         if agent.record_max_age.0 < MIN_RECORD_AGE {
             return Err(at(
                 find_key(text, "record_max_age"),

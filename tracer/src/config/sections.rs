@@ -513,6 +513,12 @@ pub struct AgentSection {
     pub record_max_size: String,
     #[serde(default = "default_record_max_age")]
     pub record_max_age: Dur,
+    /// The flight recorder also keeps every reclaim pass. Off: the kernel
+    /// only counts passes per cgroup (the metrics and status are the same)
+    /// and no record per pass crosses the ring. Needs `record_dir`; read at
+    /// start only.
+    #[serde(default)]
+    pub record_reclaim_passes: bool,
     /// A JSON line per kill (and would-kill) is appended here.
     #[serde(default)]
     pub kill_log: Option<PathBuf>,
@@ -542,6 +548,7 @@ impl Default for AgentSection {
             record_dir: None,
             record_max_size: default_record_max_size(),
             record_max_age: default_record_max_age(),
+            record_reclaim_passes: false,
             kill_log: None,
             protect: Vec::new(),
         }

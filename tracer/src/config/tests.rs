@@ -255,6 +255,11 @@ fn what_would_not_work_is_refused() {
         e.message.contains("at least 8MiB") && e.line == Some(2),
         "{e}"
     );
+    let e = err("[agent]\nrecord_reclaim_passes = true\n");
+    assert!(
+        e.message.contains("needs record_dir") && e.line == Some(2),
+        "{e}"
+    );
     let e = err("[agent]\nrecord_max_age = \"1m\"\n");
     assert!(
         e.message.contains("at least 20m") && e.line == Some(2),

@@ -21,6 +21,8 @@ use hdrhistogram::Histogram;
 pub use intervals::IntervalUnion;
 pub use throttle::ThrottleTracker;
 
+use tracer_ebpf::{RECLAIM_BOUNDS_NS, ReclaimTotals};
+
 use crate::event::{Comm, Event, Reclaim};
 use crate::sys::cgroupfs::CgroupMemory;
 use crate::sys::registry::ancestors;
@@ -89,6 +91,40 @@ impl ReclaimStats {
             if secs <= bound {
                 *slot += 1;
             }
+        }
+    }
+
+    /// Adds passes the kernel counted in its totals (a difference of two
+    /// reads, [`crate::probe::reclaim::delta`]). Count, pages, time and the
+    /// Prometheus buckets are exact (the kernel's buckets have the same
+    /// bounds); the percentile histogram gets each bucket's passes at the
+    /// bucket's midpoint, and those over the last bound at their mean.
+    pub fn add_totals(&mut self, d: &ReclaimTotals) {
+        self.count = self.count.saturating_add(d.count);
+        self.pages = self.pages.saturating_add(d.pages);
+        self.total_ns = self.total_ns.saturating_add(d.total_ns);
+        let mut cumulative = 0u64;
+        for (slot, n) in self.buckets.iter_mut().zip(d.le) {
+            cumulative = cumulative.saturating_add(n);
+            *slot = slot.saturating_add(cumulative);
+        }
+        let mut placed_ns = 0u64;
+        let mut lower = 0u64;
+        for (&upper, &n) in RECLAIM_BOUNDS_NS.iter().zip(&d.le) {
+            let mid = lower / 2 + upper / 2;
+            lower = upper;
+            if n == 0 {
+                continue;
+            }
+            placed_ns = placed_ns.saturating_add(mid.saturating_mul(n));
+            let _ = self.hist.record_n((mid / 1_000).clamp(1, 3_600_000_000), n);
+        }
+        let over = d.le[RECLAIM_BOUNDS_NS.len()];
+        if let Some(mean) = d.total_ns.saturating_sub(placed_ns).checked_div(over) {
+            let mean = mean.max(lower);
+            let _ = self
+                .hist
+                .record_n((mean / 1_000).clamp(1, 3_600_000_000), over);
         }
     }
 
@@ -335,6 +371,34 @@ impl Model {
         st.last_activity_ns = r.ts_ns;
     }
 
+    /// Adds the reclaim passes the kernel counted for one memory cgroup
+    /// since the last read, as the records of those passes would have
+    /// (`now`: when they were read, the end of the last one is unknown).
+    /// The agent's way when no per-pass records cross the ring. Unlike
+    /// records, the kernel's totals cannot leave out the agent's own
+    /// passes.
+    pub fn apply_reclaim_totals(
+        &mut self,
+        memcg_id: u64,
+        d: &ReclaimTotals,
+        now: u64,
+        reg: &impl Hierarchy,
+    ) {
+        if memcg_id == 0 || d.count == 0 {
+            return;
+        }
+        let st = self.state(memcg_id, reg);
+        st.reclaim.add_totals(d);
+        st.last_activity_ns = now;
+    }
+
+    /// Global direct reclaim's passes since the last read, likewise.
+    pub fn apply_direct_reclaim_totals(&mut self, d: &ReclaimTotals) {
+        if d.count > 0 {
+            self.direct_reclaim.add_totals(d);
+        }
+    }
+
     /// Forgets history older than the horizon, and processes gone quiet.
     pub fn gc(&mut self, now: u64) {
         let from = now.saturating_sub(self.horizon_ns);
@@ -533,5 +597,81 @@ mod tests {
         // <= 0.25 ms: 100, 200 µs.
         assert_eq!(r.buckets[1], 2);
         assert_eq!(r.buckets[RECLAIM_BUCKETS.len() - 1], 5);
+    }
+
+    /// The kernel's totals of passes, bucketed as it buckets them.
+    fn kernel_totals(durations_ns: &[u64], pages: u64) -> ReclaimTotals {
+        let mut t = ReclaimTotals::default();
+        for &d in durations_ns {
+            t.count += 1;
+            t.pages += pages;
+            t.total_ns += d;
+            let i = RECLAIM_BOUNDS_NS
+                .iter()
+                .position(|&b| d <= b)
+                .unwrap_or(RECLAIM_BOUNDS_NS.len());
+            t.le[i] += 1;
+        }
+        t
+    }
+
+    #[test]
+    fn kernel_bounds_are_the_metrics_buckets() {
+        for (ns, secs) in RECLAIM_BOUNDS_NS.iter().zip(RECLAIM_BUCKETS) {
+            assert_eq!(*ns as f64 / 1e9, secs);
+        }
+    }
+
+    #[test]
+    fn kernel_totals_count_as_the_records_would() {
+        // On bounds, just over them, and past the last one.
+        let durations = [
+            50_000,
+            100_000,
+            100_001,
+            300_000,
+            2_500_000,
+            40_000_000,
+            999_999_999,
+            2_500_000_000,
+            7_000_000_000,
+        ];
+        let mut by_record = ReclaimStats::default();
+        for &d in &durations {
+            by_record.record(d, 32);
+        }
+        let mut by_totals = ReclaimStats::default();
+        // In two reads, as the agent would take them.
+        by_totals.add_totals(&kernel_totals(&durations[..4], 32));
+        by_totals.add_totals(&kernel_totals(&durations[4..], 32));
+        assert_eq!(by_totals.count, by_record.count);
+        assert_eq!(by_totals.pages, by_record.pages);
+        assert_eq!(by_totals.total_ns, by_record.total_ns);
+        assert_eq!(by_totals.buckets, by_record.buckets);
+        // Percentiles land in the right bucket: the median (2.5 ms) is in
+        // (1 ms, 2.5 ms], the top pass was over 2.5 s.
+        let p50 = by_totals.percentile_ns(50.0);
+        assert!((1_000_000..=2_600_000).contains(&p50), "{p50}");
+        assert!(by_totals.percentile_ns(100.0) >= 2_500_000_000);
+    }
+
+    #[test]
+    fn totals_feed_the_cgroup_and_direct_reclaim() {
+        let (reg, a, b) = tree();
+        let mut m = Model::new(999, 60 * S);
+        let d = kernel_totals(&[200_000, 3_000_000], 16);
+        m.apply_reclaim_totals(b, &d, 5 * S, &reg);
+        m.apply_reclaim_totals(0, &d, 5 * S, &reg);
+        m.apply_reclaim_totals(a, &ReclaimTotals::default(), 5 * S, &reg);
+        let st = &m.cgroups[&b];
+        assert_eq!((st.reclaim.count, st.reclaim.pages), (2, 32));
+        assert_eq!(st.last_activity_ns, 5 * S);
+        assert_eq!(&*st.path, "/a/b");
+        // Reclaim counts for the cgroup the kernel named only, and nothing
+        // is created for an empty delta or cgroup 0.
+        assert!(!m.cgroups.contains_key(&a));
+        assert!(!m.cgroups.contains_key(&0));
+        m.apply_direct_reclaim_totals(&d);
+        assert_eq!(m.direct_reclaim.total_ns, 3_200_000);
     }
 }

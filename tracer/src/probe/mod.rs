@@ -20,6 +20,7 @@ pub mod brake;
 mod caps;
 pub mod inflight;
 mod kretprobe;
+pub mod reclaim;
 
 pub use attach::error_chain;
 use attach::{attach_first, candidates};
@@ -48,6 +49,11 @@ pub struct LoadOptions {
     /// bug. From `MEMTRACE_DENY_ATTACH=fentry,raw_tracepoint`.
     pub deny: BTreeSet<Mechanism>,
     pub ring_bytes: u32,
+    /// Write a record per reclaim pass to the reclaim ring, besides the
+    /// in-kernel totals ([`reclaim::ReclaimTotalsReader`]) that are always
+    /// kept. On for `record`, `top` and `events`; the agent turns it off
+    /// unless its flight recorder keeps passes.
+    pub reclaim_records: bool,
 }
 
 impl Default for LoadOptions {
@@ -55,6 +61,7 @@ impl Default for LoadOptions {
         Self {
             deny: BTreeSet::new(),
             ring_bytes: DEFAULT_RING_BYTES,
+            reclaim_records: true,
         }
     }
 }
@@ -135,6 +142,9 @@ pub fn check_privileges() -> Result<(), LoadError> {
 pub struct Tracer {
     ebpf: Ebpf,
     pub caps: Capabilities,
+    /// Whether the reclaim programs write a record per pass
+    /// ([`LoadOptions::reclaim_records`]); their totals are always kept.
+    pub reclaim_records: bool,
     /// Kretprobes made through tracefs (kprobe fallback), removed when the
     /// tracer is dropped.
     kretprobes: attach::Kretprobes,
@@ -177,6 +187,10 @@ impl Tracer {
 
         #[cfg(feature = "fault-injection")]
         let resolved = inject_fault(resolved);
+        let mut resolved = resolved;
+        if opts.reclaim_records {
+            resolved.config.flags |= tracer_ebpf::config_flags::RECLAIM_RECORDS;
+        }
 
         let mut ebpf = EbpfLoader::new()
             .override_global("KERNEL_CONFIG", &resolved.config, true)
@@ -236,6 +250,7 @@ impl Tracer {
         Ok(Self {
             ebpf,
             caps,
+            reclaim_records: opts.reclaim_records,
             kretprobes,
         })
     }

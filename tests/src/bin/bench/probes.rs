@@ -16,7 +16,7 @@ use std::path::Path;
 
 use memtrace::ProgramStats;
 use memtrace_tests::cgroup::TestCgroup;
-use memtrace_tests::probes::measure;
+use memtrace_tests::probes::measure_with;
 use memtrace_tests::run::{in_cgroup, workspace_bin};
 
 use crate::Rows;
@@ -69,29 +69,46 @@ fn baseline_of(name: &str) -> &str {
 }
 
 /// On the host: a v1 (or v2) memory cgroup of 64 MiB squeezed three times
-/// by a 160 MiB hog: memcg reclaim passes and OOM kills.
+/// by a 160 MiB hog: memcg reclaim passes and OOM kills. Twice: with a
+/// record per reclaim pass (`record`, `top`, `events`), and without, as the
+/// agent loads the programs (the passes only added to the kernel's totals).
 pub fn host(rows: &mut Rows) {
-    let squeeze = || {
-        let Some(layout) = memtrace::CgroupLayout::detect().ok().and_then(|l| l.memory) else {
-            return;
+    for (records, mode) in [
+        (true, "reclaim records on"),
+        (false, "agent mode: reclaim records off"),
+    ] {
+        let opts = memtrace::LoadOptions {
+            reclaim_records: records,
+            ..memtrace::LoadOptions::default()
         };
-        let Ok(cg) = TestCgroup::create_in(
-            &layout,
-            &format!("memtrace-bench-probes-{}", std::process::id()),
-        ) else {
-            return;
-        };
-        let _ = cg.set_max(64 << 20);
-        for _ in 0..3 {
-            let _ = in_cgroup(&workspace_bin("hog"), &cg.procs_file())
-                .args(["--mb", "160", "--step-mb", "8"])
-                .stdout(std::process::Stdio::null())
-                .status();
+        match measure_with(&opts, squeeze) {
+            Ok(stats) => rows_for(rows, &stats, &format!("host, v1 squeeze, {mode}")),
+            Err(e) => rows.row(
+                &format!("probes (host, {mode})"),
+                format!("not measured: {e}"),
+                "",
+            ),
         }
+    }
+}
+
+/// A 64 MiB memory cgroup squeezed three times by a 160 MiB hog.
+fn squeeze() {
+    let Some(layout) = memtrace::CgroupLayout::detect().ok().and_then(|l| l.memory) else {
+        return;
     };
-    match measure(squeeze) {
-        Ok(stats) => rows_for(rows, &stats, "host 6.18, v1 squeeze"),
-        Err(e) => rows.row("probes (host)", format!("not measured: {e}"), ""),
+    let Ok(cg) = TestCgroup::create_in(
+        &layout,
+        &format!("memtrace-bench-probes-{}", std::process::id()),
+    ) else {
+        return;
+    };
+    let _ = cg.set_max(64 << 20);
+    for _ in 0..3 {
+        let _ = in_cgroup(&workspace_bin("hog"), &cg.procs_file())
+            .args(["--mb", "160", "--step-mb", "8"])
+            .stdout(std::process::Stdio::null())
+            .status();
     }
 }
 
