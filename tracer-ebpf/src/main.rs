@@ -120,10 +120,13 @@ static DIRECT_RECLAIM: HashMap<u32, ReclaimState> = HashMap::with_max_entries(16
 
 /// Every reclaim pass's totals, by the memory cgroup it is attributed to:
 /// what the agent reads once a second instead of a record per pass. LRU:
-/// a host with more reclaiming cgroups than entries loses the totals of
-/// the least recently reclaiming ones (user space then starts that cgroup
-/// afresh), never a pass of a busy one; an entry of a removed cgroup goes
-/// the same way. 4096 cgroups reclaiming is far above real hosts.
+/// an entry of a removed cgroup, or of one that has not reclaimed for
+/// long, makes room for a new one (user space then starts it afresh: the
+/// passes between its last read and its eviction are not counted, and a
+/// recreated entry that outgrew the old one within a second is counted
+/// short). The loader sizes it by CPU count (`probe::reclaim_totals_entries`:
+/// the kernel's LRU holds free entries on each CPU's own list and evicts
+/// early when the map is small for its CPUs).
 #[map]
 static RECLAIM_TOTALS: LruHashMap<u64, ReclaimTotals> = LruHashMap::with_max_entries(4096, 0);
 

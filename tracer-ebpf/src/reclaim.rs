@@ -93,33 +93,34 @@ fn add_pass(totals: *mut ReclaimTotals, duration: u64, pages: u64) {
     }
 }
 
-/// Counts one pass in the in-kernel totals: the global pass counter, then
-/// the cgroup's entry (created zeroed on its first pass) or direct
-/// reclaim's slot.
+/// Counts one pass in the in-kernel totals: the cgroup's entry (created
+/// zeroed on its first pass) or direct reclaim's slot, then the global
+/// pass counter. The counter comes last: a reader that sees it move
+/// finds the pass already in the totals, or half added, and then reads
+/// again at the next move.
 #[inline(always)]
 fn aggregate(record_kind: u32, memcg_id: u64, duration: u64, pages: u64) {
-    if let Some(passes) = RECLAIM_PASSES.get_ptr_mut(TOTALS_SLOT) {
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(passes, 1) };
-    }
     if record_kind == kind::DIRECT_RECLAIM {
         if let Some(t) = DIRECT_RECLAIM_TOTALS.get_ptr_mut(TOTALS_SLOT) {
             add_pass(t, duration, pages);
         }
-        return;
+    } else if memcg_id != 0 {
+        // The model has no cgroup 0: neither do the totals.
+        match RECLAIM_TOTALS.get_ptr_mut(memcg_id) {
+            Some(t) => add_pass(t, duration, pages),
+            None => {
+                // Another CPU may create it in between: NOEXIST keeps its
+                // entry, and the second lookup adds to whichever won.
+                let _ =
+                    RECLAIM_TOTALS.insert(memcg_id, ReclaimTotals::default(), BPF_NOEXIST as u64);
+                if let Some(t) = RECLAIM_TOTALS.get_ptr_mut(memcg_id) {
+                    add_pass(t, duration, pages);
+                }
+            }
+        }
     }
-    // The model has no cgroup 0: neither do the totals.
-    if memcg_id == 0 {
-        return;
-    }
-    if let Some(t) = RECLAIM_TOTALS.get_ptr_mut(memcg_id) {
-        add_pass(t, duration, pages);
-        return;
-    }
-    // Another CPU may create it in between: NOEXIST keeps its entry, and
-    // the second lookup adds to whichever entry won.
-    let _ = RECLAIM_TOTALS.insert(memcg_id, ReclaimTotals::default(), BPF_NOEXIST as u64);
-    if let Some(t) = RECLAIM_TOTALS.get_ptr_mut(memcg_id) {
-        add_pass(t, duration, pages);
+    if let Some(passes) = RECLAIM_PASSES.get_ptr_mut(TOTALS_SLOT) {
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(passes, 1) };
     }
 }
 
@@ -143,9 +144,12 @@ fn reclaim_end(
     } else {
         memcg_at_end
     };
+    let records = has(config_flags::RECLAIM_RECORDS);
     if memcg_id != 0 {
         flags |= reclaim_flags::MEMCG_EXACT;
-    } else {
+    } else if record_kind == kind::RECLAIM || records {
+        // Direct reclaim's totals have no cgroup: only its record needs
+        // the task's.
         memcg_id = current_memcg_id();
     }
     if record_kind == kind::RECLAIM
@@ -159,7 +163,7 @@ fn reclaim_end(
     }
     aggregate(record_kind, memcg_id, duration, nr_reclaimed);
     // The agent's default: the totals only, no record, no comm read.
-    if !has(config_flags::RECLAIM_RECORDS) {
+    if !records {
         return;
     }
     emit(

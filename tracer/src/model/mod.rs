@@ -52,6 +52,9 @@ pub const RECLAIM_BUCKETS: [f64; 14] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+// The kernel's totals count passes at these bounds, in nanoseconds.
+const _: () = assert!(RECLAIM_BOUNDS_NS.len() == RECLAIM_BUCKETS.len());
+
 /// Latency and volume of reclaim passes.
 #[derive(Clone, Debug)]
 pub struct ReclaimStats {
@@ -105,7 +108,9 @@ impl ReclaimStats {
         self.total_ns = self.total_ns.saturating_add(d.total_ns);
         let mut cumulative = 0u64;
         for (slot, n) in self.buckets.iter_mut().zip(d.le) {
-            cumulative = cumulative.saturating_add(n);
+            // A read that stayed torn may hold a bucket ahead of its
+            // count: no bucket may exceed the total.
+            cumulative = cumulative.saturating_add(n).min(d.count);
             *slot = slot.saturating_add(cumulative);
         }
         let mut placed_ns = 0u64;
@@ -384,7 +389,9 @@ impl Model {
         now: u64,
         reg: &impl Hierarchy,
     ) {
-        if memcg_id == 0 || d.count == 0 {
+        // A delta without passes still carries pages or time a read saw
+        // late (probe::reclaim::deltas).
+        if memcg_id == 0 || *d == ReclaimTotals::default() {
             return;
         }
         let st = self.state(memcg_id, reg);
@@ -394,7 +401,7 @@ impl Model {
 
     /// Global direct reclaim's passes since the last read, likewise.
     pub fn apply_direct_reclaim_totals(&mut self, d: &ReclaimTotals) {
-        if d.count > 0 {
+        if *d != ReclaimTotals::default() {
             self.direct_reclaim.add_totals(d);
         }
     }

@@ -66,6 +66,18 @@ impl Default for LoadOptions {
     }
 }
 
+/// Entries of the kernel's per-cgroup reclaim totals (an LRU hash). The
+/// kernel's LRU keeps up to 128 free entries on each CPU's own list and
+/// evicts once its shared list runs dry, so with fewer than about 128
+/// entries a CPU it would evict while the map is still far from full.
+/// 256 a CPU, at least 4096 (144 bytes each: 0.6 MiB on a small host).
+fn reclaim_totals_entries() -> u32 {
+    let cpus = aya::util::nr_cpus().unwrap_or(1).max(1);
+    u32::try_from(cpus.saturating_mul(256))
+        .unwrap_or(u32::MAX)
+        .max(4096)
+}
+
 impl LoadOptions {
     /// Defaults plus `MEMTRACE_DENY_ATTACH` from the environment.
     pub fn from_env() -> Result<Self, LoadError> {
@@ -196,6 +208,7 @@ impl Tracer {
             .override_global("KERNEL_CONFIG", &resolved.config, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .map_max_entries("RECLAIM_EVENTS", opts.ring_bytes)
+            .map_max_entries("RECLAIM_TOTALS", reclaim_totals_entries())
             .load(EBPF_OBJECT)
             .map_err(|e| {
                 let msg = error_chain(&e);

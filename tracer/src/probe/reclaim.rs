@@ -71,26 +71,28 @@ pub fn consistent(t: &ReclaimTotals) -> bool {
 /// an entry the LRU map was reusing would leave: taken as it is rather
 /// than never counted); else (a pass was being added) the value read last
 /// time, so the pass counts at the next tick. An entry never read whole
-/// before is then left out until it is.
+/// before is then left out until it is. The flag says whether the value
+/// is what the entry holds (false: the read must be made again).
 pub fn settle(
     last: &HashMap<u64, ReclaimTotals>,
     id: u64,
     read: ReclaimTotals,
     again: impl FnOnce() -> Option<ReclaimTotals>,
-) -> Option<(u64, ReclaimTotals)> {
+) -> (Option<(u64, ReclaimTotals)>, bool) {
     if consistent(&read) {
-        return Some((id, read));
+        return (Some((id, read)), true);
     }
     match again() {
-        Some(t) if consistent(&t) || t == read => Some((id, t)),
-        _ => last.get(&id).map(|t| (id, *t)),
+        Some(t) if consistent(&t) || t == read => (Some((id, t)), true),
+        _ => (last.get(&id).map(|t| (id, *t)), false),
     }
 }
 
 /// The deltas of a whole read of the map, `current`, against the previous
 /// one, `last`, which becomes `current`: keys gone from the map are
-/// forgotten, so one that comes back counts from zero. Only cgroups with
-/// new passes are returned.
+/// forgotten, so one that comes back counts from zero. Only cgroups whose
+/// totals changed are returned (a read can see a pass's count before its
+/// pages: those come as a delta without passes).
 pub fn deltas(
     last: &mut HashMap<u64, ReclaimTotals>,
     current: impl IntoIterator<Item = (u64, ReclaimTotals)>,
@@ -99,7 +101,7 @@ pub fn deltas(
     let mut next = HashMap::with_capacity(last.len());
     for (id, cur) in current {
         let d = delta(last.get(&id), &cur);
-        if d.count > 0 {
+        if d != ReclaimTotals::default() {
             out.push((id, d));
         }
         next.insert(id, cur);
@@ -150,21 +152,34 @@ impl ReclaimTotalsReader {
     }
 
     /// What the kernel added since the last call. One lookup when no pass
-    /// ended anywhere; otherwise a walk of the cgroups' map. Entries that
-    /// change or go while being walked are read next time.
+    /// ended anywhere; otherwise a walk of the cgroups' map. The counter
+    /// is taken as seen only after a read that got every entry whole, so
+    /// an entry that was changing, or a walk cut short, is read again at
+    /// the next tick even if no other pass ends.
     pub fn read(&mut self) -> Deltas {
         let passes = self.passes();
         if passes == self.seen_passes {
             return Deltas::default();
         }
-        self.seen_passes = passes;
-        let current: Vec<(u64, ReclaimTotals)> = self
-            .totals
-            .iter()
-            .flatten()
-            .filter_map(|(id, t)| settle(&self.last, id, t, || self.totals.get(&id, 0).ok()))
-            .collect();
-        let memcg = deltas(&mut self.last, current);
+        let mut whole = true;
+        let memcg = match self.walk() {
+            Some(current) => {
+                let mut settled = HashMap::with_capacity(current.len());
+                for (id, t) in current {
+                    let (value, ok) = settle(&self.last, id, t, || self.totals.get(&id, 0).ok());
+                    whole &= ok;
+                    if let Some((id, t)) = value {
+                        settled.insert(id, t);
+                    }
+                }
+                deltas(&mut self.last, settled)
+            }
+            // Keep the last read: what was added shows in the next.
+            None => {
+                whole = false;
+                Vec::new()
+            }
+        };
         let direct = match self.direct.get(&TOTALS_SLOT, 0) {
             Ok(cur) if consistent(&cur) => {
                 let d = delta(Some(&self.last_direct), &cur);
@@ -172,9 +187,32 @@ impl ReclaimTotalsReader {
                 d
             }
             // Unreadable, or a pass half added: counted next time.
-            _ => ReclaimTotals::default(),
+            _ => {
+                whole = false;
+                ReclaimTotals::default()
+            }
         };
+        if whole {
+            self.seen_passes = passes;
+        }
         Deltas { memcg, direct }
+    }
+
+    /// Every entry of the cgroups' map, once each, or `None` when the walk
+    /// failed. The kernel's next-key starts again from the first key when
+    /// the key the walk stands on was evicted meanwhile, so a key can come
+    /// twice (the later read wins) and the walk is bounded.
+    fn walk(&self) -> Option<HashMap<u64, ReclaimTotals>> {
+        let bound = 2 * super::reclaim_totals_entries() as usize;
+        let mut current = HashMap::with_capacity(self.last.len());
+        for (n, item) in self.totals.iter().enumerate() {
+            if n >= bound {
+                return None;
+            }
+            let (id, t) = item.ok()?;
+            current.insert(id, t);
+        }
+        Some(current)
     }
 
     /// The current totals of one cgroup, for tests and the bench.
@@ -252,20 +290,39 @@ mod tests {
         later.count = 5;
         assert_eq!(
             settle(&last, 7, torn, || Some(later)),
-            Some((7, t(3, 4, 40, 0)))
+            (Some((7, t(3, 4, 40, 0))), false)
         );
         // Whole at the second look: that.
         assert_eq!(
             settle(&last, 7, torn, || Some(t(4, 5, 50, 0))),
-            Some((7, t(4, 5, 50, 0)))
+            (Some((7, t(4, 5, 50, 0))), true)
         );
         // The same tear twice: it stays, taken as it is.
-        assert_eq!(settle(&last, 7, torn, || Some(torn)), Some((7, torn)));
-        // Never read whole before, and gone at the second look: left out.
-        assert_eq!(settle(&last, 9, torn, || None), None);
+        assert_eq!(
+            settle(&last, 7, torn, || Some(torn)),
+            (Some((7, torn)), true)
+        );
+        // Never read whole before, and gone at the second look: left out,
+        // to be read again.
+        assert_eq!(settle(&last, 9, torn, || None), (None, false));
         assert_eq!(
             settle(&last, 7, t(4, 5, 50, 0), || None),
-            Some((7, t(4, 5, 50, 0)))
+            (Some((7, t(4, 5, 50, 0))), true)
+        );
+    }
+
+    #[test]
+    fn pages_seen_after_their_pass_still_count() {
+        let mut last = HashMap::new();
+        // The pass's count and bucket were read, its pages not yet.
+        assert_eq!(
+            deltas(&mut last, [(7, t(1, 0, 0, 0))]),
+            vec![(7, t(1, 0, 0, 0))]
+        );
+        // The next read brings them: a delta without a pass.
+        assert_eq!(
+            deltas(&mut last, [(7, t(1, 6, 90, 0))]),
+            vec![(7, t(0, 6, 90, 0))]
         );
     }
 }
