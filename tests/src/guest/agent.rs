@@ -341,11 +341,18 @@ token_env = "HOOK_TOKEN"
         b.body["cgroup"] == "/agentdry",
         format!("alert cgroup {}", b.body["cgroup"]),
     );
+    // The breach alert lists the most throttled processes; which of the
+    // hog and the server (both throttled in the cgroup) is first is the
+    // kernel's timing: in 1 of 15 runs on 5.10 the server was. The victim
+    // is named by the would-kill alert below.
+    let throttled_pids: Vec<&Value> = d["most_throttled"]
+        .as_array()
+        .map(|a| a.iter().map(|t| &t["pid"]).collect())
+        .unwrap_or_default();
     c.check(
-        d["pid"] == hog_pid || d["victim_pid"] == hog_pid,
+        throttled_pids.iter().any(|p| **p == hog_pid),
         format!(
-            "alert names pid {} / victim {}, not the hog {hog_pid}",
-            d["pid"], d["victim_pid"]
+            "the breach alert's most throttled {throttled_pids:?} do not name the hog {hog_pid}"
         ),
     );
     c.check(
@@ -366,10 +373,19 @@ token_env = "HOOK_TOKEN"
         "the webhook token from the environment was not sent",
     );
     match would {
-        Some(w) => c.check(
-            w.body["details"]["dry_run"] == true,
-            "the kill alert is not marked dry run",
-        ),
+        Some(w) => {
+            c.check(
+                w.body["details"]["dry_run"] == true,
+                "the kill alert is not marked dry run",
+            );
+            c.check(
+                w.body["details"]["pid"] == hog_pid,
+                format!(
+                    "the would-kill alert names pid {}, not the hog {hog_pid}",
+                    w.body["details"]["pid"]
+                ),
+            );
+        }
         None => c.check(false, "no would-kill alert"),
     }
     c.check(
