@@ -23,7 +23,9 @@
 //!
 //! The transform is exact: [`from_columns`] rebuilds the row payload byte
 //! for byte, and the row decoder ([`super::decode`]) does the rest with
-//! all its checks.
+//! all its checks. The reader itself uses [`decode_columns`], which reads
+//! the columns straight into the same records, and falls back on those
+//! two steps for any chunk it declines.
 //!
 //! ```text
 //! head  = tables_len:varint tables  n:varint  quantum:varint

@@ -16,7 +16,9 @@
 //! and resynchronisation are those of version 1. Each chunk is
 //! compressed on its own, and each part of a chunk by column on its own
 //! (its own entropy tables): any chunk still decodes without the others.
-//! What a reader gets back is always the row payload.
+//! What a reader gets back is the row payload, or, for a chunk by column,
+//! its records decoded straight from the columns (columns.rs), the same
+//! records the row payload decodes to.
 
 use super::MAX_CHUNK;
 use super::codec::{CodecError, Cursor, put_varint};
