@@ -31,15 +31,34 @@ pub use super::decode::{Decoded, decode};
 
 /// Decodes a version-2 or -3 chunk payload (rows or columns, compressed
 /// or stored) whole: what the reader does after the checksum, for the
-/// fuzz targets.
+/// fuzz targets. With debug assertions (the fuzz builds), a chunk by
+/// column decoded straight into records is checked against its rows.
 pub fn decode_v2(
     payload: &[u8],
     base_ts: u64,
     expected: u32,
 ) -> Result<Decoded, super::codec::CodecError> {
-    let mut d = super::compress::Decompressor::default();
-    let raw = d.unframe(payload, super::FORMAT_VERSION)?;
-    decode(raw, base_ts, expected)
+    use super::compress::{Decompressor, Unframed};
+    let mut d = Decompressor::default();
+    let max_rows = super::stream::EAGER_BYTES;
+    match d.unframe_records(payload, super::FORMAT_VERSION, base_ts, expected, max_rows)? {
+        Unframed::Rows(raw) => decode(raw, base_ts, expected),
+        Unframed::Records(direct) => {
+            if cfg!(debug_assertions) {
+                let mut d = Decompressor::default();
+                let rows = d
+                    .unframe(payload, super::FORMAT_VERSION)
+                    .and_then(|raw| decode(raw, base_ts, expected));
+                assert!(
+                    rows.is_ok_and(|r| r.records == direct.records
+                        && r.cgroups == direct.cgroups
+                        && r.unknown == direct.unknown),
+                    "the columns decode as their rows do"
+                );
+            }
+            Ok(direct)
+        }
+    }
 }
 
 /// Record tags.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::*;
 use crate::event::{Brake, Comm, Event, Reclaim, Task, Throttle, ThrottleStart};
 use crate::record::chunk::ChunkBuilder;
+use crate::record::decode::Decoded;
 use crate::record::reader::tests::records;
 use crate::record::{CHUNK_HEADER, Record};
 
@@ -192,6 +193,123 @@ fn damaged_columns_are_errors_not_panics() {
     }
 }
 
+/// The columns decoded straight into records, and through the rows.
+fn both(
+    parts: &[Vec<u8>],
+    bits: &[u8],
+    base: u64,
+    count: u32,
+) -> (Result<Decoded, CodecError>, Result<Decoded, CodecError>) {
+    let p: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let direct = decode_columns(&p, bits, base, count, 1 << 20);
+    let rows = back(parts, bits).and_then(|row| crate::record::decode::decode(&row, base, count));
+    (direct, rows)
+}
+
+fn same(a: &Decoded, b: &Decoded) -> bool {
+    a.records == b.records && a.cgroups == b.cgroups && a.unknown == b.unknown
+}
+
+#[test]
+fn columns_decode_straight_to_the_records_the_rows_give() {
+    let t0 = 1_000_000_123;
+    let rs = all_kinds(t0);
+    for q in [1, 1_000] {
+        let (row, base) = row_and_base(&rs, q);
+        let (parts, bits) = transpose(&row);
+        let (direct, rows) = both(&parts, &bits, base, rs.len() as u32);
+        let (direct, rows) = (direct.unwrap(), rows.unwrap());
+        assert!(same(&direct, &rows), "{direct:?}\n{rows:?}");
+        assert_eq!(direct.records.len(), rs.len());
+        // A wrong record count is refused, as the row decoder does.
+        let (direct, rows) = both(&parts, &bits, base, rs.len() as u32 + 1);
+        assert!(direct.is_err() && rows.is_err());
+    }
+    // Unknown tags, tag 0 and a body with a field more, kept in `rest`.
+    let (mut odd, base) = row_and_base(&rs, 1);
+    for (t, body) in [
+        (99u8, &[4u8, 1, 2][..]),
+        (0, &[2]),
+        (tag::LOST, &[2, 1, 1, 1]),
+    ] {
+        odd.push(t);
+        put_bytes(&mut odd, body);
+    }
+    let (parts, bits) = transpose(&odd);
+    let (direct, rows) = both(&parts, &bits, base, rs.len() as u32 + 3);
+    let (direct, rows) = (direct.unwrap(), rows.unwrap());
+    assert!(same(&direct, &rows));
+    assert_eq!(direct.unknown, 2);
+    // The mix, a chunk a second.
+    let evs = mix(20_000);
+    let sec = |e: &Event| e.ts_ns() / 1_000_000_000;
+    let mut b = ChunkBuilder::new();
+    for second in evs.chunk_by(|a, b| sec(a) == sec(b)) {
+        for e in second {
+            b.event(e, &mut paths);
+        }
+        let c = b.finish_v1().unwrap();
+        let base = u64::from_le_bytes(c[8..16].try_into().unwrap());
+        let (parts, bits) = transpose(&c[CHUNK_HEADER..]);
+        let (direct, rows) = both(&parts, &bits, base, second.len() as u32);
+        let direct = direct.unwrap();
+        assert!(same(&direct, &rows.unwrap()));
+        assert!(
+            direct
+                .records
+                .iter()
+                .zip(second)
+                .all(|(r, e)| *r == Record::Event(*e))
+        );
+    }
+}
+
+/// Damaged columns: where the direct decoder accepts them, the rows
+/// decode to the same records (the reader takes the rows' word for the
+/// rest), and rows larger than asked for are left to the rows.
+#[test]
+fn damaged_columns_decode_directly_only_as_the_rows_do() {
+    let rs = all_kinds(1_000_000_123);
+    let (row, base) = row_and_base(&rs, 1);
+    let (parts, bits) = transpose(&row);
+    let n = rs.len() as u32;
+    let p: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    assert!(decode_columns(&p, &bits, base, n, row.len()).is_ok());
+    assert!(decode_columns(&p, &bits, base, n, row.len() - 1).is_err());
+    let (mut accepted, mut refused) = (0, 0);
+    let mut s = 0x9e37_79b9u64;
+    for round in 0..20_000 {
+        let (mut p, mut b) = (parts.clone(), bits.clone());
+        for _ in 0..1 + round % 3 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            // Mostly single bits: many stay decodable.
+            let i = (s % (p.len() as u64 + 1)) as usize;
+            let target = if i == p.len() { &mut b } else { &mut p[i] };
+            if target.is_empty() {
+                continue;
+            }
+            let at = (s >> 20) as usize % target.len();
+            if s >> 60 < 12 {
+                target[at] ^= 1 << ((s >> 32) % 8);
+            } else {
+                target[at] = (s >> 40) as u8;
+            }
+        }
+        match both(&p, &b, base, n) {
+            (Ok(direct), rows) => {
+                accepted += 1;
+                let rows = rows.expect("the rows decode where the columns did");
+                assert!(same(&direct, &rows), "round {round}");
+            }
+            (Err(_), _) => refused += 1,
+        }
+    }
+    // Both kinds happened: the comparison was made.
+    assert!(accepted > 1_000 && refused > 1_000, "{accepted} {refused}");
+}
+
 /// The benchmark's mix (tests/src/bin/bench/recording.rs), cut down:
 /// 2/3 reclaim, 1/3 throttle, 40 tasks, random ns gaps and latencies.
 pub(super) fn mix(n: u64) -> Vec<Event> {
@@ -370,16 +488,28 @@ mod speed {
     #[ignore = "timing, run in release"]
     fn decode_speed() {
         let (v2, v3, n) = chunks_of_the_mix(200_000);
-        for (name, chunks) in [("v2 rows", &v2), ("v3 columns", &v3)] {
+        // Version 3 as the reader decodes it (straight from the columns),
+        // and as it did before: the rows rebuilt, then decoded.
+        let via_rows = |c: &[u8], base: u64, count: u32| {
+            let mut d = crate::record::compress::Decompressor::default();
+            let raw = d.unframe(c, 3).unwrap();
+            crate::record::decode::decode(raw, base, count).unwrap()
+        };
+        let direct =
+            |c: &[u8], base, count| crate::record::chunk::decode_v2(c, base, count).unwrap();
+        type Decode<'a> = &'a dyn Fn(&[u8], u64, u32) -> crate::record::decode::Decoded;
+        let runs: [(&str, &Vec<Chunk>, Decode<'_>); 3] = [
+            ("v2 rows", &v2, &direct),
+            ("v3 columns, via rows", &v3, &via_rows),
+            ("v3 columns, direct", &v3, &direct),
+        ];
+        for (name, chunks, decode) in runs {
             let mut best = f64::MAX;
             for _ in 0..5 {
                 let t = std::time::Instant::now();
                 let mut records = 0;
                 for (c, base, count) in chunks {
-                    records += crate::record::chunk::decode_v2(c, *base, *count)
-                        .unwrap()
-                        .records
-                        .len();
+                    records += decode(c, *base, *count).records.len();
                 }
                 assert_eq!(records, n);
                 best = best.min(t.elapsed().as_secs_f64());

@@ -16,11 +16,13 @@
 //! and resynchronisation are those of version 1. Each chunk is
 //! compressed on its own, and each part of a chunk by column on its own
 //! (its own entropy tables): any chunk still decodes without the others.
-//! What a reader gets back is always the row payload.
+//! What a reader gets back is the row payload, or, for a chunk by column,
+//! its records decoded straight from the columns (columns.rs), the same
+//! records the row payload decodes to.
 
 use super::MAX_CHUNK;
 use super::codec::{CodecError, Cursor, put_varint};
-use super::columns::{Columnizer, from_columns, parts_count};
+use super::columns::{Columnizer, decode_columns, from_columns, parts_count};
 
 /// The payload is stored as it is.
 pub const CODEC_NONE: u8 = 0;
@@ -183,6 +185,14 @@ pub struct Decompressor {
     spans: Vec<Span>,
 }
 
+/// A chunk payload as [`Decompressor::unframe_records`] gives it.
+pub enum Unframed<'a> {
+    /// The row payload, to decode.
+    Rows(&'a [u8]),
+    /// A chunk by column, decoded straight into records.
+    Records(super::decode::Decoded),
+}
+
 impl Decompressor {
     /// The row payload (version 1's layout) of a `payload` of a file of
     /// format `version` (2 or 3; columns only in 3). Nothing larger than
@@ -192,70 +202,126 @@ impl Decompressor {
         payload: &'a [u8],
         version: u16,
     ) -> Result<&'a [u8], CodecError> {
-        let mut c = Cursor::new(payload);
-        let codec = c.u8()?;
         let Self {
             zstd,
             buf,
             rows,
             spans,
         } = self;
-        match codec {
-            CODEC_NONE | CODEC_ZSTD => {
-                let raw_len = raw_len(&mut c)?;
-                let data = c.take(c.remaining())?;
-                data_of(zstd, buf, codec == CODEC_ZSTD, raw_len, data)
-            }
-            CODEC_COLUMNS if version >= 3 => {
-                // Each part is in the payload or, decompressed, in `buf`.
-                buf.clear();
-                spans.clear();
-                for _ in 0..parts_count() {
-                    let span = match c.u8()? {
-                        PART_EMPTY => Span::Payload(0, 0),
-                        PART_STORED => {
-                            let n = raw_len(&mut c)?;
-                            let at = c.pos();
-                            c.take(n)?;
-                            Span::Payload(at, at + n)
-                        }
-                        PART_ZSTD => {
-                            let n = raw_len(&mut c)?;
-                            let len = raw_len(&mut c)?;
-                            let frame = c.take(len)?;
-                            let at = buf.len();
-                            if at + n > MAX_CHUNK {
-                                return Err(CodecError::Range("uncompressed length"));
-                            }
-                            // The writer's frames state their size: a part
-                            // whose frame says otherwise is refused before
-                            // `n` bytes are set aside for it (a few damaged
-                            // bytes must not cost a 16 MiB fill each).
-                            let stated = zstd::zstd_safe::get_frame_content_size(frame);
-                            if !matches!(stated, Ok(Some(size)) if size == n as u64) {
-                                return Err(CodecError::Corrupt("zstd part size"));
-                            }
-                            buf.resize(at + n, 0);
-                            decompress(zstd, frame, &mut buf[at..])?;
-                            Span::Buf(at, at + n)
-                        }
-                        _ => return Err(CodecError::Range("part")),
-                    };
-                    spans.push(span);
-                }
-                let bits = c.take(c.remaining())?;
-                let parts: Vec<&[u8]> = spans
-                    .iter()
-                    .map(|s| match *s {
-                        Span::Payload(a, b) => &payload[a..b],
-                        Span::Buf(a, b) => &buf[a..b],
-                    })
-                    .collect();
+        match split(payload, version, zstd, buf, spans)? {
+            Split::Rows(raw) => Ok(raw),
+            Split::Columns(parts, bits) => {
                 from_columns(&parts, bits, rows)?;
                 Ok(rows)
             }
-            _ => Err(CodecError::Range("codec")),
         }
+    }
+
+    /// As [`Self::unframe`], but a chunk by column (of `count` records
+    /// from `base_ts`) whose rows would take at most `max_rows` bytes is
+    /// decoded straight from its columns into records, never built as
+    /// rows. Any other, or one the column decoder refuses, is given as
+    /// rows, so what it decodes to (or why not) is the row decoder's.
+    pub fn unframe_records<'a>(
+        &'a mut self,
+        payload: &'a [u8],
+        version: u16,
+        base_ts: u64,
+        count: u32,
+        max_rows: usize,
+    ) -> Result<Unframed<'a>, CodecError> {
+        let Self {
+            zstd,
+            buf,
+            rows,
+            spans,
+        } = self;
+        match split(payload, version, zstd, buf, spans)? {
+            Split::Rows(raw) => Ok(Unframed::Rows(raw)),
+            Split::Columns(parts, bits) => {
+                match decode_columns(&parts, bits, base_ts, count, max_rows) {
+                    Ok(d) => Ok(Unframed::Records(d)),
+                    Err(_) => {
+                        from_columns(&parts, bits, rows)?;
+                        Ok(Unframed::Rows(rows))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A payload's layout: its rows, or its columnar parts and bits.
+enum Split<'a> {
+    Rows(&'a [u8]),
+    Columns(Vec<&'a [u8]>, &'a [u8]),
+}
+
+/// Decompresses what `payload` holds: its rows, or each part of its
+/// columns (in the payload or, decompressed, in `buf`).
+fn split<'a>(
+    payload: &'a [u8],
+    version: u16,
+    zstd: &mut Option<zstd::bulk::Decompressor<'static>>,
+    buf: &'a mut Vec<u8>,
+    spans: &mut Vec<Span>,
+) -> Result<Split<'a>, CodecError> {
+    let mut c = Cursor::new(payload);
+    let codec = c.u8()?;
+    match codec {
+        CODEC_NONE | CODEC_ZSTD => {
+            let raw_len = raw_len(&mut c)?;
+            let data = c.take(c.remaining())?;
+            data_of(zstd, buf, codec == CODEC_ZSTD, raw_len, data).map(Split::Rows)
+        }
+        CODEC_COLUMNS if version >= 3 => {
+            buf.clear();
+            spans.clear();
+            for _ in 0..parts_count() {
+                let span = match c.u8()? {
+                    PART_EMPTY => Span::Payload(0, 0),
+                    PART_STORED => {
+                        let n = raw_len(&mut c)?;
+                        let at = c.pos();
+                        c.take(n)?;
+                        Span::Payload(at, at + n)
+                    }
+                    PART_ZSTD => {
+                        let n = raw_len(&mut c)?;
+                        let len = raw_len(&mut c)?;
+                        let frame = c.take(len)?;
+                        let at = buf.len();
+                        if at + n > MAX_CHUNK {
+                            return Err(CodecError::Range("uncompressed length"));
+                        }
+                        // The writer's frames state their size: a part
+                        // whose frame says otherwise is refused before
+                        // `n` bytes are set aside for it (a few damaged
+                        // bytes must not cost a 16 MiB fill each).
+                        let stated = zstd::zstd_safe::get_frame_content_size(frame);
+                        if !matches!(stated, Ok(Some(size)) if size == n as u64) {
+                            return Err(CodecError::Corrupt("zstd part size"));
+                        }
+                        buf.resize(at + n, 0);
+                        decompress(zstd, frame, &mut buf[at..])?;
+                        Span::Buf(at, at + n)
+                    }
+                    _ => return Err(CodecError::Range("part")),
+                };
+                spans.push(span);
+            }
+            let bits = c.take(c.remaining())?;
+            let buf: &'a [u8] = buf;
+            let parts = spans
+                .iter()
+                .map(|s| match *s {
+                    Span::Payload(a, b) => &payload[a..b],
+                    Span::Buf(a, b) => &buf[a..b],
+                })
+                .collect();
+            Ok(Split::Columns(parts, bits))
+        }
+        _ => Err(CodecError::Range("codec")),
     }
 }
 

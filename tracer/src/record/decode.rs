@@ -23,7 +23,7 @@ pub const MAX_TABLE: usize = 1 << 20;
 /// damage.
 const MAX_SAMPLED_CGROUPS: usize = 1 << 16;
 
-fn lost_kind(c: u64) -> LostKind {
+pub(super) fn lost_kind(c: u64) -> LostKind {
     match c {
         1 => LostKind::ThrottleStart,
         2 => LostKind::Throttle,
@@ -76,6 +76,94 @@ impl Tables {
     }
 }
 
+impl Tables {
+    /// The tables at the start of `c` (over `payload`), and the chunk's
+    /// cgroups (id and path).
+    fn read(c: &mut Cursor<'_>, payload: &[u8]) -> Result<(Self, Vec<(u64, String)>), CodecError> {
+        let n = count(c, "string count")?;
+        if n > MAX_TABLE {
+            return Err(CodecError::Range("string count"));
+        }
+        let mut strings = Vec::with_capacity(capacity(c, n, 1));
+        for _ in 0..n {
+            let s = c.bytes()?;
+            strings.push((c.pos() - s.len(), s.len()));
+        }
+        let n = count(c, "cgroup count")?;
+        if n > MAX_TABLE {
+            return Err(CodecError::Range("cgroup count"));
+        }
+        let mut tables = Tables {
+            strings,
+            cgroups: Vec::with_capacity(capacity(c, n, 2)),
+        };
+        let mut cgroups = Vec::with_capacity(capacity(c, n, 2));
+        for _ in 0..n {
+            let id = c.varint()?;
+            let path = tables.text(payload, c.varint()?)?;
+            tables.cgroups.push(id);
+            cgroups.push((id, path));
+        }
+        Ok((tables, cgroups))
+    }
+}
+
+/// A version-3 chunk's tables on their own (the head's copy of the row
+/// payload's), for decoding its columns straight into records: what the
+/// row decoder resolves per record, resolved the same way.
+pub(super) struct TableView<'p> {
+    tables: Tables,
+    payload: &'p [u8],
+}
+
+impl<'p> TableView<'p> {
+    /// The tables of `tables`, which they must fill exactly (else the row
+    /// decoder would read the rest as records), and the chunk's cgroups.
+    pub(super) fn new(tables: &'p [u8]) -> Result<(Self, Vec<(u64, String)>), CodecError> {
+        let mut c = Cursor::new(tables);
+        let (t, cgroups) = Tables::read(&mut c, tables)?;
+        if !c.is_empty() {
+            return Err(CodecError::Corrupt("bytes after the tables"));
+        }
+        let view = Self {
+            tables: t,
+            payload: tables,
+        };
+        Ok((view, cgroups))
+    }
+
+    /// The task of a key's pid, pid − tgid (zigzag) and comm index, as
+    /// [`task`] reads them from a row.
+    pub(super) fn task(&self, pid: u64, diff: u64, comm: u64) -> Result<Task, CodecError> {
+        let pid = u32::try_from(pid).map_err(|_| CodecError::Range("pid"))?;
+        let diff = ((diff >> 1) as i64) ^ -((diff & 1) as i64);
+        let tgid = i64::from(pid)
+            .checked_sub(diff)
+            .ok_or(CodecError::Range("tgid"))?;
+        let tgid = u32::try_from(tgid).map_err(|_| CodecError::Range("tgid"))?;
+        let comm = Comm::new(&String::from_utf8_lossy(
+            self.tables.string(self.payload, comm)?,
+        ));
+        Ok(Task { pid, tgid, comm })
+    }
+
+    /// Cgroup id of a table index + 1 (0: none).
+    pub(super) fn cgroup(&self, i: u64) -> Result<u64, CodecError> {
+        self.tables.cgroup(i)
+    }
+
+    /// A record whose body after its time is `body`, as the row decoder
+    /// decodes it.
+    pub(super) fn record(&self, tg: u8, ts: u64, body: &[u8]) -> Result<Record, CodecError> {
+        record(tg, ts, &mut Cursor::new(body), &self.tables, self.payload)
+    }
+}
+
+/// Whether the row decoder knows `tg` (it counts and skips the others).
+pub(super) fn known(tg: u8) -> bool {
+    matches!(tg, tag::THROTTLE..=tag::LOST | tag::SAMPLE..=tag::NOTE)
+}
+
 /// Caps counts read from the data so garbage cannot make us allocate much.
 fn count(c: &mut Cursor<'_>, what: &'static str) -> Result<usize, CodecError> {
     let n = usize::try_from(c.varint()?).map_err(|_| CodecError::Range(what))?;
@@ -95,7 +183,11 @@ fn capacity(c: &Cursor<'_>, n: usize, min_bytes: usize) -> usize {
 const MAX_DURATION_NS: u64 = 3_600_000_000_000;
 
 fn duration(c: &mut Cursor<'_>) -> Result<u64, CodecError> {
-    let d = c.varint()?;
+    checked_duration(c.varint()?)
+}
+
+/// A span as [`duration`] accepts it.
+pub(super) fn checked_duration(d: u64) -> Result<u64, CodecError> {
     if d > MAX_DURATION_NS {
         return Err(CodecError::Range("duration"));
     }
@@ -125,30 +217,7 @@ impl Records {
         expected: u32,
     ) -> Result<(Self, Vec<(u64, String)>), CodecError> {
         let mut c = Cursor::new(payload);
-        let n = count(&mut c, "string count")?;
-        if n > MAX_TABLE {
-            return Err(CodecError::Range("string count"));
-        }
-        let mut strings = Vec::with_capacity(capacity(&c, n, 1));
-        for _ in 0..n {
-            let s = c.bytes()?;
-            strings.push((c.pos() - s.len(), s.len()));
-        }
-        let n = count(&mut c, "cgroup count")?;
-        if n > MAX_TABLE {
-            return Err(CodecError::Range("cgroup count"));
-        }
-        let mut tables = Tables {
-            strings,
-            cgroups: Vec::with_capacity(capacity(&c, n, 2)),
-        };
-        let mut cgroups = Vec::with_capacity(capacity(&c, n, 2));
-        for _ in 0..n {
-            let id = c.varint()?;
-            let path = tables.text(payload, c.varint()?)?;
-            tables.cgroups.push(id);
-            cgroups.push((id, path));
-        }
+        let (tables, cgroups) = Tables::read(&mut c, payload)?;
         let records = Self {
             tables,
             pos: c.pos(),
@@ -183,7 +252,7 @@ impl Records {
             // Every record, known or not, starts with its time delta.
             let ts = (self.last as i64).wrapping_add(b.zigzag()?) as u64;
             self.last = ts;
-            if !matches!(tg, tag::THROTTLE..=tag::LOST | tag::SAMPLE..=tag::NOTE) {
+            if !known(tg) {
                 self.unknown += 1;
                 continue;
             }

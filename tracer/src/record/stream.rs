@@ -15,7 +15,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::compress::Decompressor;
+use super::compress::{Decompressor, Unframed};
 use super::decode::Records;
 use super::reader::{Damage, ReadError, Recording, header_at};
 use super::{CHUNK_HEADER, CHUNK_MAGIC, MAX_CHUNK, Record};
@@ -25,7 +25,7 @@ const BLOCK: usize = 1 << 20;
 /// Chunks up to this size (uncompressed) are decoded at once; larger ones
 /// (never written by memtrace, which flushes at 256 KiB) are checked
 /// first and then decoded a record at a time.
-const EAGER_BYTES: usize = 1 << 20;
+pub(super) const EAGER_BYTES: usize = 1 << 20;
 /// Damage entries kept one by one; past this they are summed in one.
 pub const MAX_DAMAGE_LISTED: usize = 1000;
 /// Distinct cgroup paths kept; past this, ids show as `#id`.
@@ -397,12 +397,16 @@ impl Stream {
             self.budget = self.budget.saturating_sub(cost);
             return Err(Bad::Damaged("checksum mismatch".into()));
         }
-        let raw = if self.version >= 2 {
-            self.decompressor.unframe(payload, self.version)
+        let decoded = if self.version >= 2 {
+            self.decompressor
+                .unframe_records(payload, self.version, base, count, EAGER_BYTES)
+                .and_then(|u| match u {
+                    Unframed::Rows(raw) => decode_chunk(raw, base, count),
+                    Unframed::Records(d) => Ok(eager(d)),
+                })
         } else {
-            Ok(payload)
+            decode_chunk(payload, base, count)
         };
-        let decoded = raw.and_then(|raw| decode_chunk(raw, base, count));
         let (current, cgroups, n, unknown) = match decoded {
             Ok(d) => d,
             Err(e) => {
@@ -441,14 +445,7 @@ fn decode_chunk(
     count: u32,
 ) -> Result<DecodedChunk, super::codec::CodecError> {
     if raw.len() <= EAGER_BYTES {
-        let d = super::decode::decode(raw, base, count)?;
-        let n = d.records.len();
-        return Ok((
-            Current::Eager(d.records.into_iter()),
-            d.cgroups,
-            n,
-            d.unknown,
-        ));
+        return Ok(eager(super::decode::decode(raw, base, count)?));
     }
     let (records, cgroups) = Records::new(raw, base, count)?;
     let (seen, unknown) = Records::new(raw, base, count)?.0.validate(raw)?;
@@ -458,6 +455,17 @@ fn decode_chunk(
         records,
     };
     Ok((lazy, cgroups, n, unknown))
+}
+
+/// A chunk decoded whole.
+fn eager(d: super::decode::Decoded) -> DecodedChunk {
+    let n = d.records.len();
+    (
+        Current::Eager(d.records.into_iter()),
+        d.cgroups,
+        n,
+        d.unknown,
+    )
 }
 
 impl Iterator for Stream {

@@ -21,6 +21,7 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::event::Event;
@@ -97,6 +98,8 @@ pub fn chrome_json<R: Borrow<Record>>(
     processes.insert(HOST_PID, format!("host {}", rec.header.host));
     // Cgroup ids can collide with the host's pid 1 only in theory; shift.
     let pid_of = |id: u64| id.saturating_add(1_000);
+    // A path as JSON, escaped once per cgroup id rather than per slice.
+    let mut over_high_json: HashMap<u64, Box<RawValue>> = HashMap::new();
     for r in records {
         match r.borrow() {
             Record::Event(e) => match e {
@@ -111,7 +114,9 @@ pub fn chrome_json<R: Borrow<Record>>(
                         args: ThrottleArgs {
                             reclaim_ms: t.reclaim_ns as f64 / 1e6,
                             sleep_ms: t.sleep_ns() as f64 / 1e6,
-                            over_high: rec.path(t.over_high_id),
+                            over_high: over_high_json
+                                .entry(t.over_high_id)
+                                .or_insert_with(|| path_json(rec, t.over_high_id)),
                             nr_pages: t.nr_pages, tgid: t.task.tgid,
                         },
                     })?;
@@ -216,11 +221,17 @@ struct Slice<A> {
     args: A,
 }
 
+/// `rec.path(id)` as a JSON string.
+fn path_json(rec: &Recording, id: u64) -> Box<RawValue> {
+    let text = serde_json::to_string(&rec.path(id)).unwrap_or_else(|_| "\"\"".into());
+    RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
 #[derive(Serialize)]
-struct ThrottleArgs {
+struct ThrottleArgs<'a> {
     reclaim_ms: f64,
     sleep_ms: f64,
-    over_high: String,
+    over_high: &'a RawValue,
     nr_pages: u32,
     tgid: u32,
 }
@@ -350,6 +361,79 @@ fn row(out: &mut dyn Write, fields: &[String]) -> io::Result<()> {
     out.write_all(b"\n")
 }
 
+/// A CSV row built in one buffer and written whole: a write per row, not
+/// per field, and numbers formatted without an allocation each.
+struct CsvRow {
+    buf: Vec<u8>,
+    first: bool,
+}
+
+impl CsvRow {
+    fn sep(&mut self) {
+        if !std::mem::take(&mut self.first) {
+            self.buf.push(b',');
+        }
+    }
+
+    fn text(&mut self, s: &str) {
+        self.sep();
+        self.buf.extend_from_slice(csv_field(s).as_bytes());
+    }
+
+    /// A field escaped already ([`csv_field`]).
+    fn escaped(&mut self, s: &str) {
+        self.sep();
+        self.buf.extend_from_slice(s.as_bytes());
+    }
+
+    fn num(&mut self, v: impl itoa::Integer) {
+        self.sep();
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+
+    fn opt(&mut self, v: Option<u64>) {
+        match v {
+            Some(v) => self.num(v),
+            None => self.sep(),
+        }
+    }
+
+    fn end(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        self.buf.push(b'\n');
+        let r = out.write_all(&self.buf);
+        self.buf.clear();
+        self.first = true;
+        r
+    }
+}
+
+/// A cgroup's CSV fields, escaped once per cgroup id: its path (blank
+/// where the path reads `-`, as for no cgroup) and its name.
+struct CsvCgroup {
+    path: String,
+    dash: bool,
+    name: String,
+}
+
+impl CsvCgroup {
+    fn of<'c>(
+        cache: &'c mut HashMap<u64, CsvCgroup>,
+        rec: &Recording,
+        named: &Named<'_>,
+        id: u64,
+    ) -> &'c CsvCgroup {
+        cache.entry(id).or_insert_with(|| {
+            let path = rec.path(id);
+            CsvCgroup {
+                dash: path == "-",
+                path: csv_field(&path).into_owned(),
+                name: csv_field(named.name(id)).into_owned(),
+            }
+        })
+    }
+}
+
 /// Events as CSV, one row per event.
 pub fn csv_events<R: Borrow<Record>>(
     rec: &Recording,
@@ -380,22 +464,23 @@ pub fn csv_events<R: Borrow<Record>>(
         .map(String::from),
     )?;
     let named = Named::new(rec);
-    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let mut cgroups: HashMap<u64, CsvCgroup> = HashMap::new();
+    let mut row = CsvRow {
+        buf: Vec::with_capacity(1024),
+        first: true,
+    };
     for r in records {
         let Record::Event(e) = r.borrow() else {
             continue;
         };
-        let (pid, tgid, comm) = e
-            .task()
-            .map(|t| (t.pid.to_string(), t.tgid.to_string(), t.comm.to_string()))
-            .unwrap_or_default();
+        // Over-high and OOM cgroup columns: a cgroup id, or blank.
         let (dur, reclaim, pages, over, oom, rss, count) = match e {
             Event::Throttle(t) => (
                 Some(t.duration_ns()),
                 Some(t.reclaim_ns),
                 Some(t.reclaimed_pages),
-                rec.path(t.over_high_id),
-                String::new(),
+                Some(t.over_high_id),
+                None,
                 None,
                 None,
             ),
@@ -403,8 +488,8 @@ pub fn csv_events<R: Borrow<Record>>(
                 None,
                 None,
                 Some(u64::from(t.nr_pages)),
-                rec.path(t.over_high_id),
-                String::new(),
+                Some(t.over_high_id),
+                None,
                 None,
                 None,
             ),
@@ -412,8 +497,8 @@ pub fn csv_events<R: Borrow<Record>>(
                 Some(r.duration_ns()),
                 None,
                 Some(r.nr_reclaimed),
-                String::new(),
-                String::new(),
+                None,
+                None,
                 None,
                 None,
             ),
@@ -421,54 +506,44 @@ pub fn csv_events<R: Borrow<Record>>(
                 None,
                 None,
                 None,
-                String::new(),
-                rec.path(o.oom_memcg_id),
+                None,
+                Some(o.oom_memcg_id),
                 o.rss_pages.map(|p| p.total().saturating_mul(page)),
                 None,
             ),
-            Event::Brake(b) => (
-                Some(b.throttled_ns),
-                None,
-                None,
-                String::new(),
-                String::new(),
-                None,
-                None,
-            ),
-            Event::Lost(l) => (
-                None,
-                None,
-                None,
-                String::new(),
-                String::new(),
-                None,
-                Some(l.count),
-            ),
+            Event::Brake(b) => (Some(b.throttled_ns), None, None, None, None, None, None),
+            Event::Lost(l) => (None, None, None, None, None, None, Some(l.count)),
         };
-        row(
-            out,
-            &[
-                e.type_name().to_string(),
-                clock.rfc3339(e.ts_ns()),
-                e.ts_ns().to_string(),
-                if e.memcg_id() == 0 {
-                    String::new()
-                } else {
-                    rec.path(e.memcg_id())
-                },
-                pid,
-                tgid,
-                comm,
-                opt(dur),
-                opt(reclaim),
-                opt(pages),
-                if over == "-" { String::new() } else { over },
-                if oom == "-" { String::new() } else { oom },
-                opt(rss),
-                opt(count),
-                named.name(e.memcg_id()).to_string(),
-            ],
-        )?;
+        row.text(e.type_name());
+        row.text(&clock.rfc3339(e.ts_ns()));
+        row.num(e.ts_ns());
+        let id = e.memcg_id();
+        if id == 0 {
+            row.sep();
+        } else {
+            row.escaped(&CsvCgroup::of(&mut cgroups, rec, &named, id).path);
+        }
+        match e.task() {
+            Some(t) => {
+                row.num(t.pid);
+                row.num(t.tgid);
+                row.text(&t.comm.to_str_lossy());
+            }
+            None => (0..3).for_each(|_| row.sep()),
+        }
+        row.opt(dur);
+        row.opt(reclaim);
+        row.opt(pages);
+        for other in [over, oom] {
+            match other.map(|o| CsvCgroup::of(&mut cgroups, rec, &named, o)) {
+                Some(c) if !c.dash => row.escaped(&c.path),
+                _ => row.sep(),
+            }
+        }
+        row.opt(rss);
+        row.opt(count);
+        row.escaped(&CsvCgroup::of(&mut cgroups, rec, &named, id).name);
+        row.end(out)?;
     }
     Ok(())
 }

@@ -271,7 +271,12 @@ impl<'a> Builder<'a> {
                         o.reclaim_ns += t.reclaim_ns;
                         o.sleep_ns += t.sleep_ns();
                         if t.over_high_id != 0 {
-                            o.over_high.insert(rec.path(t.over_high_id), ());
+                            // The path is made (allocated) only the first
+                            // time a cgroup is seen over its high here.
+                            let named = rec.cgroups.get(&t.over_high_id).filter(|p| !p.is_empty());
+                            if !named.is_some_and(|p| o.over_high.contains_key(p.as_str())) {
+                                o.over_high.insert(rec.path(t.over_high_id), ());
+                            }
                         }
                         let task = o
                             .tasks
