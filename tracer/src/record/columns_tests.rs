@@ -549,6 +549,37 @@ mod speed {
     }
 }
 
+/// The reader's route (`Decompressor::unframe_records`, as the stream
+/// and `chunk::decode_v2` call it) decodes the chunks the writer makes
+/// straight from their columns: the row route stays for damage only.
+#[test]
+fn written_chunks_take_the_direct_route() {
+    use crate::record::compress::{Decompressor, Unframed};
+    let (v2, v3, _) = tests_support::chunks_of_the_mix(20_000);
+    let mut d = Decompressor::default();
+    for (payload, base, count) in &v3 {
+        let route = d
+            .unframe_records(
+                payload,
+                3,
+                *base,
+                *count,
+                crate::record::stream::EAGER_BYTES,
+            )
+            .unwrap();
+        assert!(
+            matches!(route, Unframed::Records(_)),
+            "a written chunk went through its rows"
+        );
+    }
+    // Version 2's rows stay rows.
+    let (payload, base, count) = &v2[0];
+    let route = d
+        .unframe_records(payload, 2, *base, *count, 1 << 20)
+        .unwrap();
+    assert!(matches!(route, Unframed::Rows(_)));
+}
+
 mod tests_support {
     use crate::record::CHUNK_HEADER;
     use crate::record::chunk::ChunkBuilder;

@@ -71,6 +71,18 @@ impl Hierarchy for Named<'_> {
 /// The process id the host's own tracks live under in the trace.
 const HOST_PID: u64 = 1;
 
+/// Cgroups whose escaped fields a format keeps at once: the ids come from
+/// the file, so the caches are bounded (emptied when full, then filled
+/// again), a few MiB at most whatever a recording holds.
+const ESCAPED_CGROUPS_MAX: usize = 16_384;
+
+/// Makes room in a per-cgroup cache before `id` goes in.
+fn bound_cache<V>(cache: &mut HashMap<u64, V>, id: u64) {
+    if cache.len() >= ESCAPED_CGROUPS_MAX && !cache.contains_key(&id) {
+        cache.clear();
+    }
+}
+
 fn us(ns: u64, origin: u64) -> f64 {
     ns.saturating_sub(origin) as f64 / 1e3
 }
@@ -114,9 +126,12 @@ pub fn chrome_json<R: Borrow<Record>>(
                         args: ThrottleArgs {
                             reclaim_ms: t.reclaim_ns as f64 / 1e6,
                             sleep_ms: t.sleep_ns() as f64 / 1e6,
-                            over_high: over_high_json
-                                .entry(t.over_high_id)
-                                .or_insert_with(|| path_json(rec, t.over_high_id)),
+                            over_high: {
+                                bound_cache(&mut over_high_json, t.over_high_id);
+                                over_high_json
+                                    .entry(t.over_high_id)
+                                    .or_insert_with(|| path_json(rec, t.over_high_id))
+                            },
                             nr_pages: t.nr_pages, tgid: t.task.tgid,
                         },
                     })?;
@@ -423,6 +438,7 @@ impl CsvCgroup {
         named: &Named<'_>,
         id: u64,
     ) -> &'c CsvCgroup {
+        bound_cache(cache, id);
         cache.entry(id).or_insert_with(|| {
             let path = rec.path(id);
             CsvCgroup {
@@ -634,6 +650,20 @@ mod tests {
     fn recording() -> Recording {
         let (bytes, _) = crate::record::reader::tests::file(2);
         crate::record::reader::parse(&bytes).unwrap()
+    }
+
+    #[test]
+    fn the_escaped_cgroup_caches_stay_bounded() {
+        let mut cache: HashMap<u64, u8> = HashMap::new();
+        for id in 0..(ESCAPED_CGROUPS_MAX as u64 * 3) {
+            bound_cache(&mut cache, id);
+            cache.insert(id, 0);
+            assert!(cache.len() <= ESCAPED_CGROUPS_MAX);
+        }
+        // A cached id is never dropped to make room for itself.
+        let kept = ESCAPED_CGROUPS_MAX as u64 * 3 - 1;
+        bound_cache(&mut cache, kept);
+        assert!(cache.contains_key(&kept));
     }
 
     #[test]
