@@ -483,32 +483,74 @@ pub fn parts_count() -> usize {
     4 + all_columns()
 }
 
+/// The head of a chunk by column, read and checked as both decoders
+/// need it: the parts, the tables, the record count (one tag each), the
+/// time quantum, and a cursor at the `nkeys` keys.
+struct Head<'a> {
+    tags: &'a [u8],
+    dts: &'a [u8],
+    rest: &'a [u8],
+    cols: &'a [&'a [u8]],
+    tables: &'a [u8],
+    n: usize,
+    q: u64,
+    nkeys: usize,
+    keys: Cursor<'a>,
+}
+
+impl<'a> Head<'a> {
+    fn read(parts: &'a [&'a [u8]]) -> Result<Self, CodecError> {
+        let [head, tags, dts, rest, cols @ ..] = parts else {
+            return Err(CodecError::Range("parts"));
+        };
+        if cols.len() != all_columns() {
+            return Err(CodecError::Range("parts"));
+        }
+        let mut c = Cursor::new(head);
+        let tables = c.bytes()?;
+        let n = usize::try_from(c.varint()?).map_err(|_| CodecError::Range("record count"))?;
+        if n != tags.len() {
+            return Err(CodecError::Range("record count"));
+        }
+        let q = c.varint()?;
+        if q == 0 || q > MAX_QUANTUM {
+            return Err(CodecError::Range("quantum"));
+        }
+        let nkeys = usize::try_from(c.varint()?).map_err(|_| CodecError::Range("key count"))?;
+        if nkeys > MAX_KEYS || nkeys > c.remaining() / KEY {
+            return Err(CodecError::Range("key count"));
+        }
+        Ok(Self {
+            tags,
+            dts,
+            rest,
+            cols,
+            tables,
+            n,
+            q,
+            nkeys,
+            keys: c,
+        })
+    }
+}
+
 /// Rebuilds the row payload of the columnar `parts` and `bits` into `out`
 /// (cleared first). Every length and index is checked against the bytes
 /// present, the result is never larger than [`MAX_CHUNK`], and a column
 /// with values left over or missing is damage.
 pub fn from_columns(parts: &[&[u8]], bits: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
     out.clear();
-    let [head, tags, dts, rest, cols @ ..] = parts else {
-        return Err(CodecError::Range("parts"));
-    };
-    if cols.len() != all_columns() {
-        return Err(CodecError::Range("parts"));
-    }
-    let mut c = Cursor::new(head);
-    let tables = c.bytes()?;
-    let n = usize::try_from(c.varint()?).map_err(|_| CodecError::Range("record count"))?;
-    if n != tags.len() {
-        return Err(CodecError::Range("record count"));
-    }
-    let q = c.varint()?;
-    if q == 0 || q > MAX_QUANTUM {
-        return Err(CodecError::Range("quantum"));
-    }
-    let nkeys = usize::try_from(c.varint()?).map_err(|_| CodecError::Range("key count"))?;
-    if nkeys > MAX_KEYS || nkeys > c.remaining() / KEY {
-        return Err(CodecError::Range("key count"));
-    }
+    let Head {
+        tags,
+        dts,
+        rest,
+        cols,
+        tables,
+        q,
+        nkeys,
+        keys: mut c,
+        ..
+    } = Head::read(parts)?;
     let mut keys = Vec::with_capacity(nkeys);
     for _ in 0..nkeys {
         keys.push([c.varint()?, c.varint()?, c.varint()?, c.varint()?]);
@@ -523,7 +565,7 @@ pub fn from_columns(parts: &[&[u8]], bits: &[u8], out: &mut Vec<u8>) -> Result<(
     out.reserve((parts.iter().map(|p| p.len()).sum::<usize>() * 2).min(MAX_CHUNK));
     out.extend_from_slice(tables);
     let layouts = layouts();
-    for &t in *tags {
+    for &t in tags {
         // The body goes straight after its tag and a one-byte length,
         // moved on in the rare case its length takes more.
         let at = out.len();
@@ -678,27 +720,21 @@ pub fn decode_columns(
     expected: u32,
     max_rows: usize,
 ) -> Result<Decoded, CodecError> {
-    let [head, tags, dts, rest, cols @ ..] = parts else {
-        return Err(CodecError::Range("parts"));
-    };
-    if cols.len() != all_columns() {
-        return Err(CodecError::Range("parts"));
-    }
-    let mut c = Cursor::new(head);
-    let tables = c.bytes()?;
-    let n = usize::try_from(c.varint()?).map_err(|_| CodecError::Range("record count"))?;
+    let Head {
+        tags,
+        dts,
+        rest,
+        cols,
+        tables,
+        n,
+        q,
+        nkeys,
+        keys: mut c,
+    } = Head::read(parts)?;
     // A row is at least its tag, length and time delta: more records
     // than that allows is left to the row path, which bounds them so.
-    if n != tags.len() || u32::try_from(n).ok() != Some(expected) || n > max_rows / 3 {
+    if u32::try_from(n).ok() != Some(expected) || n > max_rows / 3 {
         return Err(CodecError::Range("record count"));
-    }
-    let q = c.varint()?;
-    if q == 0 || q > MAX_QUANTUM {
-        return Err(CodecError::Range("quantum"));
-    }
-    let nkeys = usize::try_from(c.varint()?).map_err(|_| CodecError::Range("key count"))?;
-    if nkeys > MAX_KEYS || nkeys > c.remaining() / KEY {
-        return Err(CodecError::Range("key count"));
     }
     let (view, cgroups) = TableView::new(tables)?;
     let mut keys: Vec<ResolvedKey> = Vec::with_capacity(nkeys);
@@ -742,7 +778,7 @@ pub fn decode_columns(
         unknown: 0,
     };
     let mut last = base_ts;
-    for &t in *tags {
+    for &t in tags {
         let e = dts.u8()?;
         let v = r
             .bits
