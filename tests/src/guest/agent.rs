@@ -760,7 +760,10 @@ min_interval = "1s"
             if let Some(e) = eta {
                 c.metric("eta_s", e);
             }
-            c.check(pct < 60.0, format!("alerted at {pct}% MemAvailable"));
+            // The agent judges MemAvailable under 60 % exactly; the alert
+            // carries it rounded to 0.1 (59.96 % reads 60.0: kernel 7.2,
+            // this session's CI run), so 60.0 is the most it may say.
+            c.check(pct <= 60.0, format!("alerted at {pct}% MemAvailable"));
             c.check(
                 d["topic"] == "host:exhaustion"
                     && h.body["severity"] == "warning"
