@@ -49,9 +49,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use super::chunk::tag;
 use super::codec::{CodecError, Cursor, put_bytes, put_varint, put_zigzag};
-use super::decode::{Decoded, TableView, checked_duration, known, lost_kind};
+use super::decode::{Decoded, TableView, checked_duration, known, lost_kind, reclaim_event};
 use super::{MAX_CHUNK, Record};
-use crate::event::{Brake, Event, Lost, Reclaim, Task, Throttle, ThrottleStart};
+use crate::event::{Brake, Event, Lost, Task, Throttle, ThrottleStart};
 
 /// How a field after `dt` is stored.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -186,6 +186,34 @@ fn duration(c: &mut Cursor<'_>) -> Result<u64, CodecError> {
     checked_duration(c.varint()?)
 }
 
+/// A reclaim pass as both decoders (rows and columns) read it: its tag
+/// picks memcg or direct reclaim; flags bit 0 says the memory cgroup is
+/// exact, bit 1 that the pass ran inside a throttle episode.
+pub(super) fn reclaim_event(
+    tg: u8,
+    ts: u64,
+    dur: u64,
+    task: Task,
+    memcg_id: u64,
+    flags: u64,
+    nr_reclaimed: u64,
+) -> Event {
+    let r = Reclaim {
+        ts_ns: ts,
+        start_ns: ts.saturating_sub(dur),
+        task,
+        memcg_id,
+        memcg_exact: flags & 1 != 0,
+        in_throttle: flags & 2 != 0,
+        nr_reclaimed,
+    };
+    if tg == tag::RECLAIM {
+        Event::Reclaim(r)
+    } else {
+        Event::DirectReclaim(r)
+    }
+}
+
 /// A span as [`duration`] accepts it.
 pub(super) fn checked_duration(d: u64) -> Result<u64, CodecError> {
     if d > MAX_DURATION_NS {
@@ -325,20 +353,16 @@ fn record(tg: u8, ts: u64, b: &mut Cursor<'_>, t: &Tables, p: &[u8]) -> Result<R
             let task = task(b, t, p)?;
             let memcg_id = t.cgroup(b.varint()?)?;
             let flags = b.varint()?;
-            let r = Reclaim {
-                ts_ns: ts,
-                start_ns: ts.saturating_sub(dur),
+            let nr_reclaimed = b.varint()?;
+            Record::Event(reclaim_event(
+                tg,
+                ts,
+                dur,
                 task,
                 memcg_id,
-                memcg_exact: flags & 1 != 0,
-                in_throttle: flags & 2 != 0,
-                nr_reclaimed: b.varint()?,
-            };
-            Record::Event(if tg == tag::RECLAIM {
-                Event::Reclaim(r)
-            } else {
-                Event::DirectReclaim(r)
-            })
+                flags,
+                nr_reclaimed,
+            ))
         }
         tag::OOM_KILL => {
             let victim = task(b, t, p)?;

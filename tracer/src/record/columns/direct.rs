@@ -202,20 +202,16 @@ pub fn decode_columns(
                 let dur = checked_duration(r.time(k + 1)?)?;
                 let (task, memcg_id) = r.key(k, &key)?;
                 let flags = r.id(k + 2)?;
-                let x = Reclaim {
-                    ts_ns: ts,
-                    start_ns: ts.saturating_sub(dur),
+                let nr_reclaimed = r.num(k + 3)?;
+                Some(reclaim_event(
+                    t,
+                    ts,
+                    dur,
                     task,
                     memcg_id,
-                    memcg_exact: flags & 1 != 0,
-                    in_throttle: flags & 2 != 0,
-                    nr_reclaimed: r.num(k + 3)?,
-                };
-                Some(if t == tag::RECLAIM {
-                    Event::Reclaim(x)
-                } else {
-                    Event::DirectReclaim(x)
-                })
+                    flags,
+                    nr_reclaimed,
+                ))
             }
             tag::BRAKE => {
                 let k = brake;
